@@ -1,0 +1,117 @@
+"""Stage `data`: build the dataset manifest and the three splits.
+
+Reads: the configured source (`data.source.kind`: demo, playpen_data, clembench, smoltalk, generic)
+and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering.
+Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.rows`),
+`config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
+filter dropped (aborted games in the pool; non-success rows in query and eval).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from playpen_attribution import artifacts
+from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.demo.task import generate_demo
+from playpen_attribution.errors import UserError
+from playpen_attribution.jsonl import write_jsonl
+from playpen_attribution.rows import OUTCOMES, ROW_COLUMNS, SPLITS
+from playpen_attribution.sources.clembench import load_clembench
+from playpen_attribution.sources.common import SourceRows
+from playpen_attribution.sources.generic import load_generic
+from playpen_attribution.sources.playpen_data import load_playpen_data
+from playpen_attribution.sources.smoltalk import load_smoltalk
+from playpen_attribution.sources.synthetic import append_synthetic
+from playpen_attribution.stage_folder import run_stage
+
+
+def load_source(cfg: ExperimentConfig) -> SourceRows:
+    """The one seam where sources plug in; each source returns rows already split."""
+    source, seed = cfg.data.source, cfg.data.seed
+    if source.kind == "demo":
+        return generate_demo(source, seed)
+    if source.kind == "playpen_data":
+        return load_playpen_data(source, seed)
+    if source.kind == "clembench":
+        return load_clembench(source, seed)
+    if source.kind == "generic":
+        return load_generic(source, seed)
+    if source.kind == "smoltalk":
+        from playpen_attribution.modeling import load_tokenizer
+
+        if cfg.model.base == "tiny":
+            raise UserError("data.source.kind = 'smoltalk' needs a real model.base: its token cap uses that tokenizer")
+        return load_smoltalk(source, seed, load_tokenizer(cfg.model.base), cfg.tokenize.format)
+    raise UserError(f"data.source.kind = {source.kind!r} is not supported")
+
+
+def with_synthetic(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
+    """Append the synthetic rows to the pool, counting what the filters drop."""
+    if cfg.data.synthetic is None:
+        return source
+    pool, dropped = append_synthetic(source.splits["train_base"], cfg.data.synthetic, source.splits["eval"])
+    counts = Counter(source.dropped)
+    counts.update({f"synthetic:{k}": v for k, v in dropped.items()})
+    added = len(pool) - len(source.splits["train_base"])
+    info = source.info | {"synthetic_rows_added": added, "synthetic_path": str(cfg.data.synthetic.path)}
+    return SourceRows(splits=source.splits | {"train_base": pool}, dropped=dict(counts), info=info)
+
+
+def check_rows(rows: list[dict], split: str) -> None:
+    """Every row has the schema's columns, a known outcome, a non-empty completion and a unique id."""
+    seen = set()
+    for index, row in enumerate(rows):
+        missing = [c for c in ROW_COLUMNS if c not in row]
+        if missing:
+            raise UserError(f"split {split}, row {index}: missing column(s) {', '.join(missing)}")
+        if row["outcome"] not in OUTCOMES:
+            raise UserError(f"split {split}, row {index} ({row['example_id']}): unknown outcome {row['outcome']!r}")
+        if not isinstance(row["completion"], str) or not row["completion"].strip():
+            raise UserError(f"split {split}, row {index} ({row['example_id']}): empty completion")
+        if row["example_id"] in seen:
+            raise UserError(f"split {split}, row {index}: duplicate example_id {row['example_id']}")
+        seen.add(row["example_id"])
+
+
+def clean_splits(source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Drop aborted pool rows and non-success query/eval rows, counting each reason."""
+    missing = [s for s in SPLITS if s not in source.splits]
+    if missing:
+        raise UserError(f"data source produced no split(s) {', '.join(missing)}")
+    dropped = Counter(source.dropped)
+    splits = {}
+    for split in SPLITS:
+        rows = source.splits[split]
+        keep_outcomes = ("success", "failure") if split == "train_base" else ("success",)
+        kept = [r for r in rows if r.get("outcome") in keep_outcomes]
+        for r in rows:
+            if r.get("outcome") not in keep_outcomes:
+                dropped[f"{split}:{r.get('outcome')}"] += 1
+        if not kept:
+            raise UserError(f"split {split} is empty after filtering (source gave {len(rows)} rows)")
+        check_rows(kept, split)
+        splits[split] = kept
+    all_ids = [r["example_id"] for s in splits.values() for r in s]
+    if len(all_ids) != len(set(all_ids)):
+        raise UserError("the same example_id appears in more than one split")
+    return splits, dict(dropped)
+
+
+def run(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> Path:
+    def build(out: Path) -> dict:
+        source = with_synthetic(cfg, load_source(cfg))
+        splits, dropped = clean_splits(source)
+        (out / artifacts.SPLITS_DIR).mkdir()
+        for split, rows in splits.items():
+            write_jsonl(artifacts.split_path(out, split), rows)
+        return {
+            "rows": {s: len(r) for s, r in splits.items()},
+            "outcomes": {s: dict(Counter(r["outcome"] for r in rows)) for s, rows in splits.items()},
+            "dropped": dropped,
+            "source": {"kind": cfg.data.source.kind, **source.info},
+        }
+
+    stage_cfg = {"data": cfg.data.model_dump(mode="json")}
+    return run_stage(run_dir, artifacts.DATA, stage_cfg, {}, build, overwrite)
