@@ -161,3 +161,27 @@ def test_unknown_split_is_named(demo_run):
     _, run_dir = demo_run
     with pytest.raises(UserError, match="unknown split 'validation'.*have: attr_query, eval, train_base"):
         artifacts.load_split(run_dir / "data", "validation")
+
+
+def test_trainer_sees_exactly_the_ids_bergson_scored(demo_run, tmp_path):
+    """The one-tokenization rule: the rows the SFTTrainer trains on are the rows Bergson scored."""
+    import datasets
+    import torch
+
+    from playpen_attribution.stages.train import build_trainer
+
+    cfg, run_dir = demo_run
+    pool = artifacts.load_split(run_dir / "data", "train_base")
+    trainer = build_trainer(pool, str(run_dir / "base_model" / "model"), cfg.train, cfg, tmp_path / "t")
+    bergson = datasets.load_from_disk(str(run_dir / "attribute" / artifacts.BERGSON_DIR / "scores" / "data.hf"))
+    by_id = {eid: (ids, labels) for eid, ids, labels in zip(bergson["example_id"], bergson["input_ids"], bergson["labels"])}
+    assert len(by_id) == len(pool) == len(trainer.train_dataset)
+    for row, ids, labels in zip(pool, trainer.train_dataset["input_ids"], trainer.train_dataset["labels"]):
+        assert by_id[row["example_id"]] == (list(ids), list(labels))
+    # and the collated batches the model is fed keep those ids and labels (padding aside)
+    batch = next(iter(trainer.get_train_dataloader()))
+    bergson_rows = {tuple(ids): labels for ids, labels in by_id.values()}
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        kept = mask.bool()
+        assert bergson_rows[tuple(ids[kept].tolist())] == labels[kept].tolist()
+    assert torch.equal(batch["labels"][batch["attention_mask"] == 0], torch.full_like(batch["labels"][batch["attention_mask"] == 0], -100))

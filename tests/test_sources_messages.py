@@ -3,7 +3,6 @@ import pytest
 from playpen_attribution.errors import UserError
 from playpen_attribution.sources.messages import (
     merge_consecutive,
-    render_prompt,
     render_raw,
     split_at_last_assistant,
 )
@@ -15,20 +14,6 @@ CHAT = [
     {"role": "user", "content": "CLUE: snow"},
     {"role": "assistant", "content": "  GUESS: winter \n"},
 ]
-
-
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "<eos>": 1}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<eos>")
-    fast.chat_template = (
-        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-    )
-    return fast
 
 
 def test_render_raw_upper_cases_roles_and_joins_with_blank_lines():
@@ -53,19 +38,10 @@ def test_malformed_message_names_the_row():
         split_at_last_assistant("hello", where="row 3")
 
 
-def test_render_prompt_chat_template():
-    prompt = render_prompt(CHAT[:4], "chat_template", tiny_tokenizer())
-    assert prompt.startswith("<|system|>Be brief.\n")
-    assert prompt.endswith("<|assistant|>")
+def test_sources_render_raw_only():
+    import playpen_attribution.sources.messages as messages
 
-
-def test_chat_template_needs_a_tokenizer_with_a_template():
-    with pytest.raises(UserError, match="x.format = 'chat_template' needs the run's tokenizer"):
-        render_prompt(CHAT, "chat_template", None, field="x.format")
-    tok = tiny_tokenizer()
-    tok.chat_template = None
-    with pytest.raises(UserError, match="no chat template"):
-        render_prompt(CHAT, "chat_template", tok)
+    assert not hasattr(messages, "render_prompt")  # the chat template is tokenization's job alone
 
 
 def test_merge_consecutive_joins_same_role():

@@ -116,16 +116,26 @@ def test_saved_dataset_dict_loads_the_same_rows(local_dataset, tmp_path):
     assert a.splits == b.splits
 
 
-def test_chat_template_format(local_dataset):
-    with pytest.raises(UserError, match="playpen_data.format = 'chat_template' needs the run's tokenizer"):
-        load_playpen_data(PlaypenDataSource(dataset=str(local_dataset), format="chat_template"), seed=1)
-    out = load_playpen_data(
-        PlaypenDataSource(dataset=str(local_dataset), format="chat_template"), seed=1, tokenizer=tiny_tokenizer()
-    )
+def test_prompt_is_raw_and_prompt_messages_are_kept(local_dataset):
+    from playpen_attribution.tokenization import prompt_ids
+
+    tok = tiny_tokenizer()
+    out = load_playpen_data(PlaypenDataSource(dataset=str(local_dataset)), seed=1, tokenizer=tok)
     row = out.splits["train_base"][0]
-    assert row["prompt"].startswith("<|user|>Guess the word.")
-    assert row["prompt"].endswith("<|assistant|>")
+    assert row["prompt"].startswith("USER: Guess the word.") and "<|" not in row["prompt"]
+    assert row["prompt_messages"] == _episode(0)["messages"][:3]
     assert row["completion"] == "GUESS: winter"
+    # chat_template is applied once, by tokenization, to the kept messages (not to the raw prompt)
+    templated = tok.apply_chat_template(row["prompt_messages"], add_generation_prompt=True, tokenize=False)
+    assert templated.startswith("<|user|>Guess the word.") and "USER:" not in templated
+    assert prompt_ids(tok, row, "chat_template") == tok(templated, add_special_tokens=False)["input_ids"]
+
+
+def test_format_field_is_rejected():
+    with pytest.raises(ValidationError, match=r"format\n  Extra inputs are not permitted"):
+        PlaypenDataSource(format="chat_template")
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        PlaypenDataSource(format="raw")
 
 
 def test_missing_assistant_turn_names_the_row(tmp_path):

@@ -16,13 +16,19 @@ CATEGORIES = {"coding": 0.5, "math": 0.25, "creative-writing": 0.15, "advice": 0
 DIFFICULTIES = ["easy", "medium", "hard"]
 
 
-def tiny_tokenizer():
+def tiny_tokenizer(chat_template=False):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel({"[UNK]": 0, "<eos>": 1}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<eos>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="<eos>")
+    if chat_template:
+        fast.chat_template = (
+            "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+        )
+    return fast
 
 
 def _rows(n, long_every=0):
@@ -81,6 +87,8 @@ def test_pool_query_eval_and_token_cap(local_smoltalk):
     assert {"category", "difficulty", "quality", "reward_model_score", "conversation_tokens"} <= set(row)
     assert row["prompt"].startswith("SYSTEM: You are helpful.\n\nUSER: question")
     assert row["prompt"].endswith("USER: and more?")
+    assert [m["role"] for m in row["prompt_messages"]] == ["system", "user", "assistant", "user"]
+    assert row["prompt_messages"][-1] == {"role": "user", "content": "and more?"}
     assert all(r["source_split"] == "train" for r in out.splits["train_base"])
     assert all(r["source_split"] == "test" for r in out.splits["attr_query"] + out.splits["eval"])
     query_groups = {r["group_id"] for r in out.splits["attr_query"]}
@@ -127,6 +135,24 @@ def test_parquet_files_and_short_supply(tmp_path):
 def test_tokenizer_required_for_token_cap(local_smoltalk):
     with pytest.raises(UserError, match="token_cap"):
         load_smoltalk(_cfg(local_smoltalk), seed=0)
+    # without a cap the tokenizer is not needed, whatever the run's format
+    out = load_smoltalk(_cfg(local_smoltalk, token_cap=None), seed=0, tokenize_format="chat_template")
+    assert out.dropped == {}
+
+
+def test_token_cap_follows_the_run_format(local_smoltalk):
+    # short rows: raw prompt 13 tokens (ROLE: blocks), templated prompt 10, completion 4 + EOS
+    tok = tiny_tokenizer(chat_template=True)
+    raw = load_smoltalk(_cfg(local_smoltalk, token_cap=16, scan_rows=30), seed=0, tokenizer=tok)
+    assert raw.dropped == {"over_token_cap": 60}
+    templated = load_smoltalk(
+        _cfg(local_smoltalk, token_cap=16, scan_rows=30), seed=0, tokenizer=tok, tokenize_format="chat_template"
+    )
+    assert templated.dropped == {"over_token_cap": 3}
+    row = templated.splits["train_base"][0]
+    assert row["prompt"].startswith("SYSTEM: You are helpful.") and "<|" not in row["prompt"]
+    with pytest.raises(UserError, match="no chat template"):
+        load_smoltalk(_cfg(local_smoltalk), seed=0, tokenizer=tiny_tokenizer(), tokenize_format="chat_template")
 
 
 def test_missing_split(local_smoltalk):
@@ -147,8 +173,16 @@ def test_config():
         SmolTalkSource(group_by="quality")
 
 
-def test_token_lengths_in_batches():
+def test_token_lengths_match_tokenize_row():
     from playpen_attribution.sources.smoltalk import token_lengths
+    from playpen_attribution.tokenization import tokenize_row
 
     rows = [{"prompt": "a b c", "completion": "d e"}, {"prompt": "a", "completion": "b c d e f"}] * 3
-    assert token_lengths(rows, tiny_tokenizer(), "raw", batch=4) == [6, 7] * 3
+    assert token_lengths(rows, tiny_tokenizer(), "raw") == [6, 7] * 3
+    tok = tiny_tokenizer(chat_template=True)
+    rows[0]["prompt_messages"] = [{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "x"}]
+    lengths = token_lengths(rows, tok, "chat_template")
+    assert lengths == [len(tokenize_row(tok, r, "chat_template", 10**9)["input_ids"]) for r in rows]
+    # "<|user|>a", b, c, "<|assistant|>x", "<|assistant|>" + d e + EOS (the kept messages, not the prompt);
+    # "<|user|>a", "<|assistant|>" + 5 completion tokens + EOS
+    assert lengths[:2] == [8, 8]

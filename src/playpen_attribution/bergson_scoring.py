@@ -22,9 +22,11 @@ Steps and what lands in ``work_dir`` (every folder is Bergson's own output, ``co
 ``bergson <folder>/config.yaml`` replays it): ``pool.hf`` / ``query.hf`` (the exact rows handed to
 Bergson: ``example_id``, ``input_ids``, ``labels``), ``query_hessian/`` (only with query
 preconditioning), ``query_index/`` (the single mean query gradient, already preconditioned and
-normalised) and ``scores/`` (``scores.bin`` + ``data.hf`` with the pool ids Bergson scored). Bergson reads ``input_ids``/``labels`` as given (no
-templating), packs rows into batches sorted by length, and writes each score at the row's dataset
-index; we still join on ``example_id`` when reading back.
+normalised) and ``scores/`` (``scores.bin`` + ``data.hf`` with the pool ids Bergson scored). Bergson
+reads ``input_ids``/``labels`` as given (no templating), packs rows into batches sorted by length,
+and writes each score at the row's dataset index; we still join on ``example_id`` when reading back.
+Per-row gradients use Bergson's default summed (not mean) token loss.
+
 """
 
 from __future__ import annotations
@@ -45,25 +47,8 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 
 
-def _shield_broken_torchaudio() -> None:
-    """Hide a torchaudio whose CUDA build does not match torch's, so transformers/peft still import.
 
-    transformers imports torchaudio whenever it is installed; a mismatched wheel raises on import and
-    takes ``import peft`` (and so Bergson) down with it. Marking it absent makes transformers skip it.
-    """
-    if "torchaudio" in sys.modules:
-        return
-    try:
-        import torchaudio  # noqa: F401
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
-        for name in [m for m in sys.modules if m == "torchaudio" or m.startswith("torchaudio.")]:
-            del sys.modules[name]
-        sys.modules["torchaudio"] = None  # type: ignore[assignment]
-
-
-_shield_broken_torchaudio()
-
-import datasets  # noqa: E402
+import datasets
 
 REQUIRED_COLUMNS = ("example_id", "input_ids", "labels")
 
@@ -83,7 +68,7 @@ class ScoringSettings:
     unit_normalize: bool = True
     """Unit-normalise each gradient before the dot product (cosine scores)."""
     token_batch_size: int = 512
-    """Tokens per padded batch; must be <= the model's max_position_embeddings and the longest row."""
+    """Padded tokens per batch; at most max_position_embeddings and at least the longest row."""
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     """Model dtype Bergson loads (fp32 on CPU); scores themselves are computed in fp32."""
 

@@ -21,11 +21,7 @@ from playpen_attribution.rows import (
     make_example_id,
 )
 from playpen_attribution.sources.common import SourceRows
-from playpen_attribution.sources.messages import (
-    Format,
-    render_prompt,
-    split_at_last_assistant,
-)
+from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 
 
@@ -52,7 +48,6 @@ class GenericSource(BaseModel):
     group_column: str | None = Field(
         None, description="Column whose value groups rows for splitting; None = experiment::task_id (one per row)."
     )
-    format: Format = Field("raw", description="How a `messages` prompt is rendered: raw text or the chat template.")
     game: str = Field("generic", description="`game` of rows that have no game column.")
     game_role: str = Field("assistant", description="`game_role` of rows that have no game_role column.")
 
@@ -126,7 +121,7 @@ def read_table(path: Path) -> list[dict]:
     raise UserError(f"{path}: expected a .jsonl or .parquet file or a saved datasets folder")
 
 
-def _convert(path: Path, cfg: GenericSource, tokenizer) -> list[dict]:
+def _convert(path: Path, cfg: GenericSource) -> list[dict]:
     table = read_table(path)
     if not table:
         raise UserError(f"{path}: no rows")
@@ -137,15 +132,15 @@ def _convert(path: Path, cfg: GenericSource, tokenizer) -> list[dict]:
                 raise UserError(f"{path}: missing column {column!r} (need prompt/completion or messages)")
     if cfg.group_column is not None and cfg.group_column not in columns:
         raise UserError(f"{path}: missing column {cfg.group_column!r} (generic.group_column)")
-    return [_row(raw, index, path, cfg, tokenizer) for index, raw in enumerate(table)]
+    return [_row(raw, index, path, cfg) for index, raw in enumerate(table)]
 
 
-def _row(raw: dict, index: int, path: Path, cfg: GenericSource, tokenizer) -> dict:
+def _row(raw: dict, index: int, path: Path, cfg: GenericSource) -> dict:
     where = f"{path} row {index}"
     extra = {k: v for k, v in raw.items() if k not in ROW_COLUMNS and k not in ("messages", "prompt", "completion")}
     if "messages" in raw:
         earlier, completion = split_at_last_assistant(raw["messages"], where)
-        prompt = render_prompt(earlier, cfg.format, tokenizer, "generic.format")
+        prompt = render_raw(earlier)
         extra["prompt_messages"] = earlier
     else:
         for column in ("prompt", "completion"):
@@ -195,13 +190,13 @@ def _check_unique(splits: dict[str, list[dict]]) -> None:
 
 
 def load_generic(cfg: GenericSource, seed: int, tokenizer=None) -> SourceRows:
-    """Rows of the configured files, split by `splits` or by seeded grouped fractions."""
+    """Rows of the configured files, split by `splits` or by seeded grouped fractions (`tokenizer` is unused)."""
     if cfg.splits is not None:
         paths = {"train_base": cfg.splits.train_base, "attr_query": cfg.splits.attr_query, "eval": cfg.splits.eval}
-        splits = {name: _convert(p, cfg, tokenizer) for name, p in paths.items()}
+        splits = {name: _convert(p, cfg) for name, p in paths.items()}
         info = {"paths": {name: str(p) for name, p in paths.items()}}
     else:
-        rows = _convert(cfg.path, cfg, tokenizer)
+        rows = _convert(cfg.path, cfg)
         fractions = {
             "train_base": 1 - cfg.query_fraction - cfg.eval_fraction,
             "attr_query": cfg.query_fraction,

@@ -1,17 +1,14 @@
 """Turn a chat (a list of {role, content} messages) into a prompt/completion pair.
 
 The completion is the content of the last assistant message; the prompt is every message before it,
-rendered either as raw text (`render_raw`, what the published playpen runs trained on) or with the
-tokenizer's chat template (`render_prompt(..., "chat_template", tokenizer)`).
+rendered as raw text (`render_raw`, what the published playpen runs trained on). Sources also keep
+those earlier messages as `prompt_messages`; whether the chat template is applied is decided once,
+by `tokenize.format` in `playpen_attribution.tokenization`, never by a source.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from playpen_attribution.errors import UserError
-
-Format = Literal["raw", "chat_template"]
 
 
 def check_messages(messages: object, where: str) -> list[dict]:
@@ -36,17 +33,6 @@ def split_at_last_assistant(messages: list[dict], where: str) -> tuple[list[dict
         if messages[i]["role"] == "assistant":
             return messages[:i], messages[i]["content"].strip()
     raise UserError(f"{where}: no assistant message to use as the completion")
-
-
-def render_prompt(messages: list[dict], fmt: Format, tokenizer=None, field: str = "format") -> str:
-    """The prompt text under `fmt`; `field` names the config field in errors."""
-    if fmt == "raw":
-        return render_raw(messages)
-    if tokenizer is None:
-        raise UserError(f"{field} = 'chat_template' needs the run's tokenizer (none was passed)")
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"{field} = 'chat_template' but the tokenizer has no chat template")
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def merge_consecutive(messages: list[dict]) -> list[dict]:

@@ -2,8 +2,9 @@
 
 Upstream rows carry `messages` (list of {role, content}) and `meta` (game, game_role, outcome,
 experiment, task_id, model). Rows of the configured game and role whose outcome is not `aborted`
-are flattened at the last assistant turn. `train` becomes the training pool; `validation` is split
-by group (experiment::task_id) into the attribution query set and the eval set.
+are flattened at the last assistant turn (raw prompt text plus `prompt_messages`). `train` becomes
+the training pool; `validation` is split by group (experiment::task_id) into the attribution query set
+and the eval set.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from playpen_attribution.log import logger
 from playpen_attribution.rows import group_id_for, make_example_id
 from playpen_attribution.sources.common import SourceRows
 from playpen_attribution.sources.generic import open_dataset
-from playpen_attribution.sources.messages import (
-    Format,
-    render_prompt,
-    split_at_last_assistant,
-)
+from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 
 OUTCOME_NAMES = {"success": "success", "won": "success", "failure": "failure", "lost": "failure", "aborted": "aborted"}
@@ -45,9 +42,6 @@ class PlaypenDataSource(BaseModel):
     query_fraction: float = Field(
         0.4, gt=0, lt=1, description="Share of validation groups in attr_query; the rest is eval."
     )
-    format: Format = Field(
-        "raw", description="Prompt rendering: raw `ROLE: content` blocks (the published runs) or the chat template."
-    )
 
 
 def _keep_indices(metas: list, cfg: PlaypenDataSource, dropped: Counter) -> list[int]:
@@ -65,7 +59,7 @@ def _keep_indices(metas: list, cfg: PlaypenDataSource, dropped: Counter) -> list
     return keep
 
 
-def _convert(ds, split: str, cfg: PlaypenDataSource, tokenizer, dropped: Counter) -> list[dict]:
+def _convert(ds, split: str, cfg: PlaypenDataSource, dropped: Counter) -> list[dict]:
     for column in ("messages", "meta"):
         if column not in ds.column_names:
             raise UserError(f"playpen_data.dataset = {cfg.dataset!r}: split {split!r} has no column {column!r}")
@@ -81,7 +75,7 @@ def _convert(ds, split: str, cfg: PlaypenDataSource, tokenizer, dropped: Counter
         if not completion:
             dropped["empty_completion"] += 1
             continue
-        prompt = render_prompt(earlier, cfg.format, tokenizer, "playpen_data.format")
+        prompt = render_raw(earlier)
         experiment, task_id = str(meta.get("experiment")), str(meta.get("task_id"))
         rows.append(
             {
@@ -104,16 +98,14 @@ def _convert(ds, split: str, cfg: PlaypenDataSource, tokenizer, dropped: Counter
 
 
 def load_playpen_data(cfg: PlaypenDataSource, seed: int, tokenizer=None) -> SourceRows:
-    """train -> train_base; validation -> attr_query / eval by group, seeded."""
-    if cfg.format == "chat_template" and tokenizer is None:
-        raise UserError("playpen_data.format = 'chat_template' needs the run's tokenizer (none was passed)")
+    """train -> train_base; validation -> attr_query / eval by group, seeded (`tokenizer` is unused)."""
     data = open_dataset(cfg.dataset, cfg.config_name, streaming=False, field="playpen_data.dataset")
     for split in ("train", "validation"):
         if split not in data:
             raise UserError(f"playpen_data.dataset = {cfg.dataset!r}: no {split!r} split (found {sorted(data)})")
     dropped: Counter = Counter()
-    train = _convert(data["train"], "train", cfg, tokenizer, dropped)
-    validation = _convert(data["validation"], "validation", cfg, tokenizer, dropped)
+    train = _convert(data["train"], "train", cfg, dropped)
+    validation = _convert(data["validation"], "validation", cfg, dropped)
     parts = split_by_group(validation, {"attr_query": cfg.query_fraction, "eval": 1 - cfg.query_fraction}, seed)
     splits = {"train_base": train, "attr_query": parts["attr_query"], "eval": parts["eval"]}
     info = {

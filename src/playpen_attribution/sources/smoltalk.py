@@ -2,7 +2,8 @@
 separate `HuggingFaceTB/smol-magpie-ultra` dataset, streamed so the full dataset is never downloaded.
 
 A bounded number of rows (`scan_rows`) is read from each split's stream; chats are flattened at the
-last assistant turn; rows over the token cap are dropped and counted. The pool is sampled from the
+last assistant turn (raw prompt text plus `prompt_messages`); rows over the token cap, measured with
+`tokenization.tokenize_row` under the run's `tokenize.format`, are dropped and counted. The pool is sampled from the
 pool split stratified by category; the query and eval sets come from the query/eval split, their
 groups (category, or category::difficulty) disjoint. No quality or difficulty filtering: the
 metadata columns are kept so later stages can be validated against them.
@@ -21,12 +22,11 @@ from playpen_attribution.log import logger
 from playpen_attribution.rows import make_example_id
 from playpen_attribution.sources.common import SourceRows
 from playpen_attribution.sources.generic import open_dataset
-from playpen_attribution.sources.messages import (
-    Format,
-    render_prompt,
-    split_at_last_assistant,
-)
+from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
 from playpen_attribution.sources.splitting import sample_rows, split_by_group
+from playpen_attribution.tokenization import tokenize_row
+
+TokenizeFormat = Literal["raw", "chat_template"]
 
 METADATA_COLUMNS = ("category", "difficulty", "quality", "reward_model_score", "conversation_tokens", "source")
 """Upstream columns kept on each row when the dataset has them."""
@@ -55,7 +55,6 @@ class SmolTalkSource(BaseModel):
     group_by: Literal["category", "category::difficulty"] = Field(
         "category", description="Group key that keeps attr_query and eval apart."
     )
-    format: Format = Field("raw", description="Prompt rendering: raw `ROLE: content` blocks or the chat template.")
 
 
 def _category(row: dict) -> str:
@@ -63,7 +62,7 @@ def _category(row: dict) -> str:
     return str(row.get("category", row.get("source")))
 
 
-def _convert(example: dict, split: str, index: int, cfg: SmolTalkSource, tokenizer) -> dict | None:
+def _convert(example: dict, split: str, index: int, cfg: SmolTalkSource) -> dict | None:
     where = f"{cfg.dataset} {split} row {index}"
     column = "messages" if "messages" in example else "conversation" if "conversation" in example else None
     if column is None:
@@ -71,7 +70,7 @@ def _convert(example: dict, split: str, index: int, cfg: SmolTalkSource, tokeniz
     earlier, completion = split_at_last_assistant(example[column], where)
     if not completion:
         return None
-    prompt = render_prompt(earlier, cfg.format, tokenizer, "smoltalk.format")
+    prompt = render_raw(earlier)
     meta = {k: example[k] for k in METADATA_COLUMNS if k in example}
     if cfg.group_by == "category::difficulty" and "difficulty" not in example:
         raise UserError(f"smoltalk.group_by = {cfg.group_by!r}: {where} has no 'difficulty' column")
@@ -93,27 +92,25 @@ def _convert(example: dict, split: str, index: int, cfg: SmolTalkSource, tokeniz
     }
 
 
-def token_lengths(rows: list[dict], tokenizer, fmt: str, batch: int = 1000) -> list[int]:
-    """Prompt tokens (special tokens added for raw text) + completion tokens + 1 for EOS, per row."""
-    lengths: list[int] = []
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        prompts = tokenizer([r["prompt"] for r in chunk], add_special_tokens=fmt == "raw")["input_ids"]
-        completions = tokenizer([r["completion"] for r in chunk], add_special_tokens=False)["input_ids"]
-        lengths += [len(p) + len(c) + 1 for p, c in zip(prompts, completions, strict=True)]
-    return lengths
+NO_TRUNCATION = 10**9
+"""A max_length no row reaches, so `tokenize_row` gives each row's full length."""
 
 
-def _scan(stream, split: str, cfg: SmolTalkSource, tokenizer, dropped: Counter) -> list[dict]:
+def token_lengths(rows: list[dict], tokenizer, fmt: TokenizeFormat) -> list[int]:
+    """Untruncated length of each row under the run's tokenization rule (`tokenize_row`, format `fmt`)."""
+    return [len(tokenize_row(tokenizer, row, fmt, max_length=NO_TRUNCATION)["input_ids"]) for row in rows]
+
+
+def _scan(stream, split: str, cfg: SmolTalkSource, tokenizer, fmt: TokenizeFormat, dropped: Counter) -> list[dict]:
     rows = []
     for index, example in enumerate(islice(stream, cfg.scan_rows)):
-        row = _convert(example, split, index, cfg, tokenizer)
+        row = _convert(example, split, index, cfg)
         if row is None:
             dropped["empty_completion"] += 1
         else:
             rows.append(row)
     if cfg.token_cap is not None and rows:
-        lengths = token_lengths(rows, tokenizer, cfg.format)
+        lengths = token_lengths(rows, tokenizer, fmt)
         over = sum(n > cfg.token_cap for n in lengths)
         if over:
             dropped["over_token_cap"] += over
@@ -146,17 +143,24 @@ def _take(rows: list[dict], n: int, seed: int, name: str, short: dict) -> list[d
     return taken
 
 
-def load_smoltalk(cfg: SmolTalkSource, seed: int, tokenizer=None) -> SourceRows:
-    """Pool from `pool_split` (stratified by category); attr_query / eval from `query_eval_split`."""
-    if tokenizer is None and (cfg.token_cap is not None or cfg.format == "chat_template"):
-        raise UserError("smoltalk.token_cap / smoltalk.format = 'chat_template' need the run's tokenizer (none passed)")
+def load_smoltalk(
+    cfg: SmolTalkSource, seed: int, tokenizer=None, tokenize_format: TokenizeFormat = "raw"
+) -> SourceRows:
+    """Pool from `pool_split` (stratified by category); attr_query / eval from `query_eval_split`.
+
+    `tokenizer` and `tokenize_format` (the run's `tokenize.format`) only measure rows for the token cap.
+    """
+    if tokenize_format not in ("raw", "chat_template"):
+        raise UserError(f"tokenize.format = {tokenize_format!r}: expected 'raw' or 'chat_template'")
+    if tokenizer is None and cfg.token_cap is not None:
+        raise UserError("smoltalk.token_cap needs the run's tokenizer (none was passed); token_cap: null skips it")
     data = open_dataset(cfg.dataset, cfg.config_name, streaming=True, field="smoltalk.dataset")
     dropped: Counter = Counter()
     scanned: dict[str, list[dict]] = {}
     for split in dict.fromkeys([cfg.pool_split, cfg.query_eval_split]):
         if split not in data:
             raise UserError(f"smoltalk.dataset = {cfg.dataset!r}: no {split!r} split (found {sorted(data)})")
-        scanned[split] = _scan(data[split], split, cfg, tokenizer, dropped)
+        scanned[split] = _scan(data[split], split, cfg, tokenizer, tokenize_format, dropped)
     share = cfg.query_size / (cfg.query_size + cfg.eval_size)
     sides = split_by_group(scanned[cfg.query_eval_split], {"attr_query": share, "eval": 1 - share}, seed)
     short: dict = {}

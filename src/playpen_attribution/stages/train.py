@@ -68,11 +68,11 @@ def new_adapter(model, train: TrainConfig):
     return get_peft_model(model, lora)
 
 
-def train_rows(
-    rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, out: Path,
+def build_trainer(
+    rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, scratch: Path,
     init_adapter: Path | None = None,
-) -> dict:
-    """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
+):
+    """The SFTTrainer for `rows`: a fresh adapter, or `init_adapter` continued."""
     import torch
     from trl import SFTTrainer
 
@@ -81,20 +81,28 @@ def train_rows(
     torch.manual_seed(train.seed)
     tokenizer = load_tokenizer(model_path)
     dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
-    dataset = dataset.remove_columns("example_id")
     if init_adapter is None:
         model = new_adapter(load_model(model_path, dtype=cfg.model.dtype), train)
     else:
         model = load_model(model_path, init_adapter, dtype=cfg.model.dtype, trainable=True)
-    scratch = out / "_trainer"
-    trainer = SFTTrainer(
+    return SFTTrainer(
         model=model,
         args=sft_config(train, scratch, cfg.tokenize.max_length, len(rows)),
-        train_dataset=dataset,
+        train_dataset=dataset.remove_columns("example_id"),
         processing_class=tokenizer,
     )
+
+
+def train_rows(
+    rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, out: Path,
+    init_adapter: Path | None = None,
+) -> dict:
+    """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
+    scratch = out / "_trainer"
+    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter)
     result = trainer.train()
     shutil.rmtree(scratch, ignore_errors=True)
+    model, tokenizer = trainer.model, trainer.processing_class
     adapter_dir = out / artifacts.ADAPTER_DIR
     model.save_pretrained(str(adapter_dir))
     _name_base(adapter_dir, model_path)
@@ -104,7 +112,7 @@ def train_rows(
         tokenizer.save_pretrained(str(out / artifacts.MERGED_DIR))
     log = [e for e in trainer.state.log_history if "loss" in e]
     (out / artifacts.TRAIN_LOG).write_text(json.dumps(log, indent=1) + "\n")
-    tokens = sum(sum(1 for t in labels if t != -100) for labels in dataset["labels"])
+    tokens = sum(sum(1 for t in labels if t != -100) for labels in trainer.train_dataset["labels"])
     return {
         "rows": len(rows),
         "completion_tokens": tokens,

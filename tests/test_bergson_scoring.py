@@ -1,0 +1,164 @@
+"""Bergson scoring on a tiny in-code Llama + LoRA adapter (CPU, no downloads)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from playpen_attribution import bergson_scoring as bs  # isort: skip
+
+import datasets  # noqa: E402
+import peft  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+
+VOCAB = 200
+MAX_POS = 128
+FAST = dict(projection_dim=8, token_batch_size=MAX_POS)  # 64 numbers per module: quick Hessians
+
+
+def _rows(rng: np.random.Generator, n: int, prefix: str, lo: int, hi: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        length = int(rng.integers(8, 41))
+        prompt = int(rng.integers(2, length - 3))
+        ids = [int(t) for t in rng.integers(lo, hi, length - 1)] + [1]  # EOS appended
+        rows.append({"example_id": f"{prefix}{i}", "input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core box, more threads spin against other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("bergson")
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"t{i}": i for i in range(3, VOCAB)}}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=word_level, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_POS,
+        bos_token_id=1, eos_token_id=1, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model_dir = root / "model"
+    transformers.LlamaForCausalLM(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    lora = peft.LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["lm_head"],
+        init_lora_weights=False, task_type="CAUSAL_LM",  # random B, so every LoRA gradient is non-zero
+    )
+    adapter_dir = root / "adapter"
+    peft.get_peft_model(transformers.LlamaForCausalLM.from_pretrained(model_dir), lora).save_pretrained(adapter_dir)
+    assert json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"] == str(model_dir)
+
+    # Query rows use tokens 3..99; the pool mixes such rows, rows from 100..199, and two query copies.
+    rng = np.random.default_rng(0)
+    query = _rows(rng, 6, "q", 3, 100)
+    pool = _rows(rng, 12, "a", 3, 100) + _rows(rng, 12, "b", 100, VOCAB)
+    pool += [dict(query[i], example_id=f"dup{i}") for i in (0, 3)]
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    return {
+        "root": root, "model": model_dir, "adapter": adapter_dir,
+        "query": datasets.Dataset.from_list(query), "pool": datasets.Dataset.from_list(pool),
+    }
+
+
+@pytest.fixture(scope="module")
+def preconditioned(tiny) -> tuple[np.ndarray, Path]:
+    work = tiny["root"] / "work_query"
+    settings = bs.ScoringSettings(preconditioning="query", unit_normalize=True, **FAST)
+    return bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], work, settings), work
+
+
+def test_one_finite_score_per_pool_row(tiny, preconditioned):
+    scores, work = preconditioned
+    assert scores.shape == (len(tiny["pool"]),)
+    assert np.isfinite(scores).all()
+    for name in ("query_hessian", "query_index", "scores"):
+        assert (work / name / "config.yaml").is_file()
+
+
+def test_bergson_consumed_exactly_the_given_pool_ids(tiny, preconditioned):
+    _, work = preconditioned
+    assert bs.consumed_ids(work / "scores") == list(tiny["pool"]["example_id"])
+    processed = datasets.load_from_disk(str(work / "scores" / "data.hf"))  # Bergson's own record
+    assert processed["labels"] == tiny["pool"]["labels"]
+    assert min(processed["loss"]) > 0  # every row went through a forward/backward pass
+    saved = datasets.load_from_disk(str(work / "pool.hf"))
+    assert saved["input_ids"] == tiny["pool"]["input_ids"]
+    assert saved["labels"] == tiny["pool"]["labels"]
+
+
+def test_query_copies_rank_high_and_query_like_rows_beat_others(tiny, preconditioned):
+    scores, _ = preconditioned
+    ids = list(tiny["pool"]["example_id"])
+    top = {ids[i] for i in np.argsort(-scores)[:3]}
+    assert {"dup0", "dup3"} <= top
+    kind = np.array([eid[0] for eid in ids])
+    assert scores[kind == "a"].mean() > scores[kind == "b"].mean()
+
+
+def test_scores_match_cosine_with_mean_query_from_stored_gradients(tiny):
+    """preconditioning=none: score_i = cos(g_i, .) against mean_q(q / |q|), from Bergson's own gradients."""
+    from bergson import load_gradients
+
+    root, settings = tiny["root"], bs.ScoringSettings(preconditioning="none", unit_normalize=True, **FAST)
+    scores = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], root / "work_none", settings)
+    pool_dir = bs.build_gradient_index(tiny["model"], tiny["adapter"], tiny["pool"], root / "pool_grads", settings)
+    query_dir = bs.build_gradient_index(tiny["model"], tiny["adapter"], tiny["query"], root / "query_grads", settings)
+    assert bs.consumed_ids(query_dir) == list(tiny["query"]["example_id"])
+    assert bs.consumed_ids(pool_dir) == list(tiny["pool"]["example_id"])
+
+    g = np.asarray(load_gradients(pool_dir), dtype=np.float64)
+    q = np.asarray(load_gradients(query_dir), dtype=np.float64)
+    target = (q / np.linalg.norm(q, axis=1, keepdims=True)).mean(axis=0)
+    expected = (g / np.linalg.norm(g, axis=1, keepdims=True)) @ target
+    np.testing.assert_allclose(scores, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_base_model_without_adapter(tiny):
+    settings = bs.ScoringSettings(preconditioning="query", **FAST)
+    pool, query = tiny["pool"], tiny["query"]
+    scores = bs.score_pool(tiny["model"], None, pool, query, tiny["root"] / "work_base", settings)
+    assert scores.shape == (len(pool),) and np.isfinite(scores).all()
+    top = {pool["example_id"][i] for i in np.argsort(-scores)[:3]}
+    assert {"dup0", "dup3"} <= top
+
+
+def test_empty_query_set_is_rejected(tiny, tmp_path):
+    empty = tiny["query"].select([])
+    with pytest.raises(ValueError, match="query"):
+        bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], empty, tmp_path, bs.ScoringSettings(**FAST))
+
+
+def test_token_batch_size_over_max_position_embeddings_is_rejected(tiny, tmp_path):
+    settings = bs.ScoringSettings(projection_dim=8, token_batch_size=2 * MAX_POS)
+    with pytest.raises(ValueError, match=rf"token_batch_size.*max_position_embeddings.*token_batch_size={MAX_POS}"):
+        bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path, settings)
+
+
+def test_adapter_for_another_base_model_is_rejected(tiny, tmp_path):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny["adapter"], adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "some_other_model")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="base_model_name_or_path"):
+        bs.score_pool(tiny["model"], adapter, tiny["pool"], tiny["query"], tmp_path / "w", bs.ScoringSettings(**FAST))
