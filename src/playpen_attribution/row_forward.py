@@ -1,0 +1,60 @@
+"""One forward pass over tokenized rows: per-row completion loss and mean-pooled final hidden state.
+
+Used wherever a stage needs a row's loss (eval loss, loss-ranked baselines, attribution
+diagnostics) or a representation embedding (the embedding-kNN baseline). Rows come from the one
+tokenization function (`input_ids`, `labels` with -100 on the prompt), batched by length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from playpen_attribution.tokenization import IGNORE_INDEX
+
+
+def row_losses_and_embeddings(
+    model, dataset, pad_token_id: int, batch_size: int = 16, embeddings: bool = False, desc: str = "forward"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(mean completion-token NLL per row, mean-pooled last hidden state per row or None), in row order.
+
+    A row whose labels are all -100 gets NaN loss (never a silent zero).
+    """
+    import torch
+
+    ids_list, labels_list = dataset["input_ids"], dataset["labels"]
+    order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
+    losses = np.full(len(ids_list), np.nan)
+    pooled: np.ndarray | None = None
+    dev = next(model.parameters()).device
+    model.eval()
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+        idx = order[start : start + batch_size]
+        width = max(len(ids_list[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_token_id, dtype=torch.long)
+        labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(ids_list[i])
+            ids[row, :n] = torch.tensor(ids_list[i])
+            labels[row, :n] = torch.tensor(labels_list[i])
+            mask[row, :n] = 1
+        with torch.no_grad():
+            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), output_hidden_states=embeddings)
+        logits = out.logits[:, :-1].float()
+        target = labels[:, 1:].to(dev)
+        nll = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view(target.shape)
+        counted = (target != IGNORE_INDEX).sum(dim=1)
+        per_row = (nll.sum(dim=1) / counted.clamp(min=1)).cpu().numpy()
+        per_row[counted.cpu().numpy() == 0] = np.nan
+        losses[idx] = per_row
+        if embeddings:
+            hidden = out.hidden_states[-1].float()
+            m = mask.to(dev).unsqueeze(-1).float()
+            vec = ((hidden * m).sum(dim=1) / m.sum(dim=1)).cpu().numpy()
+            if pooled is None:
+                pooled = np.zeros((len(ids_list), vec.shape[1]), dtype=np.float32)
+            pooled[idx] = vec
+    return losses, pooled
