@@ -25,7 +25,7 @@ from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.tokenization import tokenize_rows
 
 
-def sft_config(train: TrainConfig, output_dir: Path, max_length: int, n_rows: int):
+def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
     """The SFTConfig for one training run (no checkpoints, no hub, no external loggers)."""
     from trl import SFTConfig
 
@@ -43,14 +43,16 @@ def sft_config(train: TrainConfig, output_dir: Path, max_length: int, n_rows: in
         weight_decay=train.weight_decay,
         seed=train.seed,
         data_seed=train.seed,
-        max_length=max_length,
-        gradient_checkpointing=False,
+        max_length=None,  # rows arrive truncated by the one tokenization rule; TRL must not cut again
+        gradient_checkpointing=False,  # 0.56x -> 0.98x of a raw loop on an H200; LoRA on 1B fits without it
         bf16=on_gpu,
         use_cpu=not on_gpu,
+        train_sampling_strategy="group_by_length" if train.batching == "length_grouped" else "random",
+        padding_free=train.batching == "padding_free",
         save_strategy="no",
         report_to="none",
         logging_steps=max(1, steps_per_epoch // 4),
-        dataloader_num_workers=0,
+        dataloader_num_workers=train.dataloader_workers if on_gpu else 0,
     )
 
 
@@ -87,7 +89,7 @@ def build_trainer(
         model = load_model(model_path, init_adapter, dtype=cfg.model.dtype, trainable=True)
     return SFTTrainer(
         model=model,
-        args=sft_config(train, scratch, cfg.tokenize.max_length, len(rows)),
+        args=sft_config(train, scratch, len(rows)),
         train_dataset=dataset.remove_columns("example_id"),
         processing_class=tokenizer,
     )
