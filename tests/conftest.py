@@ -17,8 +17,12 @@ from playpen_attribution.tiny_model import train_word_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
+SWEEP_SEEDS = [1, 2, 3]
+SWEEP_ARMS = ["top_k", "matched_random_k", "longest_k", "highest_loss_k", "embedding_knn_k"]
+
+
 def small_demo_dict(**overrides) -> dict:
-    """A demo config small enough for the test suite (about a minute end to end on 2 cores)."""
+    """A demo sweep small enough for the test suite: 3 seeds x 5 arms of 100 rows (about 1-2 minutes on 2 cores)."""
     lora = {"r": 8, "alpha": 16, "dropout": 0.0, "modules_to_save": ["embed_tokens", "lm_head"]}
     optim = {"grad_accum": 1, "warmup_ratio": 0.0, "scheduler": "linear", "weight_decay": 0.0, "batch_size": 16}
     cfg = {
@@ -29,7 +33,8 @@ def small_demo_dict(**overrides) -> dict:
         "train": {"lora": lora, "learning_rate": 5e-3, "epochs": 6, **optim},
         "arm_train": {"lora": lora, "learning_rate": 1e-3, "epochs": 2, **optim},
         "attribute": {"projection_dim": 8, "token_batch_size": 64},
-        "select": {"k": 100},
+        "select": {"k": 100, "arms": SWEEP_ARMS},
+        "sweep": {"seeds": SWEEP_SEEDS},
         "evaluate": {"max_new_tokens": 5, "batch_size": 32},
     }
     for key, value in overrides.items():
@@ -50,7 +55,7 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, small_cfg):
-    """One finished small demo experiment: (config, run_dir)."""
+    """One finished small demo sweep (3 seeds x 5 arms): (config, run_dir)."""
     from playpen_attribution.pipeline import run_experiment
 
     run_dir = tmp_path_factory.mktemp("demo") / "run"

@@ -84,7 +84,7 @@ def tiny(tmp_path_factory) -> dict:
 def preconditioned(tiny) -> tuple[np.ndarray, Path]:
     work = tiny["root"] / "work_query"
     settings = bs.ScoringSettings(preconditioning="query", unit_normalize=True, **FAST)
-    return bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], work, settings), work
+    return bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], work, settings).scores, work
 
 
 def test_one_finite_score_per_pool_row(tiny, preconditioned):
@@ -120,7 +120,7 @@ def test_scores_match_cosine_with_mean_query_from_stored_gradients(tiny):
     from bergson import load_gradients
 
     root, settings = tiny["root"], bs.ScoringSettings(preconditioning="none", unit_normalize=True, **FAST)
-    scores = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], root / "work_none", settings)
+    scores = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], root / "work_none", settings).scores
     pool_dir = bs.build_gradient_index(tiny["model"], tiny["adapter"], tiny["pool"], root / "pool_grads", settings)
     query_dir = bs.build_gradient_index(tiny["model"], tiny["adapter"], tiny["query"], root / "query_grads", settings)
     assert bs.consumed_ids(query_dir) == list(tiny["query"]["example_id"])
@@ -136,7 +136,7 @@ def test_scores_match_cosine_with_mean_query_from_stored_gradients(tiny):
 def test_base_model_without_adapter(tiny):
     settings = bs.ScoringSettings(preconditioning="query", **FAST)
     pool, query = tiny["pool"], tiny["query"]
-    scores = bs.score_pool(tiny["model"], None, pool, query, tiny["root"] / "work_base", settings)
+    scores = bs.score_pool(tiny["model"], None, pool, query, tiny["root"] / "work_base", settings).scores
     assert scores.shape == (len(pool),) and np.isfinite(scores).all()
     top = {pool["example_id"][i] for i in np.argsort(-scores)[:3]}
     assert {"dup0", "dup3"} <= top
@@ -162,3 +162,93 @@ def test_adapter_for_another_base_model_is_rejected(tiny, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="base_model_name_or_path"):
         bs.score_pool(tiny["model"], adapter, tiny["pool"], tiny["query"], tmp_path / "w", bs.ScoringSettings(**FAST))
+
+
+# --- modes, preconditioners and the query-index cache ------------------------------------------
+
+GROUPS = ["g0", "g1", "g0", "g2", "g1", "g0"]  # query rows q0..q5
+
+
+def _score(tiny, name: str, cache: Path | None = None, query=None, **settings) -> bs.PoolScores:
+    query = tiny["query"].add_column("group_id", GROUPS) if query is None else query
+    merged = {**FAST, "preconditioning": "none", **settings}
+    return bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], query, tiny["root"] / name,
+                         bs.ScoringSettings(**merged), cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def individual(tiny) -> bs.PoolScores:
+    return _score(tiny, "work_individual", tiny["root"] / "cache", mode="individual")
+
+
+def test_individual_keeps_one_column_per_query_row_and_mean_is_the_mean_mode(tiny, individual):
+    assert individual.individual.shape == (len(tiny["pool"]), len(tiny["query"]))
+    assert individual.query_ids == list(tiny["query"]["example_id"])
+    assert np.isfinite(individual.individual).all()
+    np.testing.assert_allclose(individual.scores, individual.individual.mean(axis=1))
+    mean = _score(tiny, "work_mean_cached", tiny["root"] / "cache", mode="mean")
+    np.testing.assert_allclose(mean.scores, individual.scores, rtol=1e-6)
+    # a query copy in the pool scores ~1 (cosine with itself) in its own column
+    ids = list(tiny["pool"]["example_id"])
+    assert individual.individual[ids.index("dup3"), 3] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_nearest_is_the_max_over_query_rows_of_the_individual_scores(tiny, individual, caplog):
+    with caplog.at_level("INFO", logger="playpen_attribution"):
+        nearest = _score(tiny, "work_nearest", tiny["root"] / "cache", mode="nearest")
+    assert nearest.reused_query_index and "reused query index" in caplog.text
+    assert nearest.individual is None
+    np.testing.assert_allclose(nearest.scores, individual.individual.max(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_group_mean_max_is_the_max_over_groups_of_group_means(tiny, individual):
+    grouped = _score(tiny, "work_groups", tiny["root"] / "cache", mode="group_mean_max")
+    cols = individual.individual
+    expected = np.max([cols[:, [i for i, g in enumerate(GROUPS) if g == name]].mean(axis=1)
+                       for name in ("g0", "g1", "g2")], axis=0)
+    np.testing.assert_allclose(grouped.scores, expected, rtol=1e-6)
+    np.testing.assert_allclose(grouped.individual, cols, rtol=1e-6)
+
+
+def test_group_mean_max_without_group_ids_is_rejected(tiny):
+    with pytest.raises(ValueError, match="group_id"):
+        _score(tiny, "work_nogroups", query=tiny["query"], mode="group_mean_max")
+
+
+def test_mixed_with_coefficient_one_equals_query_preconditioning(tiny):
+    cache = tiny["root"] / "cache_hessian"
+    query = _score(tiny, "work_pq", cache, preconditioning="query")
+    mixed = _score(tiny, "work_mixed", cache, preconditioning="mixed", mixing_coefficient=1.0)
+    assert mixed.reused_query_index  # same query index and Hessian
+    assert np.isfinite(mixed.scores).all()
+    np.testing.assert_allclose(mixed.scores, query.scores, rtol=1e-4, atol=1e-5)
+    half = _score(tiny, "work_mixed_half", cache, preconditioning="mixed", mixing_coefficient=0.5)
+    assert np.isfinite(half.scores).all() and not np.allclose(half.scores, query.scores, rtol=1e-3)
+    assert (tiny["root"] / "work_mixed_half" / "mixed_hessian" / "mix.json").is_file()
+
+
+def test_loss_reduction_mean_only_rescales_each_gradient(tiny):
+    """A per-row scalar vanishes under unit normalisation without a Hessian; label smoothing changes scores."""
+    summed = _score(tiny, "work_sum", loss_reduction="sum")
+    meaned = _score(tiny, "work_meanred", loss_reduction="mean")
+    np.testing.assert_allclose(meaned.scores, summed.scores, rtol=1e-3, atol=1e-5)
+    smoothed = _score(tiny, "work_smooth", label_smoothing=0.1)
+    assert np.isfinite(smoothed.scores).all() and not np.allclose(smoothed.scores, summed.scores, rtol=1e-4)
+    assert "label_smoothing: 0.1" in (tiny["root"] / "work_smooth" / "scores" / "config.yaml").read_text()
+
+
+def test_another_projection_never_reuses_the_cached_index(tiny, tmp_path, caplog):
+    first = _score(tiny, "work_p8", tmp_path / "cache")
+    other = _score(tiny, "work_p4", tmp_path / "cache", projection_dim=4)
+    assert first.query_key != other.query_key and not other.reused_query_index
+    assert len(list((tmp_path / "cache").glob("query_*"))) == 2
+    # a cache folder whose contents were built with another projection is rebuilt, not used
+    shutil.rmtree(tmp_path / "cache" / f"query_{other.query_key}")
+    shutil.copytree(tmp_path / "cache" / f"query_{first.query_key}", tmp_path / "cache" / f"query_{other.query_key}")
+    record = tmp_path / "cache" / f"query_{other.query_key}" / "key.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "key": other.query_key}))
+    with caplog.at_level("WARNING", logger="playpen_attribution"):
+        again = _score(tiny, "work_p4_again", tmp_path / "cache", projection_dim=4)
+    assert "projection_dim=8, not 4" in caplog.text and "rebuilding" in caplog.text
+    assert not again.reused_query_index
+    np.testing.assert_allclose(again.scores, other.scores, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Integration: every stage on a tiny model (one small demo run per session) and its exact files."""
+"""Integration: every stage on a tiny model (one small demo sweep per session) and its exact files."""
 
 import json
 import math
@@ -8,6 +8,7 @@ import pytest
 from playpen_attribution import artifacts
 from playpen_attribution.modeling import load_model
 from playpen_attribution.errors import UserError
+from conftest import SWEEP_ARMS, SWEEP_SEEDS
 
 COMMON = {"config.yaml", "manifest.json"}
 EXPECTED = {
@@ -16,14 +17,22 @@ EXPECTED = {
                             "model/tokenizer.json", "model/tokenizer_config.json", "model/chat_template.jinja"},
     "train_base": COMMON | {"adapter/README.md", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
                             "train_log.json"},
-    "attribute": COMMON | {"scores.jsonl", "summary.json"},
+    "attribute": COMMON | {"scores.jsonl", "summary.json", "row_diagnostics.jsonl", "score_histogram.png",
+                           "score_vs_length.png"},
     "select": COMMON | {"selections.json"},
     "eval_base": COMMON | {"predictions.jsonl", "metrics.json"},
-    "report": COMMON | {"report.md", "report.json", "accuracy.png"},
+    "report": COMMON | {"report.md", "report.json", "accuracy.png", "eval_loss.png"},
 }
-EXPECTED["train_top_k"] = EXPECTED["train_matched_random_k"] = EXPECTED["train_base"]
-for name in ("eval_base_adapter", "eval_top_k", "eval_matched_random_k"):
-    EXPECTED[name] = EXPECTED["eval_base"]
+EXPECTED["report"] |= {f for f in EXPECTED["attribute"] if f.endswith(".png")}  # the attribute plots, copied
+EXPECTED["baselines"] = COMMON | {"row_baselines.jsonl"}
+EXPECTED["eval_base_adapter"] = EXPECTED["eval_base"]
+for _seed in SWEEP_SEEDS:                      # per seed: its selection, and a training + evaluation per arm
+    EXPECTED[f"seed_{_seed}/select"] = EXPECTED["select"]
+    for _arm in SWEEP_ARMS:
+        EXPECTED[f"seed_{_seed}/train_{_arm}"] = EXPECTED["train_base"]
+        EXPECTED[f"seed_{_seed}/eval_{_arm}"] = EXPECTED["eval_base"]
+del EXPECTED["select"]
+SHARED_LINKS = {"data", "base_model", "train_base", "attribute", "baselines"}
 
 
 def _files(folder):
@@ -34,8 +43,14 @@ def _files(folder):
 def test_run_dir_holds_exactly_the_stage_folders(demo_run):
     _, run_dir = demo_run
     folders = {p.name for p in run_dir.iterdir() if p.is_dir()}
-    assert folders == set(EXPECTED)
+    assert folders == {name.split("/")[0] for name in EXPECTED}
     assert {"report.md", "report.json", "accuracy.png", "experiment.yaml"} <= {p.name for p in run_dir.iterdir()}
+    for seed in SWEEP_SEEDS:  # a seed folder: its own stages, and links to the shared ones
+        seed_dir = run_dir / f"seed_{seed}"
+        own = {name.split("/")[1] for name in EXPECTED if name.startswith(f"seed_{seed}/")}
+        assert {p.name for p in seed_dir.iterdir()} == own | SHARED_LINKS
+        assert all((seed_dir / name).is_symlink() and (seed_dir / name).resolve() == (run_dir / name).resolve()
+                   for name in SHARED_LINKS)
 
 
 @pytest.mark.parametrize("stage", sorted(EXPECTED))
@@ -86,9 +101,11 @@ def test_attribution_finds_the_planted_signal(demo_run):
     assert summary["precision_success_at_k"] >= summary["pool_success_fraction"] + 0.15
 
 
-def test_arms_have_equal_size_no_overlap_and_matched_strata(demo_run):
+@pytest.mark.parametrize("seed", SWEEP_SEEDS)
+def test_arms_have_equal_size_no_overlap_and_matched_strata(demo_run, seed):
     cfg, run_dir = demo_run
-    sel = artifacts.load_selections(run_dir / "select")
+    sel = artifacts.load_selections(run_dir / f"seed_{seed}" / "select")
+    assert {len(sel[arm]["example_ids"]) for arm in SWEEP_ARMS} == {cfg.select.k}
     top, rnd = sel["top_k"], sel["matched_random_k"]
     assert top["rows"] == rnd["rows"] == cfg.select.k
     assert not set(top["example_ids"]) & set(rnd["example_ids"])
@@ -99,29 +116,34 @@ def test_arms_have_equal_size_no_overlap_and_matched_strata(demo_run):
         s for e, s in scores.items() if e not in set(top["example_ids"]))
 
 
-def test_arm_training_continues_from_base_adapter(demo_run):
+def test_arm_training_continues_from_base_adapter_with_the_sweep_seed(demo_run):
     _, run_dir = demo_run
-    for arm in ("top_k", "matched_random_k"):
-        manifest = artifacts.load_manifest(run_dir / f"train_{arm}")
-        assert manifest["rows"] == 100
-        assert manifest["init_adapter"].endswith("train_base/adapter")
-        assert "train_base" in manifest["consumed"] and "select" in manifest["consumed"]
+    for seed in SWEEP_SEEDS:
+        for arm in SWEEP_ARMS:
+            folder = run_dir / f"seed_{seed}" / f"train_{arm}"
+            manifest = artifacts.load_manifest(folder)
+            assert manifest["rows"] == 100
+            assert manifest["init_adapter"].endswith("train_base/adapter")
+            assert "train_base" in manifest["consumed"] and "select" in manifest["consumed"]
+            assert artifacts.load_stage_config(folder)["train"]["seed"] == seed
 
 
 def test_report_json_holds_the_promised_fields(demo_run):
     _, run_dir = demo_run
     report = json.loads((run_dir / "report.json").read_text())
-    names = [a["name"] for a in report["arms"]]
-    assert names == ["base", "base_adapter", "top_k", "matched_random_k"]
+    names = [(a["name"], a["seed"]) for a in report["arms"]]
+    assert names == [("base", None), ("base_adapter", None)] + [(arm, s) for s in SWEEP_SEEDS for arm in SWEEP_ARMS]
     for arm in report["arms"]:
         assert {"name", "seed", "correct", "total", "accuracy"} <= set(arm)
         assert arm["accuracy"] == pytest.approx(arm["correct"] / arm["total"])
     assert report["wall_seconds"] > 0
     assert {"precision_success_at_k", "pool_success_fraction"} <= set(report["attribution"])
-    by_name = {a["name"]: a for a in report["arms"]}
-    assert by_name["base_adapter"]["accuracy"] > by_name["base"]["accuracy"]  # training taught the task
+    by_name = {(a["name"], a["seed"]): a for a in report["arms"]}
+    assert by_name[("base_adapter", None)]["accuracy"] > by_name[("base", None)]["accuracy"]  # training taught the task
     md = (run_dir / "report.md").read_text()
-    assert f"{by_name['top_k']['correct']}/{by_name['top_k']['total']} = {by_name['top_k']['accuracy']:.4f}" in md
+    for seed in SWEEP_SEEDS:
+        top = by_name[("top_k", seed)]
+        assert f"{top['correct']}/{top['total']} = {top['accuracy']:.4f}" in md
 
 
 def test_rerun_reuses_every_stage(demo_run, caplog):

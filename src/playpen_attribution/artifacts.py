@@ -90,3 +90,63 @@ def load_metrics(eval_stage_dir: Path) -> dict:
 
 def load_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+# sae (SAE fingerprints) and predict (attribution predictor)
+SAE = "sae"
+PREDICT = "predict"
+SAE_FEATURES = "features.npz"
+SAE_INDEX = "index.json"
+PREDICTOR_FILE = "predictor.joblib"
+PREDICTED_SCORES = "predicted_scores.jsonl"
+RANKED_FILE = "ranked.jsonl"
+
+
+def rank_dir(name: str) -> str:
+    """Folder of a ranking of new rows by a saved predictor (features + predictions, no gradients)."""
+    return f"rank_{name}"
+
+# attribute: diagnostics and per-query scores
+ROW_DIAGNOSTICS_FILE = "row_diagnostics.jsonl"
+INDIVIDUAL_SCORES_FILE = "individual_scores.npz"
+SCORE_HISTOGRAM_PLOT = "score_histogram.png"
+SCORE_VS_LENGTH_PLOT = "score_vs_length.png"
+
+# sweep: one folder per seed holding that seed's select/, train_<arm>/ and eval_<arm>/ (and, with
+# sweep.retrain_base, its own train_base/, attribute/, baselines/, eval_base_adapter/)
+BASELINES = "baselines"
+ROW_BASELINES_FILE = "row_baselines.jsonl"
+BASELINE_RANKINGS = {"loss": "loss", "embedding": "embedding_cosine"}
+"""Ranking name -> the field of row_baselines.jsonl it reads."""
+EVAL_LOSS_PLOT = "eval_loss.png"
+ACCURACY_VS_K_PLOT = "accuracy_vs_k.png"
+
+
+def seed_dir(seed: int) -> str:
+    """Folder of one sweep seed inside the run directory."""
+    return f"seed_{seed}"
+
+
+def load_ranking(path: Path, field: str = "score") -> dict[str, float]:
+    """example_id -> score from a JSONL file with `example_id` and `field` (null -> NaN, ranked last)."""
+    out: dict[str, float] = {}
+    for line_no, row in enumerate(read_jsonl(path), start=1):
+        if "example_id" not in row or field not in row:
+            raise UserError(f"{path}: row {line_no} lacks 'example_id' or '{field}'")
+        value = row[field]
+        if value is not None and not isinstance(value, (int, float)):
+            raise UserError(f"{path}: row {line_no} ({row['example_id']}): '{field}' = {value!r} is not a number")
+        out[row["example_id"]] = float("nan") if value is None else float(value)
+    return out
+
+
+def load_predictions(eval_stage_dir: Path) -> list[dict]:
+    """Per-row predictions (example_id, correct, loss, ...) of one evaluation."""
+    return read_jsonl(eval_stage_dir / PREDICTIONS_FILE)
+
+
+def load_stage_config(stage_dir: Path) -> dict:
+    """The resolved config a stage folder was built with (its config.yaml)."""
+    import yaml
+
+    return yaml.safe_load((stage_dir / CONFIG_FILE).read_text()) or {}

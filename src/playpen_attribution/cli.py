@@ -18,7 +18,7 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, setup_logging
 
 DEMO_CONFIG = Path("configs") / "demo.yaml"
-STAGES = ("data", "model", "train", "attribute", "select", "evaluate", "report")
+STAGES = ("data", "model", "train", "attribute", "select", "evaluate", "report", "sae", "predict")
 
 
 def demo_config_path() -> Path:
@@ -47,12 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "evaluate":
             p.add_argument("--model", default="base_adapter",
                            help="base, base_adapter or an arm name (default: base_adapter)")
+        if stage in ("train", "evaluate"):
+            p.add_argument("--seed", type=int,
+                           help="sweep seed whose folder seed_<S>/ holds the arm (default: the config's only seed)")
+        if stage == "predict":
+            p.add_argument("--rows", type=Path, help="rank this JSONL file's rows with the saved predictor instead")
+            p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
     add_synth_arguments(sub.add_parser("synth", help="generate synthetic Taboo games with LLM APIs"))
     return parser
 
 
 def _stage(args: argparse.Namespace) -> Path | None:
     from playpen_attribution.config import load_config
+    from playpen_attribution import sweep
     from playpen_attribution.stages import attribute, base_model, data, evaluate, report, select, train
 
     if args.command == "report":
@@ -65,13 +72,42 @@ def _stage(args: argparse.Namespace) -> Path | None:
     if args.command == "model":
         return base_model.run(cfg, args.run_dir, args.overwrite)
     if args.command == "train":
-        return train.run(cfg, args.run_dir, model_path, arm=args.arm, overwrite=args.overwrite)
+        if args.arm is None and not cfg.sweep.retrain_base:
+            return train.run(cfg, args.run_dir, model_path, overwrite=args.overwrite)
+        seed = _sweep_seed(cfg, args.seed)
+        return train.run(sweep.seed_config(cfg, seed), sweep.seed_run_dir(cfg, args.run_dir, seed), model_path,
+                         arm=args.arm, overwrite=args.overwrite)
     if args.command == "attribute":
         return attribute.run(cfg, args.run_dir, model_path, args.overwrite)
     if args.command == "select":
         return select.run(cfg, args.run_dir, model_path, args.overwrite)
+    if args.command == "sae":
+        from playpen_attribution.stages import sae
+
+        return sae.run(cfg, args.run_dir, model_path, args.overwrite)
+    if args.command == "predict":
+        from playpen_attribution.stages import predict
+
+        if args.rows is not None:
+            return predict.run_rank(cfg, args.run_dir, model_path, args.rows, args.name, args.overwrite)
+        return predict.run(cfg, args.run_dir, args.overwrite)
     stage = {"base": None, "base_adapter": artifacts.TRAIN_BASE}.get(args.model, artifacts.train_arm_dir(args.model))
-    return evaluate.run(cfg, args.run_dir, model_path, args.model, stage, args.overwrite)
+    shared = args.model == "base" or (args.model == "base_adapter" and not cfg.sweep.retrain_base)
+    seed = None if shared else _sweep_seed(cfg, args.seed)
+    return evaluate.run(sweep.seed_config(cfg, seed) if seed is not None else cfg, args.run_dir, model_path,
+                        args.model, stage, args.overwrite, seed=seed)
+
+
+def _sweep_seed(cfg, given: int | None) -> int:
+    """The seed a per-seed command works on: --seed, or the config's only seed."""
+    from playpen_attribution import sweep
+
+    seeds = sweep.seeds_of(cfg)
+    if given is None and len(seeds) > 1:
+        raise UserError(f"--seed is required: the config sweeps seeds {', '.join(map(str, seeds))}")
+    if given is not None and given not in seeds:
+        raise UserError(f"--seed {given} is not one of the config's seeds ({', '.join(map(str, seeds))})")
+    return seeds[0] if given is None else given
 
 
 def main(argv: list[str] | None = None) -> int:

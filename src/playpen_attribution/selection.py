@@ -1,9 +1,14 @@
-"""Pure selection logic: rank by score, take the top k, draw a random subset matched on strata.
+"""Pure selection logic: named rankings (example_id -> score, higher first) and arm kinds.
 
-Non-finite scores rank last (never silently zeroed). Matching: every row gets a stratum
-(outcome x length-quantile bin over the whole pool); the random arm draws, for each stratum, as many
-rows as the top-k holds there, from the rows not in the top-k (unless overlap is allowed). When a
-stratum runs short, the shortfall is filled from the remaining rows at random and counted.
+Non-finite scores rank last (never silently zeroed). Arm kinds (`build_arms`): `top` (the n best of
+a ranking), `window` (ranks a..b, 1-based, both included), `random_beyond` (n random rows ranked
+below `beyond`), `matched_random` (a random subset matched on strata to the top n, excluding them
+unless overlap is allowed) and `full_pool`.
+
+Matching: every row gets a stratum (outcome x length-quantile bin over the whole pool); the random
+arm draws, for each stratum, as many rows as the top n holds there. When a stratum runs short, the
+shortfall is filled from the remaining rows at random and counted. Every random draw is seeded by
+the sweep seed and the arm's name, so arms draw independently and a seed reproduces its draws.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ def strata(outcomes: dict[str, str], lengths: dict[str, int], n_bins: int) -> di
 
 
 def matched_random(
-    chosen: list[str], stratum: dict[str, str], seed: int, allow_overlap: bool = False
+    chosen: list[str], stratum: dict[str, str], seed: int | str, allow_overlap: bool = False
 ) -> tuple[list[str], dict]:
     """A random subset with the same size and, as far as the pool allows, the same strata as `chosen`."""
     rng = random.Random(seed)
@@ -75,3 +80,58 @@ def matched_random(
         rest = [eid for eid in candidates if eid not in picked_set]
         picked += rng.sample(rest, missing)
     return picked, {"matched": len(chosen) - missing, "unmatched_filled": missing, "shortfall_by_stratum": shortfall}
+
+
+def rank_window(ranked: list[str], first: int, last: int, arm: str = "window") -> list[str]:
+    """Rows at ranks first..last (1-based, both included) of a ranked list."""
+    if last > len(ranked):
+        raise UserError(f"arm {arm!r}: ranks {first}..{last} reach beyond the pool ({len(ranked)} rows)")
+    return ranked[first - 1 : last]
+
+
+def random_beyond(ranked: list[str], beyond: int, n: int, seed: int | str, arm: str = "random_beyond") -> list[str]:
+    """n rows drawn at random from the rows ranked below `beyond` (ranks beyond+1 ..)."""
+    rest = ranked[beyond:]
+    if len(rest) < n:
+        raise UserError(f"arm {arm!r}: only {len(rest)} rows rank beyond {beyond}, fewer than n = {n}")
+    return random.Random(seed).sample(rest, n)
+
+
+def build_arms(
+    plan: list, rankings: dict[str, dict[str, float]], pool_ids: list[str], stratum: dict[str, str],
+    seed: int, allow_overlap: bool = False,
+) -> dict[str, dict]:
+    """arm name -> {"example_ids": [...] in rank/draw order, plus "matching" for matched random arms}.
+
+    `plan` holds `config.PlannedArm`s; `rankings` every ranking they name, over exactly `pool_ids`.
+    """
+    ranked: dict[str, list[str]] = {}
+    for name, scores in rankings.items():
+        if set(scores) != set(pool_ids):
+            raise UserError(f"ranking {name!r} does not score exactly the pool's example_ids "
+                            f"({len(scores)} scored, {len(pool_ids)} in the pool)")
+        ranked[name] = rank_ids(scores)
+    arms: dict[str, dict] = {}
+    for arm in plan:
+        order = ranked.get(arm.ranking) if arm.ranking else None
+        if arm.kind != "full_pool" and order is None:
+            raise UserError(f"arm {arm.name!r}: ranking {arm.ranking!r} was not loaded")
+        draw_seed = f"{seed}:{arm.name}"
+        if arm.kind == "top":
+            if arm.n > len(order):
+                raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
+            arms[arm.name] = {"example_ids": order[: arm.n]}
+        elif arm.kind == "window":
+            arms[arm.name] = {"example_ids": rank_window(order, arm.ranks[0], arm.ranks[1], arm.name)}
+        elif arm.kind == "random_beyond":
+            arms[arm.name] = {"example_ids": random_beyond(order, arm.beyond, arm.n, draw_seed, arm.name)}
+        elif arm.kind == "matched_random":
+            if arm.n > len(order):
+                raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
+            ids, matching = matched_random(order[: arm.n], stratum, draw_seed, allow_overlap)
+            arms[arm.name] = {"example_ids": ids, "matching": matching}
+        elif arm.kind == "full_pool":
+            arms[arm.name] = {"example_ids": list(pool_ids)}
+        else:
+            raise UserError(f"arm {arm.name!r}: unknown kind {arm.kind!r}")
+    return arms

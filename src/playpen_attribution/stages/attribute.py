@@ -5,68 +5,80 @@ Both splits go through the one tokenization function and reach Bergson as pre-to
 `input_ids` + `labels` (never Bergson's own prompt/completion templating), so attribution sees
 exactly the tokens the fine-tune trained on. Bergson runs in this process: one start-up per stage.
 
-Settings map onto Bergson as documented in `playpen_attribution.bergson_scoring`: `mode: mean` is
-the dot product with the mean query gradient, `preconditioning: query` fits Bergson's Hessian
-(autocorrelation) on the query rows, `projection_dim` and `unit_normalize` are Bergson's own.
+How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.bergson_scoring`):
+
+- `mode`: `mean` = dot with the mean query gradient (Bergson `score: individual` against the per-row
+  query index, averaged over query columns = `aggregation: mean`); `nearest` = Bergson
+  `score: nearest` (max over query rows); `individual` = `score: individual`, one column per query
+  row kept in `individual_scores.npz`, their mean as the score; `group_mean_max` = the individual
+  columns averaged within each query `group_id`, max over groups (LESS), also kept in the npz.
+- `preconditioning`: `none`; `query` = Bergson `hessian --method autocorrelation` on the query rows,
+  passed as `hessian_path`; `mixed` = the same Hessian on query and pool, mixed as
+  `c*H_query + (1-c)*H_pool` with `mixing_coefficient` = c (Bergson's `Mix`, with c fixed).
+- `projection_dim`, `unit_normalize` (`PreprocessConfig.unit_normalize`), `loss_reduction` and
+  `label_smoothing` (`IndexConfig`'s fields of the same names), `token_batch_size`: Bergson's own.
+- The query index (and query Hessian) is a cached artifact under `cache_dir/query_<key>/`, keyed by
+  the model's and adapter's file contents, the query ids and tokens and the projection and loss
+  settings; a second run with the same key reuses it (logged "reused query index"); a cached index
+  whose projection does not match is rebuilt, never used.
 
 Writes `attribute/`: `scores.jsonl` (example_id, score, rank; non-finite scores rank last and are
-counted, never zeroed), `summary.json` (coverage, min/max/mean, top-k outcome composition,
-precision of success rows in the top-k vs the pool's success fraction), and `bergson/` (Bergson's
-own folders with their replayable configs).
+counted, never zeroed), `row_diagnostics.jsonl` (example_id, rank, score, loss under the base
+adapter, token length, outcome, group_id), `summary.json` (coverage, min/max/mean, precision of
+success rows in the top-k vs the pool's success fraction, top-k outcome composition at 50/100/200/k,
+AUROC, Pearson/Spearman of score vs length and vs loss), `score_histogram.png`,
+`score_vs_length.png`, `individual_scores.npz` (modes individual and group_mean_max: `example_ids`,
+`query_ids`, `scores` [n_pool, n_query]) and `bergson/` (Bergson's own folders, replayable configs).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
+import numpy as np
+
 from playpen_attribution import artifacts
+from playpen_attribution import attribution_diagnostics as diag
 from playpen_attribution.bergson_scoring import ScoringSettings, score_pool
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.jsonl import write_jsonl
-from playpen_attribution.modeling import load_tokenizer, torch_dtype
+from playpen_attribution.log import logger
+from playpen_attribution.modeling import load_model, load_tokenizer, torch_dtype
+from playpen_attribution.row_forward import row_losses_and_embeddings
 from playpen_attribution.selection import rank_ids
 from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.tokenization import tokenize_rows
 
 
-def summarize(scores: dict[str, float], outcomes: dict[str, str], k: int) -> dict:
-    """Coverage and the planted-signal check: the share of success rows in the top-k vs the pool."""
-    finite = [s for s in scores.values() if math.isfinite(s)]
-    ranked = rank_ids(scores)
-    k = min(k, len(ranked))
-    top = ranked[:k]
-    successes = sum(outcomes[e] == "success" for e in top)
-    composition = {}
-    for cut in sorted({50, 100, 200, k}):
-        if cut <= len(ranked):
-            head = ranked[:cut]
-            composition[str(cut)] = {o: sum(outcomes[e] == o for e in head) for o in sorted(set(outcomes.values()))}
-    return {
-        "rows": len(scores),
-        "finite": len(finite),
-        "non_finite": len(scores) - len(finite),
-        "min": min(finite) if finite else None,
-        "max": max(finite) if finite else None,
-        "mean": sum(finite) / len(finite) if finite else None,
-        "k": k,
-        "precision_success_at_k": successes / k if k else 0.0,
-        "pool_success_fraction": sum(o == "success" for o in outcomes.values()) / len(outcomes),
-        "top_k_composition": composition,
-    }
-
-
 def settings_for(cfg: ExperimentConfig) -> ScoringSettings:
-    precision = "bf16" if torch_dtype(cfg.model.dtype).is_floating_point and str(torch_dtype(cfg.model.dtype)) == "torch.bfloat16" else "fp32"
+    import torch
+
+    a = cfg.attribute
     return ScoringSettings(
-        projection_dim=cfg.attribute.projection_dim,
-        preconditioning=cfg.attribute.preconditioning,
-        unit_normalize=cfg.attribute.unit_normalize,
-        token_batch_size=cfg.attribute.token_batch_size,
-        precision=precision,
+        mode=a.mode, projection_dim=a.projection_dim, preconditioning=a.preconditioning,
+        mixing_coefficient=a.mixing_coefficient, unit_normalize=a.unit_normalize,
+        loss_reduction=a.loss_reduction, label_smoothing=a.label_smoothing, token_batch_size=a.token_batch_size,
+        precision="bf16" if torch_dtype(cfg.model.dtype) == torch.bfloat16 else "fp32",
     )
+
+
+def cache_dir(cfg: ExperimentConfig) -> Path:
+    """Where query indexes are cached: `attribute.cache_dir`, else the user's cache folder."""
+    if cfg.attribute.cache_dir:
+        return Path(cfg.attribute.cache_dir)
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "playpen-attribution" / "query_index"
+
+
+def base_losses(cfg: ExperimentConfig, model_path: str, adapter: Path, pool_ds, pad_token_id: int) -> np.ndarray:
+    """Per-row mean completion loss under the base adapter, in pool order (NaN kept)."""
+    model = load_model(model_path, adapter, dtype=cfg.model.dtype)
+    losses, _ = row_losses_and_embeddings(model, pool_ds, pad_token_id, batch_size=32, desc="row losses")
+    return losses
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
@@ -80,25 +92,58 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
         pool = artifacts.load_split(data_dir, "train_base")
         query = artifacts.load_split(data_dir, "attr_query")
         if not query:
-            raise UserError(f"{data_dir}: the attr_query split is empty; attribution needs query rows")
+            raise UserError(f"{artifacts.split_path(data_dir, 'attr_query')}: the attr_query split is empty; "
+                            "attribution needs query rows")
+        if cfg.select.k > len(pool):
+            raise UserError(f"select.k = {cfg.select.k} is larger than the pool "
+                            f"({len(pool)} rows in {artifacts.split_path(data_dir, 'train_base')})")
         tokenizer = load_tokenizer(model_path)
         fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
-        values = score_pool(
-            Path(model_path), train_dir / artifacts.ADAPTER_DIR,
-            tokenize_rows(tokenizer, pool, fmt, max_len), tokenize_rows(tokenizer, query, fmt, max_len),
-            out / artifacts.BERGSON_DIR, settings_for(cfg),
-        )
-        scores = {r["example_id"]: float(v) for r, v in zip(pool, values)}
+        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len)
+        query_ds = tokenize_rows(tokenizer, query, fmt, max_len)
+        if cfg.attribute.mode == "group_mean_max":
+            query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
+        adapter = train_dir / artifacts.ADAPTER_DIR
+        result = score_pool(Path(model_path), adapter, pool_ds, query_ds, out / artifacts.BERGSON_DIR,
+                            settings_for(cfg), cache_dir(cfg))
+        ids = [r["example_id"] for r in pool]
+        scores = {eid: float(v) for eid, v in zip(ids, result.scores)}
+        lengths = {eid: len(t) for eid, t in zip(ids, pool_ds["input_ids"])}
+        losses = dict(zip(ids, map(float, base_losses(cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id))))
+        outcomes = {r["example_id"]: r["outcome"] for r in pool}
+
         ranks = {eid: i + 1 for i, eid in enumerate(rank_ids(scores))}
         write_jsonl(out / artifacts.SCORES_FILE, [
             {"example_id": eid, "score": s if math.isfinite(s) else None, "rank": ranks[eid]} for eid, s in scores.items()
         ])
-        summary = summarize(scores, {r["example_id"]: r["outcome"] for r in pool}, cfg.select.k)
+        write_jsonl(out / artifacts.ROW_DIAGNOSTICS_FILE, diag.row_diagnostics(pool, scores, lengths, losses))
+        summary = {"mode": cfg.attribute.mode,
+                   **diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses=losses)}
         (out / artifacts.ATTRIBUTION_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
-        return {"scores": {k: summary[k] for k in ("rows", "finite", "non_finite")}}
+        title = f"{cfg.name} ({cfg.attribute.mode}, {cfg.attribute.preconditioning})"
+        diag.plot_score_histogram(scores, outcomes, out / artifacts.SCORE_HISTOGRAM_PLOT, title)
+        diag.plot_score_vs_length(scores, lengths, outcomes, out / artifacts.SCORE_VS_LENGTH_PLOT, title)
+        if cfg.attribute.mode in ("individual", "group_mean_max"):
+            np.savez(out / artifacts.INDIVIDUAL_SCORES_FILE, example_ids=np.array(ids),
+                     query_ids=np.array(result.query_ids), scores=result.individual)
+        if summary["non_finite"]:
+            logger.warning("[attribute] %d of %d scores are not finite; they rank last", summary["non_finite"], len(ids))
+        return {
+            "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
+            "query_index": {"key": result.query_key, "reused": result.reused_query_index,
+                            "cache_dir": str(cache_dir(cfg))},
+        }
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         "attribute": cfg.attribute.model_dump(mode="json"), "k": cfg.select.k,
     }
     return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, overwrite)
+
+
+def _group_ids(query: list[dict], data_dir: Path) -> list[str]:
+    missing = [r["example_id"] for r in query if not r.get("group_id")]
+    if missing:
+        raise UserError(f"{artifacts.split_path(data_dir, 'attr_query')}: row {missing[0]} has no group_id "
+                        f"({len(missing)} such rows); attribute.mode group_mean_max needs one on every query row")
+    return [str(r["group_id"]) for r in query]

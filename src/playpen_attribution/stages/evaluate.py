@@ -1,10 +1,16 @@
-"""Stage `evaluate`: greedy generation on the eval split, `GUESS:` extraction, word accuracy.
+"""Stage `evaluate`: completion loss on the eval split, and greedy generation with word accuracy.
 
 Reads `data/` (the eval split), the base model, and for anything but `base` the adapter of a
-training stage (`train_base/` for `base_adapter`, `train_<arm>/` for an arm). Prompts are the prompt
-part of the one tokenization function, batched with left padding. Writes `eval_<name>/`:
-`predictions.jsonl` (example_id, generated text, predicted word, gold word, target word, correct)
-and `metrics.json` (correct, total, accuracy; target-word accuracy where targets are known).
+training stage (`train_base/` for `base_adapter`, `train_<arm>/` for an arm). A sweep seed's
+evaluations live in `seed_<s>/` (`seed`), the rest in the run directory.
+
+Every row's completion loss (mean token NLL of completion + EOS, the one tokenization function, one
+batched forward pass through `row_forward`) is measured for every dataset. With `evaluate.generate`
+(the default) prompts are also generated from greedily, batched with left padding, and the word after
+`GUESS:` is compared with the gold completion's word (and with the target word where known).
+Writes `eval_<name>/`: `predictions.jsonl` (example_id, loss; with generation also generated text,
+predicted, gold and target word, correct) and `metrics.json` (model, seed, eval_loss over the rows
+with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy).
 """
 
 from __future__ import annotations
@@ -12,15 +18,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from playpen_attribution import artifacts
+from playpen_attribution import artifacts, sweep
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.guess import extract_guess, gold_word
 from playpen_attribution.jsonl import write_jsonl
 from playpen_attribution.modeling import load_model, load_tokenizer
 from playpen_attribution.stage_folder import run_stage
-from playpen_attribution.tokenization import prompt_ids
+from playpen_attribution.row_forward import row_losses_and_embeddings
+from playpen_attribution.tokenization import prompt_ids, tokenize_rows
 
 
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, desc: str) -> list[str]:
@@ -49,7 +57,8 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     return out
 
 
-def evaluate_rows(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str) -> tuple[list[dict], dict]:
+def word_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str) -> tuple[list[dict], dict]:
+    """Greedy generation and the word-accuracy metrics."""
     prompts = [prompt_ids(tokenizer, r, cfg.tokenize.format) for r in rows]
     texts = generate(model, tokenizer, prompts, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size, f"eval {name}")
     predictions = []
@@ -62,7 +71,7 @@ def evaluate_rows(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, nam
             "target_correct": None if target is None else predicted == target,
         })
     correct = sum(p["correct"] for p in predictions)
-    metrics = {"model": name, "correct": correct, "total": len(predictions),
+    metrics = {"correct": correct, "total": len(predictions),
                "accuracy": correct / len(predictions) if predictions else 0.0,
                "no_guess": sum(p["predicted"] is None for p in predictions)}
     with_target = [p for p in predictions if p["target_correct"] is not None]
@@ -73,12 +82,32 @@ def evaluate_rows(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, nam
     return predictions, metrics
 
 
+def evaluate_rows(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str) -> tuple[list[dict], dict]:
+    """Per-row predictions (example_id, loss, and generation fields when `generate`) and metrics."""
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    losses, _ = row_losses_and_embeddings(model, dataset, tokenizer.pad_token_id, cfg.evaluate.batch_size,
+                                          desc=f"eval loss {name}")
+    finite = np.isfinite(losses)
+    metrics = {"eval_loss": float(losses[finite].mean()) if finite.any() else None,
+               "loss_rows": int(finite.sum()), "loss_non_finite": int((~finite).sum())}
+    predictions = [{"example_id": r["example_id"], "loss": float(v) if np.isfinite(v) else None}
+                   for r, v in zip(rows, losses)]
+    if cfg.evaluate.generate:
+        words, word_metrics = word_predictions(cfg, rows, model, tokenizer, name)
+        predictions = [p | w for p, w in zip(predictions, words)]
+        metrics |= word_metrics
+    return predictions, metrics
+
+
 def run(
     cfg: ExperimentConfig, run_dir: Path, model_path: str, name: str, train_stage: str | None,
-    overwrite: bool = False,
+    overwrite: bool = False, seed: int | None = None,
 ) -> Path:
-    """Evaluate the base model (`train_stage=None`) or the adapter of `train_stage` under `name`."""
-    run_dir = Path(run_dir)
+    """Evaluate the base model (`train_stage=None`) or the adapter of `train_stage` under `name`.
+
+    With `seed`, the training stage and the evaluation are the ones in that seed's folder.
+    """
+    run_dir = Path(run_dir) if seed is None else sweep.seed_run_dir(cfg, run_dir, seed)
     data_dir = run_dir / artifacts.DATA
     inputs = {"data": data_dir}
     if cfg.model.base == "tiny":
@@ -92,6 +121,7 @@ def run(
         adapter = run_dir / train_stage / artifacts.ADAPTER_DIR if train_stage else None
         model = load_model(model_path, adapter, dtype=cfg.model.dtype)
         predictions, metrics = evaluate_rows(cfg, rows, model, tokenizer, name)
+        metrics = {"model": name, "seed": seed} | metrics
         write_jsonl(out / artifacts.PREDICTIONS_FILE, predictions)
         (out / artifacts.METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
         return {"metrics": metrics}
@@ -99,5 +129,6 @@ def run(
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         "evaluate": cfg.evaluate.model_dump(mode="json"), "name": name, "train_stage": train_stage,
+        "seed": seed,
     }
     return run_stage(run_dir, artifacts.eval_dir(name), stage_cfg, inputs, build, overwrite)

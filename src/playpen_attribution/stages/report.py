@@ -1,47 +1,186 @@
-"""Stage `report`: gather the finished stage folders into files a person reads.
+"""Stage `report`: gather the finished stage folders into files a person reads in a minute.
 
-Reads every `eval_*/metrics.json`, `attribute/summary.json`, `select/selections.json` and the
-manifests of all stages of the run (for wall times). Writes `report/`: `report.json`, `report.md`
-(setup, an accuracy table with counts like `62/152 = 0.4079`, the attribution check, stage times)
-and `accuracy.png` (a bar chart of word accuracy per model). Needs nothing but the run directory,
-so `playpen-attribution report --run-dir D` regenerates it.
+Reads, from the run directory alone: every `eval_*/` (shared models) and `seed_<s>/eval_*/`
+(metrics.json and per-row predictions.jsonl), each seed's `select/selections.json` (arm specs: kind,
+ranking, size, the arm each is tested against), `attribute/summary.json` and its plots, the stage
+configs (for the setup) and every manifest (for wall times). So `playpen-attribution report --run-dir D`
+regenerates it.
+
+Statistics (`playpen_attribution.stats`): per model and seed word accuracy with a Wilson 95% interval;
+per seed, each arm against its `versus` arm (default matched_random_k) on the same eval rows joined
+by example_id: exact McNemar on word correctness and a paired bootstrap interval of the eval-loss
+difference; across seeds, the mean paired difference with a bootstrap interval resampling seeds and
+rows, and how many seeds favour each side.
+
+Writes `report/`: `report.json`, `report.md`, `accuracy.png`, `eval_loss.png` (when losses exist),
+`accuracy_vs_k.png` (when an arm family ran at several k) and, when the attribute stage drew them,
+copies of `score_histogram.png` and `score_vs_length.png`; and copies all of them into the run
+directory, its front page.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from playpen_attribution import artifacts
+import numpy as np
+
+from playpen_attribution import artifacts, report_plots, stats
+from playpen_attribution.report_markdown import render_markdown
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.sweep import seed_folders
 
-MODEL_ORDER = ("base", "base_adapter", "top_k", "matched_random_k")
+SHARED_MODELS = ("base", "base_adapter")
+SPEC_FIELDS = ("kind", "ranking", "n", "family", "k", "versus", "rows", "tokens")
+ATTRIBUTION_PLOTS = (artifacts.SCORE_HISTOGRAM_PLOT, artifacts.SCORE_VS_LENGTH_PLOT)
 
 
-def _stage_folders(run_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in run_dir.glob(f"*/{artifacts.MANIFEST_FILE}") if p.parent.name != artifacts.REPORT)
+def stage_folders(run_dir: Path) -> dict[str, Path]:
+    """'name' or 'seed_<s>/name' -> every finished stage folder except the report (seed links skipped)."""
+    out = {}
+    dirs = [p for p in sorted(run_dir.iterdir()) if p.name != artifacts.REPORT]
+    for folder in seed_folders(run_dir).values():
+        dirs += sorted(folder.iterdir())
+    for path in dirs:
+        if path.is_dir() and not path.is_symlink() and (path / artifacts.MANIFEST_FILE).is_file():
+            out[path.relative_to(run_dir).as_posix()] = path
+    return out
 
 
-def collect(run_dir: Path, seed: int | None) -> dict:
+def _entry(folder: Path, name: str, seed: int | None, spec: dict) -> dict:
+    metrics = artifacts.load_metrics(folder)
+    entry = {"name": name, "seed": seed, "correct": metrics.get("correct"),
+             "total": metrics.get("total", metrics.get("loss_rows")), "accuracy": metrics.get("accuracy")}
+    if entry["accuracy"] is not None:
+        entry["ci_low"], entry["ci_high"] = stats.wilson_interval(entry["correct"], entry["total"])
+    entry |= {k: metrics[k] for k in ("target_correct", "target_total", "target_accuracy", "no_guess",
+                                      "eval_loss", "loss_non_finite") if k in metrics}
+    return entry | {k: spec[k] for k in SPEC_FIELDS if k in spec}
+
+
+def _predictions(folder: Path) -> dict[str, dict]:
+    return {p["example_id"]: p for p in artifacts.load_predictions(folder)}
+
+
+def load_evaluations(run_dir: Path) -> tuple[list[dict], dict, dict[int, dict]]:
+    """(arm entries in report order, (name, seed) -> predictions by example_id, seed -> selections)."""
+    entries, predictions = [], {}
+    selections = {s: artifacts.load_selections(f / artifacts.SELECT) for s, f in seed_folders(run_dir).items()
+                  if (f / artifacts.SELECT / artifacts.SELECTIONS_FILE).is_file()}
+    places = [(run_dir, None)] + [(f, s) for s, f in seed_folders(run_dir).items()]
+    for place, seed in places:
+        evals = {p.name.removeprefix("eval_"): p for p in sorted(place.glob("eval_*"))
+                 if (p / artifacts.METRICS_FILE).is_file()}
+        plan = list(selections.get(seed, {}))
+        order = [m for m in SHARED_MODELS if m in evals] + [m for m in plan if m in evals]
+        order += sorted(m for m in evals if m not in order)
+        for name in order:
+            entries.append(_entry(evals[name], name, seed, selections.get(seed, {}).get(name, {})))
+            predictions[(name, seed)] = _predictions(evals[name])
+    return entries, predictions, selections
+
+
+def _paired_values(a: dict, b: dict, field: str, what: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids, va, vb = stats.paired({e: p.get(field) for e, p in a.items()}, {e: p.get(field) for e, p in b.items()}, what)
+    return ids, np.array(va, dtype=float), np.array(vb, dtype=float)
+
+
+def compare(arm: dict, ref: dict, preds: dict) -> dict:
+    """One seed: arm vs its reference on the same eval rows."""
+    a, b = preds[(arm["name"], arm["seed"])], preds[(ref["name"], ref["seed"])]
+    what = f"{arm['name']} vs {ref['name']} (seed {arm['seed']})"
+    out = {"arm": arm["name"], "versus": ref["name"], "seed": arm["seed"]}
+    if arm["accuracy"] is not None and ref["accuracy"] is not None:
+        _, ca, cb = _paired_values(a, b, "correct", what)
+        out["accuracy_difference"] = arm["accuracy"] - ref["accuracy"]
+        out["mcnemar"] = stats.mcnemar_exact(ca.astype(bool), cb.astype(bool))
+    _, la, lb = _paired_values(a, b, "loss", what)
+    finite = np.isfinite(la) & np.isfinite(lb)
+    if finite.any():
+        out["loss_difference"] = stats.bootstrap_mean(la[finite] - lb[finite])
+        out["loss_rows_excluded"] = int((~finite).sum())
+    return out
+
+
+def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, accuracy: bool) -> dict:
+    """Across seeds: mean paired difference (seeds and rows resampled) and seeds favouring each side."""
+    out = {"arm": arm_name, "versus": ref_name, "seeds": seeds}
+    what = f"{arm_name} vs {ref_name}"
+    rows = [[_paired_values(preds[(arm_name, s)], preds[(ref_name, s)], f, what) for f in ("correct", "loss")]
+            for s in seeds]
+    if accuracy:
+        diff = np.stack([ca - cb for (_, ca, cb), _ in rows])
+        per_seed = diff.mean(axis=1)
+        out |= {"arm_accuracy_mean": float(np.mean([ca.mean() for (_, ca, _), _ in rows])),
+                "versus_accuracy_mean": float(np.mean([cb.mean() for (_, _, cb), _ in rows])),
+                "accuracy_difference": stats.seed_bootstrap(diff),
+                "per_seed_accuracy_difference": [float(d) for d in per_seed],
+                "seeds_favouring_arm": int((per_seed > 0).sum()), "seeds_favouring_versus": int((per_seed < 0).sum()),
+                "seeds_tied": int((per_seed == 0).sum())}
+    losses = np.stack([la - lb for _, (_, la, lb) in rows])
+    finite = np.isfinite(losses).all(axis=0)
+    if finite.any():
+        out["loss_difference"] = stats.seed_bootstrap(losses[:, finite])
+        out["loss_rows_excluded"] = int((~finite).sum())
+    return out
+
+
+def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
+    def config_of(*names: str) -> dict:
+        for name in names:
+            found = [p for key, p in folders.items() if key == name or key.endswith("/" + name)]
+            if found:
+                return artifacts.load_stage_config(found[0])
+        return {}
+
+    arm_train = next((artifacts.load_stage_config(p) for k, p in folders.items()
+                      if "/train_" in k and not k.endswith("/" + artifacts.TRAIN_BASE)), {})
+    base = config_of(artifacts.TRAIN_BASE)
+    return {"model": base.get("model", {}).get("base"), "train": base.get("train"),
+            "arm_train": arm_train.get("train"), "tokenize": base.get("tokenize"),
+            "attribute": config_of(artifacts.ATTRIBUTE).get("attribute"),
+            "select": config_of(artifacts.SELECT).get("select"),
+            "evaluate": config_of("eval_base_adapter", "eval_base").get("evaluate"),
+            "seeds": sorted(selections),
+            "retrain_base": any(k.startswith("seed_") and k.endswith("/" + artifacts.TRAIN_BASE) for k in folders)}
+
+
+def _summary_path(run_dir: Path, name: str) -> Path | None:
+    for place in [run_dir, *seed_folders(run_dir).values()]:
+        if (place / artifacts.ATTRIBUTE / name).is_file():
+            return place / artifacts.ATTRIBUTE / name
+    return None
+
+
+def collect(run_dir: Path) -> dict:
     """The report's data, from the stage folders alone."""
-    evals = {p.name.removeprefix("eval_"): artifacts.load_metrics(p) for p in sorted(run_dir.glob("eval_*"))
-             if (p / artifacts.METRICS_FILE).is_file()}
-    order = [m for m in MODEL_ORDER if m in evals] + sorted(m for m in evals if m not in MODEL_ORDER)
-    arms = [{"name": m, "seed": seed, **{k: evals[m][k] for k in ("correct", "total", "accuracy")},
-             **{k: evals[m][k] for k in ("target_correct", "target_total", "target_accuracy") if k in evals[m]}}
-            for m in order]
-    stages = {p.name: artifacts.load_manifest(p)["wall_seconds"] for p in _stage_folders(run_dir)}
-    report = {"run_dir": str(run_dir), "arms": arms, "stage_seconds": stages,
-              "wall_seconds": round(sum(stages.values()), 2)}
-    summary_path = run_dir / artifacts.ATTRIBUTE / artifacts.ATTRIBUTION_SUMMARY
-    if summary_path.is_file():
-        report["attribution"] = artifacts.load_json(summary_path)
-    if (run_dir / artifacts.SELECT / artifacts.SELECTIONS_FILE).is_file():
-        selections = artifacts.load_selections(run_dir / artifacts.SELECT)
-        report["selection"] = {n: {k: v for k, v in a.items() if k != "example_ids"} for n, a in selections.items()}
-    if "top_k" in evals and "matched_random_k" in evals:
-        diff = evals["top_k"]["accuracy"] - evals["matched_random_k"]["accuracy"]
-        report["top_k_vs_matched_random"] = {"accuracy_difference": diff, "top_k_better": diff > 0}
+    run_dir = Path(run_dir)
+    folders = stage_folders(run_dir)
+    entries, preds, selections = load_evaluations(run_dir)
+    by_key = {(e["name"], e["seed"]): e for e in entries}
+    comparisons, pairs = [], {}
+    for arm in entries:
+        ref = by_key.get((arm.get("versus"), arm["seed"]))
+        if ref is not None:
+            comparisons.append(compare(arm, ref, preds))
+            pairs.setdefault((arm["name"], ref["name"]), []).append(arm["seed"])
+    accuracy = any(e["accuracy"] is not None for e in entries)
+    seconds = {k: artifacts.load_manifest(p)["wall_seconds"] for k, p in folders.items()}
+    trainings = [t for k, t in seconds.items() if k.startswith("seed_") and "/train_" in k]
+    report = {
+        "run_dir": str(run_dir), "setup": _setup(folders, selections), "arms": entries,
+        "comparisons": comparisons,
+        "aggregate": [aggregate(a, r, seeds, preds, accuracy) for (a, r), seeds in pairs.items()],
+        "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
+        "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
+    }
+    summary = _summary_path(run_dir, artifacts.ATTRIBUTION_SUMMARY)
+    if summary is not None:
+        report["attribution"] = artifacts.load_json(summary)
+    if selections:
+        report["selection"] = {s: {n: {k: v for k, v in a.items() if k != "example_ids"} for n, a in sel.items()}
+                               for s, sel in selections.items()}
     data_manifest = run_dir / artifacts.DATA / artifacts.MANIFEST_FILE
     if data_manifest.is_file():
         manifest = json.loads(data_manifest.read_text())
@@ -49,68 +188,47 @@ def collect(run_dir: Path, seed: int | None) -> dict:
     return report
 
 
-def render_markdown(report: dict, name: str, plot_name: str) -> str:
-    lines = [f"# {name}: which training rows teach the task?", ""]
-    if "data" in report:
-        rows = report["data"]["rows"]
-        lines += [f"Data: {rows.get('train_base')} pool rows, {rows.get('attr_query')} attribution queries, "
-                  f"{rows.get('eval')} eval rows; dropped: {report['data']['dropped'] or 'none'}.", ""]
-    lines += ["| model | word accuracy | target-word accuracy |", "|---|---|---|"]
-    for arm in report["arms"]:
-        target = (f"{arm['target_correct']}/{arm['target_total']} = {arm['target_accuracy']:.4f}"
-                  if "target_total" in arm else "n/a")
-        lines.append(f"| {arm['name']} | {arm['correct']}/{arm['total']} = {arm['accuracy']:.4f} | {target} |")
-    lines.append("")
-    if "top_k_vs_matched_random" in report:
-        d = report["top_k_vs_matched_random"]["accuracy_difference"]
-        verdict = "beats" if d > 0 else ("ties with" if d == 0 else "does not beat")
-        lines += [f"**top_k {verdict} matched_random_k** (difference {d:+.4f}, one seed: no significance claimed).", ""]
-    if "attribution" in report:
-        a = report["attribution"]
-        lines += [f"Attribution check: {a['precision_success_at_k']:.4f} of the top-{a['k']} rows are success rows, "
-                  f"against {a['pool_success_fraction']:.4f} of the pool ({a['non_finite']} non-finite scores).", ""]
-    if "selection" in report:
-        lines += ["| arm | rows | tokens | outcomes |", "|---|---|---|---|"]
-        for arm, s in report["selection"].items():
-            lines.append(f"| {arm} | {s['rows']} | {s['tokens']} | {s['outcomes']} |")
-        lines.append("")
-    lines += [f"![word accuracy]({plot_name})", "", f"Wall time: {report['wall_seconds']:.1f} s in all.", "",
-              "| stage | seconds |", "|---|---|"]
-    lines += [f"| {s} | {t:.1f} |" for s, t in report["stage_seconds"].items()]
-    return "\n".join(lines) + "\n"
+def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
+    """Write the plots into `out`; the file names, in reading order."""
+    arms = report["arms"]
+    plots = []
+    if any(a["accuracy"] is not None for a in arms):
+        report_plots.plot_accuracy(arms, out / artifacts.ACCURACY_PLOT)
+        plots.append(artifacts.ACCURACY_PLOT)
+    if any(a.get("eval_loss") is not None for a in arms):
+        report_plots.plot_eval_loss(arms, out / artifacts.EVAL_LOSS_PLOT)
+        plots.append(artifacts.EVAL_LOSS_PLOT)
+    sizes = {}
+    for a in arms:
+        if a.get("family") and a.get("k") and a["accuracy"] is not None:
+            sizes.setdefault(a["family"], set()).add(a["k"])
+    if any(len(ks) > 1 for ks in sizes.values()):
+        report_plots.plot_accuracy_vs_k(arms, out / artifacts.ACCURACY_VS_K_PLOT)
+        plots.append(artifacts.ACCURACY_VS_K_PLOT)
+    for name in ATTRIBUTION_PLOTS:
+        source = _summary_path(run_dir, name)
+        if source is not None:
+            shutil.copy2(source, out / name)
+            plots.append(name)
+    return plots
 
 
-def plot_accuracy(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [a["name"] for a in report["arms"]]
-    values = [a["accuracy"] for a in report["arms"]]
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.6))
-    bars = ax.bar(names, values, color=["#999999", "#6a8caf", "#d1495b", "#edae49"][: len(names)] or None)
-    for bar, arm in zip(bars, report["arms"]):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{arm['correct']}/{arm['total']}",
-                ha="center", va="bottom", fontsize=9)
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("word accuracy on eval")
-    ax.set_title("Eval word accuracy by model")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def run(run_dir: Path, name: str = "experiment", seed: int | None = None, overwrite: bool = True) -> Path:
-    """Always rebuilt (the report is cheap and reflects whatever stage folders exist now)."""
+def run(run_dir: Path, name: str = "experiment") -> Path:
+    """Always rebuilt (the report is cheap, and reflects whatever stage folders and report code exist now)."""
     run_dir = Path(run_dir)
-    inputs = {p.name: p for p in _stage_folders(run_dir)}
+    inputs = stage_folders(run_dir)
+    if (run_dir / artifacts.REPORT).is_dir():
+        shutil.rmtree(run_dir / artifacts.REPORT)
 
     def build(out: Path) -> dict:
-        report = collect(run_dir, seed)
+        report = collect(run_dir)
+        report["plots"] = draw(report, run_dir, out)
         (out / artifacts.REPORT_JSON).write_text(json.dumps(report, indent=1) + "\n")
-        plot_accuracy(report, out / artifacts.ACCURACY_PLOT)
-        (out / artifacts.REPORT_MD).write_text(render_markdown(report, name, artifacts.ACCURACY_PLOT))
-        return {}
+        (out / artifacts.REPORT_MD).write_text(render_markdown(report, name))
+        return {"plots": report["plots"]}
 
-    return run_stage(run_dir, artifacts.REPORT, {"name": name, "seed": seed}, inputs, build, overwrite)
+    report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name}, inputs, build)
+    for path in report_dir.iterdir():  # the run's front page: report.md and its plots beside the stage folders
+        if path.name not in (artifacts.CONFIG_FILE, artifacts.MANIFEST_FILE):
+            shutil.copy2(path, run_dir / path.name)
+    return report_dir

@@ -1,0 +1,160 @@
+"""Wall time of the attribute stage vs calling Bergson directly on the same rows and settings.
+
+Both run in this process, side by side, alternating, after one warm-up (imports, first model load):
+
+- stage: `stages.attribute.run` with a fresh query cache (so it builds the query index like a first
+  run), and once more with that cache warm ("reused query index");
+- direct: Bergson's own commands on the same pre-tokenized `pool.hf` / `query.hf` the stage saved
+  and the same settings, the way the Bergson notes do mean scoring: `Hessian` on the query (when
+  preconditioning), `Build` of the query with `aggregation="mean"`, `Score` of the pool.
+
+Then the stage's extras are timed one by one (tokenization, the query cache key's content hashing,
+the per-row loss forward pass for diagnostics, summary + plots, hashing the stage folder for its
+manifest) so the ratio can be explained.
+
+    uv run python benchmarks/attribution_overhead.py [--config configs/demo.yaml] [--repeats 2] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from playpen_attribution import artifacts
+from playpen_attribution import attribution_diagnostics as diag
+from playpen_attribution import bergson_scoring as bs
+from playpen_attribution.config import load_config
+from playpen_attribution.modeling import load_tokenizer
+from playpen_attribution.stages import attribute, base_model, data, train
+from playpen_attribution.tokenization import tokenize_rows
+
+
+def prepare(cfg, run_dir: Path) -> str:
+    data.run(cfg, run_dir)
+    base_model.run(cfg, run_dir)
+    model_path = base_model.model_path(cfg, run_dir)
+    train.run(cfg, run_dir, model_path)
+    return model_path
+
+
+def timed(fn, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def run_stage(cfg, run_dir: Path, model_path: str, cache: Path) -> float:
+    """One real run of the stage (its previous folder removed first, so nothing is reused but the cache)."""
+    stage_cfg = cfg.model_copy(update={"attribute": cfg.attribute.model_copy(update={"cache_dir": str(cache)})})
+    shutil.rmtree(run_dir / artifacts.ATTRIBUTE, ignore_errors=True)
+    return timed(attribute.run, stage_cfg, run_dir, model_path)
+
+
+def run_direct(cfg, model_path: str, adapter: Path, rows: Path, work: Path) -> float:
+    """Bergson's commands alone: query Hessian, aggregated query index, pool scores."""
+    from bergson.cli.commands import Build, Hessian, Score
+    from bergson.config.config import HessianConfig, PreprocessConfig, ScoreConfig
+
+    settings = attribute.settings_for(cfg)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(rows, work)  # pool.hf, query.hf as the stage handed them to Bergson
+
+    def index_cfg(data_name: str, out: str):
+        return bs._index_config(Path(model_path), adapter, work / data_name, str(work / out), settings)
+
+    start = time.perf_counter()
+    hessian = None
+    if settings.preconditioning != "none":
+        Hessian(hessian_cfg=HessianConfig(method="autocorrelation"), index_cfg=index_cfg("query.hf", "hessian")).execute()
+        hessian = str(work / "hessian")
+    preprocess = PreprocessConfig(unit_normalize=settings.unit_normalize, hessian_path=hessian, aggregation="mean")
+    Build(index_cfg=index_cfg("query.hf", "query_index"), preprocess_cfg=preprocess).execute()
+    Score(score_cfg=ScoreConfig(query_path=str(work / "query_index"), score="individual"),
+          index_cfg=index_cfg("pool.hf", "scores"), preprocess_cfg=preprocess).execute()
+    return time.perf_counter() - start
+
+
+def folder_hash_seconds(folder: Path) -> float:
+    start = time.perf_counter()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        hashlib.sha256(path.read_bytes()).hexdigest()
+    return time.perf_counter() - start
+
+
+def extras(cfg, run_dir: Path, model_path: str) -> dict[str, float]:
+    """The stage's work besides Bergson, each timed alone."""
+    pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
+    query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
+    tokenizer = load_tokenizer(model_path)
+    fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
+    out = {"tokenization": timed(lambda: (tokenize_rows(tokenizer, pool, fmt, max_len),
+                                          tokenize_rows(tokenizer, query, fmt, max_len)))}
+    pool_ds, query_ds = tokenize_rows(tokenizer, pool, fmt, max_len), tokenize_rows(tokenizer, query, fmt, max_len)
+    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    out["query cache key (hash model, adapter, query)"] = timed(
+        bs.query_key, Path(model_path), adapter, query_ds, attribute.settings_for(cfg))
+    out["row-loss forward pass (diagnostics)"] = timed(
+        attribute.base_losses, cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
+    scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
+    outcomes = {r["example_id"]: r["outcome"] for r in pool}
+    lengths = {e: len(t) for e, t in zip(pool_ds["example_id"], pool_ds["input_ids"])}
+    plots = Path(tempfile.mkdtemp())
+    out["summary + two plots"] = timed(lambda: (
+        diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses={e: 1.0 for e in scores}),
+        diag.plot_score_histogram(scores, outcomes, plots / "h.png", "t"),
+        diag.plot_score_vs_length(scores, lengths, outcomes, plots / "s.png", "t")))
+    out["manifest hashing of the stage folder"] = folder_hash_seconds(run_dir / artifacts.ATTRIBUTE)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/demo.yaml", help="experiment config (default: the demo)")
+    parser.add_argument("--run-dir", default=None, help="run folder to build or reuse (default: a temp folder)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating stage/direct repetitions")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: two OpenMP threads spin badly on a shared 2-core box)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="attr_overhead_"))
+    model_path = prepare(cfg, run_dir)
+    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    scratch = run_dir / "overhead_scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    warmup = run_stage(cfg, run_dir, model_path, scratch / "cache_warmup")
+    rows = scratch / "rows"
+    for name in ("pool.hf", "query.hf"):
+        shutil.copytree(run_dir / artifacts.ATTRIBUTE / artifacts.BERGSON_DIR / name, rows / name)
+    times = {"stage (query index built)": [], "stage (query index reused)": [], "direct Bergson": []}
+    for i in range(args.repeats):
+        times["direct Bergson"].append(run_direct(cfg, model_path, adapter, rows, scratch / f"direct_{i}"))
+        times["stage (query index built)"].append(run_stage(cfg, run_dir, model_path, scratch / f"cache_{i}"))
+        times["stage (query index reused)"].append(run_stage(cfg, run_dir, model_path, scratch / f"cache_{i}"))
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    direct = medians["direct Bergson"]
+    parts = extras(cfg, run_dir, model_path)
+
+    print(f"\nconfig {args.config}: {args.repeats} alternating repeats after a {warmup:.1f} s warm-up, "
+          f"{args.threads} torch thread(s); medians\n")
+    print("| path | seconds | ratio to direct Bergson |\n|---|---|---|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / direct:.2f} |")
+    print("\n| stage extra (timed alone) | seconds |\n|---|---|")
+    for name, seconds in parts.items():
+        print(f"| {name} | {seconds:.2f} |")
+    print(json.dumps({"median_seconds": medians, "all_seconds": times, "extras_seconds": parts,
+                      "ratio_built": medians["stage (query index built)"] / direct,
+                      "ratio_reused": medians["stage (query index reused)"] / direct, "config": args.config}))
+
+
+if __name__ == "__main__":
+    main()

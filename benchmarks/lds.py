@@ -1,0 +1,116 @@
+"""Linear datamodeling score (LDS) of mean-mode attribution on the demo task.
+
+Attribution scores are gradients taken at the base adapter, so they predict what happens when
+training *moves on from the base adapter*: that is how the experiment uses them (every arm continues
+the base adapter) and where a first-order prediction can hold. So each subset run continues the base
+adapter with `arm_train` on a random subset of the pool (`--fraction` of it, default a half), exactly
+like an arm (`stages.train.train_rows`, same training seed for every subset, so only the rows differ).
+Training the tiny base model from scratch on each subset would test a different question: the
+gradients at the base adapter say little about a model trained from a random start.
+
+For every subset S: predicted = sum of the mean-mode scores of S's rows (higher score = the row
+lowers the query loss), actual = mean completion loss over the attribution query rows after
+training (`row_forward.row_losses_and_embeddings`). LDS = Spearman(predicted, -actual) across
+subsets (positive is good). A control ranker (the number of success rows in S, which is the known
+truth of this task) is reported next to it.
+
+    uv run python benchmarks/lds.py [--config configs/demo.yaml] [--subsets 8] [--fraction 0.5] [--epochs 1] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from playpen_attribution import artifacts
+from playpen_attribution.modeling import load_model, load_tokenizer
+from playpen_attribution.row_forward import row_losses_and_embeddings
+from playpen_attribution.stages import attribute, base_model, data, train
+from playpen_attribution.tokenization import tokenize_rows
+
+
+def prepare(cfg, run_dir: Path) -> str:
+    """data -> base model -> base adapter -> attribution (finished stages are reused); the model path."""
+    data.run(cfg, run_dir)
+    base_model.run(cfg, run_dir)
+    model_path = base_model.model_path(cfg, run_dir)
+    train.run(cfg, run_dir, model_path)
+    attribute.run(cfg, run_dir, model_path)
+    return model_path
+
+
+def query_loss(cfg, model_path: str, adapter: Path, query_ds, pad_token_id: int) -> float:
+    model = load_model(model_path, adapter, dtype=cfg.model.dtype)
+    losses, _ = row_losses_and_embeddings(model, query_ds, pad_token_id, batch_size=32, desc="query loss")
+    return float(np.nanmean(losses))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/demo.yaml", help="experiment config (default: the demo)")
+    parser.add_argument("--run-dir", default=None, help="run folder to build or reuse (default: a temp folder)")
+    parser.add_argument("--subsets", type=int, default=8, help="random subsets trained (>= 8 for a usable rank)")
+    parser.add_argument("--fraction", type=float, default=0.5, help="share of the pool in each subset")
+    parser.add_argument("--epochs", type=float, default=1.0, help="epochs of continued training per subset")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset draws")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: two OpenMP threads spin badly on a shared 2-core box)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    from playpen_attribution.config import load_config
+
+    cfg = load_config(args.config)
+    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="lds_"))
+    started = time.perf_counter()
+    model_path = prepare(cfg, run_dir)
+    pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
+    query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
+    scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
+    tokenizer = load_tokenizer(model_path)
+    query_ds = tokenize_rows(tokenizer, query, cfg.tokenize.format, cfg.tokenize.max_length)
+    base_adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    arm_train = cfg.arm_train.model_copy(update={"epochs": args.epochs})
+    size = int(len(pool) * args.fraction)
+    base_loss = query_loss(cfg, model_path, base_adapter, query_ds, tokenizer.pad_token_id)
+
+    rng = random.Random(args.seed)
+    records = []
+    for i in range(args.subsets):
+        subset = rng.sample(pool, size)
+        out = run_dir / "lds_subsets" / f"subset_{i}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        train.train_rows(subset, model_path, arm_train, cfg, out, init_adapter=base_adapter)
+        loss = query_loss(cfg, model_path, out / artifacts.ADAPTER_DIR, query_ds, tokenizer.pad_token_id)
+        records.append({"subset": i, "rows": size, "predicted": sum(scores[r["example_id"]] for r in subset),
+                        "success_rows": sum(r["outcome"] == "success" for r in subset), "query_loss": loss})
+        print(json.dumps(records[-1]), flush=True)
+
+    actual = [-r["query_loss"] for r in records]
+    lds = spearmanr([r["predicted"] for r in records], actual)[0]
+    control = spearmanr([r["success_rows"] for r in records], actual)[0]
+    spread = max(r["query_loss"] for r in records) - min(r["query_loss"] for r in records)
+    print(f"\nconfig {args.config}: {args.subsets} subsets of {size}/{len(pool)} pool rows, {args.epochs} epoch(s) "
+          f"continued from the base adapter (query loss {base_loss:.4f} before); {time.perf_counter() - started:.0f} s")
+    print(f"query loss after: {min(r['query_loss'] for r in records):.4f} .. {max(r['query_loss'] for r in records):.4f} "
+          f"(spread {spread:.4f})")
+    print(f"LDS  Spearman(sum of mean-mode scores, -query loss) = {lds:+.3f}")
+    print(f"control  Spearman(success rows in subset, -query loss) = {control:+.3f}")
+    print(json.dumps({"lds_spearman": lds, "control_success_rows_spearman": control, "subsets": args.subsets,
+                      "subset_rows": size, "pool_rows": len(pool), "epochs": args.epochs,
+                      "base_query_loss": base_loss, "config": args.config}))
+
+
+if __name__ == "__main__":
+    main()

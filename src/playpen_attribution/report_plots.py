@@ -1,0 +1,125 @@
+"""The report's PNG plots, drawn from `report.json`'s data (matplotlib, Agg backend, no display).
+
+- `plot_accuracy`: word accuracy of every model, one point per seed with its Wilson 95% interval,
+  a black bar at the mean over seeds.
+- `plot_eval_loss`: completion eval loss of every trained model, one point per seed, a bar at the mean.
+- `plot_accuracy_vs_k`: mean accuracy over seeds against k for each arm family built at several k,
+  with the seeds' range as error bars.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+SEED_COLOURS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3", "#9b5de5", "#f15bb5")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _models(arms: list[dict]) -> list[str]:
+    names: list[str] = []
+    for arm in arms:
+        if arm["name"] not in names:
+            names.append(arm["name"])
+    return names
+
+
+def _seed_offsets(arms: list[dict]) -> dict:
+    seeds = sorted({a["seed"] for a in arms if a["seed"] is not None})
+    width = 0.5
+    step = width / max(1, len(seeds))
+    return {s: -width / 2 + step * (i + 0.5) for i, s in enumerate(seeds)} | {None: 0.0}
+
+
+def _per_model_points(ax, arms: list[dict], key: str, with_interval: bool) -> None:
+    names = _models(arms)
+    offsets = _seed_offsets(arms)
+    seeds = [s for s in offsets if s is not None]
+    labelled = set()
+    for arm in arms:
+        if arm.get(key) is None:
+            continue
+        x = names.index(arm["name"]) + offsets[arm["seed"]]
+        colour = "#555555" if arm["seed"] is None else SEED_COLOURS[seeds.index(arm["seed"]) % len(SEED_COLOURS)]
+        label = None if arm["seed"] in labelled else ("shared" if arm["seed"] is None else f"seed {arm['seed']}")
+        labelled.add(arm["seed"])
+        if with_interval and arm.get("ci_low") is not None:
+            err = [[arm[key] - arm["ci_low"]], [arm["ci_high"] - arm[key]]]
+            ax.errorbar(x, arm[key], yerr=err, fmt="o", color=colour, capsize=3, ms=5, label=label)
+        else:
+            ax.plot(x, arm[key], "o", color=colour, ms=6, label=label)
+    values = defaultdict(list)
+    for arm in arms:
+        if arm.get(key) is not None:
+            values[arm["name"]].append(arm[key])
+    for i, name in enumerate(names):
+        if values[name]:
+            mean = sum(values[name]) / len(values[name])
+            ax.hlines(mean, i - 0.32, i + 0.32, color="black", lw=2, label="mean over seeds" if i == 0 else None)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
+def plot_accuracy(arms: list[dict], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.1 * len(_models(arms)) + 3, 4.2))
+    _per_model_points(ax, arms, "accuracy", with_interval=True)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel("word accuracy on eval (Wilson 95% CI)")
+    ax.set_title("Eval word accuracy by model and seed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_eval_loss(arms: list[dict], path: Path) -> None:
+    """The untrained base model is left out (its loss is off the scale) and named in the title."""
+    plt = _pyplot()
+    base = next((a.get("eval_loss") for a in arms if a["name"] == "base"), None)
+    arms = [a for a in arms if a["name"] != "base"]
+    fig, ax = plt.subplots(figsize=(1.1 * len(_models(arms)) + 3, 4.2))
+    _per_model_points(ax, arms, "eval_loss", with_interval=False)
+    ax.set_ylabel("eval completion loss (mean token NLL)")
+    ax.set_title("Eval loss by model and seed (lower is better)"
+                 + (f"; base model {base:.2f}, not drawn" if base is not None else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_k(arms: list[dict], path: Path) -> None:
+    plt = _pyplot()
+    by_family: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for arm in arms:
+        if arm.get("family") and arm.get("k") and arm.get("accuracy") is not None:
+            by_family[arm["family"]][arm["k"]].append(arm["accuracy"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    all_k = sorted({k for per_k in by_family.values() for k in per_k})
+    nudge = (all_k[-1] - all_k[0]) * 0.012 if len(all_k) > 1 else 1.0  # keep the families' error bars apart
+    for i, (family, per_k) in enumerate(sorted(by_family.items())):
+        ks = sorted(per_k)
+        means = [sum(per_k[k]) / len(per_k[k]) for k in ks]
+        err = [[m - min(per_k[k]) for k, m in zip(ks, means)], [max(per_k[k]) - m for k, m in zip(ks, means)]]
+        shift = (i - (len(by_family) - 1) / 2) * nudge
+        ax.errorbar([k + shift for k in ks], means, yerr=err, marker="o", capsize=3, label=family,
+                    color=SEED_COLOURS[i % len(SEED_COLOURS)])
+    ax.set_xticks(all_k)
+    ax.set_xlabel("k (rows per arm)")
+    ax.set_ylabel("word accuracy (mean over seeds; bars: seed range)")
+    ax.set_title("Accuracy vs k")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,49 @@
+"""Stage `sae`: SAE fingerprints of every row of one split, from one forward pass up to block L.
+
+Reads `data/` (the `sae.split` rows, the pool by default), the base model and, with
+`sae.model: base_adapter`, `train_base/adapter`. Rows go through the one tokenization function; the
+model runs only up to block L, whose output (blocks.L.hook_resid_post) is encoded by the SAE (a
+SAELens release, a SAELens folder, or a random JumpReLU SAE); `playpen_attribution.sae_features`
+says exactly what is computed and how it maps onto Hugging Face `hidden_states`.
+
+Writes `sae/`: `features.npz` (`stats` rows x 10, `feature_mean` and `feature_presence` rows x
+d_sae, `residual_mean` rows x d_model, `pooled_tokens` rows) and `index.json` (`example_ids` in
+the arrays' row order, the statistic names, SAE release/id, hook name, layer and widths); the
+manifest records the SAE, hook, layer and the count of rows with no pooled token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playpen_attribution import artifacts
+from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.errors import UserError
+from playpen_attribution.sae_features import extract_rows, write_features
+from playpen_attribution.stage_folder import run_stage
+
+
+def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
+    if cfg.sae is None:
+        raise UserError("the config has no 'sae' section; add one to run the sae stage")
+    run_dir = Path(run_dir)
+    data_dir = run_dir / artifacts.DATA
+    inputs = {"data": data_dir}
+    if cfg.model.base == "tiny":
+        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    adapter = None
+    if cfg.sae.model == "base_adapter":
+        inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
+        adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+
+    def build(out: Path) -> dict:
+        rows = artifacts.load_split(data_dir, cfg.sae.split)
+        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, rows)
+        write_features(out, features, info | {"split": cfg.sae.split})
+        return {"sae": info}
+
+    stage_cfg = {
+        "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
+        "sae": cfg.sae.model_dump(mode="json"),
+    }
+    return run_stage(run_dir, artifacts.SAE, stage_cfg, inputs, build, overwrite)

@@ -1,0 +1,103 @@
+"""Statistics of the report: intervals and paired tests. Pure functions, no files.
+
+- `wilson_interval`: the Wilson score interval of a proportion (95% by default).
+- `mcnemar_exact`: exact McNemar test of two models on the same rows: a two-sided binomial test
+  (p = 1/2) on the discordant pairs (scipy.stats.binomtest).
+- `bootstrap_mean`: a percentile bootstrap interval of the mean of paired per-row differences.
+- `seed_bootstrap`: an interval for the mean difference across seeds, resampling seeds and eval rows
+  (the same rows for every seed, as the eval set is shared): it reflects both seed-to-seed spread and
+  the finite eval set, which matters when there are only a few seeds.
+- `paired`: joins two models' per-row values on example_id (both must hold the same rows).
+
+Bootstrap draws use a fixed generator seed, so a report is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from playpen_attribution.errors import UserError
+
+Z95 = 1.959963984540054
+BOOTSTRAP_DRAWS = 4000
+BOOTSTRAP_SEED = 0
+
+
+def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of correct/total; (0, 1) when total is 0."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = correct / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
+    """Exact McNemar test on paired outcomes: counts of the 2x2 table and the two-sided p-value."""
+    from scipy.stats import binomtest
+
+    if len(a_correct) != len(b_correct):
+        raise ValueError("mcnemar_exact needs paired outcomes of equal length")
+    a_only = sum(bool(a) and not bool(b) for a, b in zip(a_correct, b_correct))
+    b_only = sum(bool(b) and not bool(a) for a, b in zip(a_correct, b_correct))
+    both = sum(bool(a) and bool(b) for a, b in zip(a_correct, b_correct))
+    discordant = a_only + b_only
+    p_value = 1.0 if discordant == 0 else float(binomtest(a_only, discordant, 0.5).pvalue)
+    return {"both": both, "a_only": a_only, "b_only": b_only, "neither": len(a_correct) - both - discordant,
+            "p_value": p_value}
+
+
+def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_mean(
+    differences: Sequence[float], level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
+) -> dict:
+    """Mean of paired per-row differences with a percentile bootstrap interval (rows resampled)."""
+    values = np.asarray(differences, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_mean needs at least one difference")
+    rng = np.random.default_rng(seed)
+    means = np.empty(draws)
+    for start in range(0, draws, 500):
+        stop = min(draws, start + 500)
+        means[start:stop] = values[rng.integers(0, values.size, (stop - start, values.size))].mean(axis=1)
+    low, high = _interval(means, level)
+    return {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
+
+
+def seed_bootstrap(
+    differences: np.ndarray, level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
+) -> dict:
+    """Mean over seeds of per-row paired differences ([seeds, rows]), resampling seeds and rows."""
+    values = np.asarray(differences, dtype=float)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError("seed_bootstrap needs a non-empty [seeds, rows] array")
+    n_seeds, n_rows = values.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(draws)
+    for start in range(0, draws, 200):
+        stop = min(draws, start + 200)
+        rows = rng.integers(0, n_rows, (stop - start, n_rows))
+        per_seed = values[:, rows].mean(axis=2)                      # [seeds, draws]
+        seeds = rng.integers(0, n_seeds, (stop - start, n_seeds))
+        means[start:stop] = np.take_along_axis(per_seed.T, seeds, axis=1).mean(axis=1)
+    low, high = _interval(means, level)
+    return {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
+
+
+def paired(a: dict[str, object], b: dict[str, object], what: str) -> tuple[list[str], list, list]:
+    """(example_ids, a's values, b's values) joined on example_id; both must cover the same rows."""
+    if set(a) != set(b):
+        raise UserError(f"{what}: the two evaluations do not hold the same eval rows "
+                        f"({len(set(a) - set(b))} only in the first, {len(set(b) - set(a))} only in the second)")
+    ids = sorted(a)
+    return ids, [a[i] for i in ids], [b[i] for i in ids]
