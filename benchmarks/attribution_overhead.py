@@ -127,9 +127,12 @@ def main() -> None:
     cfg = load_config(args.config)
     run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="attr_overhead_"))
     model_path = prepare(cfg, run_dir)
-    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     scratch = run_dir / "overhead_scratch"
     shutil.rmtree(scratch, ignore_errors=True)
+    for name in (artifacts.DATA, artifacts.BASE_MODEL, artifacts.TRAIN_BASE):  # stage runs go here, not in run_dir
+        shutil.copytree(run_dir / name, scratch / "run" / name)
+    run_dir = scratch / "run"
+    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     warmup = run_stage(cfg, run_dir, model_path, scratch / "cache_warmup")
     rows = scratch / "rows"
     for name in ("pool.hf", "query.hf"):

@@ -14,7 +14,7 @@ training (`row_forward.row_losses_and_embeddings`). LDS = Spearman(predicted, -a
 subsets (positive is good). A control ranker (the number of success rows in S, which is the known
 truth of this task) is reported next to it.
 
-    uv run python benchmarks/lds.py [--config configs/demo.yaml] [--subsets 8] [--fraction 0.5] [--epochs 1] [--threads 1]
+    uv run python benchmarks/lds.py [--config configs/demo.yaml] [--subsets 32] [--fraction 0.5] [--epochs 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/demo.yaml", help="experiment config (default: the demo)")
     parser.add_argument("--run-dir", default=None, help="run folder to build or reuse (default: a temp folder)")
-    parser.add_argument("--subsets", type=int, default=8, help="random subsets trained (>= 8 for a usable rank)")
+    parser.add_argument("--subsets", type=int, default=32, help="random subsets trained (8 is too few: see docs)")
     parser.add_argument("--fraction", type=float, default=0.5, help="share of the pool in each subset")
     parser.add_argument("--epochs", type=float, default=1.0, help="epochs of continued training per subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset draws")

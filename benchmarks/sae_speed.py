@@ -12,10 +12,13 @@ For each model shape (the demo's tiny model as configured, and a 4-block x 256-w
      SAE, the saved ridge regressor (no gradient), plus its stage folder (features + manifest).
    Imports (torch, transformers, Bergson, SAELens) and the first model load are warmed up before.
 
-Rows per second of each and the ratio (median over repeats) go to `--out` (Markdown) with the
+Rows per second of each and the ratio (median over repeats), by wall clock and by this process's CPU
+time (steadier on a shared machine; `--threads 1` steadier still), go to `--out` (Markdown) with the
 command and the machine. Both sides use base + train_base adapter (the model attribution scores).
+With `--workdir`, finished stages of an earlier call are reused (only the timed repeats are redone).
 
-    uv run python benchmarks/sae_speed.py [--config configs/demo.yaml] [--repeats 2] [--out docs/sae_benchmarks.md]
+    uv run python benchmarks/sae_speed.py [--config configs/demo.yaml] [--repeats 2] [--threads N]
+        [--workdir D] [--out docs/sae_benchmarks.md]
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ def linked(src: Path, dst: Path) -> Path:
     return dst
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): CPU time is far less sensitive to other jobs' load."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def bench_shape(label: str, cfg, work: Path, repeats: int) -> dict:
@@ -85,19 +89,21 @@ def bench_shape(label: str, cfg, work: Path, repeats: int) -> dict:
     metrics = json.loads((run_dir / artifacts.PREDICT / artifacts.METRICS_FILE).read_text())
     pool_file = artifacts.split_path(run_dir / artifacts.DATA, "train_base")
     rows = metrics["rows"]
-    grad, pred = [], []
+    grad, pred = [], []  # (wall, cpu) per repeat
     for rep in range(repeats):
         shutil.rmtree(work / f"grad_{rep}", ignore_errors=True)  # a finished folder would be reused, not timed
         shutil.rmtree(run_dir / artifacts.rank_dir(f"pool_{rep}"), ignore_errors=True)
         other = linked(run_dir, work / f"grad_{rep}")
         grad.append(timed(lambda: attribute.run(cfg, other, model_path)))
         pred.append(timed(lambda: predict.run_rank(cfg, run_dir, model_path, pool_file, name=f"pool_{rep}")))
-    return {
-        "label": label, "rows": rows, "layer": cfg.sae.layer, "d_sae": cfg.sae.d_sae,
-        "attribute_cold_s": cold, "sae_stage_s": sae_wall, "gradient_s": grad, "predictor_s": pred,
-        "gradient_rows_per_s": rows / statistics.median(grad), "predictor_rows_per_s": rows / statistics.median(pred),
-        "ratio": statistics.median(g / p for g, p in zip(grad, pred)), "metrics": metrics,
-    }
+    out = {"label": label, "rows": rows, "layer": cfg.sae.layer, "d_sae": cfg.sae.d_sae,
+           "attribute_cold_s": cold, "sae_stage_s": sae_wall, "metrics": metrics}
+    for i, clock in enumerate(("wall", "cpu")):
+        g, p = [t[i] for t in grad], [t[i] for t in pred]
+        out[clock] = {"gradient_s": g, "predictor_s": p, "gradient_rows_per_s": rows / statistics.median(g),
+                      "predictor_rows_per_s": rows / statistics.median(p),
+                      "ratio": statistics.median(a / b for a, b in zip(g, p))}
+    return out
 
 
 def machine() -> str:
@@ -117,13 +123,17 @@ def markdown(results: list[dict], command: str, where: str, cfg_yaml: str) -> st
            "attribute stage with a warm query-index cache (per-row Bergson gradients and scores, plus the stage's "
            "row losses, summary, plots and manifest). *Predictor* = `stages.predict.run_rank`: forward to block L, "
            "random JumpReLU SAE, saved ridge regressor, features written to its stage folder. Imports warmed up; "
-           "times are medians over repeats measured alternately in one process.", "",
-           "| model | L | d_sae | rows | gradients s (each) | predictor s (each) | gradients rows/s | predictor rows/s "
-           "| speed-up (median of per-repeat ratios) |", "|---|---|---|---|---|---|---|---|---|"]
+           "rows/s use the median over repeats measured alternately in one process; the speed-up is the median of "
+           "the per-repeat ratios. *wall* = elapsed time; *cpu* = CPU seconds used by this process (all its threads), "
+           "which other jobs on a shared machine disturb far less.", "",
+           "| model | L | d_sae | rows | clock | gradients s (each) | predictor s (each) | gradients rows/s "
+           "| predictor rows/s | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        out.append(f"| {r['label']} | {r['layer']} | {r['d_sae']} | {r['rows']} | "
-                   f"{', '.join(f'{s:.1f}' for s in r['gradient_s'])} | {', '.join(f'{s:.2f}' for s in r['predictor_s'])} | "
-                   f"{r['gradient_rows_per_s']:.1f} | {r['predictor_rows_per_s']:.1f} | {r['ratio']:.1f}x |")
+        for clock in ("wall", "cpu"):
+            c = r[clock]
+            out.append(f"| {r['label']} | {r['layer']} | {r['d_sae']} | {r['rows']} | {clock} | "
+                       f"{', '.join(f'{s:.1f}' for s in c['gradient_s'])} | {', '.join(f'{s:.1f}' for s in c['predictor_s'])} | "
+                       f"{c['gradient_rows_per_s']:.1f} | {c['predictor_rows_per_s']:.1f} | {c['ratio']:.1f}x |")
     out += ["", "First attribute run (cold: builds the query index too; from its manifest): " + ", ".join(
         f"{r['label']} {r['attribute_cold_s']:.1f} s" for r in results) + "; sae stage (first build, from its "
         "manifest; the first one in a process includes importing SAELens): " + ", ".join(f"{r['label']} {r['sae_stage_s']:.1f} s" for r in results) + ".",

@@ -165,6 +165,7 @@ STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "highest_loss_k": ("top", "loss"),
     "embedding_knn_k": ("top", "embedding"),
     "metadata_k": ("top", "metadata"),
+    "sae_top_k": ("top", "sae"),
     "full_pool": ("full_pool", None),
 }
 """Standard arm name -> (kind, ranking). Each `_k` arm is built at every k; `metadata` means
@@ -172,7 +173,7 @@ STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
 
 StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
 
-RANKINGS = ("attribution", "length", "loss", "embedding")
+RANKINGS = ("attribution", "length", "loss", "embedding", "sae")
 """Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too."""
 
 
@@ -357,6 +358,13 @@ class ExperimentConfig(_Section):
         if self.select.seed is not None and run_seeds != [self.select.seed]:
             raise ValueError(f"select.seed = {self.select.seed} but the run's seeds are {run_seeds}: random arms are "
                              "drawn with each sweep seed; remove select.seed")
+        return self
+
+    @model_validator(mode="after")
+    def _check_sae_arm(self) -> ExperimentConfig:
+        if any(arm.ranking == "sae" for arm in self.select.plan()) and (self.sae is None or self.predict is None):
+            raise ValueError("select.arms names an arm ranked by the SAE predictor (sae_top_k); "
+                             "it needs the `sae` and `predict` sections")
         return self
 
     @model_validator(mode="after")

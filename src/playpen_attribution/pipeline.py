@@ -1,7 +1,8 @@
 """The whole experiment, stage by stage, in the order the data flows.
 
     data -> model -> eval_base
-         -> train_base -> attribute -> baselines (only when an arm ranks by loss or embedding) -> eval_base_adapter
+         -> train_base -> attribute -> baselines (only when an arm ranks by loss or embedding)
+         -> sae -> predict (only with `sae` / `predict` sections; feeds the sae_top_k arm) -> eval_base_adapter
          -> for each sweep seed, in seed_<s>/: select -> for each arm: train_<arm> -> eval_<arm>
          -> report
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from playpen_attribution import artifacts, sweep
 from playpen_attribution.config import ExperimentConfig, to_yaml
 from playpen_attribution.log import logger
-from playpen_attribution.stages import attribute, base_model, baselines, data, evaluate, report, select, train
+from playpen_attribution.stages import attribute, base_model, baselines, data, evaluate, predict, report, sae, select, train
 
 
 def base_adapter_stages(cfg: ExperimentConfig, run_dir: Path, model_path: str, seed: int | None, overwrite: bool) -> None:
@@ -29,6 +30,10 @@ def base_adapter_stages(cfg: ExperimentConfig, run_dir: Path, model_path: str, s
     attribute.run(cfg, where, model_path, overwrite)                  # scores under the base adapter
     if baselines.needed(cfg):                                         # loss / embedding rankings
         baselines.run(cfg, where, model_path, overwrite)
+    if cfg.sae is not None:                                           # SAE features: one forward pass
+        sae.run(cfg, where, model_path, overwrite)
+        if cfg.predict is not None:                                   # attribution forecast -> sae_top_k
+            predict.run(cfg, where, overwrite)
     evaluate.run(cfg, run_dir, model_path, "base_adapter", artifacts.TRAIN_BASE, overwrite, seed=seed)
 
 

@@ -18,7 +18,7 @@ from playpen_attribution import artifacts
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.errors import UserError
 
-BASE_DEPENDENT = (artifacts.TRAIN_BASE, artifacts.ATTRIBUTE, artifacts.BASELINES)
+BASE_DEPENDENT = (artifacts.TRAIN_BASE, artifacts.ATTRIBUTE, artifacts.BASELINES, artifacts.SAE, artifacts.PREDICT)
 """Stages that depend on the base adapter: shared across seeds, or per seed with `retrain_base`."""
 
 

@@ -36,7 +36,8 @@ from playpen_attribution.selection import build_arms, strata
 from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.tokenization import tokenize_row
 
-RANKING_STAGES = {"attribution": artifacts.ATTRIBUTE, "loss": artifacts.BASELINES, "embedding": artifacts.BASELINES}
+RANKING_STAGES = {"attribution": artifacts.ATTRIBUTE, "loss": artifacts.BASELINES, "embedding": artifacts.BASELINES,
+                  "sae": artifacts.PREDICT}
 """Ranking -> the stage folder it is read from (length and metadata come from the pool itself)."""
 
 
@@ -63,6 +64,8 @@ def load_named_ranking(name: str, run_dir: Path, pool: list[dict], lengths: dict
     if name in artifacts.BASELINE_RANKINGS:
         path = run_dir / artifacts.BASELINES / artifacts.ROW_BASELINES_FILE
         return artifacts.load_ranking(path, artifacts.BASELINE_RANKINGS[name])
+    if name == "sae":  # the SAE predictor's forecast of attribution, no gradients
+        return artifacts.load_ranking(run_dir / artifacts.PREDICT / artifacts.PREDICTED_SCORES, "predicted")
     if name.startswith("metadata:"):
         return metadata_ranking(pool, name.removeprefix("metadata:"))
     raise UserError(f"ranking {name!r} is not known")
