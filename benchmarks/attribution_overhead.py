@@ -22,6 +22,7 @@ import hashlib
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,11 @@ from playpen_attribution.modeling import load_tokenizer
 from playpen_attribution.stages import attribute, base_model, data, train
 from playpen_attribution.tokenization import tokenize_rows
 
+
+def say(line: str = "") -> None:
+    """One line of the benchmark's report on stdout (the package itself never prints)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 def prepare(cfg, run_dir: Path) -> str:
     data.run(cfg, run_dir)
@@ -146,15 +152,15 @@ def main() -> None:
     direct = medians["direct Bergson"]
     parts = extras(cfg, run_dir, model_path)
 
-    print(f"\nconfig {args.config}: {args.repeats} alternating repeats after a {warmup:.1f} s warm-up, "
+    say(f"\nconfig {args.config}: {args.repeats} alternating repeats after a {warmup:.1f} s warm-up, "
           f"{args.threads} torch thread(s); medians\n")
-    print("| path | seconds | ratio to direct Bergson |\n|---|---|---|")
+    say("| path | seconds | ratio to direct Bergson |\n|---|---|---|")
     for name, seconds in medians.items():
-        print(f"| {name} | {seconds:.2f} | {seconds / direct:.2f} |")
-    print("\n| stage extra (timed alone) | seconds |\n|---|---|")
+        say(f"| {name} | {seconds:.2f} | {seconds / direct:.2f} |")
+    say("\n| stage extra (timed alone) | seconds |\n|---|---|")
     for name, seconds in parts.items():
-        print(f"| {name} | {seconds:.2f} |")
-    print(json.dumps({"median_seconds": medians, "all_seconds": times, "extras_seconds": parts,
+        say(f"| {name} | {seconds:.2f} |")
+    say(json.dumps({"median_seconds": medians, "all_seconds": times, "extras_seconds": parts,
                       "ratio_built": medians["stage (query index built)"] / direct,
                       "ratio_reused": medians["stage (query index reused)"] / direct, "config": args.config}))
 

@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,11 @@ from playpen_attribution.row_forward import row_losses_and_embeddings
 from playpen_attribution.stages import attribute, base_model, data, train
 from playpen_attribution.tokenization import tokenize_rows
 
+
+def say(line: str = "") -> None:
+    """One line of the benchmark's report on stdout (the package itself never prints)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 def prepare(cfg, run_dir: Path) -> str:
     """data -> base model -> base adapter -> attribution (finished stages are reused); the model path."""
@@ -95,19 +101,19 @@ def main() -> None:
         loss = query_loss(cfg, model_path, out / artifacts.ADAPTER_DIR, query_ds, tokenizer.pad_token_id)
         records.append({"subset": i, "rows": size, "predicted": sum(scores[r["example_id"]] for r in subset),
                         "success_rows": sum(r["outcome"] == "success" for r in subset), "query_loss": loss})
-        print(json.dumps(records[-1]), flush=True)
+        say(json.dumps(records[-1]))
 
     actual = [-r["query_loss"] for r in records]
     lds = spearmanr([r["predicted"] for r in records], actual)[0]
     control = spearmanr([r["success_rows"] for r in records], actual)[0]
     spread = max(r["query_loss"] for r in records) - min(r["query_loss"] for r in records)
-    print(f"\nconfig {args.config}: {args.subsets} subsets of {size}/{len(pool)} pool rows, {args.epochs} epoch(s) "
+    say(f"\nconfig {args.config}: {args.subsets} subsets of {size}/{len(pool)} pool rows, {args.epochs} epoch(s) "
           f"continued from the base adapter (query loss {base_loss:.4f} before); {time.perf_counter() - started:.0f} s")
-    print(f"query loss after: {min(r['query_loss'] for r in records):.4f} .. {max(r['query_loss'] for r in records):.4f} "
+    say(f"query loss after: {min(r['query_loss'] for r in records):.4f} .. {max(r['query_loss'] for r in records):.4f} "
           f"(spread {spread:.4f})")
-    print(f"LDS  Spearman(sum of mean-mode scores, -query loss) = {lds:+.3f}")
-    print(f"control  Spearman(success rows in subset, -query loss) = {control:+.3f}")
-    print(json.dumps({"lds_spearman": lds, "control_success_rows_spearman": control, "subsets": args.subsets,
+    say(f"LDS  Spearman(sum of mean-mode scores, -query loss) = {lds:+.3f}")
+    say(f"control  Spearman(success rows in subset, -query loss) = {control:+.3f}")
+    say(json.dumps({"lds_spearman": lds, "control_success_rows_spearman": control, "subsets": args.subsets,
                       "subset_rows": size, "pool_rows": len(pool), "epochs": args.epochs,
                       "base_query_loss": base_loss, "config": args.config}))
 

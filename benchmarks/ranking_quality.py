@@ -18,6 +18,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,12 @@ from playpen_attribution.stages import attribute, base_model, data, train
 KS = (50, 100, 200, 300)
 UPSTREAM = (artifacts.DATA, artifacts.BASE_MODEL, artifacts.TRAIN_BASE)
 
+
+
+def say(line: str = "") -> None:
+    """One line of the benchmark's report on stdout (the package itself never prints)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 def prepare(cfg, run_dir: Path) -> str:
     """data -> base model -> base adapter (finished stages are reused); returns the model path."""
@@ -96,17 +103,17 @@ def main() -> None:
     results[f"random (mean of {args.random_seeds})"] = random_quality(sorted(outcomes), outcomes, args.random_seeds)
 
     pool_success = sum(o == "success" for o in outcomes.values()) / len(outcomes)
-    print(f"config {args.config}, pool {len(outcomes)} rows, success fraction {pool_success:.3f}, "
+    say(f"config {args.config}, pool {len(outcomes)} rows, success fraction {pool_success:.3f}, "
           f"attribution {cfg.attribute.preconditioning} preconditioning, projection {cfg.attribute.projection_dim}; "
           f"{time.perf_counter() - started:.0f} s in all\n")
-    print("| ranker | " + " | ".join(f"P@{k}" for k in KS) + " | AUROC |")
-    print("|---|" + "---|" * (len(KS) + 1))
+    say("| ranker | " + " | ".join(f"P@{k}" for k in KS) + " | AUROC |")
+    say("|---|" + "---|" * (len(KS) + 1))
     for name, r in results.items():
         cells = [f"{r['precision_at_k'].get(str(k), float('nan')):.3f}" for k in KS]
-        print(f"| {name} | " + " | ".join(cells) + f" | {r['auroc']:.3f} |")
-    print()
+        say(f"| {name} | " + " | ".join(cells) + f" | {r['auroc']:.3f} |")
+    say()
     for name, r in results.items():
-        print(json.dumps({"ranker": name, **r, "pool_success_fraction": pool_success, "config": args.config}))
+        say(json.dumps({"ranker": name, **r, "pool_success_fraction": pool_success, "config": args.config}))
 
 
 if __name__ == "__main__":

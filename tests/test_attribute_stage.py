@@ -1,5 +1,7 @@
-"""The attribute stage on a small slice of the session's demo run: every mode and preconditioner,
-the files it writes, diagnostics, the stage path against Bergson's own gradients, clear errors."""
+"""The attribute stage on a small run of its own (80 pool rows, 12 query rows in 3 groups): every
+mode and preconditioner, the files it writes, diagnostics, the stage path against Bergson's own
+gradients, the query-index cache, clear errors. (Its own run, not the session's demo_run: only
+data, base model and base adapter are needed, so it stays small and does not wait for the sweep.)"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import small_demo_dict
 
 from playpen_attribution import artifacts
 from playpen_attribution import bergson_scoring as bs
@@ -17,8 +20,6 @@ from playpen_attribution.jsonl import read_jsonl, write_jsonl
 from playpen_attribution.modeling import load_tokenizer
 from playpen_attribution.stages import attribute
 from playpen_attribution.tokenization import tokenize_rows
-
-from conftest import small_demo_dict
 
 POOL_ROWS, QUERY_ROWS, N_GROUPS = 80, 12, 3
 COMMON = {"config.yaml", "manifest.json", "scores.jsonl", "summary.json", "row_diagnostics.jsonl",

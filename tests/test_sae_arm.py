@@ -31,6 +31,8 @@ def test_sae_top_k_arm_runs_end_to_end(tmp_path):
     assert (tmp_path / "seed_1" / "eval_sae_top_k" / "metrics.json").is_file()
     report = json.loads((tmp_path / "report.json").read_text())
     assert "sae_top_k" in {a["name"] for a in report["arms"]}
+    assert len(report["predictor"]["models"]) == 3  # the SAE predictor and its two baselines
+    assert "## SAE predictor of attribution" in (tmp_path / "report.md").read_text()
 
 
 def test_sae_arm_without_sae_sections_is_refused():

@@ -176,6 +176,23 @@ def _cost_lines(report: dict) -> list[str]:
     return lines + [""]
 
 
+def _predictor_lines(report: dict) -> list[str]:
+    """The SAE predictor next to its two baselines, on the same held-out rows."""
+    models = (report.get("predictor") or {}).get("models")
+    if not models:
+        return []
+
+    def num(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = ["## SAE predictor of attribution (held-out rows)", "",
+             "| predictor | Spearman | Pearson | R² | top-k overlap | AUROC top-vs-rest |", "|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        lines.append(f"| {name} | {num(m.get('spearman'))} | {num(m.get('pearson'))} | {num(m.get('r2'))} | "
+                     f"{num(m.get('top_k_overlap'))} | {num(m.get('auroc'))} |")
+    return lines + [""]
+
+
 def render_markdown(report: dict, name: str) -> str:
     lines = [f"# {name}: which training rows teach the task?", ""]
     lines += _setup_lines(report) + _answer_lines(report)
@@ -187,6 +204,7 @@ def render_markdown(report: dict, name: str) -> str:
         lines += ["## Attribution check", "",
                   f"{a['precision_success_at_k']:.4f} of the top-{a['k']} rows are success rows, against "
                   f"{a['pool_success_fraction']:.4f} of the pool ({a.get('non_finite', 0)} non-finite scores).", ""]
+    lines += _predictor_lines(report)
     lines += _selection_lines(report)
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{p.removesuffix('.png').replace('_', ' ')}]({p})" for p in report["plots"]] + [""]

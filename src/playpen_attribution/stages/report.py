@@ -146,10 +146,10 @@ def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
             "retrain_base": any(k.startswith("seed_") and k.endswith("/" + artifacts.TRAIN_BASE) for k in folders)}
 
 
-def _summary_path(run_dir: Path, name: str) -> Path | None:
+def _summary_path(run_dir: Path, name: str, stage: str = artifacts.ATTRIBUTE) -> Path | None:
     for place in [run_dir, *seed_folders(run_dir).values()]:
-        if (place / artifacts.ATTRIBUTE / name).is_file():
-            return place / artifacts.ATTRIBUTE / name
+        if (place / stage / name).is_file():
+            return place / stage / name
     return None
 
 
@@ -178,6 +178,9 @@ def collect(run_dir: Path) -> dict:
     summary = _summary_path(run_dir, artifacts.ATTRIBUTION_SUMMARY)
     if summary is not None:
         report["attribution"] = artifacts.load_json(summary)
+    predictor = _summary_path(run_dir, artifacts.METRICS_FILE, artifacts.PREDICT)
+    if predictor is not None:
+        report["predictor"] = artifacts.load_json(predictor)
     if selections:
         report["selection"] = {s: {n: {k: v for k, v in a.items() if k != "example_ids"} for n, a in sel.items()}
                                for s, sel in selections.items()}
