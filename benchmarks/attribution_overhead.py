@@ -35,6 +35,8 @@ from playpen_attribution.modeling import load_tokenizer
 from playpen_attribution.stages import attribute, base_model, data, train
 from playpen_attribution.tokenization import tokenize_rows
 
+from bergson_direct import direct_steps, run_in_process  # benchmarks/ is on sys.path when run as a script
+
 
 def say(line: str = "") -> None:
     """One line of the benchmark's report on stdout (the package itself never prints)."""
@@ -64,26 +66,8 @@ def run_stage(cfg, run_dir: Path, model_path: str, cache: Path) -> float:
 
 def run_direct(cfg, model_path: str, adapter: Path, rows: Path, work: Path) -> float:
     """Bergson's commands alone: query Hessian, aggregated query index, pool scores."""
-    from bergson.cli.commands import Build, Hessian, Score
-    from bergson.config.config import HessianConfig, PreprocessConfig, ScoreConfig
-
-    settings = attribute.settings_for(cfg)
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(rows, work)  # pool.hf, query.hf as the stage handed them to Bergson
-
-    def index_cfg(data_name: str, out: str):
-        return bs._index_config(Path(model_path), adapter, work / data_name, str(work / out), settings)
-
-    start = time.perf_counter()
-    hessian = None
-    if settings.preconditioning != "none":
-        Hessian(hessian_cfg=HessianConfig(method="autocorrelation"), index_cfg=index_cfg("query.hf", "hessian")).execute()
-        hessian = str(work / "hessian")
-    preprocess = PreprocessConfig(unit_normalize=settings.unit_normalize, hessian_path=hessian, aggregation="mean")
-    Build(index_cfg=index_cfg("query.hf", "query_index"), preprocess_cfg=preprocess).execute()
-    Score(score_cfg=ScoreConfig(query_path=str(work / "query_index"), score="individual"),
-          index_cfg=index_cfg("pool.hf", "scores"), preprocess_cfg=preprocess).execute()
-    return time.perf_counter() - start
+    steps = direct_steps(attribute.settings_for(cfg), model_path, adapter, rows, work)
+    return timed(run_in_process, steps)
 
 
 def folder_hash_seconds(folder: Path) -> float:

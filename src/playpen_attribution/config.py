@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -113,6 +113,12 @@ class TrainConfig(_Section):
     epochs: float = Field(3, gt=0, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimizer steps; -1 = use epochs.")
     batch_size: int = Field(1, gt=0, description="Rows per device batch.")
+    auto_batch: bool = Field(
+        True,
+        description="On a GPU: raise batch_size to the largest power of two dividing batch_size*grad_accum whose "
+        "forward+backward on the longest rows fits in memory, and lower grad_accum to keep rows per optimizer "
+        "step (so the same rows per step, fewer, larger batches); no effect on CPU or when grad_accum is 1.",
+    )
     batching: Literal["padded", "length_grouped", "padding_free"] = Field(
         "length_grouped",
         description="padded: random batches padded to the longest row; length_grouped: batches of similar "
@@ -148,8 +154,11 @@ class AttributeConfig(_Section):
         "sum", description="A row's loss for its gradient: sum or mean over its completion tokens."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing of that loss.")
-    token_batch_size: int = Field(
-        256, gt=0, description="Tokens per Bergson batch; at most the model's max_position_embeddings."
+    token_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        "auto",
+        description="Tokens per Bergson batch (at least the longest row, at most the model's "
+        "max_position_embeddings); auto = sized from free GPU memory on a GPU, min(max_position_embeddings, "
+        "2048) on CPU, never below the longest tokenized row.",
     )
     cache_dir: str | None = Field(
         None,
@@ -311,6 +320,10 @@ class EvaluateConfig(_Section):
     )
     max_new_tokens: int = Field(16, gt=0, description="Tokens generated per row.")
     batch_size: int = Field(8, gt=0, description="Rows per batch, for generation (left padded) and loss/embedding passes.")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="hf: transformers generate, batched by length with the KV cache; vllm: vLLM's offline LLM "
+        "engine (pip extra `vllm`, CUDA), same greedy settings.",
+    )
 
 
 class SweepConfig(_Section):
@@ -369,7 +382,8 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _check_token_batch(self) -> ExperimentConfig:
-        if self.model.base == "tiny" and self.attribute.token_batch_size > self.model.tiny.max_position_embeddings:
+        token_batch = self.attribute.token_batch_size
+        if self.model.base == "tiny" and token_batch != "auto" and token_batch > self.model.tiny.max_position_embeddings:
             raise ValueError(
                 f"attribute.token_batch_size={self.attribute.token_batch_size} exceeds "
                 f"model.tiny.max_position_embeddings={self.model.tiny.max_position_embeddings}"

@@ -43,8 +43,14 @@ class SaeConfig(BaseModel):
         "all", description="Which token positions are pooled: all, prompt (labels -100) or completion (labels set)."
     )
     batch_size: int = Field(16, gt=0, description="Rows per forward batch (right padded, sorted by length).")
+    batch_tokens: int | None = Field(
+        None, gt=0,
+        description="Padded tokens per forward batch: rows sorted by length fill a batch up to this many tokens "
+        "(and at most batch_size rows); a longer row runs alone. null = batch_size rows per batch.",
+    )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Model weights dtype for the forward pass (the SAE always runs in float32)."
+        "auto", description="Model weights dtype for the forward pass: auto = bfloat16 on a CUDA GPU, float32 on "
+        "CPU (the SAE always runs in float32)."
     )
 
     @model_validator(mode="after")

@@ -10,7 +10,10 @@ with `last_hidden_state`, which Llama and Gemma 3 compute *after* the final norm
 `hidden_states[-1]` is not the last block's resid_post. The hook has no such exception.
 
 Stopping early. The hook raises once it has the block's output, so the blocks after L, the final
-norm and the LM head never run (a test hooks block L+1 and checks it never fires).
+norm and the LM head never run (a test hooks block L+1 and checks it never fires). The model runs in
+`sae.dtype` (auto = bfloat16 on a CUDA GPU, float32 on CPU); the SAE and the statistics in float32.
+Rows run sorted by length, `sae.batch_size` rows per batch, or with `sae.batch_tokens` as many as
+fit in that many padded tokens (`batch_sizing.length_batches`).
 
 Per row (only the pooled positions: all tokens, prompt tokens (labels -100) or completion tokens;
 a token's feature is *active* when its SAE activation is > 0):
@@ -40,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from playpen_attribution import artifacts
+from playpen_attribution.batch_sizing import length_batches
 from playpen_attribution.config import TokenizeConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
@@ -181,19 +185,22 @@ def pooled_statistics(acts, resid, pool_mask, seq_len) -> dict:
 
 
 def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int, batch_size: int,
-                     pad_token_id: int, desc: str = "sae features") -> RowFeatures:
-    """Features of every row of a tokenized dataset (input_ids, labels), in its row order."""
+                     pad_token_id: int, desc: str = "sae features", batch_tokens: int | None = None) -> RowFeatures:
+    """Features of every row of a tokenized dataset (input_ids, labels), in its row order.
+
+    Rows run sorted by length, at most `batch_size` per batch and, with `batch_tokens`, at most that
+    many padded tokens per batch (`batch_sizing.length_batches`; None = plain batch_size chunks).
+    """
     import torch
 
     columns = dataset.to_dict()  # plain lists: indexing a datasets Column row by row is slow
     ids_list, labels_list = columns["input_ids"], columns["labels"]
     n = len(ids_list)
-    order = sorted(range(n), key=lambda i: len(ids_list[i]))
+    batches = length_batches([len(ids) for ids in ids_list], batch_size, batch_tokens, cap=max_tokens)
     out = {name: None for name in ARRAYS}
     dev = next(model.parameters()).device
     model.eval()
-    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
+    for idx in tqdm(batches, desc=desc, unit="batch"):
         width = min(max(len(ids_list[i]) for i in idx), max_tokens)
         ids = torch.full((len(idx), width), pad_token_id, dtype=torch.long)
         labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
@@ -231,7 +238,8 @@ def extract_rows(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adap
     layer = sae_layer(cfg, sae, d_model, n_layers)
     sae.eval()
     max_tokens = cfg.max_tokens or tokenize.max_length
-    features = extract_features(model, sae, layer, dataset, cfg.pool, max_tokens, cfg.batch_size, tokenizer.pad_token_id)
+    features = extract_features(model, sae, layer, dataset, cfg.pool, max_tokens, cfg.batch_size,
+                                tokenizer.pad_token_id, batch_tokens=cfg.batch_tokens)
     empty = int((features.pooled_tokens == 0).sum())
     if empty:
         logger.warning("%d rows have no %s token within the first %d tokens; their SAE features are zeros",

@@ -16,7 +16,10 @@ How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.be
   passed as `hessian_path`; `mixed` = the same Hessian on query and pool, mixed as
   `c*H_query + (1-c)*H_pool` with `mixing_coefficient` = c (Bergson's `Mix`, with c fixed).
 - `projection_dim`, `unit_normalize` (`PreprocessConfig.unit_normalize`), `loss_reduction` and
-  `label_smoothing` (`IndexConfig`'s fields of the same names), `token_batch_size`: Bergson's own.
+  `label_smoothing` (`IndexConfig`'s fields of the same names), `token_batch_size`: Bergson's own;
+  `token_batch_size: auto` is resolved to an int before Bergson runs (sized from free GPU memory on
+  CUDA, min(max_position_embeddings, 2048) on CPU, never below the longest tokenized row) and
+  recorded in the manifest (`token_batch_size`, with `precision`: bf16 on CUDA, fp32 on CPU by default).
 - The query index (and query Hessian) is a cached artifact under `cache_dir/query_<key>/`, keyed by
   the model's and adapter's file contents, the query ids and tokens and the projection and loss
   settings; a second run with the same key reuses it (logged "reused query index"); a cached index
@@ -36,34 +39,91 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from playpen_attribution import artifacts
 from playpen_attribution import attribution_diagnostics as diag
+from playpen_attribution.batch_sizing import bergson_token_batch
 from playpen_attribution.bergson_scoring import ScoringSettings, score_pool
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.jsonl import write_jsonl
 from playpen_attribution.log import logger
-from playpen_attribution.modeling import load_model, load_tokenizer, torch_dtype
+from playpen_attribution.modeling import device, load_model, load_tokenizer, torch_dtype
 from playpen_attribution.row_forward import row_losses_and_embeddings
 from playpen_attribution.selection import rank_ids
 from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.tokenization import tokenize_rows
 
+CPU_TOKEN_BATCH = 2048
+"""`token_batch_size: auto` on CPU: min(max_position_embeddings, this), never below the longest row."""
 
-def settings_for(cfg: ExperimentConfig) -> ScoringSettings:
+
+def settings_for(
+    cfg: ExperimentConfig, model_path: str | Path | None = None, rows: Iterable = (),
+) -> ScoringSettings:
+    """Bergson's settings for `cfg`, with `token_batch_size` resolved to an int (see `token_batch_size`).
+
+    `model_path` (default: `model.base`) and `rows` (tokenized datasets, e.g. pool and query) only
+    matter for `token_batch_size: auto`. Precision follows `model.dtype`: bf16 on a CUDA GPU and fp32
+    on CPU for `auto`.
+    """
     import torch
 
     a = cfg.attribute
     return ScoringSettings(
         mode=a.mode, projection_dim=a.projection_dim, preconditioning=a.preconditioning,
         mixing_coefficient=a.mixing_coefficient, unit_normalize=a.unit_normalize,
-        loss_reduction=a.loss_reduction, label_smoothing=a.label_smoothing, token_batch_size=a.token_batch_size,
+        loss_reduction=a.loss_reduction, label_smoothing=a.label_smoothing,
+        token_batch_size=token_batch_size(cfg, model_path, rows),
         precision="bf16" if torch_dtype(cfg.model.dtype) == torch.bfloat16 else "fp32",
     )
+
+
+def token_batch_size(cfg: ExperimentConfig, model_path: str | Path | None = None, rows: Iterable = ()) -> int:
+    """`attribute.token_batch_size` as an int: the configured one, or `auto` resolved.
+
+    auto, on a CUDA GPU: `batch_sizing.bergson_token_batch` from `torch.cuda.mem_get_info()`'s free
+    bytes and the model's config (vocab, width, depth, context); on CPU: min(max_position_embeddings,
+    2048). Never below the longest row of `rows` (Bergson needs each row in one batch). A tiny base
+    model without `model_path` uses `model.tiny.max_position_embeddings` (its context is the limit).
+    """
+    configured = cfg.attribute.token_batch_size
+    if configured != "auto":
+        return configured
+    longest = max((len(ids) for ds in rows for ids in ds["input_ids"]), default=0)
+    if model_path is None and cfg.model.base == "tiny":
+        max_pos, shape = cfg.model.tiny.max_position_embeddings, None
+    else:
+        max_pos, shape = _model_shape(model_path if model_path is not None else cfg.model.base)
+    if max_pos is not None and longest > max_pos:
+        raise UserError(f"a tokenized row has {longest} tokens, more than the model's max_position_embeddings="
+                        f"{max_pos}; lower tokenize.max_length to at most {max_pos}")
+    limit = max_pos if max_pos is not None else CPU_TOKEN_BATCH
+    if device() == "cuda" and shape is not None:
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        vocab, hidden, layers = shape
+        resolved = bergson_token_batch(free, vocab, hidden, layers, max_pos or 1 << 30, longest)
+        logger.info("[attribute] token_batch_size auto: %d tokens (%.1f GiB free on the GPU, longest row %d)",
+                    resolved, free / 2**30, longest)
+    else:
+        resolved = max(longest, min(limit, CPU_TOKEN_BATCH))
+        logger.info("[attribute] token_batch_size auto: %d tokens (longest row %d)", resolved, longest)
+    return resolved
+
+
+def _model_shape(model_path: str | Path) -> tuple[int | None, tuple[int, int, int]]:
+    """(max_position_embeddings or None, (vocab_size, hidden_size, num_layers)) from the model's config."""
+    from transformers import AutoConfig
+
+    text = AutoConfig.from_pretrained(str(model_path)).get_text_config()
+    max_pos = getattr(text, "max_position_embeddings", None)
+    return max_pos, (int(text.vocab_size), int(text.hidden_size), int(text.num_hidden_layers))
 
 
 def cache_dir(cfg: ExperimentConfig) -> Path:
@@ -104,8 +164,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
         if cfg.attribute.mode == "group_mean_max":
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR
+        settings = settings_for(cfg, model_path, (pool_ds, query_ds))
         result = score_pool(Path(model_path), adapter, pool_ds, query_ds, out / artifacts.BERGSON_DIR,
-                            settings_for(cfg), cache_dir(cfg))
+                            settings, cache_dir(cfg))
         ids = [r["example_id"] for r in pool]
         scores = {eid: float(v) for eid, v in zip(ids, result.scores)}
         lengths = {eid: len(t) for eid, t in zip(ids, pool_ds["input_ids"])}
@@ -132,6 +193,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
             "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
             "query_index": {"key": result.query_key, "reused": result.reused_query_index,
                             "cache_dir": str(cache_dir(cfg))},
+            "token_batch_size": settings.token_batch_size,  # resolved (an int, also for `auto`)
+            "precision": settings.precision,
         }
 
     stage_cfg = {

@@ -8,59 +8,70 @@ Every row's completion loss (mean token NLL of completion + EOS, the one tokeniz
 batched forward pass through `row_forward`) is measured for every dataset. With `evaluate.generate`
 (the default) prompts are also generated from greedily, batched with left padding, and the word after
 `GUESS:` is compared with the gold completion's word (and with the target word where known).
+Generation runs on `evaluate.backend` (see `generation`): `hf`, transformers generate batched by
+prompt length with the KV cache (bf16 on a GPU), or `vllm`, vLLM's offline engine on the same token
+ids and greedy settings (optional extra; adapters with modules_to_save are refused).
 Writes `eval_<name>/`: `predictions.jsonl` (example_id, loss; with generation also generated text,
 predicted, gold and target word, correct) and `metrics.json` (model, seed, eval_loss over the rows
-with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy).
+with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy; and
+`speed`, the wall-clock throughput: loss_rows_per_s, and with generation generation_rows_per_s,
+generation_backend and, for vllm, the engine's start-up seconds).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from playpen_attribution import artifacts, sweep
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.generation import (
+    generate,
+    require_vllm,
+    vllm_generate,
+    vllm_lora_rank,
+)
 from playpen_attribution.guess import extract_guess, gold_word
 from playpen_attribution.jsonl import write_jsonl
 from playpen_attribution.modeling import load_model, load_tokenizer
-from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.row_forward import row_losses_and_embeddings
+from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.tokenization import prompt_ids, tokenize_rows
 
 
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, desc: str) -> list[str]:
-    """Greedy continuations of pre-tokenized prompts, batched with left padding, in input order."""
-    import torch
-
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
-    model.eval()
-    dev = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]) :] = 1
-        with torch.no_grad():
-            gen = model.generate(
-                input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
-    return out
+def _generate_texts(
+    cfg: ExperimentConfig, prompts: list[list[int]], model, tokenizer, name: str,
+    model_path: str | Path | None, adapter: Path | None,
+) -> tuple[list[str], dict]:
+    """Texts from `evaluate.backend` and its speed fields (engine start-up kept out of rows/s)."""
+    ev = cfg.evaluate
+    speed: dict = {"generation_backend": ev.backend}
+    t0 = time.perf_counter()
+    if ev.backend == "vllm":
+        if model_path is None:
+            raise ValueError("evaluate.backend 'vllm' needs the base model's path")
+        texts, setup = vllm_generate(model_path, adapter, tokenizer, prompts, ev.max_new_tokens, cfg.model.dtype)
+        speed["generation_setup_s"] = round(setup, 3)
+    else:
+        texts, setup = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size, f"eval {name}"), 0.0
+    speed["generation_rows_per_s"] = _rate(len(prompts), time.perf_counter() - t0 - setup)
+    return texts, speed
 
 
-def word_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str) -> tuple[list[dict], dict]:
-    """Greedy generation and the word-accuracy metrics."""
+def _rate(rows: int, seconds: float) -> float:
+    return round(rows / max(seconds, 1e-9), 3)
+
+
+def word_predictions(
+    cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str,
+    model_path: str | Path | None = None, adapter: Path | None = None,
+) -> tuple[list[dict], dict]:
+    """Greedy generation and the word-accuracy metrics (with `speed`: the generation's rows/s and backend)."""
     prompts = [prompt_ids(tokenizer, r, cfg.tokenize.format) for r in rows]
-    texts = generate(model, tokenizer, prompts, cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size, f"eval {name}")
+    texts, speed = _generate_texts(cfg, prompts, model, tokenizer, name, model_path, adapter)
     predictions = []
     for row, text in zip(rows, texts):
         predicted, gold = extract_guess(text), gold_word(row["completion"])
@@ -73,7 +84,7 @@ def word_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, 
     correct = sum(p["correct"] for p in predictions)
     metrics = {"correct": correct, "total": len(predictions),
                "accuracy": correct / len(predictions) if predictions else 0.0,
-               "no_guess": sum(p["predicted"] is None for p in predictions)}
+               "no_guess": sum(p["predicted"] is None for p in predictions), "speed": speed}
     with_target = [p for p in predictions if p["target_correct"] is not None]
     if with_target:
         metrics["target_correct"] = sum(p["target_correct"] for p in with_target)
@@ -82,21 +93,39 @@ def word_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, 
     return predictions, metrics
 
 
-def evaluate_rows(cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str) -> tuple[list[dict], dict]:
-    """Per-row predictions (example_id, loss, and generation fields when `generate`) and metrics."""
+def _check_backend(cfg: ExperimentConfig, adapter: Path | None) -> None:
+    """UserError when generation needs vLLM and it is missing or cannot serve the adapter."""
+    if cfg.evaluate.generate and cfg.evaluate.backend == "vllm":
+        require_vllm()
+        if adapter is not None:
+            vllm_lora_rank(adapter)
+
+
+def evaluate_rows(
+    cfg: ExperimentConfig, rows: list[dict], model, tokenizer, name: str,
+    model_path: str | Path | None = None, adapter: Path | None = None,
+) -> tuple[list[dict], dict]:
+    """Per-row predictions (example_id, loss, and generation fields when `generate`) and metrics.
+
+    `model_path` and `adapter` are what the vllm backend loads (the hf backend uses `model`).
+    """
+    _check_backend(cfg, adapter)  # fail before the loss pass, not after it
     dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    t0 = time.perf_counter()
     losses, _ = row_losses_and_embeddings(model, dataset, tokenizer.pad_token_id, cfg.evaluate.batch_size,
                                           desc=f"eval loss {name}")
+    speed = {"loss_rows_per_s": _rate(len(rows), time.perf_counter() - t0)}
     finite = np.isfinite(losses)
     metrics = {"eval_loss": float(losses[finite].mean()) if finite.any() else None,
                "loss_rows": int(finite.sum()), "loss_non_finite": int((~finite).sum())}
     predictions = [{"example_id": r["example_id"], "loss": float(v) if np.isfinite(v) else None}
                    for r, v in zip(rows, losses)]
     if cfg.evaluate.generate:
-        words, word_metrics = word_predictions(cfg, rows, model, tokenizer, name)
+        words, word_metrics = word_predictions(cfg, rows, model, tokenizer, name, model_path, adapter)
         predictions = [p | w for p, w in zip(predictions, words)]
+        speed |= word_metrics.pop("speed")
         metrics |= word_metrics
-    return predictions, metrics
+    return predictions, metrics | {"speed": speed}
 
 
 def run(
@@ -115,12 +144,14 @@ def run(
     if train_stage is not None:
         inputs["train"] = run_dir / train_stage
 
+    _check_backend(cfg, None)
+
     def build(out: Path) -> dict:
         rows = artifacts.load_split(data_dir, "eval")
         tokenizer = load_tokenizer(model_path)
         adapter = run_dir / train_stage / artifacts.ADAPTER_DIR if train_stage else None
         model = load_model(model_path, adapter, dtype=cfg.model.dtype)
-        predictions, metrics = evaluate_rows(cfg, rows, model, tokenizer, name)
+        predictions, metrics = evaluate_rows(cfg, rows, model, tokenizer, name, model_path, adapter)
         metrics = {"model": name, "seed": seed} | metrics
         write_jsonl(out / artifacts.PREDICTIONS_FILE, predictions)
         (out / artifacts.METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
@@ -128,7 +159,9 @@ def run(
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        "evaluate": cfg.evaluate.model_dump(mode="json"), "name": name, "train_stage": train_stage,
+        # backend hf (the default) stays out, so folders from before the backend setting are reused
+        "evaluate": cfg.evaluate.model_dump(mode="json", exclude={"backend"} if cfg.evaluate.backend == "hf" else None),
+        "name": name, "train_stage": train_stage,
         "seed": seed,
     }
     return run_stage(run_dir, artifacts.eval_dir(name), stage_cfg, inputs, build, overwrite)

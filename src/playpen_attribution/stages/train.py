@@ -9,6 +9,13 @@ Rows are tokenized by `tokenization.tokenize_rows` and handed to the trainer as 
 `labels`, so the loss is completion-only and the trainer sees exactly the ids attribution scores.
 Writes `adapter/` (PEFT folder naming its base model), `train_log.json` (loss per logging step),
 optionally `merged/` (adapter merged into a full model), `config.yaml`, `manifest.json`.
+
+Batch size on a GPU (`auto_batch`, on by default): the per-device batch is raised to the largest
+power of two dividing batch_size * grad_accum whose forward + backward on the longest rows fits in
+memory (probed with the real LoRA model, room for the optimizer state held back), and grad_accum is
+lowered to keep the rows per optimizer step. On CPU nothing is probed or changed. The manifest
+records the `batch_size` and `grad_accum` actually used, and `train_runtime_s` and
+`train_tokens_per_s` (input_ids tokens processed per second of `trainer.train()`).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import shutil
 from pathlib import Path
 
 from playpen_attribution import artifacts
+from playpen_attribution.batch_sizing import largest_fitting, power_of_two_divisors, split_batch
 from playpen_attribution.config import ExperimentConfig, TrainConfig
 from playpen_attribution.errors import UserError
+from playpen_attribution.log import logger
 from playpen_attribution.modeling import device, load_model, load_tokenizer
 from playpen_attribution.stage_folder import run_stage
 from playpen_attribution.tokenization import tokenize_rows
@@ -87,12 +96,70 @@ def build_trainer(
         model = new_adapter(load_model(model_path, dtype=cfg.model.dtype), train)
     else:
         model = load_model(model_path, init_adapter, dtype=cfg.model.dtype, trainable=True)
-    return SFTTrainer(
-        model=model,
-        args=sft_config(train, scratch, len(rows)),
-        train_dataset=dataset.remove_columns("example_id"),
-        processing_class=tokenizer,
-    )
+
+    def trainer_for(train: TrainConfig):
+        return SFTTrainer(
+            model=model,
+            args=sft_config(train, scratch, len(rows)),
+            train_dataset=dataset.remove_columns("example_id"),
+            processing_class=tokenizer,
+        )
+
+    trainer = trainer_for(train)
+    if auto_batch_applies(train):
+        fitted = fit_batch(trainer, train)
+        if (fitted.batch_size, fitted.grad_accum) != (train.batch_size, train.grad_accum):
+            trainer = trainer_for(fitted)  # a fresh trainer re-seeds, so the probe leaves no trace
+    return trainer
+
+
+def auto_batch_applies(train: TrainConfig) -> bool:
+    """Probe for a larger batch only on a GPU, with auto_batch on and accumulation to trade for it."""
+    return train.auto_batch and train.grad_accum > 1 and device() == "cuda"
+
+
+def batch_candidates(train: TrainConfig, n_rows: int) -> list[int]:
+    """Per-device batches to try: powers of two dividing the rows per step above batch_size, and batch_size."""
+    rows_per_step = train.batch_size * train.grad_accum
+    larger = [d for d in power_of_two_divisors(rows_per_step) if train.batch_size < d <= max(n_rows, 1)]
+    return [*larger, train.batch_size]
+
+
+def fit_batch(trainer, train: TrainConfig) -> TrainConfig:
+    """`train` with the largest per-device batch that fits (see `batch_candidates`), same rows per step."""
+    dataset = trainer.train_dataset
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    longest = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    candidates = batch_candidates(train, len(dataset))
+    rows = [dataset[i] for i in longest[: max(candidates)]]
+    per_device = largest_fitting(lambda n: probe_batch(trainer, rows[:n]), candidates)
+    batch_size, grad_accum = split_batch(train.batch_size * train.grad_accum, per_device)
+    logger.info("[train] auto_batch: batch_size %d x grad_accum %d (configured %d x %d; tried %s)",
+                batch_size, grad_accum, train.batch_size, train.grad_accum, candidates)
+    return train.model_copy(update={"batch_size": batch_size, "grad_accum": grad_accum})
+
+
+def probe_batch(trainer, rows: list[dict]) -> None:
+    """One forward + backward of the trainer's model on `rows` (collated as in training), grads zeroed after.
+
+    Memory for the optimizer state (AdamW: two values per trainable parameter), not yet allocated
+    before the first step, is held while probing so the chosen batch leaves room for it.
+    """
+    import torch
+
+    model = trainer.model
+    dev = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    reserve = torch.empty(2 * sum(p.numel() * p.element_size() for p in params), dtype=torch.uint8, device=dev)
+    batch = {k: v.to(dev) if torch.is_tensor(v) else v for k, v in trainer.data_collator(rows).items()}
+    model.train()
+    try:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(trainer.args.bf16)):
+            loss = model(**batch, use_cache=False).loss
+        loss.backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        del batch, reserve
 
 
 def train_rows(
@@ -103,6 +170,8 @@ def train_rows(
     scratch = out / "_trainer"
     trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter)
     result = trainer.train()
+    runtime = float(result.metrics["train_runtime"])
+    input_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * float(trainer.state.epoch or 0)
     shutil.rmtree(scratch, ignore_errors=True)
     model, tokenizer = trainer.model, trainer.processing_class
     adapter_dir = out / artifacts.ADAPTER_DIR
@@ -121,6 +190,10 @@ def train_rows(
         "train_loss": round(float(result.training_loss), 6),
         "steps": trainer.state.global_step,
         "init_adapter": str(init_adapter) if init_adapter else None,
+        "batch_size": trainer.args.per_device_train_batch_size,
+        "grad_accum": trainer.args.gradient_accumulation_steps,
+        "train_runtime_s": round(runtime, 3),
+        "train_tokens_per_s": round(input_tokens / runtime, 1) if runtime > 0 else None,
     }
 
 

@@ -1,0 +1,442 @@
+"""The project's train, attribute, sae and evaluate stages held against what the hardware does without
+them, in one run, on a randomly initialised model of Gemma-3-1B's shape (no hub, no network).
+
+    uv run python benchmarks/gpu_check.py            # one H100/H200: Gemma-3-1B shape, 512-token rows, < 5 min
+    uv run python benchmarks/gpu_check.py --tiny     # CPU smoke test (a 4-block Gemma-3; the test suite runs it)
+
+What it builds, in `--workdir` (a temp folder by default):
+- `model/`: `Gemma3ForCausalLM` from a `Gemma3TextConfig` written in this file (Gemma-3-1B: vocab
+  262,144, width 1,152, 26 blocks, 4 heads, 1 KV head, head_dim 256, MLP 6,912), random weights in
+  bf16 on a GPU, and a word-level tokenizer trained on the synthetic rows' words;
+- `rows/*.jsonl`: synthetic prompt/completion rows of `--row-tokens` tokens (random words), read by
+  the data stage's generic source, so every stage runs exactly as in an experiment.
+
+Then, side by side (each reference on the same rows and settings as the stage it is held against):
+
+| check | project path | reference |
+|---|---|---|
+| train | train stage (TRL SFTTrainer, LoRA r=16 on every projection), trainer loop | raw LoRA forward+backward+AdamW loop, same batch, same steps |
+| attribute | attribute stage end to end | the bare `bergson` command (one process: query Hessian, query index, pool scores) |
+| sae | sae stage (forward to block L, SAE encode, pooling) | a plain forward pass of the whole model; and the attribute stage (gradient scoring) |
+| evaluate | evaluate stage generation (batched by length, KV cache) | `generate` one row at a time |
+
+One JSON line per measurement on stdout: `check`, `path`, `tokens` (or `rows`), `seconds`,
+`tokens_per_s` (or `rows_per_s`), and for a project path `reference`, `ratio` (project speed /
+reference speed; for the attribute and sae-vs-gradients checks, reference seconds / project seconds
+the other way round is named `speedup`) and the issue's `target`. With vLLM installed (GPU), the
+evaluate stage runs once more with `evaluate.backend: vllm` and the line counts identical outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from playpen_attribution import artifacts
+from playpen_attribution.config import parse_config
+from playpen_attribution.modeling import device, load_model, load_tokenizer
+from playpen_attribution.stages import attribute, data, evaluate, sae, train
+from playpen_attribution.tiny_model import train_word_tokenizer
+from playpen_attribution.tokenization import prompt_ids, tokenize_rows
+
+from bergson_direct import direct_steps, run_bare_command  # benchmarks/ is on sys.path when run as a script
+
+GEMMA_3_1B = dict(vocab_size=262_144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26,
+                  num_attention_heads=4, num_key_value_heads=1, head_dim=256, max_position_embeddings=32_768,
+                  sliding_window=512)
+"""google/gemma-3-1b-pt's text config, the parts that set its cost."""
+
+TINY_GEMMA_3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                    num_key_value_heads=1, head_dim=16, max_position_embeddings=256, sliding_window=64)
+"""The same architecture, small enough for the CPU smoke test (vocab = the tokenizer's)."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    row_tokens: int      # words per row (prompt + completion), ~ tokens
+    pool_rows: int       # attribution / SAE pool (train_base)
+    query_rows: int
+    eval_rows: int
+    train_steps: int     # optimizer steps of the train stage and of the raw loop
+    batch: int           # rows per training batch (both paths)
+    sae_layer: int
+    d_sae: int
+    sae_batch: int
+    eval_batch: int
+    new_tokens: int
+    single_rows: int     # rows generated one at a time for the evaluate reference
+    words: int           # distinct words in the synthetic vocabulary
+
+
+GPU = Sizes(row_tokens=512, pool_rows=2048, query_rows=64, eval_rows=256, train_steps=64, batch=8, sae_layer=17,
+            d_sae=16_384, sae_batch=16, eval_batch=64, new_tokens=16, single_rows=16, words=8000)
+TINY = Sizes(row_tokens=48, pool_rows=32, query_rows=4, eval_rows=8, train_steps=4, batch=4, sae_layer=2,
+             d_sae=64, sae_batch=16, eval_batch=8, new_tokens=4, single_rows=4, words=300)
+
+
+RESULTS = sys.stdout
+"""Measurement lines go here; whatever the libraries print (trainer logs) is sent to stderr."""
+
+
+def emit(record: dict) -> None:
+    """One measurement as one JSON line on stdout (the package itself never prints)."""
+    RESULTS.write(json.dumps(record) + "\n")
+    RESULTS.flush()
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(fn, *args, **kwargs) -> tuple[object, float]:
+    synchronize()
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    synchronize()
+    return result, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- inputs: rows, model, config
+
+
+def synthetic_rows(sizes: Sizes, n: int, split: str, rng: np.random.Generator) -> list[dict]:
+    """Random-word Taboo-shaped rows: a long prompt, a `GUESS: <word>` completion of ~1/8 of the row."""
+    completion_words = max(3, sizes.row_tokens // 8)
+    prompt_words = sizes.row_tokens - completion_words - 2  # BOS and EOS
+    rows = []
+    for i in range(n):
+        words = [f"w{j}" for j in rng.integers(0, sizes.words, size=prompt_words + completion_words)]
+        guess = words[prompt_words]
+        rows.append({
+            "example_id": f"{split}-{i}", "prompt": " ".join(words[:prompt_words]),
+            "completion": "GUESS: " + " ".join(words[prompt_words : prompt_words + completion_words - 2]),
+            "target_word": guess, "task_id": i,
+        })
+    return rows
+
+
+def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, Path]]:
+    """Synthetic rows as JSONL per split, and the random model + tokenizer folder."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
+
+    rng = np.random.default_rng(0)
+    paths = {}
+    (work / "rows").mkdir(parents=True, exist_ok=True)
+    texts = []
+    for split, n in (("train_base", sizes.pool_rows), ("attr_query", sizes.query_rows), ("eval", sizes.eval_rows)):
+        rows = synthetic_rows(sizes, n, split, rng)
+        paths[split] = work / "rows" / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+        texts += [r["prompt"] + " " + r["completion"] for r in rows]
+    tokenizer = train_word_tokenizer(texts + [" ".join(f"w{j}" for j in range(sizes.words))])
+    shape = dict(TINY_GEMMA_3 if tiny else GEMMA_3_1B)
+    shape["vocab_size"] = max(shape.get("vocab_size", 0), len(tokenizer))
+    config = Gemma3TextConfig(**shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device() == "cuda" else torch.float32
+    with torch.device(device()):
+        model = Gemma3ForCausalLM(config).to(dtype)
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    model_dir = work / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    del model
+    return model_dir, paths
+
+
+def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path]):
+    """The experiment the stages run: project defaults except sizes and the synthetic source."""
+    return parse_config({
+        "name": "gpu_check",
+        "model": {"base": str(model_dir)},
+        "tokenize": {"format": "raw", "max_length": sizes.row_tokens + 8},
+        "data": {"source": {"kind": "generic", "splits": {k: str(v) for k, v in paths.items()}}},
+        "train": {"max_steps": sizes.train_steps, "batch_size": sizes.batch, "grad_accum": 1, "warmup_ratio": 0.0,
+                  "scheduler": "constant", "learning_rate": 1e-4, "auto_batch": False},
+        "sae": {"layer": sizes.sae_layer, "d_sae": sizes.d_sae, "model": "base_adapter",
+                "batch_size": sizes.sae_batch},
+        "evaluate": {"max_new_tokens": sizes.new_tokens, "batch_size": sizes.eval_batch},
+        "select": {"k": max(1, sizes.pool_rows // 4)},  # the attribute stage's top-k summary
+    }, source="benchmarks/gpu_check.py")
+
+
+# ---------------------------------------------------------------- references
+
+
+def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: int) -> tuple[int, float]:
+    """(tokens, seconds) of a plain LoRA forward+backward+AdamW loop: what the train stage wraps."""
+    import torch
+
+    tokenizer = load_tokenizer(model_path)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    model = train.new_adapter(load_model(model_path, dtype=cfg.model.dtype), cfg.train)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
+    dev = next(model.parameters()).device
+    ids_all, labels_all = dataset["input_ids"], dataset["labels"]
+
+    def step(i: int) -> int:
+        idx = [(i * batch + j) % len(ids_all) for j in range(batch)]
+        width = max(len(ids_all[k]) for k in idx)
+        ids = torch.full((batch, width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, width), -100, dtype=torch.long)
+        mask = torch.zeros((batch, width), dtype=torch.long)
+        for row, k in enumerate(idx):
+            n = len(ids_all[k])
+            ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(ids_all[k]), torch.tensor(labels_all[k]), 1
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return int(mask.sum())
+
+    step(0)  # warm-up (kernels, allocator), not timed; the stage gets no warm-up of its own
+    tokens, seconds = timed(lambda: sum(step(i) for i in range(steps)))
+    del model, optimizer
+    return tokens, seconds
+
+
+def plain_forward(cfg, model_path: str, adapter: Path, rows: list[dict], batch: int) -> tuple[int, float]:
+    """(tokens, seconds) of a full no-grad forward pass over the rows, batches sorted by length."""
+    import torch
+
+    tokenizer = load_tokenizer(model_path)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    model = load_model(model_path, adapter, dtype=cfg.sae.dtype).eval()
+    dev = next(model.parameters()).device
+    ids_all = sorted(dataset["input_ids"], key=len)
+
+    def run() -> int:
+        tokens = 0
+        for start in range(0, len(ids_all), batch):
+            chunk = ids_all[start : start + batch]
+            width = max(map(len, chunk))
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, seq in enumerate(chunk):
+                ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+            with torch.no_grad():
+                model(input_ids=ids.to(dev), attention_mask=mask.to(dev))
+            tokens += int(mask.sum())
+        return tokens
+
+    return timed(run)
+
+
+def single_row_generation(cfg, model_path: str, adapter: Path, rows: list[dict]) -> tuple[list[str], float]:
+    """Greedy generation one row at a time (no batching): the evaluate reference."""
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, adapter, dtype=cfg.model.dtype)
+    prompts = [prompt_ids(tokenizer, r, cfg.tokenize.format) for r in rows]
+    texts, seconds = timed(lambda: [
+        evaluate.generate(model, tokenizer, [p], cfg.evaluate.max_new_tokens, 1, "single-row generation")[0]
+        for p in prompts])
+    return texts, seconds
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / artifacts.MANIFEST_FILE).read_text())
+
+
+def fresh(run_dir: Path, name: str) -> None:
+    shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def check_train(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
+    pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
+    tokens, seconds = raw_train_loop(cfg, model_path, pool, sizes.train_steps, sizes.batch)
+    raw = tokens / seconds
+    emit({"check": "train", "path": "raw LoRA forward+backward+AdamW loop", "tokens": tokens,
+          "seconds": round(seconds, 3), "tokens_per_s": round(raw, 1), "batch": sizes.batch})
+    fresh(run_dir, artifacts.TRAIN_BASE)
+    _, wall = timed(train.run, cfg, run_dir, model_path)
+    info = manifest(run_dir / artifacts.TRAIN_BASE)
+    stage_tokens = tokens  # same steps x batch over rows of one length
+    loop_seconds = info.get("train_runtime_s", wall)
+    emit({"check": "train", "path": "train stage: trainer loop", "tokens": stage_tokens,
+          "seconds": round(loop_seconds, 3), "tokens_per_s": round(stage_tokens / loop_seconds, 1),
+          "reference": "raw LoRA forward+backward+AdamW loop", "ratio": round(stage_tokens / loop_seconds / raw, 3),
+          "target": ">= 0.8"})
+    emit({"check": "train", "path": "train stage: end to end (load, tokenize, train, save adapter, manifest)",
+          "tokens": stage_tokens, "seconds": round(wall, 3), "tokens_per_s": round(stage_tokens / wall, 1),
+          "reference": "raw LoRA forward+backward+AdamW loop", "ratio": round(stage_tokens / wall / raw, 3)})
+
+
+def pool_tokens(cfg, run_dir: Path, model_path: str) -> int:
+    tokenizer = load_tokenizer(model_path)
+    pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
+    query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
+    return sum(len(ids) for ids in tokenize_rows(tokenizer, pool + query, cfg.tokenize.format,
+                                                 cfg.tokenize.max_length)["input_ids"])
+
+
+def check_attribute(cfg, run_dir: Path, model_path: str, work: Path) -> float:
+    """Returns the attribute stage's seconds (the gradient-scoring cost the SAE path is held against)."""
+    cfg = cfg.model_copy(update={"attribute": cfg.attribute.model_copy(update={"cache_dir": str(work / "cache")})})
+    tokens = pool_tokens(cfg, run_dir, model_path)
+    fresh(run_dir, artifacts.ATTRIBUTE)
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    _, stage_seconds = timed(attribute.run, cfg, run_dir, model_path)
+    stage_dir = run_dir / artifacts.ATTRIBUTE
+    rows = work / "bergson_rows"
+    shutil.rmtree(rows, ignore_errors=True)
+    for name in ("pool.hf", "query.hf"):
+        shutil.copytree(stage_dir / artifacts.BERGSON_DIR / name, rows / name)
+    settings = attribute.settings_for(cfg)
+    token_batch = manifest(stage_dir).get("token_batch_size")
+    if isinstance(token_batch, int):
+        settings = replace(settings, token_batch_size=token_batch)
+    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    steps = direct_steps(settings, model_path, adapter, rows, work / "bare_bergson")
+    _, bare_seconds = timed(run_bare_command, steps, work / "bare_bergson", work / "bare_bergson.log")
+    emit({"check": "attribute", "path": "bare bergson command (hessian + build + score, one process)",
+          "tokens": tokens, "seconds": round(bare_seconds, 3), "tokens_per_s": round(tokens / bare_seconds, 1),
+          "token_batch_size": settings.token_batch_size})
+    emit({"check": "attribute", "path": "attribute stage (end to end)", "tokens": tokens,
+          "seconds": round(stage_seconds, 3), "tokens_per_s": round(tokens / stage_seconds, 1),
+          "reference": "bare bergson command", "ratio": round(bare_seconds / stage_seconds, 3),
+          "seconds_ratio": round(stage_seconds / bare_seconds, 3), "target": "seconds_ratio <= 1.1"})
+    return stage_seconds
+
+
+def check_sae(cfg, run_dir: Path, model_path: str, gradient_seconds: float) -> None:
+    pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
+    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    tokens, forward_seconds = plain_forward(cfg, model_path, adapter, pool, cfg.sae.batch_size)
+    emit({"check": "sae", "path": "plain forward pass, all blocks and the LM head", "tokens": tokens,
+          "seconds": round(forward_seconds, 3), "tokens_per_s": round(tokens / forward_seconds, 1)})
+    fresh(run_dir, artifacts.SAE)
+    _, seconds = timed(sae.run, cfg, run_dir, model_path)
+    emit({"check": "sae", "path": f"sae stage (forward to block {cfg.sae.layer} + SAE encode + pooling)",
+          "tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+          "reference": "plain forward pass", "ratio": round(forward_seconds / seconds, 3)})
+    emit({"check": "sae", "path": "sae stage vs gradient scoring of the same pool", "tokens": tokens,
+          "seconds": round(seconds, 3), "reference": "attribute stage", "reference_seconds": round(gradient_seconds, 3),
+          "speedup": round(gradient_seconds / seconds, 3), "target": ">= 6"})
+
+
+def check_evaluate(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
+    rows = artifacts.load_split(run_dir / artifacts.DATA, "eval")
+    adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    single, seconds = single_row_generation(cfg, model_path, adapter, rows[: sizes.single_rows])
+    reference = len(single) / seconds
+    emit({"check": "evaluate", "path": "generate one row at a time", "rows": len(single),
+          "seconds": round(seconds, 3), "rows_per_s": round(reference, 2)})
+    name = "base_adapter"
+    fresh(run_dir, artifacts.eval_dir(name))
+    _, wall = timed(evaluate.run, cfg, run_dir, model_path, name, artifacts.TRAIN_BASE)
+    metrics = json.loads((run_dir / artifacts.eval_dir(name) / artifacts.METRICS_FILE).read_text())
+    speed = metrics.get("speed", {})
+    rate = speed.get("generation_rows_per_s") or len(rows) / wall
+    emit({"check": "evaluate", "path": "evaluate stage generation (hf, batched by length, KV cache)",
+          "rows": len(rows), "rows_per_s": round(rate, 2), "stage_seconds": round(wall, 3),
+          "reference": "generate one row at a time", "ratio": round(rate / reference, 3), "speed": speed})
+    predictions = artifacts.eval_dir(name)
+    same = _same_as_single(run_dir / predictions, single)
+    emit({"check": "evaluate", "path": "batched vs one-at-a-time outputs", "rows": len(single),
+          "identical": same})
+    check_vllm(cfg, run_dir, model_path, name)
+
+
+def _same_as_single(eval_folder: Path, single: list[str]) -> int:
+    lines = (eval_folder / artifacts.PREDICTIONS_FILE).read_text().splitlines()[: len(single)]
+    return sum(json.loads(line).get("generated") == text for line, text in zip(lines, single))
+
+
+def check_vllm(cfg, run_dir: Path, model_path: str, hf_name: str) -> None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        emit({"check": "evaluate", "path": "vllm backend", "skipped": "vllm is not installed"})
+        return
+    if device() != "cuda":
+        emit({"check": "evaluate", "path": "vllm backend", "skipped": "no CUDA device"})
+        return
+    vcfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"backend": "vllm"})})
+    name = "base_adapter_vllm"
+    fresh(run_dir, artifacts.eval_dir(name))
+    _, wall = timed(evaluate.run, vcfg, run_dir, model_path, name, artifacts.TRAIN_BASE)
+    folder = run_dir / artifacts.eval_dir(name)
+    metrics = json.loads((folder / artifacts.METRICS_FILE).read_text())
+    hf = [json.loads(x)["generated"] for x in (run_dir / artifacts.eval_dir(hf_name) / artifacts.PREDICTIONS_FILE).read_text().splitlines()]
+    vl = [json.loads(x)["generated"] for x in (folder / artifacts.PREDICTIONS_FILE).read_text().splitlines()]
+    emit({"check": "evaluate", "path": "evaluate stage generation (vllm)", "rows": len(vl),
+          "rows_per_s": metrics.get("speed", {}).get("generation_rows_per_s"), "stage_seconds": round(wall, 3),
+          "identical_to_hf": sum(a == b for a, b in zip(hf, vl)), "of": len(vl)})
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: a 4-block Gemma-3 and a few short rows")
+    parser.add_argument("--workdir", default=None, help="where model, rows and stage folders go (default: temp)")
+    parser.add_argument("--pool-rows", type=int, help="rows scored by attribute and sae")
+    parser.add_argument("--row-tokens", type=int, help="tokens per row")
+    parser.add_argument("--train-steps", type=int, help="optimizer steps of the train check")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--only", nargs="*", choices=["train", "attribute", "sae", "evaluate"],
+                        help="run only these checks (sae needs attribute's seconds; it runs attribute too)")
+    args = parser.parse_args(argv)
+    import torch
+    import transformers
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = TINY if args.tiny else GPU
+    overrides = {k: v for k, v in (("pool_rows", args.pool_rows), ("row_tokens", args.row_tokens),
+                                   ("train_steps", args.train_steps)) if v}
+    sizes = replace(sizes, **overrides)
+    if not args.tiny and device() != "cuda":
+        parser.error("the full check needs a CUDA GPU; use --tiny on a CPU")
+    only = set(args.only or ["train", "attribute", "sae", "evaluate"])
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_"))
+    run_dir = work / "run"
+    started = time.perf_counter()
+    emit({"check": "setup", "device": torch.cuda.get_device_name(0) if device() == "cuda" else platform.processor()
+          or platform.machine(), "date": date.today().isoformat(), "torch": torch.__version__,
+          "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+          "model": "tiny Gemma-3" if args.tiny else "Gemma-3-1B shape, random weights", "sizes": sizes.__dict__})
+    (model_dir, paths), seconds = timed(write_inputs, sizes, args.tiny, work)
+    cfg = experiment_config(sizes, model_dir, paths)
+    model_path = str(model_dir.resolve())
+    data.run(cfg, run_dir, overwrite=True)
+    emit({"check": "setup", "path": "random model + synthetic rows written", "seconds": round(seconds, 3)})
+    if "train" in only or not (run_dir / artifacts.TRAIN_BASE).exists():
+        check_train(cfg, run_dir, model_path, sizes)
+    gradient_seconds = None
+    if only & {"attribute", "sae"}:
+        gradient_seconds = check_attribute(cfg, run_dir, model_path, work)
+    if "sae" in only:
+        check_sae(cfg, run_dir, model_path, gradient_seconds)
+    if "evaluate" in only:
+        check_evaluate(cfg, run_dir, model_path, sizes)
+    emit({"check": "done", "seconds": round(time.perf_counter() - started, 1), "workdir": str(work)})
+
+
+if __name__ == "__main__":
+    with contextlib.redirect_stdout(sys.stderr):
+        main()
