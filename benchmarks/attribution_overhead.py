@@ -9,7 +9,7 @@ Both run in this process, side by side, alternating, after one warm-up (imports,
   preconditioning), `Build` of the query with `aggregation="mean"`, `Score` of the pool.
 
 Then the stage's extras are timed one by one (tokenization, the query cache key's content hashing,
-the per-row loss forward pass for diagnostics, summary + plots, hashing the stage folder for its
+the per-row loss forward pass (run only with label smoothing), summary + plots, hashing the stage folder for its
 manifest) so the ratio can be explained.
 
     uv run python benchmarks/attribution_overhead.py [--config configs/demo.yaml] [--repeats 2] [--threads 1]
@@ -89,7 +89,7 @@ def extras(cfg, run_dir: Path, model_path: str) -> dict[str, float]:
     adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     out["query cache key (hash model, adapter, query)"] = timed(
         bs.query_key, Path(model_path), adapter, query_ds, attribute.settings_for(cfg))
-    out["row-loss forward pass (diagnostics)"] = timed(
+    out["row-loss forward pass (only with label smoothing; otherwise Bergson's loss is read)"] = timed(
         attribute.base_losses, cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
     scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
     outcomes = {r["example_id"]: r["outcome"] for r in pool}

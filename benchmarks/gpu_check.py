@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -162,8 +163,13 @@ def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, 
     return model_dir, paths
 
 
-def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path]):
-    """The experiment the stages run: project defaults except sizes and the synthetic source."""
+def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], tiny: bool):
+    """The experiment the stages run: project defaults except sizes and the synthetic source.
+
+    The tiny CPU check projects gradients to 16 per side (the demo's width) instead of 32: on a CPU
+    the preconditioner's eigendecompositions (one per LoRA module, 1024 x 1024 at width 32) would
+    take most of its time.
+    """
     return parse_config({
         "name": "gpu_check",
         "model": {"base": str(model_dir)},
@@ -175,6 +181,7 @@ def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path]):
                 "batch_size": sizes.sae_batch},
         "evaluate": {"max_new_tokens": sizes.new_tokens, "batch_size": sizes.eval_batch},
         "select": {"k": max(1, sizes.pool_rows // 4)},  # the attribute stage's top-k summary
+        "attribute": {"projection_dim": 16} if tiny else {},
     }, source="benchmarks/gpu_check.py")
 
 
@@ -393,6 +400,8 @@ def check_vllm(cfg, run_dir: Path, model_path: str, hf_name: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: a 4-block Gemma-3 and a few short rows")
+    parser.add_argument("--full-shape", action="store_true",
+                        help="with --tiny: keep the Gemma-3-1B shape (slow on a CPU; checks that shape's code path)")
     parser.add_argument("--workdir", default=None, help="where model, rows and stage folders go (default: temp)")
     parser.add_argument("--pool-rows", type=int, help="rows scored by attribute and sae")
     parser.add_argument("--row-tokens", type=int, help="tokens per row")
@@ -406,6 +415,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the bare bergson process gets the same
     sizes = TINY if args.tiny else GPU
     overrides = {k: v for k, v in (("pool_rows", args.pool_rows), ("row_tokens", args.row_tokens),
                                    ("train_steps", args.train_steps)) if v}
@@ -419,9 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     emit({"check": "setup", "device": torch.cuda.get_device_name(0) if device() == "cuda" else platform.processor()
           or platform.machine(), "date": date.today().isoformat(), "torch": torch.__version__,
           "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-          "model": "tiny Gemma-3" if args.tiny else "Gemma-3-1B shape, random weights", "sizes": sizes.__dict__})
-    (model_dir, paths), seconds = timed(write_inputs, sizes, args.tiny, work)
-    cfg = experiment_config(sizes, model_dir, paths)
+          "model": "tiny Gemma-3" if args.tiny and not args.full_shape else "Gemma-3-1B shape, random weights", "sizes": sizes.__dict__})
+    (model_dir, paths), seconds = timed(write_inputs, sizes, args.tiny and not args.full_shape, work)
+    cfg = experiment_config(sizes, model_dir, paths, args.tiny)
     model_path = str(model_dir.resolve())
     data.run(cfg, run_dir, overwrite=True)
     emit({"check": "setup", "path": "random model + synthetic rows written", "seconds": round(seconds, 3)})

@@ -13,12 +13,12 @@ For each model shape (the demo's tiny model as configured, and a 4-block x 256-w
    Imports (torch, transformers, Bergson, SAELens) and the first model load are warmed up before.
 
 Rows per second of each and the ratio (median over repeats), by wall clock and by this process's CPU
-time (steadier on a shared machine; `--threads 1` steadier still), go to `--out` (Markdown) with the
+time (steadier on a shared machine; `--threads 1` steadier still), go to stdout and `--out` (Markdown) with the
 command and the machine. Both sides use base + train_base adapter (the model attribution scores).
 With `--workdir`, finished stages of an earlier call are reused (only the timed repeats are redone).
 
     uv run python benchmarks/sae_speed.py [--config configs/demo.yaml] [--repeats 2] [--threads N]
-        [--workdir D] [--out docs/sae_benchmarks.md]
+        [--workdir D] [--out results.md]
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--d-sae", type=int, default=512, help="width of the random SAE (when the config has no sae:)")
-    parser.add_argument("--out", type=Path, default=Path("docs/sae_benchmarks.md"))
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     parser.add_argument("--workdir", type=Path,
                         help="where the runs go (default: a temporary folder); finished stages there are reused")
     parser.add_argument("--threads", type=int, help="torch CPU threads for both paths (default: torch's choice)")
@@ -183,8 +183,10 @@ def main() -> None:
         results.append(bench_shape(label, cfg, work / f"shape_{i}", args.repeats))
         sys.stderr.write(json.dumps({k: v for k, v in results[-1].items() if k != "metrics"}) + "\n")
     command = "uv run python benchmarks/sae_speed.py " + " ".join(sys.argv[1:])
-    args.out.write_text(markdown(results, command.strip(), where, to_yaml(with_sections(base, base.model.tiny.num_layers - 1, args.d_sae))))
-    sys.stdout.write(args.out.read_text())
+    text = markdown(results, command.strip(), where, to_yaml(with_sections(base, base.model.tiny.num_layers - 1, args.d_sae)))
+    if args.out is not None:
+        args.out.write_text(text)
+    sys.stdout.write(text)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,17 @@ from playpen_attribution.tiny_model import train_word_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
+def small_training_setup(tmp_path_factory) -> tuple:
+    """(config, 8 non-aborted demo rows, tiny model folder): enough to build a trainer quickly."""
+    from playpen_attribution.tiny_model import build_tiny_model
+
+    cfg = parse_config(small_demo_dict())
+    rows = generate_demo(cfg.data.source, 0).splits["train_base"][:12]
+    rows = [r for r in rows if r["outcome"] != "aborted"][:8]
+    model_dir = build_tiny_model(corpus_text(rows), cfg.model.tiny, tmp_path_factory.mktemp("m") / "model")
+    return cfg, rows, str(model_dir)
+
+
 SWEEP_SEEDS = [1, 2, 3]
 SWEEP_ARMS = ["top_k", "matched_random_k", "longest_k", "highest_loss_k", "embedding_knn_k"]
 

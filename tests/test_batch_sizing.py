@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_demo_dict
+from conftest import small_demo_dict, small_training_setup
 from playpen_attribution.batch_sizing import (
     NoBatchFits, bergson_token_batch, divisors, largest_fitting, length_batches, power_of_two_divisors, split_batch,
 )
@@ -158,12 +158,9 @@ def test_length_batches_respect_max_rows_and_the_cap():
 
 @pytest.fixture(scope="module")
 def tiny_train(tmp_path_factory):
-    cfg = parse_config(small_demo_dict())
-    rows = generate_demo(cfg.data.source, 0).splits["train_base"][:12]
-    rows = [r for r in rows if r["outcome"] != "aborted"][:8]
-    model_dir = build_tiny_model(corpus_text(rows), cfg.model.tiny, tmp_path_factory.mktemp("m") / "model")
+    cfg, rows, model_dir = small_training_setup(tmp_path_factory)
     accumulating = cfg.train.model_copy(update={"batch_size": 1, "grad_accum": 8})
-    return cfg, rows, str(model_dir), accumulating
+    return cfg, rows, model_dir, accumulating
 
 
 def test_auto_batch_is_skipped_on_cpu(tiny_train, tmp_path, monkeypatch):

@@ -252,3 +252,23 @@ def test_another_projection_never_reuses_the_cached_index(tiny, tmp_path, caplog
     assert "projection_dim=8, not 4" in caplog.text and "rebuilding" in caplog.text
     assert not again.reused_query_index
     np.testing.assert_allclose(again.scores, other.scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_row_losses_from_bergson_equal_a_forward_pass(tiny, tmp_path, reduction):
+    """The attribute stage takes its per-row loss from Bergson instead of a second forward pass."""
+    from playpen_attribution.modeling import load_model
+    from playpen_attribution.row_forward import row_losses_and_embeddings
+
+    settings = bs.ScoringSettings(preconditioning="none", loss_reduction=reduction, **FAST)
+    result = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "w", settings)
+    model = load_model(tiny["model"], tiny["adapter"], dtype="float32")
+    expected, _ = row_losses_and_embeddings(model, tiny["pool"], 0, batch_size=8)
+    assert result.row_losses is not None
+    np.testing.assert_allclose(result.row_losses, expected, rtol=1e-4)
+
+
+def test_row_losses_are_not_taken_from_a_smoothed_loss(tiny, tmp_path):
+    settings = bs.ScoringSettings(preconditioning="none", label_smoothing=0.1, **FAST)
+    result = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "w", settings)
+    assert result.row_losses is None

@@ -68,3 +68,23 @@ def test_input_that_is_not_a_stage_folder(tmp_path):
     (tmp_path / "loose").mkdir()
     with pytest.raises(UserError, match="not a finished stage folder"):
         run_stage(tmp_path, "s", {}, {"up": tmp_path / "loose"}, _writer([]))
+
+
+@pytest.mark.parametrize("name, folder, expected", [
+    ("data", "run", "data --config <config.yaml> --run-dir run"),
+    ("base_model", "run", "model --config <config.yaml> --run-dir run"),
+    ("train_base", "run", "train --config <config.yaml> --run-dir run"),
+    ("train_base", "run/seed_2", "train --config <config.yaml> --run-dir run --seed 2"),
+    ("train_top_k", "run/seed_1", "train --config <config.yaml> --run-dir run --arm top_k --seed 1"),
+    ("eval_base", "run", "evaluate --config <config.yaml> --run-dir run --model base"),
+    ("eval_top_k", "run/seed_3", "evaluate --config <config.yaml> --run-dir run --model top_k --seed 3"),
+    ("select", "run/seed_3", "select --config <config.yaml> --run-dir run"),
+    ("rank_new", "run", "predict --config <config.yaml> --run-dir run --rows <rows.jsonl> --name new"),
+    ("attribute", "run/seed_1", "run <config.yaml> --run-dir run"),
+    ("baselines", "run", "run <config.yaml> --run-dir run"),
+    ("sae", "run", "sae --config <config.yaml> --run-dir run"),
+])
+def test_logged_command_line_rebuilds_that_folder(name, folder, expected):
+    from playpen_attribution.stage_folder import _command_line
+
+    assert _command_line(name, folder) == "playpen-attribution " + expected

@@ -3,20 +3,13 @@
 import pytest
 import torch
 
-from conftest import small_demo_dict
-from playpen_attribution.config import parse_config
-from playpen_attribution.demo.task import corpus_text, generate_demo
+from conftest import small_training_setup
 from playpen_attribution.stages.train import build_trainer
-from playpen_attribution.tiny_model import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    cfg = parse_config(small_demo_dict())
-    rows = generate_demo(cfg.data.source, 0).splits["train_base"][:12]
-    rows = [r for r in rows if r["outcome"] != "aborted"][:8]
-    model_dir = build_tiny_model(corpus_text(rows), cfg.model.tiny, tmp_path_factory.mktemp("m") / "model")
-    return cfg, rows, str(model_dir)
+    return small_training_setup(tmp_path_factory)
 
 
 def _loss(cfg, rows, model_dir, batching, tmp_path):

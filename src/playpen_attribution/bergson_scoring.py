@@ -111,6 +111,10 @@ class PoolScores:
     """Content key of the query index used."""
     reused_query_index: bool
     """True when the query index (and Hessian) came from the cache unchanged."""
+    row_losses: np.ndarray | None = None
+    """Mean completion-token NLL per pool row, from the loss Bergson computed for its gradient (its
+    ``loss`` column; None when absent or when ``label_smoothing`` changes that loss); NaN for a row
+    without completion tokens. Saves the attribute stage a forward pass over the pool."""
 
 
 def score_pool(
@@ -161,13 +165,14 @@ def score_pool(
     if query_ids != list(query["example_id"]):
         raise RuntimeError(f"Bergson's query index ids differ from the query rows ({work_dir / 'query_index'})")
     matrix = read_scores(score_dir, pool["example_id"])
+    losses = read_row_losses(score_dir, pool, settings)
     if settings.mode == "nearest":
-        return PoolScores(matrix[:, 0], None, query_ids, key, reused)
+        return PoolScores(matrix[:, 0], None, query_ids, key, reused, losses)
     if settings.mode == "group_mean_max":
         scores = group_mean_max(matrix, list(query["group_id"]))
     else:
         scores = matrix.mean(axis=1)
-    return PoolScores(scores, matrix, query_ids, key, reused)
+    return PoolScores(scores, matrix, query_ids, key, reused, losses)
 
 
 def group_mean_max(individual: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -339,6 +344,25 @@ def read_scores(score_dir: Path, example_ids: list[str]) -> np.ndarray:
     if missing or len(position) != len(example_ids):
         raise RuntimeError(f"Bergson scored ids differ from the pool ids (missing e.g. {missing[:3]})")
     return values[[position[eid] for eid in example_ids]]
+
+
+def read_row_losses(score_dir: Path, pool: datasets.Dataset, settings: ScoringSettings) -> np.ndarray | None:
+    """Bergson's per-row loss (``data.hf``'s ``loss`` column) as a mean over completion tokens, in pool order.
+
+    With ``loss_reduction="sum"`` Bergson's loss is the summed NLL over the row's completion tokens,
+    so it is divided by their count; with ``"mean"`` it is that mean already. None with label
+    smoothing (a different loss) or without the column (an older Bergson).
+    """
+    data = datasets.load_from_disk(str(Path(score_dir) / "data.hf"))
+    if settings.label_smoothing or "loss" not in data.column_names:
+        return None
+    by_id = dict(zip(data["example_id"], np.asarray(data["loss"], dtype=np.float64)))
+    values = np.array([by_id[eid] for eid in pool["example_id"]])
+    counts = np.array([sum(1 for t in labels if t != -100) for labels in pool["labels"]], dtype=np.float64)
+    if settings.loss_reduction == "sum":
+        values = np.divide(values, counts, out=np.full_like(values, np.nan), where=counts > 0)
+    values[counts == 0] = np.nan
+    return values
 
 
 def validate_inputs(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -146,12 +147,23 @@ def run_stage(
 
 
 def _command_line(name: str, run_dir: Path) -> str:
-    """The CLI call that runs just this stage folder."""
-    base = "playpen-attribution {} --config <config.yaml> --run-dir " + str(run_dir)
+    """The CLI call that rebuilds just this stage folder (`run` where no single-stage command exists)."""
+    run_dir = Path(run_dir)
+    seed = re.fullmatch(r"seed_(-?\d+)", run_dir.name)
+    top = run_dir.parent if seed else run_dir
+    base = "playpen-attribution {} --config <config.yaml> --run-dir " + str(top)
+    on_seed = f" --seed {seed.group(1)}" if seed else ""
     if name == artifacts.BASE_MODEL:
         return base.format("model")
-    if name.startswith("train_") and name != artifacts.TRAIN_BASE:
-        return base.format("train") + f" --arm {name.removeprefix('train_')}"
+    if name.startswith("train_"):
+        arm = "" if name == artifacts.TRAIN_BASE else f" --arm {name.removeprefix('train_')}"
+        return base.format("train") + arm + on_seed
     if name.startswith("eval_"):
-        return base.format("evaluate") + f" --model {name.removeprefix('eval_')}"
-    return base.format(name.split("_")[0] if name == artifacts.TRAIN_BASE else name)
+        return base.format("evaluate") + f" --model {name.removeprefix('eval_')}" + on_seed
+    if name.startswith("rank_"):
+        return base.format("predict") + f" --rows <rows.jsonl> --name {name.removeprefix('rank_')}"
+    if name == artifacts.SELECT:
+        return base.format("select")  # every seed's selection
+    if seed or name not in (artifacts.DATA, artifacts.ATTRIBUTE, artifacts.SAE, artifacts.PREDICT):
+        return f"playpen-attribution run <config.yaml> --run-dir {top}"  # per-seed attribution, baselines
+    return base.format(name)

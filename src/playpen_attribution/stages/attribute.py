@@ -27,7 +27,8 @@ How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.be
 
 Writes `attribute/`: `scores.jsonl` (example_id, score, rank; non-finite scores rank last and are
 counted, never zeroed), `row_diagnostics.jsonl` (example_id, rank, score, loss under the base
-adapter, token length, outcome, group_id), `summary.json` (coverage, min/max/mean, precision of
+adapter — the mean completion-token loss Bergson computed for the row's gradient, a forward pass
+only with label smoothing —, token length, outcome, group_id), `summary.json` (coverage, min/max/mean, precision of
 success rows in the top-k vs the pool's success fraction, top-k outcome composition at 50/100/200/k,
 AUROC, Pearson/Spearman of score vs length and vs loss), `score_histogram.png`,
 `score_vs_length.png`, `individual_scores.npz` (modes individual and group_mean_max: `example_ids`,
@@ -56,6 +57,7 @@ from playpen_attribution.modeling import device, load_model, load_tokenizer, tor
 from playpen_attribution.row_forward import row_losses_and_embeddings
 from playpen_attribution.selection import rank_ids
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.stages.base_model import with_base_model
 from playpen_attribution.tokenization import tokenize_rows
 
 CPU_TOKEN_BATCH = 2048
@@ -144,9 +146,7 @@ def base_losses(cfg: ExperimentConfig, model_path: str, adapter: Path, pool_ds, 
 def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
     data_dir, train_dir = run_dir / artifacts.DATA, run_dir / artifacts.TRAIN_BASE
-    inputs = {"data": data_dir, "train_base": train_dir}
-    if cfg.model.base == "tiny":
-        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    inputs = with_base_model(cfg, run_dir, {"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
@@ -170,7 +170,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
         ids = [r["example_id"] for r in pool]
         scores = {eid: float(v) for eid, v in zip(ids, result.scores)}
         lengths = {eid: len(t) for eid, t in zip(ids, pool_ds["input_ids"])}
-        losses = dict(zip(ids, map(float, base_losses(cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id))))
+        row_losses = result.row_losses  # Bergson's own loss per row: no second forward pass over the pool
+        if row_losses is None:
+            row_losses = base_losses(cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
+        losses = dict(zip(ids, map(float, row_losses)))
         outcomes = {r["example_id"]: r["outcome"] for r in pool}
 
         ranks = {eid: i + 1 for i, eid in enumerate(rank_ids(scores))}

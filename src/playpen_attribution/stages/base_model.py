@@ -23,6 +23,13 @@ def model_path(cfg: ExperimentConfig, run_dir: Path) -> str:
     return cfg.model.base
 
 
+def with_base_model(cfg: ExperimentConfig, run_dir: Path, inputs: dict[str, Path]) -> dict[str, Path]:
+    """A stage's `inputs`, plus `base_model/` when the run builds its tiny model (an input like any other)."""
+    if cfg.model.base == "tiny":
+        return {**inputs, "base_model": Path(run_dir) / artifacts.BASE_MODEL}
+    return inputs
+
+
 def run(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> Path | None:
     if cfg.model.base != "tiny":
         return None

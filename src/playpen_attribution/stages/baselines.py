@@ -26,6 +26,7 @@ from playpen_attribution.jsonl import write_jsonl
 from playpen_attribution.modeling import load_model, load_tokenizer
 from playpen_attribution.row_forward import row_losses_and_embeddings
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.stages.base_model import with_base_model
 from playpen_attribution.tokenization import tokenize_rows
 
 def needed(cfg: ExperimentConfig) -> bool:
@@ -48,9 +49,7 @@ def _finite_or_none(value: float) -> float | None:
 def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
     data_dir, train_dir = run_dir / artifacts.DATA, run_dir / artifacts.TRAIN_BASE
-    inputs = {"data": data_dir, "train_base": train_dir}
-    if cfg.model.base == "tiny":
-        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    inputs = with_base_model(cfg, run_dir, {"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")

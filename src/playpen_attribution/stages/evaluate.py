@@ -39,6 +39,7 @@ from playpen_attribution.jsonl import write_jsonl
 from playpen_attribution.modeling import load_model, load_tokenizer
 from playpen_attribution.row_forward import row_losses_and_embeddings
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.stages.base_model import with_base_model
 from playpen_attribution.tokenization import prompt_ids, tokenize_rows
 
 
@@ -138,9 +139,7 @@ def run(
     """
     run_dir = Path(run_dir) if seed is None else sweep.seed_run_dir(cfg, run_dir, seed)
     data_dir = run_dir / artifacts.DATA
-    inputs = {"data": data_dir}
-    if cfg.model.base == "tiny":
-        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    inputs = with_base_model(cfg, run_dir, {"data": data_dir})
     if train_stage is not None:
         inputs["train"] = run_dir / train_stage
 

@@ -31,6 +31,7 @@ from playpen_attribution.predictor import (
 )
 from playpen_attribution.sae_features import extract_rows, load_features, write_features
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.stages.base_model import with_base_model
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> Path:
@@ -90,9 +91,7 @@ def run_rank(cfg: ExperimentConfig, run_dir: Path, model_path: str, rows_path: P
     if not rows_path.is_file():
         raise UserError(f"{rows_path}: rows file not found")
     predict_dir = run_dir / artifacts.PREDICT
-    inputs = {"predict": predict_dir}
-    if cfg.model.base == "tiny":
-        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    inputs = with_base_model(cfg, run_dir, {"predict": predict_dir})
     adapter = None
     if cfg.sae.model == "base_adapter":
         inputs["train_base"] = run_dir / artifacts.TRAIN_BASE

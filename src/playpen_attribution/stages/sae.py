@@ -21,6 +21,7 @@ from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.sae_features import extract_rows, write_features
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.stages.base_model import with_base_model
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
@@ -28,9 +29,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
         raise UserError("the config has no 'sae' section; add one to run the sae stage")
     run_dir = Path(run_dir)
     data_dir = run_dir / artifacts.DATA
-    inputs = {"data": data_dir}
-    if cfg.model.base == "tiny":
-        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    inputs = with_base_model(cfg, run_dir, {"data": data_dir})
     adapter = None
     if cfg.sae.model == "base_adapter":
         inputs["train_base"] = run_dir / artifacts.TRAIN_BASE

@@ -31,6 +31,7 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.modeling import device, load_model, load_tokenizer
 from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.stages.base_model import with_base_model
 from playpen_attribution.tokenization import tokenize_rows
 
 
@@ -208,9 +209,7 @@ def _name_base(adapter_dir: Path, model_path: str) -> None:
 def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, arm: str | None = None, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
     data_dir = run_dir / artifacts.DATA
-    inputs = {"data": data_dir}
-    if cfg.model.base == "tiny":
-        inputs["base_model"] = run_dir / artifacts.BASE_MODEL
+    inputs = with_base_model(cfg, run_dir, {"data": data_dir})
     if arm is None:
         name, train, init = artifacts.TRAIN_BASE, cfg.train, None
     else:
