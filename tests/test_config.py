@@ -28,7 +28,7 @@ def test_published_setup_is_in_taboo_wordguesser():
     assert cfg.tokenize.max_length == 1024
     assert (cfg.attribute.mode, cfg.attribute.preconditioning, cfg.attribute.projection_dim) == ("mean", "query", 32)
     assert cfg.attribute.unit_normalize and cfg.select.k == 500 and cfg.train.seed == 42
-    assert (cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size) == (16, 8)
+    assert (cfg.evaluate.max_new_tokens, cfg.evaluate.batch_size) == (16, 64)  # batch size: speed only (tested)
     src = cfg.data.source
     assert (src.kind, src.dataset, src.config_name, src.game, src.game_role, src.query_fraction) == (
         "playpen_data", "colab-potsdam/playpen-data", "interactions", "taboo", "WordGuesser", 0.4)
