@@ -137,6 +137,9 @@ def test_report_json_holds_the_promised_fields(demo_run):
         assert {"name", "seed", "correct", "total", "accuracy"} <= set(arm)
         assert arm["accuracy"] == pytest.approx(arm["correct"] / arm["total"])
     assert report["wall_seconds"] > 0
+    speed = report["stage_speed"]  # what each stage recorded of its own throughput
+    assert "tokens/s in training" in speed["train_base"] and "Bergson token batch" in speed["attribute"]
+    assert "generation" in speed["eval_base_adapter"] and "rows/s" in speed["eval_base_adapter"]
     assert {"precision_success_at_k", "pool_success_fraction"} <= set(report["attribution"])
     by_name = {(a["name"], a["seed"]): a for a in report["arms"]}
     assert by_name[("base_adapter", None)]["accuracy"] > by_name[("base", None)]["accuracy"]  # training taught the task

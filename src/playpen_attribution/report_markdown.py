@@ -165,14 +165,15 @@ def _cost_lines(report: dict) -> list[str]:
     sweep = report["sweep"]
     lines = ["## Cost", "", f"Wall time: {report['wall_seconds']:.1f} s in all stages"
              + (f"; {sweep['trainings']} arm trainings, {sweep['mean_training_seconds']:.1f} s each on average."
-                if sweep["trainings"] else "."), "", "| stage | seconds |", "|---|---|"]
+                if sweep["trainings"] else "."), "", "| stage | seconds | throughput |", "|---|---|---|"]
+    speed = report.get("stage_speed", {})
     per_seed: dict[str, float] = {}
     for name, seconds in report["stage_seconds"].items():
         if name.startswith("seed_"):
             per_seed[name.split("/")[0]] = per_seed.get(name.split("/")[0], 0.0) + seconds
         else:
-            lines.append(f"| {name} | {seconds:.1f} |")
-    lines += [f"| {name}/ (all its stages) | {seconds:.1f} |" for name, seconds in per_seed.items()]
+            lines.append(f"| {name} | {seconds:.1f} | {speed.get(name, '')} |")
+    lines += [f"| {name}/ (all its stages) | {seconds:.1f} | |" for name, seconds in per_seed.items()]
     return lines + [""]
 
 

@@ -173,6 +173,7 @@ def collect(run_dir: Path) -> dict:
         "comparisons": comparisons,
         "aggregate": [aggregate(a, r, seeds, preds, accuracy) for (a, r), seeds in pairs.items()],
         "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
+        "stage_speed": {k: v for k, p in folders.items() if (v := _speed(p))},
         "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
     }
     summary = _summary_path(run_dir, artifacts.ATTRIBUTION_SUMMARY)
@@ -189,6 +190,24 @@ def collect(run_dir: Path) -> dict:
         manifest = json.loads(data_manifest.read_text())
         report["data"] = {k: manifest.get(k) for k in ("rows", "outcomes", "dropped", "source")}
     return report
+
+
+def _speed(folder: Path) -> str | None:
+    """A stage's throughput in words, from what it recorded: training tokens/s, eval rows/s, Bergson's batch."""
+    manifest = artifacts.load_manifest(folder)
+    if manifest.get("train_tokens_per_s"):
+        return (f"{manifest['train_tokens_per_s']:,.0f} tokens/s in training "
+                f"(batch {manifest.get('batch_size')} x accumulation {manifest.get('grad_accum')})")
+    if manifest.get("token_batch_size"):
+        return f"Bergson token batch {manifest['token_batch_size']}, {manifest.get('precision')}"
+    metrics = folder / artifacts.METRICS_FILE
+    speed = artifacts.load_json(metrics).get("speed") if metrics.is_file() else None
+    if speed:
+        parts = [f"loss {speed['loss_rows_per_s']:,.1f} rows/s"] if speed.get("loss_rows_per_s") else []
+        if speed.get("generation_rows_per_s"):
+            parts.append(f"generation {speed['generation_rows_per_s']:,.1f} rows/s ({speed.get('generation_backend')})")
+        return ", ".join(parts) or None
+    return None
 
 
 def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
