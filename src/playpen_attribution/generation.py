@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from playpen_attribution.batch_sizing import length_batches
 from playpen_attribution.errors import UserError
 from playpen_attribution.modeling import check_adapter_base
 
@@ -32,12 +33,10 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     """Greedy continuations of pre-tokenized prompts, batched by length with left padding, in input order."""
     import torch
 
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
     model.eval()
     dev = next(model.parameters()).device
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
+    for idx in tqdm(length_batches([len(p) for p in prompts], batch_size), desc=desc, unit="batch"):
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from playpen_attribution.batch_sizing import length_batches
 from playpen_attribution.tokenization import IGNORE_INDEX
 
 
@@ -23,13 +24,11 @@ def row_losses_and_embeddings(
     import torch
 
     ids_list, labels_list = dataset["input_ids"], dataset["labels"]
-    order = sorted(range(len(ids_list)), key=lambda i: len(ids_list[i]))
     losses = np.full(len(ids_list), np.nan)
     pooled: np.ndarray | None = None
     dev = next(model.parameters()).device
     model.eval()
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-        idx = order[start : start + batch_size]
+    for idx in tqdm(length_batches([len(ids) for ids in ids_list], batch_size), desc=desc, unit="batch"):
         width = max(len(ids_list[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_token_id, dtype=torch.long)
         labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
