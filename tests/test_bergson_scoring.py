@@ -272,3 +272,13 @@ def test_row_losses_are_not_taken_from_a_smoothed_loss(tiny, tmp_path):
     settings = bs.ScoringSettings(preconditioning="none", label_smoothing=0.1, **FAST)
     result = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "w", settings)
     assert result.row_losses is None
+
+
+def test_token_batch_size_changes_speed_not_scores(tiny, tmp_path):
+    """`token_batch_size: auto` may pick any size: rows batched 40 or 128 tokens at a time score the same."""
+    small = bs.ScoringSettings(preconditioning="none", projection_dim=8, token_batch_size=40)
+    large = bs.ScoringSettings(preconditioning="none", projection_dim=8, token_batch_size=MAX_POS)
+    a = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "s", small)
+    b = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "l", large)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a.row_losses, b.row_losses, rtol=1e-5)
