@@ -21,10 +21,13 @@ Then, side by side (each reference on the same rows and settings as the stage it
 | evaluate | evaluate stage generation (batched by length, KV cache) | `generate` one row at a time |
 
 One JSON line per measurement on stdout: `check`, `path`, `tokens` (or `rows`), `seconds`,
-`tokens_per_s` (or `rows_per_s`), and for a project path `reference`, `ratio` (project speed /
-reference speed; for the attribute and sae-vs-gradients checks, reference seconds / project seconds
-the other way round is named `speedup`) and the issue's `target`. With vLLM installed (GPU), the
-evaluate stage runs once more with `evaluate.backend: vllm` and the line counts identical outputs.
+`tokens_per_s` (or `rows_per_s`), and for a project path its `reference`, `ratio` = project speed /
+reference speed (above 1: the project path is faster) and the issue's `target`. The attribute line
+adds `seconds_ratio` = stage seconds / bare-command seconds (target <= 1.1); the sae-vs-gradients
+line gives `speedup` = attribute-stage seconds / sae-stage seconds (target >= 6). The train stage's
+trainer loop and the raw loop are both timed from a cold start (first kernels, allocator); the raw
+line adds its steady rate after the first step. With vLLM installed (GPU), the evaluate stage runs
+once more with `evaluate.backend: vllm` and the line counts outputs identical to the hf backend's.
 """
 
 from __future__ import annotations
@@ -188,8 +191,10 @@ def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], tin
 # ---------------------------------------------------------------- references
 
 
-def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: int) -> tuple[int, float]:
-    """(tokens, seconds) of a plain LoRA forward+backward+AdamW loop: what the train stage wraps."""
+def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: int) -> tuple[int, float, float]:
+    """(tokens, seconds, seconds after the first step) of a plain LoRA forward+backward+AdamW loop: what
+    the train stage wraps. Timed from a cold start like the stage's own loop (first kernels, allocator);
+    the steady rate leaves the first step out."""
     import torch
 
     tokenizer = load_tokenizer(model_path)
@@ -216,10 +221,10 @@ def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: in
         optimizer.zero_grad(set_to_none=True)
         return int(mask.sum())
 
-    step(0)  # warm-up (kernels, allocator), not timed; the stage gets no warm-up of its own
-    tokens, seconds = timed(lambda: sum(step(i) for i in range(steps)))
+    first, first_seconds = timed(step, 0)
+    rest, rest_seconds = timed(lambda: sum(step(i) for i in range(1, steps)))
     del model, optimizer
-    return tokens, seconds
+    return first + rest, first_seconds + rest_seconds, rest_seconds
 
 
 def plain_forward(cfg, model_path: str, adapter: Path, rows: list[dict], batch: int) -> tuple[int, float]:
@@ -273,10 +278,12 @@ def fresh(run_dir: Path, name: str) -> None:
 
 def check_train(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
     pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
-    tokens, seconds = raw_train_loop(cfg, model_path, pool, sizes.train_steps, sizes.batch)
+    tokens, seconds, steady_seconds = raw_train_loop(cfg, model_path, pool, sizes.train_steps, sizes.batch)
     raw = tokens / seconds
+    steady = tokens * (sizes.train_steps - 1) / sizes.train_steps / steady_seconds if sizes.train_steps > 1 else raw
     emit({"check": "train", "path": "raw LoRA forward+backward+AdamW loop", "tokens": tokens,
-          "seconds": round(seconds, 3), "tokens_per_s": round(raw, 1), "batch": sizes.batch})
+          "seconds": round(seconds, 3), "tokens_per_s": round(raw, 1), "batch": sizes.batch,
+          "steady_tokens_per_s": round(steady, 1)})
     fresh(run_dir, artifacts.TRAIN_BASE)
     _, wall = timed(train.run, cfg, run_dir, model_path)
     info = manifest(run_dir / artifacts.TRAIN_BASE)
