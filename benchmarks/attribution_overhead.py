@@ -17,12 +17,10 @@ manifest) so the ratio can be explained.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,25 +28,12 @@ from pathlib import Path
 from playpen_attribution import artifacts
 from playpen_attribution import attribution_diagnostics as diag
 from playpen_attribution import bergson_scoring as bs
-from playpen_attribution.config import load_config
 from playpen_attribution.modeling import load_tokenizer
-from playpen_attribution.stages import attribute, base_model, data, train
+from playpen_attribution.stages import attribute
 from playpen_attribution.tokenization import tokenize_rows
 
-from bergson_direct import direct_steps, run_in_process  # benchmarks/ is on sys.path when run as a script
-
-
-def say(line: str = "") -> None:
-    """One line of the benchmark's report on stdout (the package itself never prints)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-def prepare(cfg, run_dir: Path) -> str:
-    data.run(cfg, run_dir)
-    base_model.run(cfg, run_dir)
-    model_path = base_model.model_path(cfg, run_dir)
-    train.run(cfg, run_dir, model_path)
-    return model_path
+from bench_common import parser_for, prepare, say, start  # benchmarks/ is on sys.path when run as a script
+from bergson_direct import direct_steps, run_in_process
 
 
 def timed(fn, *args, **kwargs) -> float:
@@ -104,18 +89,10 @@ def extras(cfg, run_dir: Path, model_path: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/demo.yaml", help="experiment config (default: the demo)")
-    parser.add_argument("--run-dir", default=None, help="run folder to build or reuse (default: a temp folder)")
+    parser = parser_for(__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="alternating stage/direct repetitions")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: two OpenMP threads spin badly on a shared 2-core box)")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
-    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="attr_overhead_"))
+    cfg, run_dir = start(args, "attr_overhead_")
     model_path = prepare(cfg, run_dir)
     scratch = run_dir / "overhead_scratch"
     shutil.rmtree(scratch, ignore_errors=True)

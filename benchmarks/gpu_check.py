@@ -222,8 +222,7 @@ def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: in
         return int(mask.sum())
 
     first, first_seconds = timed(step, 0)
-    rest, rest_seconds = timed(lambda: sum(step(i) for i in range(1, steps)))
-    del model, optimizer
+    rest, rest_seconds = timed(lambda: sum(step(i) for i in range(1, steps)))  # model freed on return
     return first + rest, first_seconds + rest_seconds, rest_seconds
 
 

@@ -19,38 +19,21 @@ truth of this task) is reported next to it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from bench_common import parser_for, prepare, say, start  # benchmarks/ is on sys.path when run as a script
 from playpen_attribution import artifacts
 from playpen_attribution.modeling import load_model, load_tokenizer
 from playpen_attribution.row_forward import row_losses_and_embeddings
-from playpen_attribution.stages import attribute, base_model, data, train
+from playpen_attribution.stages import train
 from playpen_attribution.tokenization import tokenize_rows
-
-
-def say(line: str = "") -> None:
-    """One line of the benchmark's report on stdout (the package itself never prints)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-def prepare(cfg, run_dir: Path) -> str:
-    """data -> base model -> base adapter -> attribution (finished stages are reused); the model path."""
-    data.run(cfg, run_dir)
-    base_model.run(cfg, run_dir)
-    model_path = base_model.model_path(cfg, run_dir)
-    train.run(cfg, run_dir, model_path)
-    attribute.run(cfg, run_dir, model_path)
-    return model_path
 
 
 def query_loss(cfg, model_path: str, adapter: Path, query_ds, pad_token_id: int) -> float:
@@ -60,26 +43,15 @@ def query_loss(cfg, model_path: str, adapter: Path, query_ds, pad_token_id: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/demo.yaml", help="experiment config (default: the demo)")
-    parser.add_argument("--run-dir", default=None, help="run folder to build or reuse (default: a temp folder)")
+    parser = parser_for(__doc__.split("\n")[0])
     parser.add_argument("--subsets", type=int, default=32, help="random subsets trained (8 is too few: see docs)")
     parser.add_argument("--fraction", type=float, default=0.5, help="share of the pool in each subset")
     parser.add_argument("--epochs", type=float, default=1.0, help="epochs of continued training per subset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset draws")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: two OpenMP threads spin badly on a shared 2-core box)")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
-
-    from playpen_attribution.config import load_config
-
-    cfg = load_config(args.config)
-    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="lds_"))
+    cfg, run_dir = start(args, "lds_")
     started = time.perf_counter()
-    model_path = prepare(cfg, run_dir)
+    model_path = prepare(cfg, run_dir, with_attribution=True)
     pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
     query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
     scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)

@@ -14,38 +14,21 @@ Prints a markdown table and one JSON line per ranker.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench_common import parser_for, prepare, say, start  # benchmarks/ is on sys.path when run as a script
 from playpen_attribution import artifacts
 from playpen_attribution.attribution_diagnostics import ranking_quality
-from playpen_attribution.config import load_config
 from playpen_attribution.jsonl import read_jsonl
-from playpen_attribution.stages import attribute, base_model, data, train
+from playpen_attribution.stages import attribute
 
 KS = (50, 100, 200, 300)
 UPSTREAM = (artifacts.DATA, artifacts.BASE_MODEL, artifacts.TRAIN_BASE)
 
-
-
-def say(line: str = "") -> None:
-    """One line of the benchmark's report on stdout (the package itself never prints)."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-def prepare(cfg, run_dir: Path) -> str:
-    """data -> base model -> base adapter (finished stages are reused); returns the model path."""
-    data.run(cfg, run_dir)
-    base_model.run(cfg, run_dir)
-    model_path = base_model.model_path(cfg, run_dir)
-    train.run(cfg, run_dir, model_path)
-    return model_path
 
 
 def attribution_run(cfg, run_dir: Path, model_path: str, mode: str, cache: Path) -> Path:
@@ -71,18 +54,10 @@ def random_quality(ids: list[str], outcomes: dict[str, str], seeds: int) -> dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="configs/demo.yaml", help="experiment config (default: the demo)")
-    parser.add_argument("--run-dir", default=None, help="run folder to build or reuse (default: a temp folder)")
+    parser = parser_for(__doc__.split("\n")[0])
     parser.add_argument("--random-seeds", type=int, default=20, help="shuffles averaged for the random ranker")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: two OpenMP threads spin badly on a shared 2-core box)")
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
-    run_dir = Path(args.run_dir or tempfile.mkdtemp(prefix="ranking_quality_"))
+    cfg, run_dir = start(args, "ranking_quality_")
     started = time.perf_counter()
     model_path = prepare(cfg, run_dir)
     cache = run_dir / "ranking_query_cache"
