@@ -25,15 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from playpen_attribution import artifacts
-from playpen_attribution import attribution_diagnostics as diag
-from playpen_attribution import bergson_scoring as bs
-from playpen_attribution.modeling import load_tokenizer
-from playpen_attribution.stages import attribute
-from playpen_attribution.tokenization import tokenize_rows
-
-from bench_common import parser_for, prepare, say, start  # benchmarks/ is on sys.path when run as a script
+from bench_common import (  # benchmarks/ is on sys.path when run as a script
+    parser_for,
+    prepare,
+    say,
+    start,
+)
 from bergson_direct import direct_steps, run_in_process
+
+from playpen_attribution.attribution import diagnostics as diag
+from playpen_attribution.attribution import scoring as bs
+from playpen_attribution.core.modeling import load_tokenizer
+from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.run import artifacts
+from playpen_attribution.stages import attribute
 
 
 def timed(fn, *args, **kwargs) -> float:

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from playpen_attribution.config import load_config
+from playpen_attribution.run.model_paths import model_path
 from playpen_attribution.stages import attribute, base_model, data, train
 
 
@@ -41,8 +42,7 @@ def prepare(cfg, run_dir: Path, with_attribution: bool = False) -> str:
     """data -> base model -> base adapter (-> attribution); finished stages are reused. The model path."""
     data.run(cfg, run_dir)
     base_model.run(cfg, run_dir)
-    model_path = base_model.model_path(cfg, run_dir)
-    train.run(cfg, run_dir, model_path)
+    train.run(cfg, run_dir)
     if with_attribution:
-        attribute.run(cfg, run_dir, model_path)
-    return model_path
+        attribute.run(cfg, run_dir)
+    return model_path(cfg.model.base, run_dir)

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from playpen_attribution import bergson_scoring as bs
+from playpen_attribution.attribution import bergson_runs as runs
+from playpen_attribution.attribution import scoring as bs
 
 
 def direct_steps(settings: bs.ScoringSettings, model_path: str, adapter: Path, rows: Path, work: Path):
@@ -26,7 +27,7 @@ def direct_steps(settings: bs.ScoringSettings, model_path: str, adapter: Path, r
     shutil.copytree(rows, work)  # pool.hf, query.hf as the stage handed them to Bergson
 
     def index_cfg(data_name: str, out: str):
-        return bs._index_config(Path(model_path), adapter, work / data_name, str(work / out), settings)
+        return runs.index_config(Path(model_path), adapter, work / data_name, str(work / out), settings)
 
     steps = []
     hessian = None
@@ -59,6 +60,6 @@ def run_bare_command(steps, work: Path, log: Path) -> None:
     save_pipeline_config(steps, work / "pipeline")
     with log.open("w") as out:
         done = subprocess.run([*bergson_command(), str(work / "pipeline" / "config.yaml")],
-                              stdout=out, stderr=subprocess.STDOUT)
+                              stdout=out, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bare bergson command failed (exit {done.returncode}); see {log}")

@@ -46,23 +46,25 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from bergson_direct import (  # benchmarks/ is on sys.path when run as a script
+    direct_steps,
+    run_bare_command,
+)
 
-from playpen_attribution import artifacts
 from playpen_attribution.config import parse_config
-from playpen_attribution.modeling import device, load_model, load_tokenizer
+from playpen_attribution.core.modeling import device, load_model, load_tokenizer
+from playpen_attribution.core.tiny_model import train_word_tokenizer
+from playpen_attribution.core.tokenization import prompt_ids, tokenize_rows
+from playpen_attribution.run import artifacts
 from playpen_attribution.stages import attribute, data, evaluate, sae, train
-from playpen_attribution.tiny_model import train_word_tokenizer
-from playpen_attribution.tokenization import prompt_ids, tokenize_rows
 
-from bergson_direct import direct_steps, run_bare_command  # benchmarks/ is on sys.path when run as a script
-
-GEMMA_3_1B = dict(vocab_size=262_144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26,
-                  num_attention_heads=4, num_key_value_heads=1, head_dim=256, max_position_embeddings=32_768,
-                  sliding_window=512)
+GEMMA_3_1B = {"vocab_size": 262_144, "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26,
+                  "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "max_position_embeddings": 32_768,
+                  "sliding_window": 512}
 """google/gemma-3-1b-pt's text config, the parts that set its cost."""
 
-TINY_GEMMA_3 = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                    num_key_value_heads=1, head_dim=16, max_position_embeddings=256, sliding_window=64)
+TINY_GEMMA_3 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                    "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 256, "sliding_window": 64}
 """The same architecture, small enough for the CPU smoke test (vocab = the tokenizer's)."""
 
 
@@ -268,7 +270,7 @@ def single_row_generation(cfg, model_path: str, adapter: Path, rows: list[dict])
 
 
 def manifest(folder: Path) -> dict:
-    return json.loads((folder / artifacts.MANIFEST_FILE).read_text())
+    return artifacts.load_manifest(folder).fields
 
 
 def fresh(run_dir: Path, name: str) -> None:
@@ -284,7 +286,7 @@ def check_train(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
           "seconds": round(seconds, 3), "tokens_per_s": round(raw, 1), "batch": sizes.batch,
           "steady_tokens_per_s": round(steady, 1)})
     fresh(run_dir, artifacts.TRAIN_BASE)
-    _, wall = timed(train.run, cfg, run_dir, model_path)
+    _, wall = timed(train.run, cfg, run_dir)
     info = manifest(run_dir / artifacts.TRAIN_BASE)
     stage_tokens = tokens  # same steps x batch over rows of one length
     loop_seconds = info.get("train_runtime_s", wall)
@@ -311,7 +313,7 @@ def check_attribute(cfg, run_dir: Path, model_path: str, work: Path) -> float:
     tokens = pool_tokens(cfg, run_dir, model_path)
     fresh(run_dir, artifacts.ATTRIBUTE)
     shutil.rmtree(work / "cache", ignore_errors=True)
-    _, stage_seconds = timed(attribute.run, cfg, run_dir, model_path)
+    _, stage_seconds = timed(attribute.run, cfg, run_dir)
     stage_dir = run_dir / artifacts.ATTRIBUTE
     rows = work / "bergson_rows"
     shutil.rmtree(rows, ignore_errors=True)
@@ -341,7 +343,7 @@ def check_sae(cfg, run_dir: Path, model_path: str, gradient_seconds: float) -> N
     emit({"check": "sae", "path": "plain forward pass, all blocks and the LM head", "tokens": tokens,
           "seconds": round(forward_seconds, 3), "tokens_per_s": round(tokens / forward_seconds, 1)})
     fresh(run_dir, artifacts.SAE)
-    _, seconds = timed(sae.run, cfg, run_dir, model_path)
+    _, seconds = timed(sae.run, cfg, run_dir)
     emit({"check": "sae", "path": f"sae stage (forward to block {cfg.sae.layer} + SAE encode + pooling)",
           "tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
           "reference": "plain forward pass", "ratio": round(forward_seconds / seconds, 3)})
@@ -359,9 +361,8 @@ def check_evaluate(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
           "seconds": round(seconds, 3), "rows_per_s": round(reference, 2)})
     name = "base_adapter"
     fresh(run_dir, artifacts.eval_dir(name))
-    _, wall = timed(evaluate.run, cfg, run_dir, model_path, name, artifacts.TRAIN_BASE)
-    metrics = json.loads((run_dir / artifacts.eval_dir(name) / artifacts.METRICS_FILE).read_text())
-    speed = metrics.get("speed", {})
+    _, wall = timed(evaluate.run, cfg, run_dir, model=name)
+    speed = artifacts.load_metrics(run_dir / artifacts.eval_dir(name)).speed
     rate = speed.get("generation_rows_per_s") or len(rows) / wall
     emit({"check": "evaluate", "path": "evaluate stage generation (hf, batched by length, KV cache)",
           "rows": len(rows), "rows_per_s": round(rate, 2), "stage_seconds": round(wall, 3),
@@ -374,8 +375,8 @@ def check_evaluate(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
 
 
 def _same_as_single(eval_folder: Path, single: list[str]) -> int:
-    lines = (eval_folder / artifacts.PREDICTIONS_FILE).read_text().splitlines()[: len(single)]
-    return sum(json.loads(line).get("generated") == text for line, text in zip(lines, single))
+    generated = [p.generated for p in artifacts.load_predictions(eval_folder)[: len(single)]]
+    return sum(g == text for g, text in zip(generated, single))
 
 
 def check_vllm(cfg, run_dir: Path, model_path: str, hf_name: str) -> None:
@@ -388,15 +389,17 @@ def check_vllm(cfg, run_dir: Path, model_path: str, hf_name: str) -> None:
         emit({"check": "evaluate", "path": "vllm backend", "skipped": "no CUDA device"})
         return
     vcfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"backend": "vllm"})})
-    name = "base_adapter_vllm"
-    fresh(run_dir, artifacts.eval_dir(name))
-    _, wall = timed(evaluate.run, vcfg, run_dir, model_path, name, artifacts.TRAIN_BASE)
-    folder = run_dir / artifacts.eval_dir(name)
-    metrics = json.loads((folder / artifacts.METRICS_FILE).read_text())
-    hf = [json.loads(x)["generated"] for x in (run_dir / artifacts.eval_dir(hf_name) / artifacts.PREDICTIONS_FILE).read_text().splitlines()]
-    vl = [json.loads(x)["generated"] for x in (folder / artifacts.PREDICTIONS_FILE).read_text().splitlines()]
+    vllm_dir = run_dir.with_name(run_dir.name + "_vllm")  # the same base adapter, evaluated under its own name
+    shutil.rmtree(vllm_dir, ignore_errors=True)
+    vllm_dir.mkdir()
+    for name in (artifacts.DATA, artifacts.TRAIN_BASE):
+        (vllm_dir / name).symlink_to(run_dir / name, target_is_directory=True)
+    _, wall = timed(evaluate.run, vcfg, vllm_dir, model=hf_name)
+    folder = vllm_dir / artifacts.eval_dir(hf_name)
+    hf = [p.generated for p in artifacts.load_predictions(run_dir / artifacts.eval_dir(hf_name))]
+    vl = [p.generated for p in artifacts.load_predictions(folder)]
     emit({"check": "evaluate", "path": "evaluate stage generation (vllm)", "rows": len(vl),
-          "rows_per_s": metrics.get("speed", {}).get("generation_rows_per_s"), "stage_seconds": round(wall, 3),
+          "rows_per_s": artifacts.load_metrics(folder).speed.get("generation_rows_per_s"), "stage_seconds": round(wall, 3),
           "identical_to_hf": sum(a == b for a, b in zip(hf, vl)), "of": len(vl)})
 
 

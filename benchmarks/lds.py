@@ -26,14 +26,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import (  # benchmarks/ is on sys.path when run as a script
+    parser_for,
+    prepare,
+    say,
+    start,
+)
 from scipy.stats import spearmanr
 
-from bench_common import parser_for, prepare, say, start  # benchmarks/ is on sys.path when run as a script
-from playpen_attribution import artifacts
-from playpen_attribution.modeling import load_model, load_tokenizer
-from playpen_attribution.row_forward import row_losses_and_embeddings
+from playpen_attribution.core.modeling import load_model, load_tokenizer
+from playpen_attribution.core.row_forward import row_losses_and_embeddings
+from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.run import artifacts
 from playpen_attribution.stages import train
-from playpen_attribution.tokenization import tokenize_rows
 
 
 def query_loss(cfg, model_path: str, adapter: Path, query_ds, pad_token_id: int) -> float:

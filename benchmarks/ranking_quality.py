@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from pathlib import Path
 
-from bench_common import parser_for, prepare, say, start  # benchmarks/ is on sys.path when run as a script
-from playpen_attribution import artifacts
-from playpen_attribution.attribution_diagnostics import ranking_quality
-from playpen_attribution.jsonl import read_jsonl
+from bench_common import (  # benchmarks/ is on sys.path when run as a script
+    parser_for,
+    prepare,
+    say,
+    start,
+)
+
+from playpen_attribution.attribution.diagnostics import ranking_quality
+from playpen_attribution.core.jsonl import read_jsonl
+from playpen_attribution.run import artifacts
 from playpen_attribution.stages import attribute
 
 KS = (50, 100, 200, 300)
@@ -34,12 +39,13 @@ UPSTREAM = (artifacts.DATA, artifacts.BASE_MODEL, artifacts.TRAIN_BASE)
 def attribution_run(cfg, run_dir: Path, model_path: str, mode: str, cache: Path) -> Path:
     """The attribute stage with `mode`, in its own run folder beside the shared upstream stages."""
     mode_dir = run_dir / f"ranking_{mode}"
-    for name in UPSTREAM:
+    mode_dir.mkdir(parents=True, exist_ok=True)
+    for name in UPSTREAM:  # links: the adapter names the base model by its (resolved) path
         if not (mode_dir / name).exists():
-            shutil.copytree(run_dir / name, mode_dir / name)
+            (mode_dir / name).symlink_to(run_dir / name, target_is_directory=True)
     fields = {"mode": mode, "cache_dir": str(cache)}
     mode_cfg = cfg.model_copy(update={"attribute": cfg.attribute.model_copy(update=fields)})
-    return attribute.run(mode_cfg, mode_dir, model_path, overwrite=True)
+    return attribute.run(mode_cfg, mode_dir, overwrite=True)
 
 
 def random_quality(ids: list[str], outcomes: dict[str, str], seeds: int) -> dict:

@@ -8,7 +8,7 @@ For each model shape (the demo's tiny model as configured, and a 4-block x 256-w
    - gradients: the attribute stage in a fresh run folder (upstream folders linked) with the query
      index cache warm, i.e. what ranking a pool costs once the query side exists: per-row Bergson
      gradients + scoring, plus the stage's own extras (row losses, summary, plots, manifest);
-   - predictor: `stages.predict.run_rank` on the same pool file: one forward pass to block L, the
+   - predictor: `stages.rank.run` on the same pool file: one forward pass to block L, the
      SAE, the saved ridge regressor (no gradient), plus its stage folder (features + manifest).
    Imports (torch, transformers, Bergson, SAELens) and the first model load are warmed up before.
 
@@ -34,10 +34,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from playpen_attribution import artifacts
-from playpen_attribution.config import load_config, to_yaml
-from playpen_attribution.sae_config import PredictConfig, SaeConfig
-from playpen_attribution.stages import attribute, base_model, data, predict, sae, train
+from playpen_attribution.config import load_config
+from playpen_attribution.core.yaml_config import dump as to_yaml
+from playpen_attribution.run import artifacts
+from playpen_attribution.sae.config import PredictConfig, SaeConfig
+from playpen_attribution.stages import (
+    attribute,
+    base_model,
+    data,
+    predict,
+    rank,
+    sae,
+    train,
+)
 
 UPSTREAM = (artifacts.DATA, artifacts.BASE_MODEL, artifacts.TRAIN_BASE)
 
@@ -79,14 +88,13 @@ def bench_shape(label: str, cfg, work: Path, repeats: int) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     data.run(cfg, run_dir)
     base_model.run(cfg, run_dir)
-    model_path = base_model.model_path(cfg, run_dir)
-    train.run(cfg, run_dir, model_path)
-    attribute.run(cfg, run_dir, model_path)
-    sae.run(cfg, run_dir, model_path)
+    train.run(cfg, run_dir)
+    attribute.run(cfg, run_dir)
+    sae.run(cfg, run_dir)
     predict.run(cfg, run_dir)
-    cold = artifacts.load_manifest(run_dir / artifacts.ATTRIBUTE)["wall_seconds"]
-    sae_wall = artifacts.load_manifest(run_dir / artifacts.SAE)["wall_seconds"]
-    metrics = json.loads((run_dir / artifacts.PREDICT / artifacts.METRICS_FILE).read_text())
+    cold = artifacts.load_manifest(run_dir / artifacts.ATTRIBUTE).wall_seconds
+    sae_wall = artifacts.load_manifest(run_dir / artifacts.SAE).wall_seconds
+    metrics = artifacts.load_predictor_metrics(run_dir / artifacts.PREDICT)
     pool_file = artifacts.split_path(run_dir / artifacts.DATA, "train_base")
     rows = metrics["rows"]
     grad, pred = [], []  # (wall, cpu) per repeat
@@ -94,8 +102,8 @@ def bench_shape(label: str, cfg, work: Path, repeats: int) -> dict:
         shutil.rmtree(work / f"grad_{rep}", ignore_errors=True)  # a finished folder would be reused, not timed
         shutil.rmtree(run_dir / artifacts.rank_dir(f"pool_{rep}"), ignore_errors=True)
         other = linked(run_dir, work / f"grad_{rep}")
-        grad.append(timed(lambda: attribute.run(cfg, other, model_path)))
-        pred.append(timed(lambda: predict.run_rank(cfg, run_dir, model_path, pool_file, name=f"pool_{rep}")))
+        grad.append(timed(lambda other=other: attribute.run(cfg, other)))
+        pred.append(timed(lambda rep=rep: rank.run(cfg, run_dir, rows=pool_file, name=f"pool_{rep}")))
     out = {"label": label, "rows": rows, "layer": cfg.sae.layer, "d_sae": cfg.sae.d_sae,
            "attribute_cold_s": cold, "sae_stage_s": sae_wall, "metrics": metrics}
     for i, clock in enumerate(("wall", "cpu")):
@@ -119,28 +127,29 @@ def machine() -> str:
 def markdown(results: list[dict], command: str, where: str, cfg_yaml: str) -> str:
     out = ["# SAE predictor vs gradient attribution: speed and held-out quality", "",
            f"Command: `{command}`", "", f"Machine: {where}", "",
-           "Both paths rank the same pool (`train_base`) under base + `train_base/adapter`. *Gradients* = the "
-           "attribute stage with a warm query-index cache (per-row Bergson gradients and scores, plus the stage's "
-           "row losses, summary, plots and manifest). *Predictor* = `stages.predict.run_rank`: forward to block L, "
-           "random JumpReLU SAE, saved ridge regressor, features written to its stage folder. Imports warmed up; "
-           "rows/s use the median over repeats measured alternately in one process; the speed-up is the median of "
-           "the per-repeat ratios. *wall* = elapsed time; *cpu* = CPU seconds used by this process (all its threads), "
-           "which other jobs on a shared machine disturb far less.", "",
-           "| model | L | d_sae | rows | clock | gradients s (each) | predictor s (each) | gradients rows/s "
-           "| predictor rows/s | speed-up |", "|---|---|---|---|---|---|---|---|---|---|"]
+           ("Both paths rank the same pool (`train_base`) under base + `train_base/adapter`. *Gradients* = the "
+            "attribute stage with a warm query-index cache (per-row Bergson gradients and scores, plus the stage's "
+            "row losses, summary, plots and manifest). *Predictor* = `stages.rank.run`: forward to block L, "
+            "random JumpReLU SAE, saved ridge regressor, features written to its stage folder. Imports warmed up; "
+            "rows/s use the median over repeats measured alternately in one process; the speed-up is the median of "
+            "the per-repeat ratios. *wall* = elapsed time; *cpu* = CPU seconds used by this process (all its threads), "
+            "which other jobs on a shared machine disturb far less."), "",
+           ("| model | L | d_sae | rows | clock | gradients s (each) | predictor s (each) | gradients rows/s "
+            "| predictor rows/s | speed-up |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for clock in ("wall", "cpu"):
             c = r[clock]
             out.append(f"| {r['label']} | {r['layer']} | {r['d_sae']} | {r['rows']} | {clock} | "
                        f"{', '.join(f'{s:.1f}' for s in c['gradient_s'])} | {', '.join(f'{s:.1f}' for s in c['predictor_s'])} | "
                        f"{c['gradient_rows_per_s']:.1f} | {c['predictor_rows_per_s']:.1f} | {c['ratio']:.1f}x |")
-    out += ["", "First attribute run (cold: builds the query index too; from its manifest): " + ", ".join(
-        f"{r['label']} {r['attribute_cold_s']:.1f} s" for r in results) + "; sae stage (first build, from its "
-        "manifest; the first one in a process includes importing SAELens): " + ", ".join(f"{r['label']} {r['sae_stage_s']:.1f} s" for r in results) + ".",
+    cold = ", ".join(f"{r['label']} {r['attribute_cold_s']:.1f} s" for r in results)
+    sae_first = ", ".join(f"{r['label']} {r['sae_stage_s']:.1f} s" for r in results)
+    out += ["", (f"First attribute run (cold: builds the query index too; from its manifest): {cold}; sae stage "
+                 f"(first build, from its manifest; the first one in a process includes importing SAELens): {sae_first}."),
         "", "## Held-out quality of the predictor and its baselines", "",
-        "Target: attribution rank percentile; grouped split on `group_id` (one group per demo game), 25% held out; "
-        "top-k = top 20% of the held-out rows. The SAE is random (no GemmaScope offline), so this measures the "
-        "plumbing and what random sparse features of the residual carry, not GemmaScope features.", "",
+        ("Target: attribution rank percentile; grouped split on `group_id` (one group per demo game), 25% held out; "
+         "top-k = top 20% of the held-out rows. The SAE is random (no GemmaScope offline), so this measures the "
+         "plumbing and what random sparse features of the residual carry, not GemmaScope features."), "",
         "| model | predictor | Spearman | Pearson | R2 | top-k overlap | AUROC top-vs-rest | alpha |",
         "|---|---|---|---|---|---|---|---|"]
     names = {"sae": "SAE features (stats + feature means)", "length": "length only", "residual": "raw residual probe"}

@@ -103,7 +103,7 @@ class FakeOpenAIServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> FakeOpenAIServer:
+    def __enter__(self) -> FakeOpenAIServer:  # noqa: PYI034 (the class is not subclassed)
         return self.start()
 
     def __exit__(self, *exc) -> None:

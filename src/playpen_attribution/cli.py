@@ -1,10 +1,14 @@
 """`playpen-attribution`: run the whole experiment, or one stage of it.
 
     playpen-attribution run [CONFIG] [--run-dir D] [--overwrite]
-    playpen-attribution {data,model,train,attribute,select,evaluate,report} --config C --run-dir D
+    playpen-attribution {data,model,train,attribute,baselines,sae,predict,select,evaluate,rank} --config C --run-dir D
+    playpen-attribution report --run-dir D
     playpen-attribution synth --output-dir D --describer-model M --guesser-models A B ...
 
-With no CONFIG, `run` runs the offline demo (`configs/demo.yaml`) into `runs/demo`.
+With no CONFIG, `run` runs the offline demo (`configs/demo.yaml`) into `runs/demo`. A stage that
+works per sweep seed (an arm's training and evaluation, the selection, and with `sweep.retrain_base`
+every base-adapter stage) runs in `seed_<S>/` of the run directory: `--seed S`, or the config's only
+seed.
 """
 
 from __future__ import annotations
@@ -13,12 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from playpen_attribution import artifacts
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, setup_logging
 
 DEMO_CONFIG = Path("configs") / "demo.yaml"
-STAGES = ("data", "model", "train", "attribute", "select", "evaluate", "report", "sae", "predict")
+STAGES = ("data", "model", "train", "attribute", "baselines", "sae", "predict", "select", "evaluate", "rank", "report")
 
 
 def demo_config_path() -> Path:
@@ -42,72 +45,80 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, required=stage != "report", help="experiment YAML")
         p.add_argument("--run-dir", type=Path, required=True, help="the run's folder")
         p.add_argument("--overwrite", action="store_true", help="replace the stage folder if its config changed")
+        if stage not in ("data", "model", "report"):
+            p.add_argument("--seed", type=int,
+                           help="sweep seed whose folder seed_<S>/ the stage works in (default: the config's only seed)")
         if stage == "train":
-            p.add_argument("--arm", help="continue the base adapter on this arm (default: train the base adapter)")
+            p.add_argument("--arm", help="train this arm (default: train the base adapter)")
         if stage == "evaluate":
             p.add_argument("--model", default="base_adapter",
                            help="base, base_adapter or an arm name (default: base_adapter)")
-        if stage in ("train", "evaluate"):
-            p.add_argument("--seed", type=int,
-                           help="sweep seed whose folder seed_<S>/ holds the arm (default: the config's only seed)")
-        if stage == "predict":
-            p.add_argument("--rows", type=Path, help="rank this JSONL file's rows with the saved predictor instead")
+        if stage == "rank":
+            p.add_argument("--rows", type=Path, required=True, help="JSONL file of rows to rank with the saved predictor")
             p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
     add_synth_arguments(sub.add_parser("synth", help="generate synthetic Taboo games with LLM APIs"))
     return parser
 
 
-def _stage(args: argparse.Namespace) -> Path | None:
-    from playpen_attribution.config import load_config
-    from playpen_attribution import sweep
-    from playpen_attribution.stages import attribute, base_model, data, evaluate, report, select, train
-
-    if args.command == "report":
-        name = load_config(args.config).name if args.config else args.run_dir.name
-        return report.run(args.run_dir, name)
-    cfg = load_config(args.config)
-    model_path = base_model.model_path(cfg, args.run_dir)
-    if args.command == "data":
-        return data.run(cfg, args.run_dir, args.overwrite)
-    if args.command == "model":
-        return base_model.run(cfg, args.run_dir, args.overwrite)
-    if args.command == "train":
-        if args.arm is None and not cfg.sweep.retrain_base:
-            return train.run(cfg, args.run_dir, model_path, overwrite=args.overwrite)
-        seed = _sweep_seed(cfg, args.seed)
-        return train.run(sweep.seed_config(cfg, seed), sweep.seed_run_dir(cfg, args.run_dir, seed), model_path,
-                         arm=args.arm, overwrite=args.overwrite)
-    if args.command == "attribute":
-        return attribute.run(cfg, args.run_dir, model_path, args.overwrite)
-    if args.command == "select":
-        return select.run(cfg, args.run_dir, model_path, args.overwrite)
-    if args.command == "sae":
-        from playpen_attribution.stages import sae
-
-        return sae.run(cfg, args.run_dir, model_path, args.overwrite)
-    if args.command == "predict":
-        from playpen_attribution.stages import predict
-
-        if args.rows is not None:
-            return predict.run_rank(cfg, args.run_dir, model_path, args.rows, args.name, args.overwrite)
-        return predict.run(cfg, args.run_dir, args.overwrite)
-    stage = {"base": None, "base_adapter": artifacts.TRAIN_BASE}.get(args.model, artifacts.train_arm_dir(args.model))
-    shared = args.model == "base" or (args.model == "base_adapter" and not cfg.sweep.retrain_base)
-    seed = None if shared else _sweep_seed(cfg, args.seed)
-    return evaluate.run(sweep.seed_config(cfg, seed) if seed is not None else cfg, args.run_dir, model_path,
-                        args.model, stage, args.overwrite, seed=seed)
-
-
 def _sweep_seed(cfg, given: int | None) -> int:
     """The seed a per-seed command works on: --seed, or the config's only seed."""
-    from playpen_attribution import sweep
-
-    seeds = sweep.seeds_of(cfg)
+    seeds = cfg.seeds
     if given is None and len(seeds) > 1:
         raise UserError(f"--seed is required: the config sweeps seeds {', '.join(map(str, seeds))}")
     if given is not None and given not in seeds:
         raise UserError(f"--seed {given} is not one of the config's seeds ({', '.join(map(str, seeds))})")
     return seeds[0] if given is None else given
+
+
+def _where(cfg, run_dir: Path, per_seed: bool, seed: int | None):
+    """(config, folder) a stage runs with: the run directory, or a seed's config and folder."""
+    from playpen_attribution.run.seeds import seed_folder
+
+    if not per_seed:
+        return cfg, run_dir
+    chosen = _sweep_seed(cfg, seed)
+    return cfg.for_seed(chosen), seed_folder(run_dir, chosen, cfg.sweep.retrain_base)
+
+
+def _stage(args: argparse.Namespace) -> Path | None:
+    from playpen_attribution.config import load_config
+    from playpen_attribution.stages import (
+        attribute,
+        base_model,
+        baselines,
+        data,
+        evaluate,
+        predict,
+        rank,
+        report,
+        sae,
+        select,
+        train,
+    )
+
+    if args.command == "report":
+        return report.run(load_config(args.config) if args.config else None, args.run_dir)
+    cfg = load_config(args.config)
+    overwrite = args.overwrite
+    if args.command == "data":
+        return data.run(cfg, args.run_dir, overwrite=overwrite)
+    if args.command == "model":
+        return base_model.run(cfg, args.run_dir, overwrite=overwrite)
+    retrain = cfg.sweep.retrain_base
+    if args.command == "train":
+        where = _where(cfg, args.run_dir, args.arm is not None or retrain, args.seed)
+        return train.run(*where, arm=args.arm, overwrite=overwrite)
+    if args.command == "select":
+        seeds = cfg.seeds if args.seed is None else [_sweep_seed(cfg, args.seed)]
+        return [select.run(*_where(cfg, args.run_dir, True, s), overwrite=overwrite) for s in seeds][-1]
+    if args.command == "evaluate":
+        where = _where(cfg, args.run_dir, evaluate.per_seed(cfg, args.model), args.seed)
+        return evaluate.run(*where, model=args.model, overwrite=overwrite)
+    where = _where(cfg, args.run_dir, retrain, args.seed)
+    if args.command == "rank":
+        return rank.run(*where, rows=args.rows, name=args.name, overwrite=overwrite)
+    stage = {"attribute": attribute, "baselines": baselines, "sae": sae, "predict": predict}[args.command]
+    return stage.run(*where, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

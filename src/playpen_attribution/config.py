@@ -6,35 +6,26 @@ file, the field, the value and what was expected.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from playpen_attribution.errors import UserError
-from playpen_attribution.sae_config import PredictConfig, SaeConfig
+from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.core import yaml_config
+from playpen_attribution.core.tiny_model import TinyModelConfig
+from playpen_attribution.core.tokenization import TokenizeConfig
+from playpen_attribution.sae.config import PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
 from playpen_attribution.sources.playpen_data import PlaypenDataSource
 from playpen_attribution.sources.smoltalk import SmolTalkSource
 from playpen_attribution.sources.synthetic import SyntheticAppend
+from playpen_attribution.taboo.demo import DemoSource
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TinyModelConfig(_Section):
-    """A tiny randomly initialised Llama built in code, with a word-level tokenizer trained on the pool."""
-
-    hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
-    num_layers: int = Field(2, gt=0, description="Number of transformer blocks.")
-    num_heads: int = Field(4, gt=0, description="Attention heads (num_key_value_heads = heads // 2).")
-    intermediate_size: int = Field(256, gt=0, description="MLP width.")
-    max_position_embeddings: int = Field(256, gt=0, description="Longest sequence the model accepts.")
-    seed: int = Field(0, description="Seed of the random initialisation.")
 
 
 class ModelConfig(_Section):
@@ -48,29 +39,6 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights dtype: auto = bfloat16 on a CUDA GPU, float32 on CPU."
     )
-
-
-class TokenizeConfig(_Section):
-    """The one tokenization rule shared by training, attribution, evaluation and SAE extraction."""
-
-    format: Literal["raw", "chat_template"] = Field(
-        "raw", description="raw: prompt text as is; chat_template: the prompt as a user turn of the tokenizer's template."
-    )
-    max_length: int = Field(
-        256, gt=1, description="Longest row in tokens; longer rows lose prompt tokens from the left."
-    )
-
-
-class DemoSource(_Section):
-    """The offline Taboo-WordGuesser-like demo task generated from the project's own lexicon."""
-
-    kind: Literal["demo"] = "demo"
-    n_train: int = Field(1500, gt=0, description="Rows in the training pool (train_base), aborted rows included.")
-    n_query: int = Field(100, gt=0, description="Successful games in the attribution query set.")
-    n_eval: int = Field(200, gt=0, description="Successful games in the eval set (seen targets, new clue sets).")
-    failure_fraction: float = Field(0.33, ge=0, lt=1, description="Share of pool rows that carry a wrong guess.")
-    aborted_fraction: float = Field(0.03, ge=0, lt=1, description="Share of pool rows from aborted games.")
-    n_targets: int = Field(120, ge=10, description="How many lexicon words are used as targets.")
 
 
 Source = DemoSource | PlaypenDataSource | ClembenchSource | SmolTalkSource | GenericSource
@@ -167,151 +135,6 @@ class AttributeConfig(_Section):
     )
 
 
-STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
-    "top_k": ("top", "attribution"),
-    "matched_random_k": ("matched_random", "attribution"),
-    "longest_k": ("top", "length"),
-    "highest_loss_k": ("top", "loss"),
-    "embedding_knn_k": ("top", "embedding"),
-    "metadata_k": ("top", "metadata"),
-    "sae_top_k": ("top", "sae"),
-    "full_pool": ("full_pool", None),
-}
-"""Standard arm name -> (kind, ranking). Each `_k` arm is built at every k; `metadata` means
-`metadata:<select.metadata_column>`. A new ranking's arm is one more line here (e.g. `sae_top_k`)."""
-
-StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
-
-RANKINGS = ("attribution", "length", "loss", "embedding", "sae")
-"""Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too."""
-
-
-class ArmSpec(_Section):
-    """A custom arm: one kind of selection from one ranking (e.g. a rank window of the attribution ranking)."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
-    kind: Literal["top", "matched_random", "window", "random_beyond", "full_pool"] = Field(
-        description="top: the n best rows; matched_random: n random rows matched on outcome x length bin to the "
-        "top n (excluding them); window: ranks a..b; random_beyond: n random rows ranked below `beyond`; "
-        "full_pool: every pool row."
-    )
-    ranking: str = Field("attribution", description="attribution, length, loss, embedding or metadata:<column>.")
-    n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random_beyond); null = select.k.")
-    ranks: tuple[int, int] | None = Field(None, description="window only: first and last rank, 1-based, both included.")
-    beyond: int | None = Field(None, gt=0, description="random_beyond only: draw from ranks beyond this one.")
-    versus: str | None = Field(
-        None, description="Arm this one is tested against in the report; null = matched_random_k (at select.k) when it runs."
-    )
-
-    @model_validator(mode="after")
-    def _check_kind_fields(self) -> ArmSpec:
-        if self.ranking not in RANKINGS and not (self.ranking.startswith("metadata:") and len(self.ranking) > 9):
-            raise ValueError(f"ranking = {self.ranking!r}: expected one of {', '.join(RANKINGS)} or metadata:<column>")
-        if (self.kind == "window") != (self.ranks is not None):
-            raise ValueError(f"arm {self.name!r}: `ranks` is required for kind window and only for it")
-        if self.ranks is not None and not 1 <= self.ranks[0] <= self.ranks[1]:
-            raise ValueError(f"arm {self.name!r}: ranks = {list(self.ranks)}, expected 1 <= first <= last")
-        if (self.kind == "random_beyond") != (self.beyond is not None):
-            raise ValueError(f"arm {self.name!r}: `beyond` is required for kind random_beyond and only for it")
-        if self.n is not None and self.kind in ("window", "full_pool"):
-            raise ValueError(f"arm {self.name!r}: `n` does not apply to kind {self.kind} (its size is fixed)")
-        return self
-
-
-@dataclass(frozen=True)
-class PlannedArm:
-    """One arm as the select stage builds it: every default resolved."""
-
-    name: str
-    kind: str
-    ranking: str | None
-    n: int | None
-    ranks: tuple[int, int] | None = None
-    beyond: int | None = None
-    versus: str | None = None
-    family: str | None = None
-    k: int | None = None
-
-
-class SelectConfig(_Section):
-    """The arms, all of one size k per standard arm: named rankings x arm kinds."""
-
-    k: int = Field(500, gt=0, description="Rows per standard arm (attribution's top-k summary uses it too).")
-    extra_k: list[PositiveInt] = Field(
-        default_factory=list,
-        description="More sizes: each standard `_k` arm is also built at each (named top_300, ...); "
-        "the report plots accuracy vs k.",
-    )
-    arms: list[StandardArm | ArmSpec] = Field(
-        default_factory=lambda: ["top_k", "matched_random_k"],
-        description="Arms to build, train and evaluate: standard names (" + ", ".join(STANDARD_ARMS)
-        + ") or custom arms {name, kind, ranking, n, ranks, beyond, versus}.",
-    )
-    metadata_column: str | None = Field(
-        None, description="Numeric pool column that metadata_k ranks by, highest first (e.g. reward_model_score)."
-    )
-    length_bins: int = Field(5, gt=0, description="Length quantile bins used for matching (5 = quintiles).")
-    allow_overlap: bool = Field(False, description="Let a matched random arm reuse the rows it is matched to.")
-    seed: int | None = Field(
-        None, description="Kept for older configs: random arms are drawn with each sweep seed, so if set it must "
-        "equal the run's only seed (sweep.seeds or arm_train.seed).",
-    )
-
-    def plan(self) -> list[PlannedArm]:
-        """Every arm with its name, size and comparison resolved, in config order (standard arms per k)."""
-        ks = [self.k, *self.extra_k]
-        several = len(ks) > 1
-
-        def named(family: str, k: int) -> str:
-            return f"{family.removesuffix('_k')}_{k}" if several else family
-
-        reference = named("matched_random_k", self.k) if "matched_random_k" in self.arms else None
-        planned = []
-        for arm in self.arms:
-            if isinstance(arm, ArmSpec):
-                n = arm.n if arm.n is not None or arm.kind == "full_pool" else self.k
-                if arm.ranks is not None:
-                    n = arm.ranks[1] - arm.ranks[0] + 1
-                versus = arm.versus if arm.versus is not None else (reference if arm.name != reference else None)
-                planned.append(PlannedArm(arm.name, arm.kind, arm.ranking, n, arm.ranks, arm.beyond, versus))
-                continue
-            kind, ranking = STANDARD_ARMS[arm]
-            if ranking == "metadata":
-                ranking = f"metadata:{self.metadata_column}"
-            if kind == "full_pool":
-                planned.append(PlannedArm(arm, kind, None, None, versus=reference, family=arm))
-                continue
-            for k in ks:
-                same_k_reference = named("matched_random_k", k) if reference else None
-                versus = None if kind == "matched_random" else same_k_reference
-                planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=versus, family=arm, k=k))
-        return planned
-
-    @field_validator("arms", mode="before")
-    @classmethod
-    def _known_names(cls, arms):
-        for arm in arms if isinstance(arms, list) else []:
-            if isinstance(arm, str) and arm not in STANDARD_ARMS:
-                raise ValueError(f"unknown arm {arm!r}: expected one of {', '.join(STANDARD_ARMS)}, "
-                                 "or a custom arm {name, kind, ...}")
-        return arms
-
-    @model_validator(mode="after")
-    def _check_arms(self) -> SelectConfig:
-        if "metadata_k" in self.arms and not self.metadata_column:
-            raise ValueError("arm metadata_k needs select.metadata_column (the pool column it ranks by)")
-        if self.k in self.extra_k or len(set(self.extra_k)) != len(self.extra_k):
-            raise ValueError(f"extra_k = {self.extra_k} repeats a size (k = {self.k})")
-        names = [a.name for a in self.plan()]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"arm name(s) {', '.join(repeated)} appear more than once")
-        unknown = sorted({a.versus for a in self.plan() if a.versus is not None and a.versus not in names})
-        if unknown:
-            raise ValueError(f"versus names arm(s) {', '.join(unknown)} that are not in select.arms")
-        return self
-
-
 class EvaluateConfig(_Section):
     """Completion loss on the eval split for every model; greedy generation and word accuracy when `generate`."""
 
@@ -367,62 +190,42 @@ class ExperimentConfig(_Section):
         seeds = self.sweep.seeds
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"sweep.seeds = {seeds} repeats a seed")
-        run_seeds = seeds or [self.arm_train.seed]
-        if self.select.seed is not None and run_seeds != [self.select.seed]:
-            raise ValueError(f"select.seed = {self.select.seed} but the run's seeds are {run_seeds}: random arms are "
-                             "drawn with each sweep seed; remove select.seed")
         return self
 
     @model_validator(mode="after")
     def _check_sae_arm(self) -> ExperimentConfig:
-        if any(arm.ranking == "sae" for arm in self.select.plan()) and (self.sae is None or self.predict is None):
+        if any(arm.ranking == "sae" for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
             raise ValueError("select.arms names an arm ranked by the SAE predictor (sae_top_k); "
                              "it needs the `sae` and `predict` sections")
         return self
 
-    @model_validator(mode="after")
-    def _check_token_batch(self) -> ExperimentConfig:
-        token_batch = self.attribute.token_batch_size
-        if self.model.base == "tiny" and token_batch != "auto" and token_batch > self.model.tiny.max_position_embeddings:
-            raise ValueError(
-                f"attribute.token_batch_size={self.attribute.token_batch_size} exceeds "
-                f"model.tiny.max_position_embeddings={self.model.tiny.max_position_embeddings}"
-            )
-        return self
+    @property
+    def seeds(self) -> list[int]:
+        """The sweep's seeds: `sweep.seeds`, or the one seed `arm_train.seed` when none are listed."""
+        return list(self.sweep.seeds) or [self.arm_train.seed]
 
+    def for_seed(self, seed: int) -> ExperimentConfig:
+        """The config one sweep seed runs with: that seed alone, as `arm_train.seed` (and, with
+        `sweep.retrain_base`, as `train.seed`). Every per-seed stage reads its seed from here."""
+        update = {"arm_train": self.arm_train.model_copy(update={"seed": seed}),
+                  "sweep": self.sweep.model_copy(update={"seeds": [seed]})}
+        if self.sweep.retrain_base:
+            update["train"] = self.train.model_copy(update={"seed": seed})
+        return self.model_copy(update=update)
 
-def _describe(error: dict) -> str:
-    field = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown field '{field}'"
-    value = error.get("input")
-    return f"field '{field}' = {value!r}: {error['msg']}"
+    @property
+    def run_seed(self) -> int:
+        """The seed of a per-seed config (`for_seed`); an error for a config that sweeps several."""
+        if len(self.seeds) != 1:
+            raise ValueError(f"this config sweeps seeds {self.seeds}; a per-seed stage needs for_seed(seed)")
+        return self.seeds[0]
 
 
 def parse_config(data: dict, source: str = "<config>") -> ExperimentConfig:
     """Validate a config dict; one UserError naming the source, field, value and expectation."""
-    try:
-        return ExperimentConfig.model_validate(data or {})
-    except ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors())
-        raise UserError(f"{source}: {problems}") from None
+    return yaml_config.validate(ExperimentConfig, data or {}, source)
 
 
 def load_config(path: Path | str) -> ExperimentConfig:
     """Read and validate a YAML config file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if data is not None and not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
-    return parse_config(data, str(path))
-
-
-def to_yaml(section: BaseModel | dict) -> str:
-    """A replayable YAML rendering of a config or config section."""
-    data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
-    return yaml.safe_dump(data, sort_keys=False)
+    return parse_config(yaml_config.read_mapping(path), str(path))

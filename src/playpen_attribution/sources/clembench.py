@@ -19,10 +19,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from playpen_attribution.core.rows import (
+    OUTCOMES,
+    SourceRows,
+    group_id_for,
+    make_example_id,
+)
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.rows import OUTCOMES, group_id_for, make_example_id
-from playpen_attribution.sources.common import SourceRows
 from playpen_attribution.sources.messages import merge_consecutive, render_raw
 from playpen_attribution.sources.splitting import split_by_group
 

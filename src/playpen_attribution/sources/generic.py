@@ -12,15 +12,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from playpen_attribution.errors import UserError
-from playpen_attribution.jsonl import read_jsonl
-from playpen_attribution.rows import (
+from playpen_attribution.core.jsonl import read_jsonl
+from playpen_attribution.core.rows import (
     OUTCOMES,
     ROW_COLUMNS,
+    SourceRows,
     group_id_for,
     make_example_id,
 )
-from playpen_attribution.sources.common import SourceRows
+from playpen_attribution.errors import UserError
 from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 

@@ -3,7 +3,7 @@
 The completion is the content of the last assistant message; the prompt is every message before it,
 rendered as raw text (`render_raw`, what the published playpen runs trained on). Sources also keep
 those earlier messages as `prompt_messages`; whether the chat template is applied is decided once,
-by `tokenize.format` in `playpen_attribution.tokenization`, never by a source.
+by `tokenize.format` in `playpen_attribution.core.tokenization`, never by a source.
 """
 
 from __future__ import annotations

@@ -14,10 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playpen_attribution.core.rows import SourceRows, group_id_for, make_example_id
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.rows import group_id_for, make_example_id
-from playpen_attribution.sources.common import SourceRows
 from playpen_attribution.sources.generic import open_dataset
 from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group

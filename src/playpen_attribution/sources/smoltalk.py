@@ -17,14 +17,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playpen_attribution.core.rows import SourceRows, make_example_id
+from playpen_attribution.core.tokenization import tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.rows import make_example_id
-from playpen_attribution.sources.common import SourceRows
 from playpen_attribution.sources.generic import open_dataset
 from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
 from playpen_attribution.sources.splitting import sample_rows, split_by_group
-from playpen_attribution.tokenization import tokenize_row
 
 TokenizeFormat = Literal["raw", "chat_template"]
 

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from playpen_attribution.core.rows import OUTCOMES, ROW_COLUMNS
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.rows import OUTCOMES, ROW_COLUMNS
 from playpen_attribution.sources.generic import read_table
 
 GUESS_RE = re.compile(r"GUESS:\s*([^\n]*)", re.IGNORECASE)
+# The whole line after `GUESS:`, not `taboo.guess.extract_guess`'s first word: a placeholder guess such
+# as `<word>` or `...` must be seen as written to be dropped and counted.
 
 
 class SyntheticAppend(BaseModel):

@@ -1,3 +1,5 @@
-"""Pipeline stages. Each module exposes `run(cfg, run_dir, ...) -> Path`, reads upstream stage
-folders through `playpen_attribution.artifacts` and writes its own folder through
-`playpen_attribution.stage_folder.run_stage`. Stages never import each other."""
+"""Pipeline stages, one module per stage folder. Each exposes `run(cfg, run_dir, *, overwrite=False, ...)
+-> Path`: it works in the folder it is handed (the run directory, or a sweep seed's folder), derives
+the base model's path itself (`run.model_paths`), reads upstream stage folders through `run.artifacts`
+and writes its own through `run.stage_folder.run_stage`, passing the CLI command that rebuilds it.
+Stages never import each other (an import-linter contract in pyproject.toml)."""

@@ -5,7 +5,7 @@ Both splits go through the one tokenization function and reach Bergson as pre-to
 `input_ids` + `labels` (never Bergson's own prompt/completion templating), so attribution sees
 exactly the tokens the fine-tune trained on. Bergson runs in this process: one start-up per stage.
 
-How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.bergson_scoring`):
+How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.attribution.scoring`):
 
 - `mode`: `mean` = dot with the mean query gradient (Bergson `score: individual` against the per-row
   query index, averaged over query columns = `aggregation: mean`); `nearest` = Bergson
@@ -37,28 +37,31 @@ AUROC, Pearson/Spearman of score vs length and vs loss), `score_histogram.png`,
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from playpen_attribution import artifacts
-from playpen_attribution import attribution_diagnostics as diag
-from playpen_attribution.batch_sizing import bergson_token_batch
-from playpen_attribution.bergson_scoring import ScoringSettings, score_pool
+from playpen_attribution.attribution import diagnostics as diag
+from playpen_attribution.attribution.scoring import ScoringSettings, score_pool
+from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.batch_sizing import bergson_token_batch
+from playpen_attribution.core.modeling import (
+    device,
+    load_model,
+    load_tokenizer,
+    torch_dtype,
+)
+from playpen_attribution.core.row_forward import row_losses_and_embeddings
+from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
-from playpen_attribution.jsonl import write_jsonl
 from playpen_attribution.log import logger
-from playpen_attribution.modeling import device, load_model, load_tokenizer, torch_dtype
-from playpen_attribution.row_forward import row_losses_and_embeddings
-from playpen_attribution.selection import rank_ids
-from playpen_attribution.stage_folder import run_stage
-from playpen_attribution.stages.base_model import with_base_model
-from playpen_attribution.tokenization import tokenize_rows
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import TINY, with_base_model
+from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 CPU_TOKEN_BATCH = 2048
 """`token_batch_size: auto` on CPU: min(max_position_embeddings, this), never below the longest row."""
@@ -92,18 +95,17 @@ def token_batch_size(cfg: ExperimentConfig, model_path: str | Path | None = None
     bytes and the model's config (vocab, width, depth, context); on CPU: min(max_position_embeddings,
     2048). Never below the longest row of `rows` (Bergson needs each row in one batch). A tiny base
     model without `model_path` uses `model.tiny.max_position_embeddings` (its context is the limit).
+    Whether the result fits the model and the rows is checked once, by the scoring
+    (`batch_sizing.check_token_batch`).
     """
     configured = cfg.attribute.token_batch_size
     if configured != "auto":
         return configured
     longest = max((len(ids) for ds in rows for ids in ds["input_ids"]), default=0)
-    if model_path is None and cfg.model.base == "tiny":
+    if model_path is None and cfg.model.base == TINY:
         max_pos, shape = cfg.model.tiny.max_position_embeddings, None
     else:
         max_pos, shape = _model_shape(model_path if model_path is not None else cfg.model.base)
-    if max_pos is not None and longest > max_pos:
-        raise UserError(f"a tokenized row has {longest} tokens, more than the model's max_position_embeddings="
-                        f"{max_pos}; lower tokenize.max_length to at most {max_pos}")
     limit = max_pos if max_pos is not None else CPU_TOKEN_BATCH
     if device() == "cuda" and shape is not None:
         import torch
@@ -143,10 +145,11 @@ def base_losses(cfg: ExperimentConfig, model_path: str, adapter: Path, pool_ds, 
     return losses
 
 
-def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
+    model_path = base_model_path(cfg.model.base, run_dir)
     data_dir, train_dir = run_dir / artifacts.DATA, run_dir / artifacts.TRAIN_BASE
-    inputs = with_base_model(cfg, run_dir, {"data": data_dir, "train_base": train_dir})
+    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
@@ -176,20 +179,16 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
         losses = dict(zip(ids, map(float, row_losses)))
         outcomes = {r["example_id"]: r["outcome"] for r in pool}
 
-        ranks = {eid: i + 1 for i, eid in enumerate(rank_ids(scores))}
-        write_jsonl(out / artifacts.SCORES_FILE, [
-            {"example_id": eid, "score": s if math.isfinite(s) else None, "rank": ranks[eid]} for eid, s in scores.items()
-        ])
-        write_jsonl(out / artifacts.ROW_DIAGNOSTICS_FILE, diag.row_diagnostics(pool, scores, lengths, losses))
+        artifacts.write_scores(out, scores, {eid: i + 1 for i, eid in enumerate(rank_ids(scores))})
+        artifacts.write_row_diagnostics(out, diag.row_diagnostics(pool, scores, lengths, losses))
         summary = {"mode": cfg.attribute.mode,
                    **diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses=losses)}
-        (out / artifacts.ATTRIBUTION_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+        artifacts.write_attribution_summary(out, summary)
         title = f"{cfg.name} ({cfg.attribute.mode}, {cfg.attribute.preconditioning})"
         diag.plot_score_histogram(scores, outcomes, out / artifacts.SCORE_HISTOGRAM_PLOT, title)
         diag.plot_score_vs_length(scores, lengths, outcomes, out / artifacts.SCORE_VS_LENGTH_PLOT, title)
         if cfg.attribute.mode in ("individual", "group_mean_max"):
-            np.savez(out / artifacts.INDIVIDUAL_SCORES_FILE, example_ids=np.array(ids),
-                     query_ids=np.array(result.query_ids), scores=result.individual)
+            artifacts.write_individual_scores(out, ids, result.query_ids, result.individual)
         if summary["non_finite"]:
             logger.warning("[attribute] %d of %d scores are not finite; they rank last", summary["non_finite"], len(ids))
         return {
@@ -204,7 +203,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         "attribute": cfg.attribute.model_dump(mode="json"), "k": cfg.select.k,
     }
-    return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, overwrite)
+    command = cli_command("attribute", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, command=command, overwrite=overwrite)
 
 
 def _group_ids(query: list[dict], data_dir: Path) -> list[str]:

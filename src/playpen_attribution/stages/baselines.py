@@ -14,24 +14,25 @@ are written as null, counted in the manifest, and rank last).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 
-from playpen_attribution import artifacts
+from playpen_attribution.attribution.arms import plan_arms
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.modeling import load_model, load_tokenizer
+from playpen_attribution.core.row_forward import row_losses_and_embeddings
+from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
-from playpen_attribution.jsonl import write_jsonl
-from playpen_attribution.modeling import load_model, load_tokenizer
-from playpen_attribution.row_forward import row_losses_and_embeddings
-from playpen_attribution.stage_folder import run_stage
-from playpen_attribution.stages.base_model import with_base_model
-from playpen_attribution.tokenization import tokenize_rows
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.stage_folder import cli_command, run_stage
+
 
 def needed(cfg: ExperimentConfig) -> bool:
     """Whether any planned arm ranks by a field this stage writes."""
-    return any(arm.ranking in artifacts.BASELINE_RANKINGS for arm in cfg.select.plan())
+    return any(arm.ranking in artifacts.BASELINE_RANKINGS for arm in plan_arms(cfg.select))
 
 
 def cosine_to_mean(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -42,14 +43,11 @@ def cosine_to_mean(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
         return np.where(norms > 0, rows @ centre / norms, np.nan)
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False) -> Path:
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
+    model_path = base_model_path(cfg.model.base, run_dir)
     data_dir, train_dir = run_dir / artifacts.DATA, run_dir / artifacts.TRAIN_BASE
-    inputs = with_base_model(cfg, run_dir, {"data": data_dir, "train_base": train_dir})
+    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
@@ -66,9 +64,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
             model, tokenize_rows(tokenizer, query, fmt, max_len), tokenizer.pad_token_id, batch,
             embeddings=True, desc="baselines query")
         cosines = cosine_to_mean(pool_emb, query_emb)
-        write_jsonl(out / artifacts.ROW_BASELINES_FILE, [
-            {"example_id": r["example_id"], "length": len(ids), "loss": _finite_or_none(loss),
-             "embedding_cosine": _finite_or_none(cos)}
+        artifacts.write_row_baselines(out, [
+            {"example_id": r["example_id"], "length": len(ids), "loss": loss, "embedding_cosine": cos}
             for r, ids, loss, cos in zip(pool, pool_ds["input_ids"], losses, cosines)
         ])
         return {"rows": len(pool), "query_rows": len(query),
@@ -77,4 +74,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool =
 
     stage_cfg = {"model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
                  "batch_size": cfg.evaluate.batch_size}
-    return run_stage(run_dir, artifacts.BASELINES, stage_cfg, inputs, build, overwrite)
+    command = cli_command("baselines", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    return run_stage(run_dir, artifacts.BASELINES, stage_cfg, inputs, build, command=command, overwrite=overwrite)

@@ -2,7 +2,7 @@
 
 Reads: the configured source (`data.source.kind`: demo, playpen_data, clembench, smoltalk, generic)
 and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering.
-Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.rows`),
+Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (aborted games in the pool; non-success rows in query and eval).
 """
@@ -12,19 +12,18 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from playpen_attribution import artifacts
 from playpen_attribution.config import ExperimentConfig
-from playpen_attribution.demo.task import generate_demo
+from playpen_attribution.core.rows import OUTCOMES, ROW_COLUMNS, SPLITS, SourceRows
 from playpen_attribution.errors import UserError
-from playpen_attribution.jsonl import write_jsonl
-from playpen_attribution.rows import OUTCOMES, ROW_COLUMNS, SPLITS
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import TINY
+from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sources.clembench import load_clembench
-from playpen_attribution.sources.common import SourceRows
 from playpen_attribution.sources.generic import load_generic
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
 from playpen_attribution.sources.synthetic import append_synthetic
-from playpen_attribution.stage_folder import run_stage
+from playpen_attribution.taboo.demo import generate_demo
 
 
 def load_source(cfg: ExperimentConfig) -> SourceRows:
@@ -39,9 +38,9 @@ def load_source(cfg: ExperimentConfig) -> SourceRows:
     if source.kind == "generic":
         return load_generic(source, seed)
     if source.kind == "smoltalk":
-        from playpen_attribution.modeling import load_tokenizer
+        from playpen_attribution.core.modeling import load_tokenizer
 
-        if cfg.model.base == "tiny":
+        if cfg.model.base == TINY:
             raise UserError("data.source.kind = 'smoltalk' needs a real model.base: its token cap uses that tokenizer")
         return load_smoltalk(source, seed, load_tokenizer(cfg.model.base), cfg.tokenize.format)
     raise UserError(f"data.source.kind = {source.kind!r} is not supported")
@@ -99,13 +98,12 @@ def clean_splits(source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, i
     return splits, dict(dropped)
 
 
-def run(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> Path:
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     def build(out: Path) -> dict:
         source = with_synthetic(cfg, load_source(cfg))
         splits, dropped = clean_splits(source)
-        (out / artifacts.SPLITS_DIR).mkdir()
         for split, rows in splits.items():
-            write_jsonl(artifacts.split_path(out, split), rows)
+            artifacts.write_split(out, split, rows)
         return {
             "rows": {s: len(r) for s, r in splits.items()},
             "outcomes": {s: dict(Counter(r["outcome"] for r in rows)) for s, rows in splits.items()},
@@ -114,4 +112,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> Path:
         }
 
     stage_cfg = {"data": cfg.data.model_dump(mode="json")}
-    return run_stage(run_dir, artifacts.DATA, stage_cfg, {}, build, overwrite)
+    return run_stage(run_dir, artifacts.DATA, stage_cfg, {}, build, command=cli_command("data", run_dir),
+                     overwrite=overwrite)

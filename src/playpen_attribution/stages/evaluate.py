@@ -1,8 +1,9 @@
 """Stage `evaluate`: completion loss on the eval split, and greedy generation with word accuracy.
 
-Reads `data/` (the eval split), the base model, and for anything but `base` the adapter of a
-training stage (`train_base/` for `base_adapter`, `train_<arm>/` for an arm). A sweep seed's
-evaluations live in `seed_<s>/` (`seed`), the rest in the run directory.
+Reads `data/` (the eval split), the base model, and for anything but `base` the adapter of its
+training stage (`artifacts.training_stage`: `train_base/` for `base_adapter`, `train_<arm>/` for an
+arm). It works in the folder it is given: a sweep seed's folder `seed_<s>/` for an arm (and for the
+base adapter when it is retrained per seed), the run directory otherwise.
 
 Every row's completion loss (mean token NLL of completion + EOS, the one tokenization function, one
 batched forward pass through `row_forward`) is measured for every dataset. With `evaluate.generate`
@@ -20,27 +21,28 @@ generation_backend and, for vllm, the engine's start-up seconds).
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from playpen_attribution import artifacts, sweep
 from playpen_attribution.config import ExperimentConfig
-from playpen_attribution.generation import (
+from playpen_attribution.core.generation import (
     generate,
     require_vllm,
     vllm_generate,
     vllm_lora_rank,
 )
-from playpen_attribution.guess import extract_guess, gold_word
-from playpen_attribution.jsonl import write_jsonl
-from playpen_attribution.modeling import load_model, load_tokenizer
-from playpen_attribution.row_forward import row_losses_and_embeddings
-from playpen_attribution.stage_folder import run_stage
-from playpen_attribution.stages.base_model import with_base_model
-from playpen_attribution.tokenization import prompt_ids, tokenize_rows
+from playpen_attribution.core.modeling import load_model, load_tokenizer
+from playpen_attribution.core.row_forward import row_losses_and_embeddings
+from playpen_attribution.core.tokenization import prompt_ids, tokenize_rows
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.artifacts import EvalMetrics, Prediction
+from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.taboo.guess import extract_guess, gold_word
 
 
 def _generate_texts(
@@ -129,17 +131,20 @@ def evaluate_rows(
     return predictions, metrics | {"speed": speed}
 
 
-def run(
-    cfg: ExperimentConfig, run_dir: Path, model_path: str, name: str, train_stage: str | None,
-    overwrite: bool = False, seed: int | None = None,
-) -> Path:
-    """Evaluate the base model (`train_stage=None`) or the adapter of `train_stage` under `name`.
+def per_seed(cfg: ExperimentConfig, model: str) -> bool:
+    """Whether `model`'s evaluation lives in a seed folder: every arm, and the base adapter when it is
+    retrained per seed."""
+    return model not in artifacts.SHARED_MODELS or (model == "base_adapter" and cfg.sweep.retrain_base)
 
-    With `seed`, the training stage and the evaluation are the ones in that seed's folder.
-    """
-    run_dir = Path(run_dir) if seed is None else sweep.seed_run_dir(cfg, run_dir, seed)
+
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model: str = "base_adapter") -> Path:
+    """Evaluate `model` (base, base_adapter or an arm) in the folder `run_dir`."""
+    run_dir = Path(run_dir)
+    model_path = base_model_path(cfg.model.base, run_dir)
+    seed = cfg.run_seed if per_seed(cfg, model) else None
+    train_stage = artifacts.training_stage(model)
     data_dir = run_dir / artifacts.DATA
-    inputs = with_base_model(cfg, run_dir, {"data": data_dir})
+    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir})
     if train_stage is not None:
         inputs["train"] = run_dir / train_stage
 
@@ -149,18 +154,19 @@ def run(
         rows = artifacts.load_split(data_dir, "eval")
         tokenizer = load_tokenizer(model_path)
         adapter = run_dir / train_stage / artifacts.ADAPTER_DIR if train_stage else None
-        model = load_model(model_path, adapter, dtype=cfg.model.dtype)
-        predictions, metrics = evaluate_rows(cfg, rows, model, tokenizer, name, model_path, adapter)
-        metrics = {"model": name, "seed": seed} | metrics
-        write_jsonl(out / artifacts.PREDICTIONS_FILE, predictions)
-        (out / artifacts.METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n")
-        return {"metrics": metrics}
+        loaded = load_model(model_path, adapter, dtype=cfg.model.dtype)
+        predictions, metrics = evaluate_rows(cfg, rows, loaded, tokenizer, model, model_path, adapter)
+        metrics = EvalMetrics(model=model, seed=seed, **metrics)
+        artifacts.write_predictions(out, [Prediction(**p) for p in predictions])
+        artifacts.write_metrics(out, metrics)
+        return {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")}}
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         # backend hf (the default) stays out, so folders from before the backend setting are reused
         "evaluate": cfg.evaluate.model_dump(mode="json", exclude={"backend"} if cfg.evaluate.backend == "hf" else None),
-        "name": name, "train_stage": train_stage,
+        "name": model, "train_stage": train_stage,
         "seed": seed,
     }
-    return run_stage(run_dir, artifacts.eval_dir(name), stage_cfg, inputs, build, overwrite)
+    return run_stage(run_dir, artifacts.eval_dir(model), stage_cfg, inputs, build,
+                     command=cli_command("evaluate", run_dir, model=model, seed=seed), overwrite=overwrite)

@@ -8,11 +8,11 @@ A ranking maps example_id -> score, higher first (`ranking`):
   mean-pooled final hidden state to the mean query embedding);
 - `metadata:<column>`: a numeric column of the pool rows (rows without it rank last, counted).
 
-Arms are `config.PlannedArm`s (`select.plan()`): top n, matched random, rank window, random beyond a
+Arms are `attribution.arms.PlannedArm`s (`plan_arms(select)`): top n, matched random, rank window, random beyond a
 rank, full pool (`selection.build_arms`). Random arms are drawn with the sweep seed.
 
-Reads `seed_<s>/data/`, the rankings' stage folders (through the seed folder's links) and the base
-model's tokenizer. Writes `seed_<s>/select/selections.json`: for each arm its example_ids in
+Works in one seed's folder `seed_<s>/` (the seed is the config's `run_seed`). Reads its `data/`, the
+rankings' stage folders (through the seed folder's links) and the base model's tokenizer. Writes `seed_<s>/select/selections.json`: for each arm its example_ids in
 rank/draw order, row and token counts, outcome counts, strata, its resolved spec (kind, ranking, n,
 ranks, beyond, versus, family, k) and the seed; random arms also record how many rows they matched
 on outcome x length bin. The manifest counts rows each ranking could not score and the overlap
@@ -21,24 +21,22 @@ between every pair of arms.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 
-from playpen_attribution import artifacts, sweep
+from playpen_attribution.attribution.arms import plan_arms
+from playpen_attribution.attribution.selection import build_arms, strata
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.modeling import load_tokenizer
+from playpen_attribution.core.tokenization import tokenize_row
 from playpen_attribution.errors import UserError
-from playpen_attribution.modeling import load_tokenizer
-from playpen_attribution.selection import build_arms, strata
-from playpen_attribution.stage_folder import run_stage
-from playpen_attribution.tokenization import tokenize_row
-
-RANKING_STAGES = {"attribution": artifacts.ATTRIBUTE, "loss": artifacts.BASELINES, "embedding": artifacts.BASELINES,
-                  "sae": artifacts.PREDICT}
-"""Ranking -> the stage folder it is read from (length and metadata come from the pool itself)."""
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.artifacts import ArmSelection
+from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 
 def metadata_ranking(pool: list[dict], column: str) -> dict[str, float]:
@@ -57,43 +55,29 @@ def metadata_ranking(pool: list[dict], column: str) -> dict[str, float]:
 
 def load_named_ranking(name: str, run_dir: Path, pool: list[dict], lengths: dict[str, int]) -> dict[str, float]:
     """One ranking by name (see the module docstring)."""
-    if name == "attribution":
-        return artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
+    if name in artifacts.RANKING_FILES:  # attribution, loss, embedding, sae: a stage folder's file
+        return artifacts.load_stage_ranking(run_dir, name)
     if name == "length":
         return {eid: float(n) for eid, n in lengths.items()}
-    if name in artifacts.BASELINE_RANKINGS:
-        path = run_dir / artifacts.BASELINES / artifacts.ROW_BASELINES_FILE
-        return artifacts.load_ranking(path, artifacts.BASELINE_RANKINGS[name])
-    if name == "sae":  # the SAE predictor's forecast of attribution, no gradients
-        return artifacts.load_ranking(run_dir / artifacts.PREDICT / artifacts.PREDICTED_SCORES, "predicted")
     if name.startswith("metadata:"):
         return metadata_ranking(pool, name.removeprefix("metadata:"))
     raise UserError(f"ranking {name!r} is not known")
 
 
-def _arm_summary(ids: list[str], rows: dict[str, dict], lengths: dict[str, int], stratum: dict[str, str]) -> dict:
-    return {
-        "example_ids": ids,
-        "rows": len(ids),
-        "tokens": sum(lengths[i] for i in ids),
-        "outcomes": dict(Counter(rows[i]["outcome"] for i in ids)),
-        "strata": dict(sorted(Counter(stratum[i] for i in ids).items())),
-    }
-
-
-def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir: Path, tokenizer) -> tuple[dict, dict]:
-    """(arm name -> summary with example_ids, manifest extras)."""
+def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir: Path,
+                     tokenizer) -> tuple[dict[str, ArmSelection], dict]:
+    """(arm name -> its selection, manifest extras)."""
     rows = {r["example_id"]: r for r in pool}
     lengths = {
         eid: len(tokenize_row(tokenizer, row, cfg.tokenize.format, cfg.tokenize.max_length)["input_ids"])
         for eid, row in rows.items()
     }
-    plan = cfg.select.plan()
+    plan = plan_arms(cfg.select)
     rankings = {}
     for name in sorted({arm.ranking for arm in plan if arm.ranking}):
         scores = load_named_ranking(name, run_dir, pool, lengths)
         if set(scores) != set(rows):
-            source = run_dir / RANKING_STAGES.get(name, "")
+            source = run_dir / artifacts.RANKING_FILES.get(name, ("",))[0]
             raise UserError(f"ranking {name!r} ({source}) does not score exactly the pool's example_ids "
                             f"({len(set(scores) - set(rows))} unknown, {len(set(rows) - set(scores))} missing); rerun it")
         rankings[name] = scores
@@ -101,11 +85,14 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
     arms = build_arms(plan, rankings, list(rows), stratum, seed, cfg.select.allow_overlap)
     selections = {}
     for arm in plan:
-        built = arms[arm.name]
+        ids = arms[arm.name]["example_ids"]
         spec = {k: v for k, v in asdict(arm).items() if k != "name"}
-        selections[arm.name] = _arm_summary(built["example_ids"], rows, lengths, stratum) | spec | {"seed": seed} | (
-            {"matching": built["matching"]} if "matching" in built else {})
-    sets = {name: set(s["example_ids"]) for name, s in selections.items()}
+        selections[arm.name] = ArmSelection(
+            example_ids=ids, rows=len(ids), tokens=sum(lengths[i] for i in ids),
+            outcomes=dict(Counter(rows[i]["outcome"] for i in ids)),
+            strata=dict(sorted(Counter(stratum[i] for i in ids).items())),
+            **spec, seed=seed, matching=arms[arm.name].get("matching"))
+    sets = {name: set(s.example_ids) for name, s in selections.items()}
     extra = {
         "seed": seed,
         "unscored_rows": {name: sum(not math.isfinite(v) for v in s.values()) for name, s in rankings.items()},
@@ -114,27 +101,22 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
     return selections, extra
 
 
-def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, overwrite: bool = False, seed: int | None = None) -> Path:
-    """Select the arms of one sweep seed (every seed when None) into `seed_<s>/select/`; the last folder."""
-    out_dir = None
-    for s in [seed] if seed is not None else sweep.seeds_of(cfg):
-        out_dir = _run_seed(sweep.seed_config(cfg, s), sweep.seed_run_dir(cfg, run_dir, s), model_path, s, overwrite)
-    return out_dir
-
-
-def _run_seed(cfg: ExperimentConfig, seed_dir: Path, model_path: str, seed: int, overwrite: bool) -> Path:
-    data_dir = seed_dir / artifacts.DATA
-    plan = cfg.select.plan()
-    read = sorted({RANKING_STAGES[arm.ranking] for arm in plan if arm.ranking in RANKING_STAGES})
-    inputs = {"data": data_dir} | {stage: seed_dir / stage for stage in read}
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
+    """Select the arms of the seed whose folder `run_dir` is into `run_dir/select/`."""
+    run_dir, seed = Path(run_dir), cfg.run_seed
+    data_dir = run_dir / artifacts.DATA
+    plan = plan_arms(cfg.select)
+    read = sorted({artifacts.RANKING_FILES[arm.ranking][0] for arm in plan if arm.ranking in artifacts.RANKING_FILES})
+    inputs = {"data": data_dir} | {stage: run_dir / stage for stage in read}
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
-        selections, extra = build_selections(cfg, pool, seed, seed_dir, load_tokenizer(model_path))
-        (out / artifacts.SELECTIONS_FILE).write_text(json.dumps(selections, indent=1) + "\n")
-        return extra | {"arms": {name: {k: v for k, v in arm.items() if k != "example_ids"}
-                                 for name, arm in selections.items()}}
+        tokenizer = load_tokenizer(base_model_path(cfg.model.base, run_dir))
+        selections, extra = build_selections(cfg, pool, seed, run_dir, tokenizer)
+        artifacts.write_selections(out, selections)
+        return extra | {"arms": {name: arm.summary() for name, arm in selections.items()}}
 
     stage_cfg = {"select": cfg.select.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
                  "seed": seed}
-    return run_stage(seed_dir, artifacts.SELECT, stage_cfg, inputs, build, overwrite)
+    return run_stage(run_dir, artifacts.SELECT, stage_cfg, inputs, build, command=cli_command("select", run_dir, seed=seed),
+                     overwrite=overwrite)

@@ -20,19 +20,24 @@ records the `batch_size` and `grad_accum` actually used, and `train_runtime_s` a
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from playpen_attribution import artifacts
-from playpen_attribution.batch_sizing import largest_fitting, power_of_two_divisors, split_batch
 from playpen_attribution.config import ExperimentConfig, TrainConfig
+from playpen_attribution.core.adapters import set_base_model
+from playpen_attribution.core.batch_sizing import (
+    largest_fitting,
+    power_of_two_divisors,
+    split_batch,
+)
+from playpen_attribution.core.modeling import device, load_model, load_tokenizer
+from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.modeling import device, load_model, load_tokenizer
-from playpen_attribution.stage_folder import run_stage
-from playpen_attribution.stages.base_model import with_base_model
-from playpen_attribution.tokenization import tokenize_rows
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 
 def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
@@ -168,7 +173,7 @@ def train_rows(
     init_adapter: Path | None = None,
 ) -> dict:
     """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
-    scratch = out / "_trainer"
+    scratch = out / artifacts.TRAINER_SCRATCH
     trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter)
     result = trainer.train()
     runtime = float(result.metrics["train_runtime"])
@@ -177,13 +182,12 @@ def train_rows(
     model, tokenizer = trainer.model, trainer.processing_class
     adapter_dir = out / artifacts.ADAPTER_DIR
     model.save_pretrained(str(adapter_dir))
-    _name_base(adapter_dir, model_path)
+    set_base_model(adapter_dir, model_path)  # Bergson and PEFT load the base named there
     if train.merge:
         merged = model.merge_and_unload()
         merged.save_pretrained(str(out / artifacts.MERGED_DIR))
         tokenizer.save_pretrained(str(out / artifacts.MERGED_DIR))
-    log = [e for e in trainer.state.log_history if "loss" in e]
-    (out / artifacts.TRAIN_LOG).write_text(json.dumps(log, indent=1) + "\n")
+    artifacts.write_train_log(out, [e for e in trainer.state.log_history if "loss" in e])
     tokens = sum(sum(1 for t in labels if t != -100) for labels in trainer.train_dataset["labels"])
     return {
         "rows": len(rows),
@@ -198,24 +202,20 @@ def train_rows(
     }
 
 
-def _name_base(adapter_dir: Path, model_path: str) -> None:
-    """Bergson and PEFT load an adapter through the base named in adapter_config.json."""
-    config_file = adapter_dir / "adapter_config.json"
-    config = json.loads(config_file.read_text())
-    config["base_model_name_or_path"] = model_path
-    config_file.write_text(json.dumps(config, indent=2) + "\n")
-
-
-def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, arm: str | None = None, overwrite: bool = False) -> Path:
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: str | None = None) -> Path:
+    """Train the base adapter (`arm=None`) or one arm of the seed whose folder `run_dir` is."""
     run_dir = Path(run_dir)
+    model_path = base_model_path(cfg.model.base, run_dir)
     data_dir = run_dir / artifacts.DATA
-    inputs = with_base_model(cfg, run_dir, {"data": data_dir})
+    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir})
     if arm is None:
         name, train, init = artifacts.TRAIN_BASE, cfg.train, None
+        command = cli_command("train", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
     else:
         name, train = artifacts.train_arm_dir(arm), cfg.arm_train
         init = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
         inputs |= {"train_base": run_dir / artifacts.TRAIN_BASE, "select": run_dir / artifacts.SELECT}
+        command = cli_command("train", run_dir, arm=arm, seed=cfg.run_seed)
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
@@ -224,7 +224,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, arm: str | None =
             if arm not in selections:
                 raise UserError(f"arm {arm!r} not in {run_dir / artifacts.SELECT} (have: {', '.join(selections)})")
             by_id = {r["example_id"]: r for r in pool}
-            pool = [by_id[i] for i in selections[arm]["example_ids"]]
+            pool = [by_id[i] for i in selections[arm].example_ids]
         return train_rows(pool, model_path, train, cfg, out, init)
 
     stage_cfg = {
@@ -233,4 +233,4 @@ def run(cfg: ExperimentConfig, run_dir: Path, model_path: str, arm: str | None =
         "train": train.model_dump(mode="json"),
         "arm": arm,
     }
-    return run_stage(run_dir, name, stage_cfg, inputs, build, overwrite)
+    return run_stage(run_dir, name, stage_cfg, inputs, build, command=command, overwrite=overwrite)

@@ -7,11 +7,14 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
+from playpen_attribution.core.yaml_config import read_mapping
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, setup_logging
-from playpen_attribution.synth.client import ChatClient, RetryPolicy, api_settings_from_env
+from playpen_attribution.synth.client import (
+    ChatClient,
+    RetryPolicy,
+    api_settings_from_env,
+)
 from playpen_attribution.synth.config import SynthConfig, build_config
 from playpen_attribution.synth.runner import run_synth
 
@@ -41,14 +44,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: synth config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of synth fields, got {type(data).__name__}")
+    data = read_mapping(path, "synth config") or {}
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from playpen_attribution.errors import UserError
+from playpen_attribution.core.yaml_config import validate
 
 GAME_DEFINING_FIELDS = (
     "describer_model", "max_turns", "max_repairs", "seed", "experiment", "targets_file",
@@ -62,15 +62,7 @@ class SynthConfig(BaseModel):
 
 def build_config(values: dict, source: str) -> SynthConfig:
     """A SynthConfig from merged values; a bad value is a UserError naming field, value, expectation."""
-    try:
-        return SynthConfig(**values)
-    except ValidationError as err:
-        problems = []
-        for item in err.errors():
-            field = ".".join(str(p) for p in item["loc"]) or "config"
-            shown = f"{item['input']!r}" if item["type"] != "missing" else "missing"
-            problems.append(f"field '{field}' = {shown}: {item['msg']}")
-        raise UserError(f"{source}: invalid synth config: " + "; ".join(problems)) from None
+    return validate(SynthConfig, values, f"{source}: invalid synth config")
 
 
 def config_mismatches(saved: dict, cfg: SynthConfig) -> list[str]:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from playpen_attribution.rows import group_id_for, make_example_id
+from playpen_attribution.core.rows import group_id_for, make_example_id
 from playpen_attribution.synth import rules
 from playpen_attribution.synth.client import ChatReply
 from playpen_attribution.synth.targets import Target

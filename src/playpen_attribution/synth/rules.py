@@ -191,6 +191,8 @@ def parse_guess(reply: str, max_words: int = 1) -> tuple[str | None, str | None]
     """(guess, None) for a reply with a usable `GUESS:` line, else (None, what is wrong with it).
 
     The guess is normalized (lowercase, no punctuation) and may have at most `max_words` words.
+    Stricter than the eval metric's `taboo.guess.extract_guess` on purpose: this judges an LLM's
+    move in a game (a line of its own, no placeholder), the metric reads a word out of free text.
     """
     raw = _tagged_line(reply, GUESS_PREFIX)
     if raw is None:

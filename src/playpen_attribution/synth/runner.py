@@ -8,15 +8,15 @@ played when the run stopped are played again. summary.json is rewritten after ev
 from __future__ import annotations
 
 import random
-import shutil
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
+from playpen_attribution.core import atomic
+from playpen_attribution.core.yaml_config import dump, read_mapping
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.synth import store
@@ -41,11 +41,9 @@ def _check_folder_config(cfg: SynthConfig) -> None:
     """Save the config on the first run; on a resume refuse a different game-defining config."""
     path = cfg.output_dir / store.CONFIG_FILE
     if not path.exists():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-        tmp.replace(path)
+        atomic.write_text(path, dump(cfg))
         return
-    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    saved = read_mapping(path, "synth config") or {}
     mismatches = config_mismatches(saved, cfg)
     if mismatches:
         raise UserError(
@@ -190,11 +188,8 @@ def _save_hf_dataset(output_dir: Path) -> Path:
 
     rows = store.load_synth_rows(output_dir)
     target = output_dir / store.HF_DATASET_DIR
-    part = output_dir / (store.HF_DATASET_DIR + ".part")
-    shutil.rmtree(part, ignore_errors=True)
-    Dataset.from_list(rows).save_to_disk(str(part))
-    shutil.rmtree(target, ignore_errors=True)
-    part.rename(target)
+    with atomic.building(target, replace=True) as part:
+        Dataset.from_list(rows).save_to_disk(str(part))
     return target
 
 

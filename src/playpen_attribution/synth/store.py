@@ -12,8 +12,9 @@ import os
 import threading
 from pathlib import Path
 
+from playpen_attribution.core import atomic
+from playpen_attribution.core.rows import ROW_COLUMNS
 from playpen_attribution.errors import UserError
-from playpen_attribution.rows import ROW_COLUMNS
 
 GAMES_FILE = "games.jsonl"
 """Full game records: transcripts, models, turns, repairs, outcome, usage tokens."""
@@ -37,11 +38,10 @@ class JsonlAppender:
     def append(self, record: dict) -> None:
         """Write one line and fsync it before returning."""
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        with self._lock:
-            with self.path.open("ab") as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with self._lock, self.path.open("ab") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def _parse_lines(path: Path, data: bytes) -> list[dict]:
@@ -77,14 +77,8 @@ def repair_jsonl(path: Path) -> tuple[list[dict], int]:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Replace a JSON file in one step (write a temporary file, fsync, os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Replace a JSON file in one step (`core.atomic.write_text`: temporary file, fsync, os.replace)."""
+    atomic.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_synth_rows(path: str | Path) -> list[dict]:

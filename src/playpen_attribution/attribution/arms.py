@@ -1,0 +1,167 @@
+"""The arm plan of a run: which arms are built, at which sizes, and what each is tested against.
+
+`SelectConfig` is the `select:` config section; `plan_arms` resolves it into `PlannedArm`s, every
+default filled in (standard arms at every k, custom arms with their sizes, each arm's `versus`).
+Pure logic: the select stage builds the arms of this plan from rankings (`selection.build_arms`) and
+the report reads the plan back from the selection file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
+    "top_k": ("top", "attribution"),
+    "matched_random_k": ("matched_random", "attribution"),
+    "longest_k": ("top", "length"),
+    "highest_loss_k": ("top", "loss"),
+    "embedding_knn_k": ("top", "embedding"),
+    "metadata_k": ("top", "metadata"),
+    "sae_top_k": ("top", "sae"),
+    "full_pool": ("full_pool", None),
+}
+"""Standard arm name -> (kind, ranking). Each `_k` arm is built at every k; `metadata` means
+`metadata:<select.metadata_column>`. A new ranking's arm is one more line here (e.g. `sae_top_k`)."""
+
+StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
+
+RANKINGS = ("attribution", "length", "loss", "embedding", "sae")
+"""Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too."""
+
+
+class ArmSpec(_Section):
+    """A custom arm: one kind of selection from one ranking (e.g. a rank window of the attribution ranking)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
+    kind: Literal["top", "matched_random", "window", "random_beyond", "full_pool"] = Field(
+        description="top: the n best rows; matched_random: n random rows matched on outcome x length bin to the "
+        "top n (excluding them); window: ranks a..b; random_beyond: n random rows ranked below `beyond`; "
+        "full_pool: every pool row."
+    )
+    ranking: str = Field("attribution", description="attribution, length, loss, embedding or metadata:<column>.")
+    n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random_beyond); null = select.k.")
+    ranks: tuple[int, int] | None = Field(None, description="window only: first and last rank, 1-based, both included.")
+    beyond: int | None = Field(None, gt=0, description="random_beyond only: draw from ranks beyond this one.")
+    versus: str | None = Field(
+        None, description="Arm this one is tested against in the report; null = matched_random_k (at select.k) when it runs."
+    )
+
+    @model_validator(mode="after")
+    def _check_kind_fields(self) -> ArmSpec:
+        if self.ranking not in RANKINGS and not (self.ranking.startswith("metadata:") and len(self.ranking) > 9):
+            raise ValueError(f"ranking = {self.ranking!r}: expected one of {', '.join(RANKINGS)} or metadata:<column>")
+        if (self.kind == "window") != (self.ranks is not None):
+            raise ValueError(f"arm {self.name!r}: `ranks` is required for kind window and only for it")
+        if self.ranks is not None and not 1 <= self.ranks[0] <= self.ranks[1]:
+            raise ValueError(f"arm {self.name!r}: ranks = {list(self.ranks)}, expected 1 <= first <= last")
+        if (self.kind == "random_beyond") != (self.beyond is not None):
+            raise ValueError(f"arm {self.name!r}: `beyond` is required for kind random_beyond and only for it")
+        if self.n is not None and self.kind in ("window", "full_pool"):
+            raise ValueError(f"arm {self.name!r}: `n` does not apply to kind {self.kind} (its size is fixed)")
+        return self
+
+
+@dataclass(frozen=True)
+class PlannedArm:
+    """One arm as the select stage builds it: every default resolved."""
+
+    name: str
+    kind: str
+    ranking: str | None
+    n: int | None
+    ranks: tuple[int, int] | None = None
+    beyond: int | None = None
+    versus: str | None = None
+    family: str | None = None
+    k: int | None = None
+
+
+class SelectConfig(_Section):
+    """The arms, all of one size k per standard arm: named rankings x arm kinds."""
+
+    k: int = Field(500, gt=0, description="Rows per standard arm (attribution's top-k summary uses it too).")
+    extra_k: list[PositiveInt] = Field(
+        default_factory=list,
+        description="More sizes: each standard `_k` arm is also built at each (named top_300, ...); "
+        "the report plots accuracy vs k.",
+    )
+    arms: list[StandardArm | ArmSpec] = Field(
+        default_factory=lambda: ["top_k", "matched_random_k"],
+        description="Arms to build, train and evaluate: standard names (" + ", ".join(STANDARD_ARMS)
+        + ") or custom arms {name, kind, ranking, n, ranks, beyond, versus}.",
+    )
+    metadata_column: str | None = Field(
+        None, description="Numeric pool column that metadata_k ranks by, highest first (e.g. reward_model_score)."
+    )
+    length_bins: int = Field(5, gt=0, description="Length quantile bins used for matching (5 = quintiles).")
+    allow_overlap: bool = Field(False, description="Let a matched random arm reuse the rows it is matched to.")
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _known_names(cls, arms):
+        for arm in arms if isinstance(arms, list) else []:
+            if isinstance(arm, str) and arm not in STANDARD_ARMS:
+                raise ValueError(f"unknown arm {arm!r}: expected one of {', '.join(STANDARD_ARMS)}, "
+                                 "or a custom arm {name, kind, ...}")
+        return arms
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> SelectConfig:
+        if "metadata_k" in self.arms and not self.metadata_column:
+            raise ValueError("arm metadata_k needs select.metadata_column (the pool column it ranks by)")
+        if self.k in self.extra_k or len(set(self.extra_k)) != len(self.extra_k):
+            raise ValueError(f"extra_k = {self.extra_k} repeats a size (k = {self.k})")
+        names = [a.name for a in plan_arms(self)]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"arm name(s) {', '.join(repeated)} appear more than once")
+        unknown = sorted({a.versus for a in plan_arms(self) if a.versus is not None and a.versus not in names})
+        if unknown:
+            raise ValueError(f"versus names arm(s) {', '.join(unknown)} that are not in select.arms")
+        return self
+
+
+def plan_arms(select: SelectConfig) -> list[PlannedArm]:
+    """Every arm with its name, size and comparison resolved, in config order (standard arms per k)."""
+    ks = [select.k, *select.extra_k]
+    several = len(ks) > 1
+
+    def named(family: str, k: int) -> str:
+        return f"{family.removesuffix('_k')}_{k}" if several else family
+
+    reference = named("matched_random_k", select.k) if "matched_random_k" in select.arms else None
+    planned = []
+    for arm in select.arms:
+        if isinstance(arm, ArmSpec):
+            n = arm.n if arm.n is not None or arm.kind == "full_pool" else select.k
+            if arm.ranks is not None:
+                n = arm.ranks[1] - arm.ranks[0] + 1
+            versus = arm.versus if arm.versus is not None else (reference if arm.name != reference else None)
+            planned.append(PlannedArm(arm.name, arm.kind, arm.ranking, n, arm.ranks, arm.beyond, versus))
+            continue
+        kind, ranking = STANDARD_ARMS[arm]
+        if ranking == "metadata":
+            ranking = f"metadata:{select.metadata_column}"
+        if kind == "full_pool":
+            planned.append(PlannedArm(arm, kind, None, None, versus=reference, family=arm))
+            continue
+        for k in ks:
+            same_k_reference = named("matched_random_k", k) if reference else None
+            versus = None if kind == "matched_random" else same_k_reference
+            planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=versus, family=arm, k=k))
+    return planned

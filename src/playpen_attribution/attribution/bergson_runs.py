@@ -1,0 +1,216 @@
+"""Bergson's commands run in this process, and reading what they write.
+
+`ScoringSettings` is what Bergson needs to know (see `attribution.scoring` for how each field maps
+onto Bergson's options). `index_config` turns it into Bergson's `IndexConfig`; `hessian`, `build`,
+`mixed_hessian` and `build_query_side` run Bergson's Hessian and Build commands (and mix two
+Hessians the way Bergson's `Mix` does); `run_command` executes one command with its stdout sent to
+our logger; `consumed_ids`, `read_scores` and `read_row_losses` read a Bergson run folder back,
+joined on `example_id`. The folder and file names of a work_dir are named here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import datasets
+import numpy as np
+
+from playpen_attribution.core import atomic
+from playpen_attribution.errors import UserError
+from playpen_attribution.log import logger
+
+# Folders and files of a work_dir (and of a cached query folder), named once.
+POOL_ROWS, QUERY_ROWS = "pool.hf", "query.hf"  # the exact rows Bergson reads
+QUERY_INDEX, QUERY_HESSIAN = "query_index", "query_hessian"
+POOL_HESSIAN, MIXED_HESSIAN, MIX_FILE = "pool_hessian", "mixed_hessian", "mix.json"
+SCORES = "scores"
+KEY_FILE = "key.json"  # a cached query folder's key and what it hashes
+BERGSON_DATA = "data.hf"  # Bergson's own copy of the rows it processed, inside each of its run folders
+REQUIRED_COLUMNS = ("example_id", "input_ids", "labels")
+REQUIRED_COLUMNS = ("example_id", "input_ids", "labels")
+
+
+class ScoringError(UserError, ValueError):
+    """Bad input to ``score_pool``; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How Bergson computes and compares gradients (see the module docstring for the mapping).
+
+    No defaults and no range checks here: the attribute stage builds it from the validated
+    `attribute:` config section (with `token_batch_size` resolved to an int).
+    """
+
+    mode: Literal["mean", "nearest", "individual", "group_mean_max"]
+    """How a pool row's scores against the query rows become one number."""
+    projection_dim: int
+    """Random projection size per module (each module gradient becomes projection_dim**2 numbers)."""
+    preconditioning: Literal["none", "query", "mixed"]
+    """Second-moment (autocorrelation Hessian) preconditioner: none, the query's, or query mixed with pool."""
+    mixing_coefficient: float
+    """``mixed`` only: H = c*H_query + (1-c)*H_pool."""
+    unit_normalize: bool
+    """Unit-normalise each gradient before the dot product (cosine scores)."""
+    loss_reduction: Literal["mean", "sum"]
+    """Per-row loss whose gradient is taken: sum or mean over the row's completion tokens."""
+    label_smoothing: float
+    """Cross-entropy label smoothing of that loss."""
+    token_batch_size: int
+    """Padded tokens per batch; at most max_position_embeddings and at least the longest row."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"]
+    """Model dtype Bergson loads (fp32 on CPU); scores themselves are computed in fp32."""
+
+
+def build_query_side(model_path, adapter_path, query_dir: Path, out: Path, settings: ScoringSettings) -> None:
+    """Raw per-row query gradients (``query_index``) and, when preconditioning, ``query_hessian``."""
+    from bergson.config.config import PreprocessConfig
+
+    if settings.preconditioning != "none":
+        hessian(model_path, adapter_path, query_dir, out / QUERY_HESSIAN, settings, "query Hessian")
+    build(model_path, adapter_path, query_dir, out / QUERY_INDEX, settings, PreprocessConfig())
+
+
+def hessian(model_path, adapter_path, data_dir: Path, out: Path, settings: ScoringSettings, what: str) -> Path:
+    from bergson.cli.commands import Hessian
+    from bergson.config.config import HessianConfig
+
+    cfg = index_config(model_path, adapter_path, data_dir, str(out), settings)
+    run_command(Hessian(hessian_cfg=HessianConfig(method="autocorrelation"), index_cfg=cfg), what)
+    return out
+
+
+def mixed_hessian(model_path, adapter_path, pool_dir: Path, work_dir: Path, settings: ScoringSettings) -> Path:
+    """``c*H_query + (1-c)*H_pool`` saved as a Bergson GradientProcessor (what ``Mix`` writes)."""
+    from bergson.gradients import GradientProcessor
+
+    pool_hessian = hessian(model_path, adapter_path, pool_dir, work_dir / POOL_HESSIAN, settings, "pool Hessian")
+    q_proc = GradientProcessor.load(work_dir / QUERY_HESSIAN)
+    p_proc = GradientProcessor.load(pool_hessian)
+    q_proc.check_projection_matches(p_proc, f"The pool Hessian at {pool_hessian}")
+    c = settings.mixing_coefficient
+    mixed = {name: c * q_proc.hessians[name] + (1 - c) * p_proc.hessians[name] for name in q_proc.hessians}
+    out = work_dir / MIXED_HESSIAN
+    shutil.rmtree(out, ignore_errors=True)
+    replace(q_proc, hessians=mixed, hessians_eigen={}).save(out)
+    (out / MIX_FILE).write_text(json.dumps({"mixing_coefficient": c, "query": QUERY_HESSIAN,
+                                              "pool": POOL_HESSIAN}) + "\n")
+    return out
+
+
+def build_gradient_index(
+    model_path: Path, adapter_path: Path | None, rows: datasets.Dataset, out_dir: Path,
+    settings: ScoringSettings,
+) -> Path:
+    """Write Bergson's raw projected per-row gradients of ``rows`` to ``out_dir`` (``bergson build``).
+
+    For inspection and checks: read them with ``bergson.load_gradients(out_dir)`` (dataset row order)
+    and the ids with ``consumed_ids(out_dir)``. ``rows`` is first saved as ``<out_dir>_rows.hf``.
+    """
+    from bergson.config.config import PreprocessConfig
+
+    out_dir = Path(out_dir).resolve()
+    data_dir = save_rows(rows, out_dir.with_name(out_dir.name + "_rows.hf"))
+    model_path = model_location(model_path)
+    adapter_path = Path(adapter_path).resolve() if adapter_path is not None else None
+    return build(model_path, adapter_path, data_dir, out_dir, settings, PreprocessConfig())
+
+
+def build(model_path, adapter_path, data_dir: Path, out_dir: Path, settings: ScoringSettings, preprocess) -> Path:
+    from bergson.cli.commands import Build
+
+    cfg = index_config(model_path, adapter_path, data_dir, str(out_dir), settings)
+    run_command(Build(index_cfg=cfg, preprocess_cfg=preprocess), f"gradient index {out_dir.name}")
+    return out_dir
+
+
+def consumed_ids(run_dir: Path) -> list[str]:
+    """The ``example_id`` of every row Bergson processed, in its row order, read from its ``data.hf``."""
+    path = Path(run_dir) / BERGSON_DATA
+    if not path.is_dir():
+        raise ScoringError(f"run_dir: no Bergson data.hf under {run_dir}")
+    return list(datasets.load_from_disk(str(path))["example_id"])
+
+
+def read_scores(score_dir: Path, example_ids: list[str]) -> np.ndarray:
+    """Bergson's score columns ``[n_rows, n_scores]`` from ``score_dir``, reordered to ``example_ids``."""
+    from bergson.data import load_scores
+
+    store = load_scores(Path(score_dir))
+    if not store.is_written():
+        raise RuntimeError(f"Bergson left some scores in {score_dir} unwritten (rows shorter than 2 tokens?)")
+    values = np.asarray(store[:], dtype=np.float64).reshape(len(store.mmap), store.num_scores)
+    position = {eid: i for i, eid in enumerate(consumed_ids(score_dir))}
+    missing = [eid for eid in example_ids if eid not in position]
+    if missing or len(position) != len(example_ids):
+        raise RuntimeError(f"Bergson scored ids differ from the pool ids (missing e.g. {missing[:3]})")
+    return values[[position[eid] for eid in example_ids]]
+
+
+def read_row_losses(score_dir: Path, pool: datasets.Dataset, settings: ScoringSettings) -> np.ndarray | None:
+    """Bergson's per-row loss (``data.hf``'s ``loss`` column) as a mean over completion tokens, in pool order.
+
+    With ``loss_reduction="sum"`` Bergson's loss is the summed NLL over the row's completion tokens,
+    so it is divided by their count; with ``"mean"`` it is that mean already. None with label
+    smoothing (a different loss) or without the column (an older Bergson).
+    """
+    data = datasets.load_from_disk(str(Path(score_dir) / BERGSON_DATA))
+    if settings.label_smoothing or "loss" not in data.column_names:
+        return None
+    by_id = dict(zip(data["example_id"], np.asarray(data["loss"], dtype=np.float64)))
+    values = np.array([by_id[eid] for eid in pool["example_id"]])
+    counts = np.array([sum(1 for t in labels if t != -100) for labels in pool["labels"]], dtype=np.float64)
+    if settings.loss_reduction == "sum":
+        values = np.divide(values, counts, out=np.full_like(values, np.nan), where=counts > 0)
+    values[counts == 0] = np.nan
+    return values
+
+
+def model_location(model_path: Path | str) -> Path | str:
+    """A local model folder as an absolute path; a hub id unchanged."""
+    return Path(model_path).resolve() if Path(model_path).is_dir() else str(model_path)
+
+
+def save_rows(ds: datasets.Dataset, path: Path) -> Path:
+    """Save exactly the columns Bergson should see (it keeps ``labels``; we keep ``example_id``)."""
+    with atomic.building(path, replace=True) as part:  # the old folder goes last: ``ds`` may be read from it
+        ds.select_columns(list(REQUIRED_COLUMNS)).flatten_indices().save_to_disk(str(part))
+    return path
+
+
+def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path: str, settings: ScoringSettings):
+    from bergson.config.config import DataConfig, DistributedConfig, IndexConfig
+
+    return IndexConfig(
+        run_path=run_path,
+        overwrite=True,
+        model=str(adapter_path or model_path),  # Bergson loads the base model named by the adapter
+        tokenizer=str(model_path),  # only read for max length: rows arrive pre-tokenized
+        precision=settings.precision,
+        distributed=DistributedConfig(nproc_per_node=1),  # run in this process, never spawn ranks
+        data=DataConfig(dataset=str(data_dir)),
+        drop_columns=False,  # keep example_id in Bergson's data.hf so consumed_ids can read it back
+        projection_dim=settings.projection_dim,
+        token_batch_size=settings.token_batch_size,
+        loss_reduction=settings.loss_reduction,
+        label_smoothing=settings.label_smoothing,
+    )
+
+
+def run_command(command, what: str) -> None:
+    """Execute one Bergson command, sending its stdout to our logger instead of the terminal."""
+    buffer, start = io.StringIO(), time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            command.execute()
+    finally:
+        if buffer.getvalue().strip():
+            logger.debug("bergson %s output:\n%s", what, buffer.getvalue().rstrip())
+    logger.info("bergson %s: %.1f s", what, time.perf_counter() - start)

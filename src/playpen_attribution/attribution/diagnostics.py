@@ -1,0 +1,152 @@
+"""What attribution scores look like, and how good a ranking is where the truth (outcome) is known.
+
+Pure functions over dicts keyed by ``example_id``, plus two plots. Non-finite scores are counted and
+ranked last (never zeroed); a correlation uses the rows where both values are finite and says how
+many that were.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from playpen_attribution.attribution.selection import rank_ids
+
+COMPOSITION_CUTS = (50, 100, 200)
+"""Top-k cuts whose outcome composition the summary reports (plus select.k)."""
+OUTCOME_COLORS = {"success": "#2a9d8f", "failure": "#d1495b", "aborted": "#8d8d8d"}
+
+
+def correlation(xs: dict[str, float], ys: dict[str, float]) -> dict:
+    """Pearson and Spearman of two id-keyed value sets over the ids where both are finite."""
+    from scipy.stats import pearsonr, spearmanr
+
+    ids = [e for e in xs if e in ys and _finite(xs[e]) and _finite(ys[e])]
+    x, y = np.array([xs[e] for e in ids], float), np.array([ys[e] for e in ids], float)
+    if len(ids) < 3 or x.std() == 0 or y.std() == 0:
+        return {"pearson": None, "spearman": None, "n": len(ids)}
+    return {"pearson": float(pearsonr(x, y)[0]), "spearman": float(spearmanr(x, y)[0]), "n": len(ids)}
+
+
+def ranking_quality(scores: dict[str, float], outcomes: dict[str, str], ks: tuple[int, ...]) -> dict:
+    """Precision@k of success rows (non-finite last) and the AUROC of success vs failure rows.
+
+    AUROC uses the success and failure rows only; a non-finite score counts as the lowest score.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    ranked = rank_ids(scores)
+    precision = {str(k): sum(outcomes[e] == "success" for e in ranked[:k]) / k for k in ks if k <= len(ranked)}
+    labelled = [e for e in ranked if outcomes[e] in ("success", "failure")]
+    finite = [scores[e] for e in labelled if _finite(scores[e])]
+    floor = (min(finite) - 1.0) if finite else 0.0
+    truth = [outcomes[e] == "success" for e in labelled]
+    auroc = (float(roc_auc_score(truth, [scores[e] if _finite(scores[e]) else floor for e in labelled]))
+             if 0 < sum(truth) < len(truth) else None)
+    return {"precision_at_k": precision, "auroc": auroc, "rows": len(ranked),
+            "non_finite": len(ranked) - sum(_finite(scores[e]) for e in ranked)}
+
+
+def summarize(scores: dict[str, float], outcomes: dict[str, str], k: int,
+              lengths: dict[str, int] | None = None, losses: dict[str, float] | None = None) -> dict:
+    """Coverage, range, the planted-signal check (success share of the top-k vs the pool), top-k
+    outcome composition at 50/100/200/k, AUROC, and correlations of score with length and loss."""
+    finite = [s for s in scores.values() if _finite(s)]
+    ranked = rank_ids(scores)
+    k = min(k, len(ranked))
+    successes = sum(outcomes[e] == "success" for e in ranked[:k])
+    names = sorted(set(outcomes.values()))
+    composition = {str(cut): {o: sum(outcomes[e] == o for e in ranked[:cut]) for o in names}
+                   for cut in sorted({*COMPOSITION_CUTS, k}) if cut <= len(ranked)}
+    summary = {
+        "rows": len(scores),
+        "finite": len(finite),
+        "non_finite": len(scores) - len(finite),
+        "finite_coverage": len(finite) / len(scores) if scores else 0.0,
+        "min": min(finite) if finite else None,
+        "max": max(finite) if finite else None,
+        "mean": sum(finite) / len(finite) if finite else None,
+        "k": k,
+        "precision_success_at_k": successes / k if k else 0.0,
+        "pool_success_fraction": sum(o == "success" for o in outcomes.values()) / len(outcomes),
+        "auroc_success_vs_failure": ranking_quality(scores, outcomes, ())["auroc"],
+        "top_k_composition": composition,
+    }
+    if lengths is not None:
+        summary["score_vs_length"] = correlation(scores, {e: float(v) for e, v in lengths.items()})
+    if losses is not None:
+        summary["score_vs_loss"] = correlation(scores, losses)
+    return summary
+
+
+def row_diagnostics(pool: list[dict], scores: dict[str, float], lengths: dict[str, int],
+                    losses: dict[str, float]) -> list[dict]:
+    """One record per pool row, in rank order (non-finite scores and losses written as null)."""
+    rows = {r["example_id"]: r for r in pool}
+    return [{"example_id": e, "rank": i + 1, "score": _or_none(scores[e]), "loss": _or_none(losses[e]),
+             "length": lengths[e], "outcome": rows[e]["outcome"], "group_id": rows[e].get("group_id")}
+            for i, e in enumerate(rank_ids(scores))]
+
+
+def plot_score_histogram(scores: dict[str, float], outcomes: dict[str, str], path: Path, title: str) -> None:
+    """Overlaid step histograms of the finite scores, one per outcome, on shared bins."""
+    plt = _pyplot()
+    finite = {e: s for e, s in scores.items() if _finite(s)}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if finite:
+        bins = np.histogram_bin_edges(list(finite.values()), bins=40)
+        for outcome in sorted(set(outcomes.values())):
+            values = [s for e, s in finite.items() if outcomes[e] == outcome]
+            if values:
+                color = OUTCOME_COLORS.get(outcome)
+                ax.hist(values, bins=bins, histtype="stepfilled", alpha=0.25, color=color)
+                ax.hist(values, bins=bins, histtype="step", linewidth=1.6, color=color,
+                        label=f"{outcome} (n={len(values)})")
+        ax.legend(frameon=False)
+    ax.set_xlabel("attribution score")
+    ax.set_ylabel("pool rows")
+    ax.set_title(f"{title}: score by outcome ({len(scores) - len(finite)} non-finite not shown)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_score_vs_length(scores: dict[str, float], lengths: dict[str, int], outcomes: dict[str, str],
+                         path: Path, title: str) -> None:
+    """Scatter of score against token length, coloured by outcome (lengths jittered by < 0.3 token)."""
+    plt = _pyplot()
+    rng = np.random.default_rng(0)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    counts = {o: sum(v == o for v in outcomes.values()) for o in set(outcomes.values())}
+    for outcome in sorted(counts, key=lambda o: -counts[o]):  # the smaller groups drawn on top
+        ids = [e for e in scores if outcomes[e] == outcome and _finite(scores[e])]
+        if ids:
+            x = np.array([lengths[e] for e in ids], float) + rng.uniform(-0.3, 0.3, len(ids))
+            ax.scatter(x, [scores[e] for e in ids], s=9, alpha=0.55, color=OUTCOME_COLORS.get(outcome),
+                       label=f"{outcome} (n={len(ids)})", linewidths=0)
+    ax.set_xlabel("tokens in row (prompt + completion + EOS)")
+    ax.set_ylabel("attribution score")
+    ax.set_title(f"{title}: score vs length")
+    ax.legend(frameon=False, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _or_none(value):
+    return float(value) if _finite(value) else None

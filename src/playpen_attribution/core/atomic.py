@@ -1,0 +1,56 @@
+"""Atomic writes: a file or folder appears under its final name only when it is complete.
+
+`write_text` writes `<name>.tmp`, flushes it to disk and renames it over `name`. `building(final)`
+yields a fresh `<final>.part` folder to fill and renames it to `final` when the block ends without
+an error; with `replace=True` an existing `final` is swapped out only then (the old folder survives
+any failure of the block). A failed block leaves the `.part` behind for the caller to inspect or
+remove. Every `.part` / `.tmp` rename in the package goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def part_path(final: Path) -> Path:
+    """The folder a build of `final` is written into."""
+    final = Path(final)
+    return final.with_name(final.name + ".part")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) in one step: temporary file, fsync, os.replace."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def building(final: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty `<final>.part` folder; it becomes `final` when the block succeeds.
+
+    Without `replace`, `final` must not exist when the block ends. With `replace`, an existing
+    `final` is moved aside, the new folder renamed in, and the old one deleted, all after the block.
+    """
+    final = Path(final)
+    part = part_path(final)
+    if part.exists():
+        shutil.rmtree(part)
+    part.mkdir(parents=True)
+    yield part
+    old = final.with_name(final.name + ".old")
+    if replace and final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    part.rename(final)
+    if old.exists():
+        shutil.rmtree(old)

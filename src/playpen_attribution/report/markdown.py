@@ -1,0 +1,213 @@
+"""`report.md` from the report's data: the setup, the answer, tables across and per seed, plots, cost.
+
+Accuracy cells read `62/152 = 0.4079 [0.33, 0.49]` (count, accuracy, Wilson 95% interval);
+differences read `+0.0300 [-0.0200, +0.0800]` (mean, bootstrap 95% interval).
+"""
+
+from __future__ import annotations
+
+KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on outcome x length to the top {n} by {ranking}",
+             "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
+             "full_pool": "the whole pool"}
+
+
+def _acc(arm: dict) -> str:
+    if arm.get("accuracy") is None:
+        return "n/a"
+    return f"{arm['correct']}/{arm['total']} = {arm['accuracy']:.4f} [{arm['ci_low']:.2f}, {arm['ci_high']:.2f}]"
+
+
+def _target(arm: dict) -> str:
+    if "target_total" not in arm:
+        return "n/a"
+    return f"{arm['target_correct']}/{arm['target_total']} = {arm['target_accuracy']:.4f}"
+
+
+def _loss(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _diff(d: dict | None) -> str:
+    if not d:
+        return "n/a"
+    return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _describe_arm(spec: dict) -> str:
+    text = KIND_TEXT.get(spec.get("kind"), "{kind}")
+    ranks = spec.get("ranks")
+    return text.format(n=spec.get("n"), ranking=spec.get("ranking"), beyond=spec.get("beyond"), kind=spec.get("kind"),
+                       ranks=f"{ranks[0]}-{ranks[1]}" if ranks else None)
+
+
+def _setup_lines(report: dict) -> list[str]:
+    setup = report["setup"]
+    lines = ["## Setup", ""]
+    train, arm_train = setup.get("train") or {}, setup.get("arm_train") or {}
+    lines.append(f"- Model: `{setup.get('model')}`; base adapter: LoRA r={train.get('lora', {}).get('r')}, "
+                 f"lr {train.get('learning_rate')}, {train.get('epochs')} epochs on the whole pool; each arm continues "
+                 f"it with lr {arm_train.get('learning_rate')}, {arm_train.get('epochs')} epochs.")
+    if "data" in report:
+        rows = report["data"]["rows"]
+        lines.append(f"- Data: {rows.get('train_base')} pool rows, {rows.get('attr_query')} attribution queries, "
+                     f"{rows.get('eval')} eval rows; dropped: {report['data']['dropped'] or 'none'}.")
+    select = setup.get("select") or {}
+    ks = [select.get("k"), *select.get("extra_k", [])]
+    lines.append(f"- Arms: k = {', '.join(str(k) for k in ks)}; "
+                 f"{'a random arm may reuse the rows it is matched to' if select.get('allow_overlap') else 'random arms exclude the rows they are matched to'}.")
+    seeds = setup.get("seeds") or []
+    lines.append(f"- Seeds: {', '.join(map(str, seeds)) or 'none'}; each seed redraws the random arms and trains every "
+                 f"arm with that seed; the base adapter is "
+                 f"{'retrained per seed (attribution and selection too)' if setup.get('retrain_base') else 'shared by all seeds'}.")
+    attribute = setup.get("attribute") or {}
+    if attribute:
+        lines.append("- Attribution: " + ", ".join(f"{k} {v}" for k, v in attribute.items() if k != "cache_dir") + ".")
+    lines += [("- Statistics: Wilson 95% intervals on accuracy; per seed, exact McNemar (binomial on discordant rows) "
+               "against the `vs` arm on the same eval rows and a paired bootstrap 95% interval of the eval-loss "
+               "difference; across seeds, the mean paired difference with a bootstrap 95% interval resampling seeds "
+               "and eval rows."), ""]
+    return lines
+
+
+def _answer_lines(report: dict) -> list[str]:
+    lines = ["## Answer", ""]
+    for agg in report["aggregate"]:
+        if "accuracy_difference" not in agg:
+            lines += _loss_answer(agg)
+            continue
+        d = agg["accuracy_difference"]
+        n = len(agg["seeds"])
+        if d["ci_low"] > 0:
+            verdict = f"**{agg['arm']} beats {agg['versus']}**"
+        elif d["ci_high"] < 0:
+            verdict = f"**{agg['arm']} is worse than {agg['versus']}**"
+        else:
+            verdict = f"**no reliable difference between {agg['arm']} and {agg['versus']}**"
+        p_values = ", ".join(_p(c["mcnemar"]["p_value"]) for c in report["comparisons"]
+                             if c["arm"] == agg["arm"] and c["versus"] == agg["versus"] and "mcnemar" in c)
+        lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s); seeds favouring "
+                     f"{agg['arm']} / {agg['versus']} / tied: {agg['seeds_favouring_arm']} / "
+                     f"{agg['seeds_favouring_versus']} / {agg['seeds_tied']}; McNemar p per seed: {p_values}.")
+    if len(lines) == 2:
+        lines.append("- No arm was tested against another (no `versus` arm ran).")
+    return lines + [""]
+
+
+def _loss_answer(agg: dict) -> list[str]:
+    """Loss-only runs (evaluate.generate: false): the verdict on the eval-loss difference."""
+    d = agg.get("loss_difference")
+    if not d:
+        return []
+    if d["ci_high"] < 0:
+        verdict = f"**{agg['arm']} has a lower eval loss than {agg['versus']}**"
+    elif d["ci_low"] > 0:
+        verdict = f"**{agg['arm']} has a higher eval loss than {agg['versus']}**"
+    else:
+        verdict = f"**no reliable eval-loss difference between {agg['arm']} and {agg['versus']}**"
+    return [f"- {verdict}: eval-loss difference {_diff(d)} over {len(agg['seeds'])} seed(s)."]
+
+
+def _aggregate_table(report: dict) -> list[str]:
+    lines = ["## Across seeds", "",
+             "| arm | vs | seeds | accuracy (mean) | vs accuracy (mean) | Δ accuracy [95% CI] | seeds arm / vs / tie | Δ eval loss [95% CI] |",
+             "|---|---|---|---|---|---|---|---|"]
+    for agg in report["aggregate"]:
+        if "accuracy_difference" in agg:
+            acc = (f"{agg['arm_accuracy_mean']:.4f} | {agg['versus_accuracy_mean']:.4f} | "
+                   f"{_diff(agg['accuracy_difference'])} | "
+                   f"{agg['seeds_favouring_arm']} / {agg['seeds_favouring_versus']} / {agg['seeds_tied']}")
+        else:
+            acc = "n/a | n/a | n/a | n/a"
+        lines.append(f"| {agg['arm']} | {agg['versus']} | {len(agg['seeds'])} | {acc} | {_diff(agg.get('loss_difference'))} |")
+    lines += ["", "Δ = arm − vs; a negative Δ eval loss favours the arm.", ""]
+    return lines
+
+
+def _seed_tables(report: dict) -> list[str]:
+    comparisons = {(c["arm"], c["seed"]): c for c in report["comparisons"]}
+    lines = []
+    for seed in [None] + sorted({a["seed"] for a in report["arms"] if a["seed"] is not None}):
+        arms = [a for a in report["arms"] if a["seed"] == seed]
+        if not arms:
+            continue
+        lines += ["## Shared models" if seed is None else f"## Seed {seed}", "",
+                  "| model | word accuracy [95% CI] | target-word accuracy | eval loss | vs | Δ accuracy | McNemar arm-only / vs-only, p | Δ eval loss [95% CI] |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for arm in arms:
+            c = comparisons.get((arm["name"], seed), {})
+            mc = c.get("mcnemar")
+            lines.append(f"| {arm['name']} | {_acc(arm)} | {_target(arm)} | {_loss(arm.get('eval_loss'))} | "
+                         f"{c.get('versus', '')} | "
+                         + (f"{c['accuracy_difference']:+.4f}" if "accuracy_difference" in c else "") + " | "
+                         + (f"{mc['a_only']} / {mc['b_only']}, p {'' if mc['p_value'] < 0.001 else '= '}{_p(mc['p_value'])}"
+                            if mc else "") + " | "
+                         + (_diff(c.get("loss_difference")) if c else "") + " |")
+        lines.append("")
+    return lines
+
+
+def _selection_lines(report: dict) -> list[str]:
+    if "selection" not in report:
+        return []
+    seed, arms = next(iter(report["selection"].items()))
+    lines = [f"## Arms (seed {seed}; random arms are redrawn per seed)", "",
+             "| arm | what | rows | tokens | outcomes |", "|---|---|---|---|---|"]
+    for name, spec in arms.items():
+        lines.append(f"| {name} | {_describe_arm(spec)} | {spec['rows']} | {spec['tokens']} | {spec['outcomes']} |")
+    return lines + [""]
+
+
+def _cost_lines(report: dict) -> list[str]:
+    sweep = report["sweep"]
+    lines = ["## Cost", "", f"Wall time: {report['wall_seconds']:.1f} s in all stages"
+             + (f"; {sweep['trainings']} arm trainings, {sweep['mean_training_seconds']:.1f} s each on average."
+                if sweep["trainings"] else "."), "", "| stage | seconds | throughput |", "|---|---|---|"]
+    speed = report.get("stage_speed", {})
+    per_seed: dict[str, float] = {}
+    for name, seconds in report["stage_seconds"].items():
+        if name.startswith("seed_"):
+            per_seed[name.split("/")[0]] = per_seed.get(name.split("/")[0], 0.0) + seconds
+        else:
+            lines.append(f"| {name} | {seconds:.1f} | {speed.get(name, '')} |")
+    lines += [f"| {name}/ (all its stages) | {seconds:.1f} | |" for name, seconds in per_seed.items()]
+    return lines + [""]
+
+
+def _predictor_lines(report: dict) -> list[str]:
+    """The SAE predictor next to its two baselines, on the same held-out rows."""
+    models = (report.get("predictor") or {}).get("models")
+    if not models:
+        return []
+
+    def num(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = ["## SAE predictor of attribution (held-out rows)", "",
+             "| predictor | Spearman | Pearson | R² | top-k overlap | AUROC top-vs-rest |", "|---|---|---|---|---|---|"]
+    for name, m in models.items():
+        lines.append(f"| {name} | {num(m.get('spearman'))} | {num(m.get('pearson'))} | {num(m.get('r2'))} | "
+                     f"{num(m.get('top_k_overlap'))} | {num(m.get('auroc'))} |")
+    return lines + [""]
+
+
+def render_markdown(report: dict, name: str) -> str:
+    lines = [f"# {name}: which training rows teach the task?", ""]
+    lines += _setup_lines(report) + _answer_lines(report)
+    if report["aggregate"]:
+        lines += _aggregate_table(report)
+    lines += _seed_tables(report)
+    if "attribution" in report:
+        a = report["attribution"]
+        lines += ["## Attribution check", "",
+                  (f"{a['precision_success_at_k']:.4f} of the top-{a['k']} rows are success rows, against "
+                   f"{a['pool_success_fraction']:.4f} of the pool ({a.get('non_finite', 0)} non-finite scores)."), ""]
+    lines += _predictor_lines(report)
+    lines += _selection_lines(report)
+    if report.get("plots"):
+        lines += ["## Plots", ""] + [f"![{p.removesuffix('.png').replace('_', ' ')}]({p})" for p in report["plots"]] + [""]
+    lines += _cost_lines(report)
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""The report's data, gathered from a run folder's finished stage folders alone.
+
+Reads every `eval_*/` (shared models) and `seed_<s>/eval_*/` (metrics and per-row predictions),
+each seed's `select/` (arm specs: kind, ranking, size, the arm each is tested against), the
+attribution summary and the predictor metrics, the stage configs (for the setup) and every manifest
+(for wall times and throughput).
+
+Statistics (`report.stats`): per model and seed word accuracy with a Wilson 95% interval; per seed,
+each arm against its `versus` arm (default matched_random_k) on the same eval rows joined by
+example_id: exact McNemar on word correctness and a paired bootstrap interval of the eval-loss
+difference; across seeds, the mean paired difference with a bootstrap interval resampling seeds and
+rows, and how many seeds favour each side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from playpen_attribution.report import stats
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.artifacts import ArmSelection, Prediction
+from playpen_attribution.run.seeds import seed_folders
+
+SPEC_FIELDS = ("kind", "ranking", "n", "family", "k", "versus", "rows", "tokens")
+"""Fields of an arm's selection copied into its report entry."""
+
+
+def stage_folders(run_dir: Path) -> dict[str, Path]:
+    """'name' or 'seed_<s>/name' -> every finished stage folder except the report (seed links skipped)."""
+    out = {}
+    dirs = [p for p in sorted(run_dir.iterdir()) if p.name != artifacts.REPORT]
+    for folder in seed_folders(run_dir).values():
+        dirs += sorted(folder.iterdir())
+    for path in dirs:
+        if path.is_dir() and not path.is_symlink() and artifacts.is_stage_folder(path):
+            out[path.relative_to(run_dir).as_posix()] = path
+    return out
+
+
+def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None) -> dict:
+    metrics = artifacts.load_metrics(folder)
+    entry = {"name": name, "seed": seed, "correct": metrics.correct,
+             "total": metrics.total if metrics.total is not None else metrics.loss_rows, "accuracy": metrics.accuracy}
+    if entry["accuracy"] is not None:
+        entry["ci_low"], entry["ci_high"] = stats.wilson_interval(entry["correct"], entry["total"])
+    optional = ("target_correct", "target_total", "target_accuracy", "no_guess", "eval_loss", "loss_non_finite")
+    entry |= {k: getattr(metrics, k) for k in optional if getattr(metrics, k) is not None}
+    return entry | ({k: getattr(spec, k) for k in SPEC_FIELDS} if spec is not None else {})
+
+
+def _predictions(folder: Path) -> dict[str, Prediction]:
+    return {p.example_id: p for p in artifacts.load_predictions(folder)}
+
+
+def load_evaluations(run_dir: Path) -> tuple[list[dict], dict, dict[int, dict[str, ArmSelection]]]:
+    """(arm entries in report order, (name, seed) -> predictions by example_id, seed -> selections)."""
+    entries, predictions = [], {}
+    selections = {s: artifacts.load_selections(f / artifacts.SELECT) for s, f in seed_folders(run_dir).items()
+                  if artifacts.is_stage_folder(f / artifacts.SELECT)}
+    places = [(run_dir, None)] + [(f, s) for s, f in seed_folders(run_dir).items()]
+    for place, seed in places:
+        evals = {}
+        for path in sorted(place.iterdir()):
+            kind, model = artifacts.stage_kind(path.name)
+            if kind == "eval" and artifacts.is_stage_folder(path):
+                evals[model] = path
+        plan = list(selections.get(seed, {}))
+        order = [m for m in artifacts.SHARED_MODELS if m in evals] + [m for m in plan if m in evals]
+        order += sorted(m for m in evals if m not in order)
+        for name in order:
+            entries.append(_entry(evals[name], name, seed, selections.get(seed, {}).get(name)))
+            predictions[(name, seed)] = _predictions(evals[name])
+    return entries, predictions, selections
+
+
+def _paired_values(a: dict, b: dict, field: str, what: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids, va, vb = stats.paired({e: getattr(p, field) for e, p in a.items()},
+                               {e: getattr(p, field) for e, p in b.items()}, what)
+    return ids, np.array(va, dtype=float), np.array(vb, dtype=float)
+
+
+def compare(arm: dict, ref: dict, preds: dict) -> dict:
+    """One seed: arm vs its reference on the same eval rows."""
+    a, b = preds[(arm["name"], arm["seed"])], preds[(ref["name"], ref["seed"])]
+    what = f"{arm['name']} vs {ref['name']} (seed {arm['seed']})"
+    out = {"arm": arm["name"], "versus": ref["name"], "seed": arm["seed"]}
+    if arm["accuracy"] is not None and ref["accuracy"] is not None:
+        _, ca, cb = _paired_values(a, b, "correct", what)
+        out["accuracy_difference"] = arm["accuracy"] - ref["accuracy"]
+        out["mcnemar"] = stats.mcnemar_exact(ca.astype(bool), cb.astype(bool))
+    _, la, lb = _paired_values(a, b, "loss", what)
+    finite = np.isfinite(la) & np.isfinite(lb)
+    if finite.any():
+        out["loss_difference"] = stats.bootstrap_mean(la[finite] - lb[finite])
+        out["loss_rows_excluded"] = int((~finite).sum())
+    return out
+
+
+def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, accuracy: bool) -> dict:
+    """Across seeds: mean paired difference (seeds and rows resampled) and seeds favouring each side."""
+    out = {"arm": arm_name, "versus": ref_name, "seeds": seeds}
+    what = f"{arm_name} vs {ref_name}"
+    rows = [[_paired_values(preds[(arm_name, s)], preds[(ref_name, s)], f, what) for f in ("correct", "loss")]
+            for s in seeds]
+    if accuracy:
+        diff = np.stack([ca - cb for (_, ca, cb), _ in rows])
+        per_seed = diff.mean(axis=1)
+        out |= {"arm_accuracy_mean": float(np.mean([ca.mean() for (_, ca, _), _ in rows])),
+                "versus_accuracy_mean": float(np.mean([cb.mean() for (_, _, cb), _ in rows])),
+                "accuracy_difference": stats.seed_bootstrap(diff),
+                "per_seed_accuracy_difference": [float(d) for d in per_seed],
+                "seeds_favouring_arm": int((per_seed > 0).sum()), "seeds_favouring_versus": int((per_seed < 0).sum()),
+                "seeds_tied": int((per_seed == 0).sum())}
+    losses = np.stack([la - lb for _, (_, la, lb) in rows])
+    finite = np.isfinite(losses).all(axis=0)
+    if finite.any():
+        out["loss_difference"] = stats.seed_bootstrap(losses[:, finite])
+        out["loss_rows_excluded"] = int((~finite).sum())
+    return out
+
+
+def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
+    def config_of(*names: str) -> dict:
+        for name in names:
+            found = [p for key, p in folders.items() if key == name or key.endswith("/" + name)]
+            if found:
+                return artifacts.load_stage_config(found[0])
+        return {}
+
+    def is_arm_training(key: str) -> bool:
+        kind, arm = artifacts.stage_kind(key.rsplit("/", 1)[-1])
+        return kind == "train" and arm is not None
+
+    arm_train = next((artifacts.load_stage_config(p) for k, p in folders.items() if is_arm_training(k)), {})
+    base = config_of(artifacts.TRAIN_BASE)
+    return {"model": base.get("model", {}).get("base"), "train": base.get("train"),
+            "arm_train": arm_train.get("train"), "tokenize": base.get("tokenize"),
+            "attribute": config_of(artifacts.ATTRIBUTE).get("attribute"),
+            "select": config_of(artifacts.SELECT).get("select"),
+            "evaluate": config_of(artifacts.eval_dir("base_adapter"), artifacts.eval_dir("base")).get("evaluate"),
+            "seeds": sorted(selections),
+            "retrain_base": any(k.startswith("seed_") and k.endswith("/" + artifacts.TRAIN_BASE) for k in folders)}
+
+
+def _find(run_dir: Path, stage: str, loader):
+    """`loader(folder)` of the first finished `stage` folder in the run dir or a seed folder (None if none)."""
+    for place in [run_dir, *seed_folders(run_dir).values()]:
+        if artifacts.is_stage_folder(place / stage):
+            return loader(place / stage)
+    return None
+
+
+def attribution_plots(run_dir: Path) -> list[Path]:
+    """The attribute stage's plots (the first attribute folder's), to copy into the report."""
+    folder = _find(run_dir, artifacts.ATTRIBUTE, lambda f: f)
+    names = (artifacts.SCORE_HISTOGRAM_PLOT, artifacts.SCORE_VS_LENGTH_PLOT)
+    return [folder / n for n in names if (folder / n).is_file()] if folder is not None else []
+
+
+def collect(run_dir: Path) -> dict:
+    """The report's data, from the stage folders alone."""
+    run_dir = Path(run_dir)
+    folders = stage_folders(run_dir)
+    entries, preds, selections = load_evaluations(run_dir)
+    by_key = {(e["name"], e["seed"]): e for e in entries}
+    comparisons, pairs = [], {}
+    for arm in entries:
+        ref = by_key.get((arm.get("versus"), arm["seed"]))
+        if ref is not None:
+            comparisons.append(compare(arm, ref, preds))
+            pairs.setdefault((arm["name"], ref["name"]), []).append(arm["seed"])
+    accuracy = any(e["accuracy"] is not None for e in entries)
+    manifests = {k: artifacts.load_manifest(p) for k, p in folders.items()}
+    seconds = {k: m.wall_seconds for k, m in manifests.items()}
+    trainings = [t for k, t in seconds.items()
+                 if k.startswith("seed_") and artifacts.stage_kind(k.rsplit("/", 1)[-1])[0] == "train"]
+    report = {
+        "run_dir": str(run_dir), "setup": _setup(folders, selections), "arms": entries,
+        "comparisons": comparisons,
+        "aggregate": [aggregate(a, r, seeds, preds, accuracy) for (a, r), seeds in pairs.items()],
+        "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
+        "stage_speed": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
+        "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
+    }
+    summary = _find(run_dir, artifacts.ATTRIBUTE, artifacts.load_attribution_summary)
+    if summary is not None:
+        report["attribution"] = summary
+    predictor = _find(run_dir, artifacts.PREDICT, artifacts.load_predictor_metrics)
+    if predictor is not None:
+        report["predictor"] = predictor
+    if selections:
+        report["selection"] = {s: {n: a.summary() for n, a in sel.items()} for s, sel in selections.items()}
+    if artifacts.is_stage_folder(run_dir / artifacts.DATA):
+        manifest = artifacts.load_manifest(run_dir / artifacts.DATA).fields
+        report["data"] = {k: manifest.get(k) for k in ("rows", "outcomes", "dropped", "source")}
+    return report
+
+
+def _speed(folder: Path, manifest: artifacts.Manifest) -> str | None:
+    """A stage's throughput in words, from what it recorded: training tokens/s, eval rows/s, Bergson's batch."""
+    recorded = manifest.fields
+    if recorded.get("train_tokens_per_s"):
+        return (f"{recorded['train_tokens_per_s']:,.0f} tokens/s in training "
+                f"(batch {recorded.get('batch_size')} x accumulation {recorded.get('grad_accum')})")
+    if recorded.get("token_batch_size"):
+        return f"Bergson token batch {recorded['token_batch_size']}, {recorded.get('precision')}"
+    if artifacts.stage_kind(folder.name)[0] != "eval":
+        return None
+    speed = artifacts.load_metrics(folder).speed
+    if speed:
+        parts = [f"loss {speed['loss_rows_per_s']:,.1f} rows/s"] if speed.get("loss_rows_per_s") else []
+        if speed.get("generation_rows_per_s"):
+            parts.append(f"generation {speed['generation_rows_per_s']:,.1f} rows/s ({speed.get('generation_backend')})")
+        return ", ".join(parts) or None
+    return None
+

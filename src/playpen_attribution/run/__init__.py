@@ -1,0 +1,4 @@
+"""The run folder: the stage-folder contract (`stage_folder`: `.part` then rename, `config.yaml`,
+`manifest.json`, reuse or refuse), the name, typed record, loader and writer of every artifact a
+stage writes (`artifacts`), the per-seed folders of a sweep (`seeds`) and where the base model and
+its stage folder are found (`model_paths`). Stages reach each other's outputs only through here."""

@@ -1,0 +1,29 @@
+"""Where a run's base model is: the tiny model built in `base_model/model/`, or the configured name.
+
+Every stage derives the model it loads from the config and the folder it works in with `model_path`,
+and lists `base_model/` among its inputs with `with_base_model` when the run builds its tiny model
+(so a rebuilt tiny model makes every stage that read the old one stale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playpen_attribution.run import artifacts
+
+TINY = "tiny"
+"""`model.base` value that builds a tiny model in code instead of naming one."""
+
+
+def model_path(base: str, run_dir: Path) -> str:
+    """The tiny model's folder (absolute, through the seed folder's link) or the configured hub id / path."""
+    if base == TINY:
+        return str((Path(run_dir) / artifacts.BASE_MODEL / artifacts.MODEL_DIR).resolve())
+    return base
+
+
+def with_base_model(base: str, run_dir: Path, inputs: dict[str, Path]) -> dict[str, Path]:
+    """A stage's `inputs`, plus `base_model/` when the run builds its tiny model (an input like any other)."""
+    if base == TINY:
+        return {**inputs, "base_model": Path(run_dir) / artifacts.BASE_MODEL}
+    return inputs

@@ -1,0 +1,243 @@
+"""SAE fingerprints of rows: a forward pass up to block L, an SAE encoding, per-row statistics.
+
+Where the residual stream is read. SAELens/TransformerLens name the output of decoder block L
+`blocks.L.hook_resid_post` (GemmaScope's resid_post SAEs are trained there; their loader maps it to
+the Hugging Face module `model.layers.L` output). We read exactly that tensor with a forward hook on
+`model.layers[L]`. In Hugging Face terms it is `hidden_states[L + 1]` of `output_hidden_states=True`
+(`hidden_states[0]` is the embedding output) for every L except the last block: transformers 5
+(`utils/output_capturing.capture_outputs`, `tie_last_hidden_states=True`) replaces the last entry
+with `last_hidden_state`, which Llama and Gemma 3 compute *after* the final norm (`self.norm`), so
+`hidden_states[-1]` is not the last block's resid_post. The hook has no such exception.
+
+Stopping early. The hook raises once it has the block's output, so the blocks after L, the final
+norm and the LM head never run (a test hooks block L+1 and checks it never fires). The model runs in
+`sae.dtype` (auto = bfloat16 on a CUDA GPU, float32 on CPU); the SAE and the statistics in float32.
+Rows run sorted by length, `sae.batch_size` rows per batch, or with `sae.batch_tokens` as many as
+fit in that many padded tokens (`batch_sizing.length_batches`).
+
+Per row (only the pooled positions: all tokens, prompt tokens (labels -100) or completion tokens;
+a token's feature is *active* when its SAE activation is > 0):
+
+- ten statistics, in `STAT_NAMES` order: tokens fed to the model (after the token cap), the share
+  of active (token, feature) entries, the share of features active on at least one token, mean /
+  std / max of the active activations, mean / std / coefficient of variation of the number of
+  active features per token, and feature concentration as a Herfindahl index
+  sum_j (s_j / sum_k s_k)^2 of the per-feature activation sums s_j;
+- `feature_mean` (d_sae): each feature's activation averaged over the pooled tokens;
+- `feature_presence` (d_sae): the fraction of pooled tokens on which each feature is active;
+- `residual_mean` (d_model): the raw residual stream averaged over the pooled tokens (the no-SAE
+  baseline reads it).
+
+A row with no pooled token (e.g. `pool: completion` and a token cap that cuts the completion off)
+keeps zeros and is counted (`empty_pooled_rows`), never dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from playpen_attribution.core.batch_sizing import length_batches, pad_batch
+from playpen_attribution.core.modeling import device, load_model, load_tokenizer
+from playpen_attribution.core.tokenization import (
+    IGNORE_INDEX,
+    TokenizeConfig,
+    tokenize_rows,
+)
+from playpen_attribution.errors import UserError
+from playpen_attribution.log import logger
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.artifacts import RowFeatures
+from playpen_attribution.sae.config import SaeConfig
+
+STAT_NAMES = (
+    "seq_len", "active_entry_frac", "active_feature_frac", "act_mean", "act_std", "act_max",
+    "l0_mean", "l0_std", "l0_cv", "herfindahl",
+)
+_RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
+
+
+class _StopForward(Exception):
+    """Raised by the hook on block L once its output is captured."""
+
+
+def decoder_layers(model):
+    """The ModuleList of decoder blocks (through a PEFT wrapper; Llama/Gemma-style `model.layers`)."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for path in (("model", "layers"), ("model", "language_model", "layers")):
+        obj = base
+        for part in path:
+            obj = getattr(obj, part, None)
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise UserError(f"cannot find the decoder blocks of {type(base).__name__} (looked for model.layers)")
+
+
+def residual_after_block(model, layer: int, input_ids, attention_mask):
+    """Output of decoder block `layer` (blocks.L.hook_resid_post); the blocks after it never run."""
+    captured = {}
+
+    def hook(module, args, output):
+        captured["resid"] = output[0] if isinstance(output, tuple) else output
+        raise _StopForward
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "resid" not in captured:
+        raise RuntimeError(f"block {layer} never ran")
+    return captured["resid"]
+
+
+def hook_name(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def load_sae(cfg: SaeConfig, d_model: int):
+    """The SAE named by `cfg` (random, a SAELens folder, or a SAELens release) on this process's device."""
+    import torch
+    from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    if cfg.release == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            metadata = SAEMetadata(hook_name=hook_name(cfg.layer), model_name="random")
+            sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_model, d_sae=cfg.d_sae, metadata=metadata))
+        return sae.to(device())
+    where = f"sae.release = {cfg.release!r}, sae.sae_id = {cfg.sae_id!r}"
+    try:
+        if cfg.sae_id is None:
+            if not Path(cfg.release).is_dir():
+                raise UserError(f"{where}: no such folder; name a SAELens release with an sae_id, or 'random'")
+            return SAE.load_from_disk(cfg.release, device=device(), dtype="float32")
+        return SAE.from_pretrained(cfg.release, cfg.sae_id, device=device(), dtype="float32")
+    except (ValueError, KeyError, OSError) as exc:
+        raise UserError(f"{where}: SAELens could not load the SAE ({type(exc).__name__}: {exc})") from None
+
+
+def sae_layer(cfg: SaeConfig, sae, d_model: int, n_layers: int) -> int:
+    """Block L the SAE reads, checked against the config and the model (width and layer range)."""
+    where = f"sae.release = {cfg.release!r}" + (f", sae.sae_id = {cfg.sae_id!r}" if cfg.sae_id else "")
+    name = sae.cfg.metadata.hook_name
+    match = _RESID_HOOK.match(str(name))
+    if match is None:
+        raise UserError(f"{where}: the SAE reads hook {name!r}; only blocks.L.hook_resid_post SAEs are supported")
+    layer = int(match.group(1))
+    if cfg.layer is not None and cfg.layer != layer:
+        raise UserError(f"sae.layer = {cfg.layer} but the SAE ({where}) was trained on {name}")
+    if not 0 <= layer < n_layers:
+        raise UserError(f"sae.layer = {layer} is out of range: the model has {n_layers} blocks (0..{n_layers - 1})")
+    if sae.cfg.d_in != d_model:
+        raise UserError(f"{where}: SAE width d_in = {sae.cfg.d_in} does not match the model's hidden size {d_model}")
+    return layer
+
+
+def pooled_statistics(acts, resid, pool_mask, seq_len) -> dict:
+    """Per-row statistics of a batch: acts (B, T, F) >= 0, resid (B, T, D), pool_mask (B, T) bool."""
+    import torch
+
+    m = pool_mask.to(acts.dtype)
+    n_pool = m.sum(1)
+    denom = n_pool.clamp(min=1)
+    active = (acts > 0) & pool_mask.unsqueeze(-1)
+    af = active.to(acts.dtype)
+    n_features = acts.shape[-1]
+    n_active = af.sum((1, 2))
+    vals = acts * af
+    act_mean = vals.sum((1, 2)) / n_active.clamp(min=1)
+    act_var = (vals.pow(2).sum((1, 2)) / n_active.clamp(min=1) - act_mean.pow(2)).clamp(min=0)
+    per_token = af.sum(2)  # active features per token (0 on unpooled positions)
+    l0_mean = per_token.sum(1) / denom
+    l0_std = (((per_token - l0_mean.unsqueeze(1)) * m).pow(2).sum(1) / denom).sqrt()
+    sums = (acts * m.unsqueeze(-1)).sum(1)  # (B, F)
+    total = sums.sum(1, keepdim=True)
+    herfindahl = ((sums / total.clamp(min=1e-30)).pow(2)).sum(1) * (total.squeeze(1) > 0)
+    stats = torch.stack([
+        seq_len.to(acts.dtype), n_active / (denom * n_features), active.any(1).to(acts.dtype).sum(1) / n_features,
+        act_mean, act_var.sqrt(), vals.amax((1, 2)), l0_mean, l0_std,
+        torch.where(l0_mean > 0, l0_std / l0_mean.clamp(min=1e-30), torch.zeros_like(l0_mean)), herfindahl,
+    ], dim=1)
+    return {
+        "stats": stats, "feature_mean": sums / denom.unsqueeze(1), "feature_presence": af.sum(1) / denom.unsqueeze(1),
+        "residual_mean": (resid * m.unsqueeze(-1)).sum(1) / denom.unsqueeze(1), "pooled_tokens": n_pool,
+    }
+
+
+def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int, batch_size: int,
+                     pad_token_id: int, desc: str = "sae features", batch_tokens: int | None = None) -> RowFeatures:
+    """Features of every row of a tokenized dataset (input_ids, labels), in its row order.
+
+    Rows run sorted by length, at most `batch_size` per batch and, with `batch_tokens`, at most that
+    many padded tokens per batch (`batch_sizing.length_batches`; None = plain batch_size chunks).
+    """
+    import torch
+
+    columns = dataset.to_dict()  # plain lists: indexing a datasets Column row by row is slow
+    ids_list, labels_list = columns["input_ids"], columns["labels"]
+    n = len(ids_list)
+    batches = length_batches([len(ids) for ids in ids_list], batch_size, batch_tokens, cap=max_tokens)
+    out = {name: None for name in artifacts.FEATURE_ARRAYS}
+    dev = next(model.parameters()).device
+    model.eval()
+    for idx in tqdm(batches, desc=desc, unit="batch"):
+        width = min(max(len(ids_list[i]) for i in idx), max_tokens)
+        batch = pad_batch([ids_list[i] for i in idx], pad_token_id, labels=[labels_list[i] for i in idx], width=width)
+        ids, labels, mask = batch.input_ids, batch.labels, batch.attention_mask.bool()
+        pool_mask = mask if pool == "all" else mask & ((labels == IGNORE_INDEX) == (pool == "prompt"))
+        with torch.no_grad():
+            resid = residual_after_block(model, layer, ids.to(dev), mask.long().to(dev)).float()
+            acts = sae.encode(resid.to(sae.W_enc.device))
+            batch = pooled_statistics(acts, resid, pool_mask.to(acts.device), mask.sum(1).to(acts.device))
+        for name, value in batch.items():
+            value = value.float().cpu().numpy()
+            if out[name] is None:
+                out[name] = np.zeros((n, *value.shape[1:]), dtype=np.float32)
+            out[name][idx] = value
+    out["pooled_tokens"] = out["pooled_tokens"].astype(np.int64)
+    return RowFeatures(example_ids=columns["example_id"], **out)
+
+
+def extract_rows(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adapter_path: Path | None,
+                 rows: list[dict]) -> tuple[RowFeatures, dict]:
+    """Tokenize rows with the one tokenization rule, run model + SAE, return features and what was used
+    (the index fields `artifacts.write_features` stores beside them)."""
+    if not rows:
+        raise UserError(f"no rows to extract SAE features from (sae.split = {cfg.split!r})")
+    tokenizer = load_tokenizer(model_path)
+    dataset = tokenize_rows(tokenizer, rows, tokenize.format, tokenize.max_length)
+    model = load_model(model_path, adapter_path, dtype=cfg.dtype)
+    text_config = model.config.get_text_config()
+    d_model, n_layers = text_config.hidden_size, len(decoder_layers(model))
+    sae = load_sae(cfg, d_model)
+    layer = sae_layer(cfg, sae, d_model, n_layers)
+    sae.eval()
+    max_tokens = cfg.max_tokens or tokenize.max_length
+    features = extract_features(model, sae, layer, dataset, cfg.pool, max_tokens, cfg.batch_size,
+                                tokenizer.pad_token_id, batch_tokens=cfg.batch_tokens)
+    empty = int((features.pooled_tokens == 0).sum())
+    if empty:
+        logger.warning("%d rows have no %s token within the first %d tokens; their SAE features are zeros",
+                       empty, cfg.pool, max_tokens)
+    info = {
+        "release": cfg.release, "sae_id": cfg.sae_id, "hook_name": hook_name(layer), "layer": layer,
+        "d_sae": int(sae.cfg.d_sae), "d_model": int(d_model), "pool": cfg.pool, "max_tokens": max_tokens,
+        "model": cfg.model, "rows": len(rows), "empty_pooled_rows": empty,
+    }
+    return features, info
+
+
+def feature_index(info: dict) -> dict:
+    """The index stored beside features (`artifacts.write_features`): the statistic names, what
+    `feature_presence` means, and what `extract_rows` used."""
+    return {"stat_names": list(STAT_NAMES),
+            "feature_presence": "fraction of pooled tokens on which the feature is active (> 0)", **info}

@@ -1,0 +1,77 @@
+"""Stage `rank`: rank new rows with a run's saved attribution predictor, without gradients.
+
+Reads the rows of any JSONL file (example_id, prompt, completion), the base model (and, with
+`sae.model: base_adapter`, `train_base/adapter`) and `predict/predictor.joblib`: one forward pass up
+to block L + SAE + regressor per row. Writes `rank_<name>/` (name: the rows file's stem unless
+given): the rows' `features.npz` + `index.json` and `ranked.jsonl` (example_id, predicted, rank;
+best first). `rank_new_rows` applies a saved predictor to any feature folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.hashing import file_sha256
+from playpen_attribution.core.jsonl import read_jsonl
+from playpen_attribution.errors import UserError
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.sae.features import extract_rows, feature_index
+from playpen_attribution.sae.predictor import apply_predictor
+
+
+def rank_new_rows(predict_dir: Path, features_dir: Path) -> dict[str, float]:
+    """example_id -> predicted attribution for the rows whose features lie in `features_dir` (no gradients)."""
+    bundle = artifacts.load_predictor(predict_dir)
+    features, index = artifacts.load_features(features_dir)
+    predicted = apply_predictor(bundle, features, index, str(features_dir))
+    return {eid: float(p) for eid, p in zip(features.example_ids, predicted)}
+
+
+def _read_rows(rows_path: Path) -> list[dict]:
+    rows = read_jsonl(rows_path)
+    seen = set()
+    for line, row in enumerate(rows, start=1):
+        eid = row.get("example_id")
+        if not isinstance(eid, str) or not eid:
+            raise UserError(f"{rows_path}: row {line} has no 'example_id'")
+        if eid in seen:
+            raise UserError(f"{rows_path}: example_id {eid!r} appears twice")
+        seen.add(eid)
+    return rows
+
+
+def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: Path, name: str | None = None) -> Path:
+    """Rank the rows of the JSONL file `rows` with the run's saved predictor into `rank_<name>/`."""
+    if cfg.sae is None:
+        raise UserError("the config has no 'sae' section; ranking new rows extracts SAE features with it")
+    run_dir, rows_path = Path(run_dir), Path(rows)
+    if not rows_path.is_file():
+        raise UserError(f"{rows_path}: rows file not found")
+    model_path = base_model_path(cfg.model.base, run_dir)
+    predict_dir = run_dir / artifacts.PREDICT
+    inputs = with_base_model(cfg.model.base, run_dir, {"predict": predict_dir})
+    adapter = None
+    if cfg.sae.model == "base_adapter":
+        inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
+        adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+    name = name or rows_path.stem
+
+    def build(out: Path) -> dict:
+        new_rows = _read_rows(rows_path)
+        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, new_rows)
+        artifacts.write_features(out, features, feature_index(info | {"split": str(rows_path)}))
+        artifacts.write_ranked(out, rank_new_rows(predict_dir, out))
+        return {"sae": info, "rows": len(new_rows)}
+
+    stage_cfg = {
+        "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
+        "sae": cfg.sae.model_dump(mode="json"), "rows_path": str(rows_path.resolve()),
+        "rows_sha256": file_sha256(rows_path),
+    }
+    command = cli_command("rank", run_dir, rows=rows_path, name=name,
+                          seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    return run_stage(run_dir, artifacts.rank_dir(name), stage_cfg, inputs, build, command=command, overwrite=overwrite)

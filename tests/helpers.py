@@ -1,0 +1,98 @@
+"""Shared test material: paths, a small demo config, and a tiny training setup built in code.
+
+Test modules import these (`from helpers import ...`); pytest fixtures live in `conftest.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from playpen_attribution.config import parse_config
+from playpen_attribution.taboo.demo import corpus_text, generate_demo
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root."""
+TESTS = REPO / "tests"
+SHARED = REPO.parent / "shared"
+"""`../shared` beside the repository (the shared material; absent in a clone elsewhere)."""
+CLEMBENCH_RECORDS = SHARED / "data" / "clembench_taboo" / "raw"
+
+
+def clembench_readme_counts() -> dict[str, int]:
+    """Episodes and outcome counts from the shared records' README (its "Counts" section), so tests follow
+    the folder as it grows."""
+    readme = (CLEMBENCH_RECORDS.parent / "README.md").read_text()
+    won, lost, aborted = map(int, re.search(r"won (\d+) / lost (\d+) / aborted (\d+)", readme).groups())
+    episodes = int(re.search(r"Episodes: \*\*(\d+)\*\*", readme).group(1))
+    return {"episodes": episodes, "won": won, "lost": lost, "aborted": aborted}
+
+
+KEY = "sk-or-test-SECRET-b41d07"
+"""The API key the synth tests hand the client (and check never leaks)."""
+
+
+def small_training_setup(tmp_path_factory) -> tuple:
+    """(config, 8 non-aborted demo rows, tiny model folder): enough to build a trainer quickly."""
+    from playpen_attribution.core.tiny_model import build_tiny_model
+
+    cfg = parse_config(small_demo_dict())
+    rows = generate_demo(cfg.data.source, 0).splits["train_base"][:12]
+    rows = [r for r in rows if r["outcome"] != "aborted"][:8]
+    model_dir = build_tiny_model(corpus_text(rows), cfg.model.tiny, tmp_path_factory.mktemp("m") / "model")
+    return cfg, rows, str(model_dir)
+
+
+SWEEP_SEEDS = [1, 2, 3]
+SWEEP_ARMS = ["top_k", "matched_random_k", "longest_k", "highest_loss_k", "embedding_knn_k"]
+
+
+def small_demo_dict(**overrides) -> dict:
+    """A demo sweep small enough for the test suite: 3 seeds x 5 arms of 100 rows (about 1-2 minutes on 2 cores)."""
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0, "modules_to_save": ["embed_tokens", "lm_head"]}
+    optim = {"grad_accum": 1, "warmup_ratio": 0.0, "scheduler": "linear", "weight_decay": 0.0, "batch_size": 16}
+    cfg = {
+        "name": "small_demo",
+        "model": {"base": "tiny", "tiny": {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 64}},
+        "tokenize": {"max_length": 64},
+        "data": {"source": {"kind": "demo", "n_train": 500, "n_query": 40, "n_eval": 60, "n_targets": 30}},
+        "train": {"lora": lora, "learning_rate": 5e-3, "epochs": 6, **optim},
+        "arm_train": {"lora": lora, "learning_rate": 1e-3, "epochs": 2, **optim},
+        "attribute": {"projection_dim": 8, "token_batch_size": 64},
+        "select": {"k": 100, "arms": SWEEP_ARMS},
+        "sweep": {"seeds": SWEEP_SEEDS},
+        "evaluate": {"max_new_tokens": 5, "batch_size": 32},
+    }
+    for key, value in overrides.items():
+        cfg[key] = cfg.get(key, {}) | value if isinstance(value, dict) else value
+    return cfg
+
+
+def api_env(monkeypatch, base_url: str | None) -> None:
+    """Point the synth client at a fake server (or at nothing) with a test key."""
+    for name in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    if base_url is not None:
+        monkeypatch.setenv("OPENROUTER_BASE_URL", base_url)
+        monkeypatch.setenv("OPENROUTER_API_KEY", KEY)
+
+
+def synth_flags(out: Path, targets: Path, games: int = 3, *extra: str) -> list[str]:
+    """Flags of a small synth run: two guessers, 2 turns, fast retries."""
+    return [
+        "--output-dir", str(out), "--describer-model", "fake/describer",
+        "--guesser-models", "fake/right", "fake/wrong", "--games-per-guesser", str(games),
+        "--max-turns", "2", "--seed", "7", "--targets-file", str(targets), "--concurrency", "3",
+        "--timeout", "5", "--max-retries", "2", "--backoff-base", "0.01", *extra,
+    ]
+
+
+def synth(argv: list[str]) -> int:
+    """Run the synth subcommand in this process with these flags."""
+    import argparse
+
+    from playpen_attribution.synth.command import add_synth_arguments, run_synth_command
+
+    parser = argparse.ArgumentParser()
+    add_synth_arguments(parser)
+    return run_synth_command(parser.parse_args(argv))

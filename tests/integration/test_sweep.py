@@ -1,0 +1,211 @@
+"""The demo sweep (3 seeds x top_k, matched_random_k, longest_k, highest_loss_k, embedding_knn_k):
+baselines, per-seed arms, statistics, the report's tables and plots, and resuming an interrupted sweep."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from helpers import SWEEP_ARMS, SWEEP_SEEDS, small_demo_dict
+
+from playpen_attribution.attribution.selection import rank_ids
+from playpen_attribution.log import logger
+from playpen_attribution.report.stats import mcnemar_exact
+from playpen_attribution.run import artifacts
+
+TESTED = [arm for arm in SWEEP_ARMS if arm != "matched_random_k"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _report(run_dir):
+    return json.loads((run_dir / "report" / "report.json").read_text())
+
+
+def _finished(run_dir):
+    """relative folder -> manifest 'finished' stamp, for every stage folder (seed links skipped)."""
+    out = {}
+    for path in list(run_dir.iterdir()) + [p for s in SWEEP_SEEDS for p in (run_dir / f"seed_{s}").iterdir()]:
+        if path.is_dir() and not path.is_symlink() and (path / "manifest.json").is_file():
+            out[path.relative_to(run_dir).as_posix()] = artifacts.load_manifest(path).fields["finished"]
+    return out
+
+
+def test_report_holds_every_table_and_plot(demo_run):
+    _, run_dir = demo_run
+    md = (run_dir / "report" / "report.md").read_text()
+    for heading in ["## Setup", "## Answer", "## Across seeds", "## Shared models", *[f"## Seed {s}" for s in SWEEP_SEEDS],
+                    "## Attribution check", "## Arms", "## Plots", "## Cost"]:
+        assert heading in md
+    assert "Seeds: 1, 2, 3" in md and "p = " in md
+    report = _report(run_dir)
+    assert {"accuracy.png", "eval_loss.png"} <= set(report["plots"])
+    for plot in report["plots"]:
+        assert f"]({plot})" in md
+        assert (run_dir / "report" / plot).read_bytes()[:8] == PNG_MAGIC
+    attribute_plots = {p.name for p in (run_dir / "attribute").glob("*.png")}
+    assert attribute_plots <= set(report["plots"])
+    assert report["setup"]["seeds"] == SWEEP_SEEDS and report["setup"]["retrain_base"] is False
+
+
+def test_report_statistics_per_seed_and_across_seeds(demo_run):
+    _, run_dir = demo_run
+    report = _report(run_dir)
+    for arm in report["arms"]:
+        assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"] and math.isfinite(arm["eval_loss"])
+    assert {(c["arm"], c["seed"]) for c in report["comparisons"]} == {(a, s) for a in TESTED for s in SWEEP_SEEDS}
+    for c in report["comparisons"]:
+        assert c["versus"] == "matched_random_k" and 0 <= c["mcnemar"]["p_value"] <= 1
+        assert c["loss_difference"]["ci_low"] <= c["loss_difference"]["mean"] <= c["loss_difference"]["ci_high"]
+    assert [a["arm"] for a in report["aggregate"]] == TESTED
+    for agg in report["aggregate"]:
+        d = agg["accuracy_difference"]
+        assert agg["seeds"] == SWEEP_SEEDS and d["ci_low"] <= d["mean"] <= d["ci_high"]
+        assert agg["seeds_favouring_arm"] + agg["seeds_favouring_versus"] + agg["seeds_tied"] == len(SWEEP_SEEDS)
+        assert d["mean"] == pytest.approx(np.mean(agg["per_seed_accuracy_difference"]))
+
+
+def test_mcnemar_in_the_report_matches_the_predictions(demo_run):
+    _, run_dir = demo_run
+    seed_dir = run_dir / "seed_2"
+    top = {p.example_id: p.correct for p in artifacts.load_predictions(seed_dir / "eval_top_k")}
+    rnd = {p.example_id: p.correct for p in artifacts.load_predictions(seed_dir / "eval_matched_random_k")}
+    ids = sorted(top)
+    expected = mcnemar_exact([top[i] for i in ids], [rnd[i] for i in ids])
+    reported = next(c for c in _report(run_dir)["comparisons"] if c["arm"] == "top_k" and c["seed"] == 2)
+    assert reported["mcnemar"] == expected
+
+
+def test_random_arm_is_redrawn_per_seed_and_ranked_arms_are_not(demo_run):
+    _, run_dir = demo_run
+    sel = {s: artifacts.load_selections(run_dir / f"seed_{s}" / "select") for s in SWEEP_SEEDS}
+    draws = [tuple(sel[s]["matched_random_k"].example_ids) for s in SWEEP_SEEDS]
+    assert len(set(draws)) == len(SWEEP_SEEDS)
+    for arm in TESTED:
+        assert len({tuple(sel[s][arm].example_ids) for s in SWEEP_SEEDS}) == 1
+    assert all(sel[s][a].seed == s for s in SWEEP_SEEDS for a in SWEEP_ARMS)
+
+
+def test_baselines_give_the_loss_length_and_embedding_rankings(demo_run):
+    cfg, run_dir = demo_run
+    rows = {r["example_id"]: r for r in artifacts.load_split(run_dir / "data", "train_base")}
+    baselines = {r["example_id"]: r for r in _jsonl(run_dir / "baselines" / artifacts.ROW_BASELINES_FILE)}
+    assert set(baselines) == set(rows)
+    assert all(math.isfinite(b["loss"]) and -1 <= b["embedding_cosine"] <= 1 and b["length"] > 0 for b in baselines.values())
+    sel = artifacts.load_selections(run_dir / "seed_1" / "select")
+    by = lambda field: rank_ids({e: float(b[field]) for e, b in baselines.items()})[: cfg.select.k]
+    assert sel["highest_loss_k"].example_ids == by("loss")
+    assert sel["embedding_knn_k"].example_ids == by("embedding_cosine")
+    assert sel["longest_k"].example_ids == by("length")  # the same one tokenization gives the lengths
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_every_evaluation_saves_per_row_losses(demo_run):
+    _, run_dir = demo_run
+    for folder in [run_dir / "eval_base_adapter", run_dir / "seed_3" / "eval_longest_k"]:
+        preds = artifacts.load_predictions(folder)
+        metrics = artifacts.load_metrics(folder)
+        assert all(math.isfinite(p.loss) and p.correct is not None for p in preds)
+        assert metrics.eval_loss == pytest.approx(np.mean([p.loss for p in preds]))
+
+
+def test_report_regenerates_from_the_stage_folders_alone(demo_run, tmp_path):
+    from playpen_attribution.cli import main
+
+    _, run_dir = demo_run
+    before = _report(run_dir)
+    assert main(["report", "--run-dir", str(run_dir)]) == 0
+    after = _report(run_dir)
+    assert after["arms"] == before["arms"] and after["aggregate"] == before["aggregate"]
+
+
+def test_cli_trains_one_arm_of_one_seed_and_needs_the_seed(demo_run, tmp_path):
+    from playpen_attribution.cli import main
+
+    _, run_dir = demo_run
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(small_demo_dict(name="small_demo")))
+    stamp = artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"]
+    assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
+    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--model", "top_k", "--seed", "2"]) == 0
+    assert artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"] == stamp  # reused
+    assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k"]) == 2
+    assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "9"]) == 2
+
+
+def test_interrupted_sweep_resumes_with_only_the_missing_trainings(demo_run, monkeypatch, caplog):
+    from playpen_attribution.pipeline import run_experiment
+    from playpen_attribution.stages import train
+
+    cfg, run_dir = demo_run
+    missing = ["seed_2/train_longest_k", "seed_3/train_top_k"]
+    for name in missing:
+        shutil.rmtree(run_dir / name)
+        shutil.rmtree(run_dir / name.replace("/train_", "/eval_"))
+    before = _finished(run_dir)
+    real, calls = train.train_rows, []
+
+    def killed_after_one(rows, *args, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(rows, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_rows", killed_after_one)
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="playpen_attribution"), pytest.raises(RuntimeError, match="killed"):
+            run_experiment(cfg, run_dir)
+        assert (run_dir / "seed_2" / "train_longest_k" / "manifest.json").is_file()
+        assert not (run_dir / "seed_3" / "train_top_k").exists()
+        assert "[sweep] top_k, seed 3 (11/15): training + evaluation; about" in caplog.text  # time left, from the mean
+        assert "[sweep] top_k, seed 1 (1/15): finished before, reusing" in caplog.text
+
+        calls.clear()
+        monkeypatch.setattr(train, "train_rows", lambda rows, *a, **k: calls.append(len(rows)) or real(rows, *a, **k))
+        run_experiment(cfg, run_dir)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert calls == [cfg.select.k]  # only seed 3's top_k was trained again
+    after = _finished(run_dir)
+    assert set(after) == set(before) | set(missing) | {n.replace("/train_", "/eval_") for n in missing}
+    rebuilt = {name for name, stamp in after.items() if before.get(name) != stamp}
+    assert rebuilt == set(missing) | {n.replace("/train_", "/eval_") for n in missing} | {"report"}
+    assert not list(run_dir.glob("seed_*/*.part"))
+
+
+def test_loss_only_evaluation_skips_generation_and_the_report_still_answers(demo_run):
+    from playpen_attribution.config import parse_config
+    from playpen_attribution.core.modeling import load_model, load_tokenizer
+    from playpen_attribution.report.markdown import render_markdown
+    from playpen_attribution.stages.evaluate import evaluate_rows
+
+    _, run_dir = demo_run
+    cfg = parse_config(small_demo_dict(evaluate={"generate": False}))
+    model_path = run_dir / "base_model" / "model"
+    rows = artifacts.load_split(run_dir / "data", "eval")[:6]
+    preds, metrics = evaluate_rows(cfg, rows, load_model(model_path), load_tokenizer(model_path), "base")
+    assert [set(p) for p in preds] == [{"example_id", "loss"}] * 6
+    assert "accuracy" not in metrics and metrics["loss_rows"] == 6 and math.isfinite(metrics["eval_loss"])
+    report = {"setup": {"seeds": [1]}, "arms": [{"name": "a", "seed": 1, "accuracy": None, "eval_loss": 1.0}],
+              "comparisons": [], "stage_seconds": {}, "wall_seconds": 1.0,
+              "sweep": {"trainings": 0, "mean_training_seconds": None},
+              "aggregate": [{"arm": "a", "versus": "b", "seeds": [1],
+                             "loss_difference": {"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}}]}
+    md = render_markdown(report, "loss_only")
+    assert "**a has a lower eval loss than b**" in md and "| a | n/a |" in md
+
+
+def test_accuracy_vs_k_is_drawn_when_an_arm_family_ran_at_several_k(tmp_path):
+    from playpen_attribution.stages.report import draw
+
+    arms = [{"name": f"top_{k}", "seed": s, "accuracy": 0.5, "correct": 5, "total": 10, "ci_low": 0.2, "ci_high": 0.8,
+             "eval_loss": 1.0, "family": "top_k", "k": k} for k in (100, 200) for s in (1, 2)]
+    (tmp_path / "run").mkdir()
+    plots = draw({"arms": arms}, tmp_path / "run", tmp_path)
+    assert plots == ["accuracy.png", "eval_loss.png", "accuracy_vs_k.png"]
+    assert (tmp_path / "accuracy_vs_k.png").read_bytes()[:8] == PNG_MAGIC

@@ -1,0 +1,57 @@
+"""Arm planning (`attribution.arms`): standard arms at every k, custom arms, each arm's comparison.
+Pure logic on config sections; no model, no files."""
+
+import pytest
+import yaml
+
+from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.config import parse_config
+from playpen_attribution.core.yaml_config import dump
+from playpen_attribution.errors import UserError
+
+
+def _plan(**select):
+    return plan_arms(SelectConfig(**select))
+
+
+def test_plan_names_standard_arms_per_k_and_pairs_each_with_its_matched_random():
+    plan = {a.name: a for a in _plan(k=300, extra_k=[500], arms=["top_k", "matched_random_k", "longest_k", "full_pool"])}
+    assert list(plan) == ["top_300", "top_500", "matched_random_300", "matched_random_500", "longest_300",
+                          "longest_500", "full_pool"]
+    assert plan["top_500"].versus == "matched_random_500" and plan["longest_300"].versus == "matched_random_300"
+    assert plan["matched_random_300"].versus is None and plan["top_500"].n == 500
+    assert (plan["longest_300"].family, plan["longest_300"].k, plan["longest_300"].ranking) == ("longest_k", 300, "length")
+    single = {a.name: a for a in _plan(k=100)}
+    assert list(single) == ["top_k", "matched_random_k"] and single["top_k"].versus == "matched_random_k"
+
+
+def test_metadata_arm_names_its_column():
+    plan = _plan(k=10, arms=["metadata_k"], metadata_column="reward_model_score")
+    assert plan[0].ranking == "metadata:reward_model_score"
+    with pytest.raises(UserError, match="metadata_k needs select.metadata_column"):
+        parse_config({"select": {"arms": ["metadata_k"]}})
+
+
+@pytest.mark.parametrize("select, message", [
+    ({"arms": [{"name": "w", "kind": "window"}]}, "`ranks` is required for kind window"),
+    ({"arms": [{"name": "w", "kind": "window", "ranks": [5, 2]}]}, "expected 1 <= first <= last"),
+    ({"arms": [{"name": "r", "kind": "random_beyond", "n": 5}]}, "`beyond` is required"),
+    ({"arms": [{"name": "t", "kind": "top", "ranking": "vibes"}]}, "ranking = 'vibes'"),
+    ({"arms": ["top_k", {"name": "t", "kind": "top", "versus": "nope"}]}, "versus names arm\\(s\\) nope"),
+    ({"arms": ["top_k", {"name": "top_k", "kind": "top"}]}, "top_k appear more than once"),
+    ({"k": 100, "extra_k": [100]}, "repeats a size"),
+])
+def test_bad_arm_configs_name_the_problem(select, message):
+    with pytest.raises(UserError, match=message):
+        parse_config({"select": select}, "my.yaml")
+
+
+def test_sweep_seeds_are_checked_and_a_dumped_config_parses_again():
+    cfg = parse_config({"arm_train": {"seed": 7}, "sweep": {"seeds": [1, 2], "retrain_base": True}})
+    assert parse_config(yaml.safe_load(dump(cfg))) == cfg  # experiment.yaml replays
+    with pytest.raises(UserError, match="repeats a seed"):
+        parse_config({"sweep": {"seeds": [1, 1]}})
+    with pytest.raises(UserError, match="unknown field 'select.seed'"):  # random arms draw with each sweep seed
+        parse_config({"select": {"seed": 42}})
+
+

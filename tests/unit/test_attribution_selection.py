@@ -1,0 +1,116 @@
+import math
+from collections import Counter
+
+import pytest
+
+from playpen_attribution.attribution.selection import (
+    length_bins,
+    matched_random,
+    rank_ids,
+    strata,
+    top_k,
+)
+from playpen_attribution.errors import UserError
+
+
+def test_rank_puts_non_finite_last_and_breaks_ties_by_id():
+    scores = {"a": 1.0, "b": float("nan"), "c": 3.0, "d": 1.0, "e": float("inf")}
+    assert rank_ids(scores) == ["c", "a", "d", "b", "e"]
+
+
+def test_top_k_and_k_larger_than_pool():
+    scores = {f"r{i}": float(i) for i in range(10)}
+    assert top_k(scores, 3) == ["r9", "r8", "r7"]
+    with pytest.raises(UserError, match="larger than the pool"):
+        top_k(scores, 11)
+
+
+def test_length_bins_are_quantiles():
+    bins = length_bins({f"r{i}": i for i in range(10)}, 5)
+    assert [bins[f"r{i}"] for i in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def _pool(n=900):
+    outcomes = {f"r{i}": ("success" if i % 3 else "failure") for i in range(n)}
+    lengths = {f"r{i}": 10 + (i * 7) % 50 for i in range(n)}
+    return outcomes, lengths
+
+
+def test_matched_random_reproduces_strata_without_overlap():
+    outcomes, lengths = _pool()
+    stratum = strata(outcomes, lengths, 5)
+    chosen = [f"r{i}" for i in range(0, 120, 3)] + [f"r{i}" for i in range(1, 30, 3)]
+    picked, info = matched_random(chosen, stratum, seed=1)
+    assert len(picked) == len(chosen) and len(set(picked)) == len(picked)
+    assert not set(picked) & set(chosen)
+    assert Counter(stratum[e] for e in picked) == Counter(stratum[e] for e in chosen)
+    assert info["unmatched_filled"] == 0
+    assert matched_random(chosen, stratum, seed=1)[0] == picked  # seeded
+    assert matched_random(chosen, stratum, seed=2)[0] != picked
+
+
+def test_matched_random_fills_a_short_stratum_and_counts_it():
+    stratum = {"a": "x", "b": "x", "c": "y", "d": "y", "e": "y"}
+    picked, info = matched_random(["a", "b"], stratum, seed=0)
+    assert len(picked) == 2 and not {"a", "b"} & set(picked)
+    assert info == {"matched": 0, "unmatched_filled": 2, "shortfall_by_stratum": {"x": 2}}
+
+
+def test_matched_random_with_overlap_allowed_may_reuse_chosen_rows():
+    stratum = {f"r{i}": "s" for i in range(4)}
+    picked, _ = matched_random(["r0", "r1", "r2"], stratum, seed=0, allow_overlap=True)
+    assert len(picked) == 3
+
+
+def test_matched_random_refuses_when_rest_of_pool_is_too_small():
+    stratum = {f"r{i}": "s" for i in range(5)}
+    with pytest.raises(UserError, match="fewer than k"):
+        matched_random(["r0", "r1", "r2"], stratum, seed=0)
+
+
+# --- arms from named rankings -------------------------------------------------------------------
+
+from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.attribution.selection import build_arms
+
+
+def _plan(**select):
+    return plan_arms(SelectConfig(**select))
+
+
+def test_build_arms_of_every_kind_from_several_rankings():
+    outcomes, lengths = _pool(200)
+    ids = list(outcomes)
+    stratum = strata(outcomes, lengths, 5)
+    rankings = {"attribution": {e: float(i) for i, e in enumerate(ids)}, "length": {e: float(lengths[e]) for e in ids},
+                "loss": {e: -float(i) for i, e in enumerate(ids)}}
+    plan = _plan(k=20, arms=["top_k", "matched_random_k", "longest_k", "full_pool",
+                             {"name": "loss_top", "kind": "top", "ranking": "loss", "n": 5}])
+    arms = build_arms(plan, rankings, ids, stratum, seed=3)
+    assert arms["top_k"]["example_ids"] == ids[::-1][:20]
+    assert arms["loss_top"]["example_ids"] == ids[:5]
+    assert arms["longest_k"]["example_ids"] == rank_ids(rankings["length"])[:20]
+    assert arms["full_pool"]["example_ids"] == ids
+    rnd = arms["matched_random_k"]
+    assert len(rnd["example_ids"]) == 20 and not set(rnd["example_ids"]) & set(arms["top_k"]["example_ids"])
+    assert rnd["matching"]["matched"] + rnd["matching"]["unmatched_filled"] == 20
+    assert build_arms(plan, rankings, ids, stratum, seed=3) == arms
+    assert build_arms(plan, rankings, ids, stratum, seed=4)["matched_random_k"] != rnd
+
+
+def test_build_arms_refuses_a_ranking_that_misses_pool_rows():
+    plan = _plan(k=2, arms=["top_k"])
+    with pytest.raises(UserError, match="does not score exactly the pool"):
+        build_arms(plan, {"attribution": {"a": 1.0, "b": 2.0}}, ["a", "b", "c"], {"a": "s", "b": "s", "c": "s"}, seed=0)
+
+
+def test_metadata_ranking_keeps_rows_without_a_value_last_and_refuses_text():
+    from playpen_attribution.stages.select import metadata_ranking
+
+    pool = [{"example_id": "a", "score": 2}, {"example_id": "b"}, {"example_id": "c", "score": 5.5}]
+    ranking = metadata_ranking(pool, "score")
+    assert rank_ids(ranking) == ["c", "a", "b"] and math.isnan(ranking["b"])
+    with pytest.raises(UserError, match="no pool row has that column"):
+        metadata_ranking(pool, "quality")
+    with pytest.raises(UserError, match=r"pool row 1 \(b\): score = 'high' is not a number"):
+        metadata_ranking([pool[0], {"example_id": "b", "score": "high"}], "score")

@@ -1,0 +1,93 @@
+"""The report's statistics against values computed independently (by hand or from published tables)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from playpen_attribution.errors import UserError
+from playpen_attribution.report.stats import (
+    bootstrap_mean,
+    mcnemar_exact,
+    paired,
+    seed_bootstrap,
+    wilson_interval,
+)
+
+
+@pytest.mark.parametrize("correct, total, low, high", [
+    # Wilson 95% intervals as published (e.g. Newcombe 1998, Table I; R binom::binom.wilson)
+    (0, 10, 0.0, 0.2775),
+    (5, 10, 0.2366, 0.7634),
+    (10, 10, 0.7225, 1.0),
+    (81, 263, 0.2553, 0.3662),
+])
+def test_wilson_interval_at_known_points(correct, total, low, high):
+    got = wilson_interval(correct, total)
+    assert got == pytest.approx((low, high), abs=1e-4)
+
+
+def test_wilson_upper_bound_for_zero_successes_has_a_closed_form():
+    z = 1.959963984540054
+    assert wilson_interval(0, 10)[1] == pytest.approx(z * z / (10 + z * z))
+
+
+def test_mcnemar_on_a_hand_made_table():
+    # 2x2 table: both right 20, only a right 8, only b right 2, both wrong 10
+    a = [True] * 20 + [True] * 8 + [False] * 2 + [False] * 10
+    b = [True] * 20 + [False] * 8 + [True] * 2 + [False] * 10
+    result = mcnemar_exact(a, b)
+    assert (result["both"], result["a_only"], result["b_only"], result["neither"]) == (20, 8, 2, 10)
+    # exact two-sided: 2 * P(X <= 2 | n = 10, p = 1/2) = 2 * (1 + 10 + 45) / 1024
+    assert result["p_value"] == pytest.approx(2 * (1 + 10 + 45) / 1024)
+
+
+def test_mcnemar_symmetric_and_without_discordant_pairs():
+    a = [True, False, True, False, True, False]
+    b = [False, True, True, False, False, True]
+    assert mcnemar_exact(a, b)["p_value"] == pytest.approx(1.0)  # 2 vs 2 discordant
+    assert mcnemar_exact(a, a)["p_value"] == 1.0
+    # one-sided extreme: 6 discordant all one way -> 2 * (1/2)^6
+    assert mcnemar_exact([True] * 6, [False] * 6)["p_value"] == pytest.approx(2 / 64)
+
+
+def test_bootstrap_interval_covers_a_known_difference_about_95_percent_of_the_time():
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(200):
+        diffs = 0.3 + rng.normal(0.0, 1.0, 200)
+        result = bootstrap_mean(diffs, draws=1000)
+        covered += result["ci_low"] < 0.3 < result["ci_high"]
+    assert 0.89 <= covered / 200 <= 0.99
+
+
+def test_bootstrap_interval_matches_the_normal_width():
+    diffs = 0.3 + np.random.default_rng(1).normal(0.0, 1.0, 400)
+    result = bootstrap_mean(diffs)
+    half_normal = 1.96 * diffs.std(ddof=1) / math.sqrt(diffs.size)
+    assert (result["ci_high"] - result["ci_low"]) / 2 == pytest.approx(half_normal, rel=0.1)
+    assert result["mean"] == pytest.approx(diffs.mean())
+
+
+def test_bootstrap_interval_excludes_zero_for_a_clear_paired_accuracy_gain():
+    a = np.array([1] * 70 + [0] * 30)
+    b = np.array([1] * 40 + [0] * 60)
+    result = bootstrap_mean(a - b)
+    assert result["mean"] == pytest.approx(0.3) and result["ci_low"] > 0
+
+
+def test_seed_bootstrap_covers_the_true_difference_and_widens_with_seed_spread():
+    rng = np.random.default_rng(3)
+    rows = 300
+    steady = np.stack([0.1 + rng.normal(0, 0.5, rows) for _ in range(3)])
+    spread = np.stack([s + rng.normal(0, 0.5, rows) for s in (-0.4, 0.1, 0.6)])
+    a, b = seed_bootstrap(steady), seed_bootstrap(spread)
+    assert a["ci_low"] < 0.1 < a["ci_high"] and b["ci_low"] < 0.1 < b["ci_high"]
+    assert b["ci_high"] - b["ci_low"] > 2 * (a["ci_high"] - a["ci_low"])
+
+
+def test_paired_joins_on_example_id_and_refuses_different_rows():
+    ids, a, b = paired({"x": 1, "y": 2}, {"y": 20, "x": 10}, "top_k vs random")
+    assert ids == ["x", "y"] and a == [1, 2] and b == [10, 20]
+    with pytest.raises(UserError, match=r"top_k vs random: .*\(1 only in the first"):
+        paired({"x": 1, "z": 2}, {"x": 1}, "top_k vs random")

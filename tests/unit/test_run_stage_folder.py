@@ -1,0 +1,103 @@
+import json
+
+import pytest
+
+from playpen_attribution.errors import UserError
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.stage_folder import cli_command
+from playpen_attribution.run.stage_folder import run_stage as _run_stage
+
+
+def run_stage(*args, **kwargs):
+    return _run_stage(*args, command="playpen-attribution demo", **kwargs)
+
+
+def _writer(calls):
+    def build(out):
+        calls.append(out)
+        (out / "rows.txt").write_text("a\nb\n")
+        return {"rows": 2}
+    return build
+
+
+def test_writes_config_manifest_and_renames_part(tmp_path):
+    calls = []
+    final = run_stage(tmp_path, "demo_stage", {"x": 1}, {}, _writer(calls))
+    assert calls[0].name == "demo_stage.part"
+    assert final == tmp_path / "demo_stage" and not (tmp_path / "demo_stage.part").exists()
+    assert sorted(p.name for p in final.iterdir()) == ["config.yaml", "manifest.json", "rows.txt"]
+    manifest = json.loads((final / artifacts.MANIFEST_FILE).read_text())
+    assert manifest["rows"] == 2 and set(manifest["produced"]) == {"config.yaml", "rows.txt"}
+    for key in ("fingerprint", "content_hash", "versions", "started", "finished", "wall_seconds", "git_revision"):
+        assert key in manifest
+    assert (final / "config.yaml").read_text() == "x: 1\n"
+
+
+def test_same_config_and_inputs_reuse(tmp_path, caplog):
+    calls = []
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))
+    assert len(calls) == 1
+
+
+def test_changed_config_refuses_without_overwrite(tmp_path):
+    calls = []
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))
+    with pytest.raises(UserError, match="different config.*--overwrite"):
+        run_stage(tmp_path, "s", {"x": 2}, {}, _writer(calls))
+    run_stage(tmp_path, "s", {"x": 2}, {}, _writer(calls), overwrite=True)
+    assert len(calls) == 2 and (tmp_path / "s" / "config.yaml").read_text() == "x: 2\n"
+
+
+def test_changed_input_is_noticed(tmp_path):
+    calls = []
+    up = run_stage(tmp_path, "up", {"v": 1}, {}, _writer(calls))
+    run_stage(tmp_path, "down", {}, {"up": up}, _writer(calls))
+    run_stage(tmp_path, "up", {"v": 2}, {}, lambda out: (out / "rows.txt").write_text("other\n") and {}, overwrite=True)
+    with pytest.raises(UserError, match="different config or inputs"):
+        run_stage(tmp_path, "down", {}, {"up": up}, _writer(calls))
+
+
+def test_failed_build_leaves_no_final_folder(tmp_path):
+    def boom(out):
+        (out / "half.txt").write_text("x")
+        raise RuntimeError("crash")
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, "s", {}, {}, boom)
+    assert not (tmp_path / "s").exists() and (tmp_path / "s.part").exists()
+    run_stage(tmp_path, "s", {}, {}, _writer([]))  # a rerun starts the .part afresh
+    assert (tmp_path / "s" / "rows.txt").exists() and not (tmp_path / "s" / "half.txt").exists()
+
+
+def test_input_that_is_not_a_stage_folder(tmp_path):
+    (tmp_path / "loose").mkdir()
+    with pytest.raises(UserError, match="not a finished stage folder"):
+        run_stage(tmp_path, "s", {}, {"up": tmp_path / "loose"}, _writer([]))
+
+
+def test_manifest_records_the_command_that_rebuilds_the_folder(tmp_path):
+    final = run_stage(tmp_path, "s", {}, {}, _writer([]))
+    assert artifacts.load_manifest(final).fields["command"] == "playpen-attribution demo"
+
+
+def test_a_failed_overwrite_keeps_the_old_folder(tmp_path):
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer([]))
+
+    def boom(out):
+        raise RuntimeError("crash")
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, "s", {"x": 2}, {}, boom, overwrite=True)
+    assert (tmp_path / "s" / "config.yaml").read_text() == "x: 1\n" and (tmp_path / "s" / "rows.txt").exists()
+
+
+@pytest.mark.parametrize("call, expected", [
+    (("data", "run"), "data --config <config.yaml> --run-dir run"),
+    (("train", "run/seed_2", {"seed": 2}), "train --config <config.yaml> --run-dir run --seed 2"),
+    (("train", "run/seed_1", {"arm": "top_k", "seed": 1}), "train --config <config.yaml> --run-dir run --arm top_k --seed 1"),
+    (("evaluate", "run", {"model": "base", "seed": None}), "evaluate --config <config.yaml> --run-dir run --model base"),
+    (("rank", "run", {"rows": "new.jsonl", "name": "new"}),
+     "rank --config <config.yaml> --run-dir run --rows new.jsonl --name new"),
+])
+def test_cli_command_names_the_run_dir_and_the_seed(call, expected):
+    subcommand, folder, *options = call
+    assert cli_command(subcommand, folder, **(options[0] if options else {})) == "playpen-attribution " + expected
