@@ -52,25 +52,33 @@ def small_training_setup(tmp_path_factory) -> tuple:
     cfg = parse_config(small_demo_dict())
     rows = generate_demo(cfg.data.source, 0).splits["train_base"][:12]
     rows = [r for r in rows if r["outcome"] != "aborted"][:8]
-    model_dir = build_tiny_model(corpus_text(rows), cfg.model.tiny, tmp_path_factory.mktemp("m") / "model")
+    model_dir = tmp_path_factory.mktemp("m") / "model"
+    build_tiny_model(corpus_text(rows), cfg.model.tiny, model_dir)
     return cfg, rows, str(model_dir)
 
 
 SWEEP_SEEDS = [1, 2, 3]
 SWEEP_ARMS = ["top_k", "matched_random_k", "longest_k", "highest_loss_k", "embedding_knn_k"]
+"""The configured arms; the plan adds each ranked baseline's own matched control (SWEEP_PLAN)."""
+SWEEP_PLAN = ["top_k", "matched_random_k", "longest_k", "matched_random_longest_k", "highest_loss_k",
+              "matched_random_highest_loss_k", "embedding_knn_k", "matched_random_embedding_knn_k"]
 
 
 def small_demo_dict(**overrides) -> dict:
-    """A demo sweep small enough for the test suite: 3 seeds x 5 arms of 100 rows (about 1-2 minutes on 2 cores)."""
-    lora = {"r": 8, "alpha": 16, "dropout": 0.0, "modules_to_save": ["embed_tokens", "lm_head"]}
+    """A demo sweep small enough for the test suite: 3 seeds x 5 arms (+ the baselines' 2 own controls) of
+    100 rows, LoRA only on a tiny pretrained base (about 1-2 minutes on 2 cores)."""
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0}
     optim = {"grad_accum": 1, "warmup_ratio": 0.0, "scheduler": "linear", "weight_decay": 0.0, "batch_size": 16}
+    tiny = {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 64, "pretrain_epochs": 3,
+            "pretrain_rows_per_word": 20}
     cfg = {
         "name": "small_demo",
-        "model": {"base": "tiny", "tiny": {"hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 64}},
+        "model": {"base": "tiny", "tiny": tiny},
         "tokenize": {"max_length": 64},
-        "data": {"source": {"kind": "demo", "n_train": 500, "n_query": 40, "n_eval": 60, "n_targets": 30}},
+        "data": {"source": {"kind": "demo", "n_train": 500, "n_query": 40, "n_eval": 60, "n_targets": 30,
+                            "failure_fraction": 0.2, "mislabeled_fraction": 0.2}},
         "train": {"lora": lora, "learning_rate": 5e-3, "epochs": 6, **optim},
-        "arm_train": {"lora": lora, "learning_rate": 1e-3, "epochs": 2, **optim},
+        "arm_train": {"lora": lora, "learning_rate": 5e-3, "epochs": 6, **optim},
         "attribute": {"projection_dim": 8, "token_batch_size": 64},
         "select": {"k": 100, "arms": SWEEP_ARMS},
         "sweep": {"seeds": SWEEP_SEEDS},

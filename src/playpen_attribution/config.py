@@ -41,6 +41,8 @@ class ModelConfig(_Section):
     )
 
 
+Outcome = Literal["success", "failure", "aborted"]
+
 Source = DemoSource | PlaypenDataSource | ClembenchSource | SmolTalkSource | GenericSource
 
 
@@ -55,6 +57,19 @@ class DataConfig(_Section):
         None, description="Synthetic rows (the synth command's output) appended to the training pool."
     )
     seed: int = Field(42, description="Seed for generation, sampling and splitting.")
+    pool_outcomes: list[Outcome] = Field(
+        default_factory=lambda: ["success", "failure"],
+        description="Outcomes kept in the training pool; other rows (aborted games) are dropped and counted.",
+    )
+    query_outcomes: list[Outcome] = Field(
+        default_factory=lambda: ["success"],
+        description="Outcomes kept in the attribution query set (the behaviour attribution looks for).",
+    )
+    eval_outcomes: list[Outcome] = Field(
+        default_factory=lambda: ["success", "failure"],
+        description="Outcomes kept in the eval set; failed games stay by default, as in the published eval "
+        "(word accuracy is then read against the target word).",
+    )
 
 
 class LoraSettings(_Section):
@@ -69,7 +84,8 @@ class LoraSettings(_Section):
     )
     modules_to_save: list[str] = Field(
         default_factory=list,
-        description="Modules trained in full next to LoRA (the tiny demo trains embed_tokens and lm_head).",
+        description="Modules trained in full next to LoRA (e.g. embed_tokens, lm_head). Bergson tracks only LoRA "
+        "modules, so the attribute stage refuses such an adapter unless attribute.allow_untracked_modules.",
     )
 
 
@@ -102,6 +118,16 @@ class TrainConfig(_Section):
     merge: bool = Field(False, description="Also write the adapter merged into a full model.")
 
 
+class ArmTrainConfig(TrainConfig):
+    """Training of each arm: the training recipe plus where its adapter starts."""
+
+    init: Literal["base", "base_adapter"] = Field(
+        "base",
+        description="base: a fresh LoRA (this section's `lora`) on the base model, as the published runs train "
+        "each arm; base_adapter: continue the base adapter trained on the whole pool (its LoRA shape is kept).",
+    )
+
+
 class AttributeConfig(_Section):
     """Gradient attribution of every pool row against the query set, through Bergson."""
 
@@ -119,7 +145,7 @@ class AttributeConfig(_Section):
     projection_dim: int = Field(32, gt=0, description="Random projection width of each gradient.")
     unit_normalize: bool = Field(True, description="Unit-normalise gradients before scoring (cosine).")
     loss_reduction: Literal["sum", "mean"] = Field(
-        "sum", description="A row's loss for its gradient: sum or mean over its completion tokens."
+        "mean", description="A row's loss for its gradient: mean (as published) or sum over its completion tokens."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing of that loss.")
     token_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
@@ -132,6 +158,11 @@ class AttributeConfig(_Section):
         None,
         description="Folder of reusable query indexes keyed by content; None = $XDG_CACHE_HOME (or "
         "~/.cache)/playpen-attribution/query_index.",
+    )
+    allow_untracked_modules: bool = Field(
+        False,
+        description="Score an adapter that trains modules in full (modules_to_save) although Bergson tracks only "
+        "its LoRA modules, so the scores see part of what training changes (recorded and shown in the report).",
     )
 
 
@@ -171,8 +202,8 @@ class ExperimentConfig(_Section):
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig, description="The one tokenization rule.")
     data: DataConfig = Field(default_factory=DataConfig, description="Rows and splits.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training of the base adapter.")
-    arm_train: TrainConfig = Field(
-        default_factory=TrainConfig, description="Continued training of each arm from the base adapter."
+    arm_train: ArmTrainConfig = Field(
+        default_factory=ArmTrainConfig, description="Training of each arm: a fresh LoRA on the base model by default."
     )
     attribute: AttributeConfig = Field(default_factory=AttributeConfig, description="Attribution settings.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Arm selection.")

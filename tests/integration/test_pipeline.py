@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from helpers import SWEEP_ARMS, SWEEP_SEEDS
+from helpers import SWEEP_PLAN, SWEEP_SEEDS
 
 from playpen_attribution.core.modeling import load_model
 from playpen_attribution.errors import UserError
@@ -28,7 +28,7 @@ EXPECTED["baselines"] = COMMON | {"row_baselines.jsonl"}
 EXPECTED["eval_base_adapter"] = EXPECTED["eval_base"]
 for _seed in SWEEP_SEEDS:                      # per seed: its selection, and a training + evaluation per arm
     EXPECTED[f"seed_{_seed}/select"] = EXPECTED["select"]
-    for _arm in SWEEP_ARMS:
+    for _arm in SWEEP_PLAN:
         EXPECTED[f"seed_{_seed}/train_{_arm}"] = EXPECTED["train_base"]
         EXPECTED[f"seed_{_seed}/eval_{_arm}"] = EXPECTED["eval_base"]
 del EXPECTED["select"]
@@ -98,14 +98,19 @@ def test_scores_join_every_pool_row_by_id(demo_run):
 def test_attribution_finds_the_planted_signal(demo_run):
     _, run_dir = demo_run
     summary = json.loads((run_dir / "attribute" / "summary.json").read_text())
-    assert summary["precision_success_at_k"] >= summary["pool_success_fraction"] + 0.15
+    # lost games are at most half as common in the top-k as in the pool (the pool is 82% won here)
+    assert 1 - summary["precision_success_at_k"] <= 0.5 * (1 - summary["pool_success_fraction"])
+    planted = summary["planted"]  # both kinds of planted rows, the kind outcome matching cannot see included
+    assert planted["clean_fraction_at_k"] >= planted["pool_clean_fraction"] + 0.2
+    top_share = planted["planted_at_k"]["mislabeled"] / planted["k"]
+    assert top_share < 0.5 * planted["planted_in_pool"]["mislabeled"] / summary["rows"]
 
 
 @pytest.mark.parametrize("seed", SWEEP_SEEDS)
 def test_arms_have_equal_size_no_overlap_and_matched_strata(demo_run, seed):
     cfg, run_dir = demo_run
     sel = artifacts.load_selections(run_dir / f"seed_{seed}" / "select")
-    assert {len(sel[arm].example_ids) for arm in SWEEP_ARMS} == {cfg.select.k}
+    assert list(sel) == SWEEP_PLAN and {len(sel[arm].example_ids) for arm in SWEEP_PLAN} == {cfg.select.k}
     top, rnd = sel["top_k"], sel["matched_random_k"]
     assert top.rows == rnd.rows == cfg.select.k
     assert not set(top.example_ids) & set(rnd.example_ids)
@@ -116,23 +121,23 @@ def test_arms_have_equal_size_no_overlap_and_matched_strata(demo_run, seed):
         s for e, s in scores.items() if e not in set(top.example_ids))
 
 
-def test_arm_training_continues_from_base_adapter_with_the_sweep_seed(demo_run):
+def test_each_arm_trains_a_fresh_lora_on_the_base_model_with_the_sweep_seed(demo_run):
     _, run_dir = demo_run
     for seed in SWEEP_SEEDS:
-        for arm in SWEEP_ARMS:
+        for arm in SWEEP_PLAN:
             folder = run_dir / f"seed_{seed}" / f"train_{arm}"
             manifest = artifacts.load_manifest(folder)
-            assert manifest.fields["rows"] == 100
-            assert manifest.fields["init_adapter"].endswith("train_base/adapter")
-            assert "train_base" in manifest.fields["consumed"] and "select" in manifest.fields["consumed"]
-            assert artifacts.load_stage_config(folder)["train"]["seed"] == seed
+            assert manifest.fields["rows"] == 100 and manifest.fields["init_adapter"] is None
+            assert "select" in manifest.fields["consumed"] and "train_base" not in manifest.fields["consumed"]
+            config = artifacts.load_stage_config(folder)["train"]
+            assert config["seed"] == seed and config["init"] == "base"
 
 
 def test_report_json_holds_the_promised_fields(demo_run):
     _, run_dir = demo_run
     report = json.loads((run_dir / "report.json").read_text())
     names = [(a["name"], a["seed"]) for a in report["arms"]]
-    assert names == [("base", None), ("base_adapter", None)] + [(arm, s) for s in SWEEP_SEEDS for arm in SWEEP_ARMS]
+    assert names == [("base", None), ("base_adapter", None)] + [(arm, s) for s in SWEEP_SEEDS for arm in SWEEP_PLAN]
     for arm in report["arms"]:
         assert {"name", "seed", "correct", "total", "accuracy"} <= set(arm)
         assert arm["accuracy"] == pytest.approx(arm["correct"] / arm["total"])

@@ -32,7 +32,8 @@ def tiny(tmp_path_factory):
     rows = [r for r in rows if r["completion"]][:24]
     cfg = TinyModelConfig(hidden_size=WIDTH, num_layers=N_LAYERS, num_heads=4, intermediate_size=64,
                           max_position_embeddings=64)
-    path = build_tiny_model(corpus_text(rows), cfg, tmp_path_factory.mktemp("tiny") / "model")
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    build_tiny_model(corpus_text(rows), cfg, path)
     return str(path), rows
 
 

@@ -187,3 +187,44 @@ def test_k_larger_than_the_pool_is_a_user_error(small):
     cfg = cfg.model_copy(update={"select": cfg.select.model_copy(update={"k": POOL_ROWS + 1})})
     with pytest.raises(UserError, match=rf"select.k = {POOL_ROWS + 1} is larger than the pool \({POOL_ROWS} rows"):
         attribute.run(cfg, run_dir)
+
+
+@pytest.fixture(scope="module")
+def with_saved_modules(small):
+    """A copy of the small run whose base adapter also trains lm_head in full (modules_to_save)."""
+    from playpen_attribution.stages import train
+
+    run_dir = _copy_run(small, "modules_to_save")
+    shutil.rmtree(run_dir / artifacts.TRAIN_BASE)
+    cfg = small["cfg"]
+    lora = cfg.train.lora.model_copy(update={"modules_to_save": ["lm_head"]})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lora": lora})})
+    train.run(cfg, run_dir)
+    return cfg, run_dir
+
+
+def test_an_adapter_with_untracked_modules_is_refused_naming_them(small, with_saved_modules):
+    cfg, run_dir = with_saved_modules
+    cfg = cfg.model_copy(update={"attribute": _config(small).attribute, "select": _config(small).select})
+    with pytest.raises(UserError, match=r"trains \['lm_head'\] in full \(modules_to_save\).*Bergson tracks only "
+                                        r"LoRA modules.*allow_untracked_modules"):
+        attribute.run(cfg, run_dir)
+    assert not (run_dir / artifacts.ATTRIBUTE).exists()
+
+
+def test_untracked_modules_allowed_explicitly_are_recorded_and_bergson_is_heard(small, with_saved_modules, caplog):
+    from playpen_attribution.log import logger
+
+    cfg, run_dir = with_saved_modules
+    allowed = _config(small, allow_untracked_modules=True)
+    cfg = cfg.model_copy(update={"attribute": allowed.attribute, "select": allowed.select})
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="playpen_attribution"):
+            folder = attribute.run(cfg, run_dir)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert artifacts.load_manifest(folder).fields["untracked_modules"] == ["lm_head"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("allow_untracked_modules" in w for w in warnings)
+    assert any("Adapter parameter" in w and "lm_head" in w and "not found" in w for w in warnings)  # Bergson's line

@@ -121,7 +121,9 @@ def test_train_rows_reports_batch_runtime_and_throughput(tiny_train, tmp_path):
 def tiny_model_dir(tmp_path_factory):
     rows = generate_demo(DemoSource(n_train=60, n_query=10, n_eval=10), seed=0).splits["train_base"]
     cfg = parse_config(small_demo_dict()).model.tiny  # max_position_embeddings 64
-    return str(build_tiny_model(corpus_text(rows), cfg, tmp_path_factory.mktemp("tm") / "model"))
+    model_dir = tmp_path_factory.mktemp("tm") / "model"
+    build_tiny_model(corpus_text(rows), cfg, model_dir)
+    return str(model_dir)
 
 
 def _attr_cfg(token_batch_size="auto", max_pos=64):

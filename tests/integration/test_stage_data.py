@@ -36,7 +36,10 @@ def test_clembench_records_through_the_data_stage(tmp_path):
     assert sum(manifest.fields["rows"].values()) == sum(len(s) for s in splits.values())
     query_groups = {r["group_id"] for r in splits["attr_query"]}
     assert not query_groups & {r["group_id"] for r in splits["eval"]}
-    assert {r["outcome"] for r in splits["eval"]} == {"success"}
+    # failed games stay in the eval set by default, as in the published eval; the query set keeps only won games
+    assert {r["outcome"] for r in splits["eval"]} == {"success", "failure"}
+    assert {r["outcome"] for r in splits["attr_query"]} == {"success"}
+    assert manifest.fields["dropped"]["attr_query:failure"] > 0
 
 
 def test_generic_jsonl_through_the_data_stage(tmp_path):

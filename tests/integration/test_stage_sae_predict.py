@@ -39,7 +39,7 @@ def sae_run(demo_run, tmp_path_factory):
     run_dir = _linked_run(src, tmp / "run")
     cfg = cfg.model_copy(update={
         "sae": SaeConfig(layer=0, d_sae=D_SAE, model="base_adapter", batch_size=32),
-        "predict": PredictConfig(group_key="target_word", cv_folds=3),
+        "predict": PredictConfig(group_key="target_word", folds=5, cv_folds=3),
     })
     config = tmp / "config.yaml"
     config.write_text(dump(cfg))
@@ -79,16 +79,17 @@ def test_features_are_keyed_by_example_id_with_the_expected_shapes(sae_run):
         "random", "blocks.0.hook_resid_post", 0, D_SAE)
 
 
-def test_predict_split_never_shares_a_group(sae_run):
+def test_predictions_are_cross_fitted_and_no_group_spans_two_folds(sae_run):
     _, run_dir, _ = sae_run
     group = {r["example_id"]: r["target_word"] for r in artifacts.load_split(run_dir / "data", "train_base")}
-    side: dict[str, str] = {}
+    fold_of: dict[str, int] = {}
     predicted = read_jsonl(run_dir / "predict" / "predicted_scores.jsonl")
-    assert {p["part"] for p in predicted} == {"fit", "test"}
+    assert {p["fold"] for p in predicted} == {0, 1, 2, 3, 4}  # every row predicted by a model that never saw it
     for row in predicted:
-        assert side.setdefault(group[row["example_id"]], row["part"]) == row["part"]
+        assert fold_of.setdefault(group[row["example_id"]], row["fold"]) == row["fold"]
     metrics = json.loads((run_dir / "predict" / "metrics.json").read_text())
-    assert metrics["test_groups"] == len({g for g, s in side.items() if s == "test"}) > 1
+    assert metrics["cross_fitted"] and metrics["groups"] == len(fold_of) > 5
+    assert sum(metrics["rows_per_fold"]) == metrics["scored_rows"] == len(predicted)
 
 
 def test_metrics_hold_the_predictor_and_both_baselines(sae_run):
@@ -97,16 +98,16 @@ def test_metrics_hold_the_predictor_and_both_baselines(sae_run):
     assert set(metrics["models"]) == {"sae", "length", "residual"}
     for model in metrics["models"].values():
         assert {"spearman", "pearson", "r2", "top_k", "top_k_overlap", "auroc", "alpha"} <= set(model)
-        assert model["top_k"] == round(0.2 * metrics["test_rows"])
+        assert model["top_k"] == round(0.2 * metrics["scored_rows"])
     assert "metadata" not in metrics  # the demo rows carry no SmolTalk metadata
 
 
-def test_saved_predictor_reproduces_the_predicted_scores(sae_run):
+def test_the_saved_predictor_is_fitted_on_every_row_and_differs_from_the_out_of_fold_one(sae_run):
     _, run_dir, _ = sae_run
-    again = rank.rank_new_rows(run_dir / "predict", run_dir / "sae")
+    in_sample = rank.rank_new_rows(run_dir / "predict", run_dir / "sae")
     saved = {r["example_id"]: r["predicted"] for r in read_jsonl(run_dir / "predict" / "predicted_scores.jsonl")}
-    assert again.keys() == saved.keys()
-    assert all(again[e] == pytest.approx(saved[e], rel=1e-6, abs=1e-9) for e in saved)
+    assert in_sample.keys() == saved.keys()
+    assert max(abs(in_sample[e] - saved[e]) for e in saved) > 1e-6  # the arm never ranks on in-sample predictions
 
 
 def test_new_rows_are_ranked_without_gradients(sae_run, tmp_path, monkeypatch):
@@ -116,6 +117,7 @@ def test_new_rows_are_ranked_without_gradients(sae_run, tmp_path, monkeypatch):
     pool = artifacts.load_split(run_dir / "data", "train_base")[:12]
     rows_file = tmp_path / "fresh.jsonl"
     write_jsonl(rows_file, [r | {"example_id": "new_" + r["example_id"]} for r in pool])
+    in_sample = rank.rank_new_rows(run_dir / "predict", run_dir / "sae")
 
     def no_backward(*args, **kwargs):
         raise AssertionError("ranking new rows must not compute gradients")
@@ -127,9 +129,8 @@ def test_new_rows_are_ranked_without_gradients(sae_run, tmp_path, monkeypatch):
     ranked = read_jsonl(folder / "ranked.jsonl")
     assert [r["rank"] for r in ranked] == list(range(1, 13))
     assert [r["predicted"] for r in ranked] == sorted((r["predicted"] for r in ranked), reverse=True)
-    saved = {r["example_id"]: r["predicted"] for r in read_jsonl(run_dir / "predict" / "predicted_scores.jsonl")}
-    for row in ranked:  # the same tokens give the same prediction as in the pool
-        assert row["predicted"] == pytest.approx(saved[row["example_id"].removeprefix("new_")], rel=1e-4, abs=1e-6)
+    for row in ranked:  # the same tokens give the same prediction as the saved predictor's on the pool
+        assert row["predicted"] == pytest.approx(in_sample[row["example_id"].removeprefix("new_")], rel=1e-4, abs=1e-6)
 
 
 def test_feature_file_whose_ids_do_not_match_the_scores_is_named(sae_run, demo_run, tmp_path):

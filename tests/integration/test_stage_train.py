@@ -36,3 +36,50 @@ def test_length_grouped_sampler_is_used(setup, tmp_path):
     cfg, rows, model_dir = setup
     trainer = build_trainer(rows, model_dir, cfg.train.model_copy(update={"batching": "length_grouped"}), cfg, tmp_path)
     assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+
+
+def _first_batch_loss(trainer) -> tuple[float, dict]:
+    """The trainer's loss on its first batch before any step (model in eval mode), and that batch."""
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model.eval()
+    with torch.no_grad():
+        return trainer.compute_loss(model, batch).item(), batch
+
+
+def _model_loss(model, batch) -> float:
+    with torch.no_grad():
+        return model.eval()(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                            labels=batch["labels"]).loss.item()
+
+
+def test_an_arm_from_base_starts_at_the_base_model_and_one_from_base_adapter_at_the_adapter(setup, tmp_path):
+    from playpen_attribution.core.modeling import load_model
+    from playpen_attribution.stages.train import train_rows
+
+    cfg, rows, model_dir = setup
+    adapter_run = train_rows(rows, model_dir, cfg.train.model_copy(update={"epochs": 3}), cfg, tmp_path / "base_adapter")
+    adapter = tmp_path / "base_adapter" / "adapter"
+    assert adapter_run["steps"] > 0
+    fresh, batch = _first_batch_loss(build_trainer(rows, model_dir, cfg.arm_train, cfg, tmp_path / "fresh"))
+    assert fresh == pytest.approx(_model_loss(load_model(model_dir), batch), rel=1e-5)  # LoRA B = 0: the base itself
+    continued, batch = _first_batch_loss(build_trainer(rows, model_dir, cfg.arm_train, cfg, tmp_path / "continued",
+                                                       init_adapter=adapter))
+    assert continued == pytest.approx(_model_loss(load_model(model_dir, adapter), batch), rel=1e-5)
+    assert abs(continued - fresh) > 1e-3  # the two starts really differ
+
+
+def test_the_train_stage_picks_the_start_from_arm_train_init(demo_run, tmp_path):
+    from playpen_attribution.run import artifacts
+    from playpen_attribution.stages import train
+
+    cfg, run_dir = demo_run
+    seed_dir = run_dir / "seed_1"
+    assert artifacts.load_manifest(seed_dir / "train_top_k").fields["init_adapter"] is None  # init: base (default)
+    continued = cfg.model_copy(update={"arm_train": cfg.arm_train.model_copy(update={"init": "base_adapter"})})
+    other = tmp_path / "seed_1"  # a copy of the seed folder, so the session's demo run stays as it was
+    other.mkdir()
+    for name in ("data", "base_model", "train_base", "select"):
+        (other / name).symlink_to((seed_dir / name).resolve(), target_is_directory=True)
+    folder = train.run(continued.for_seed(1), other, arm="top_k")
+    manifest = artifacts.load_manifest(folder).fields
+    assert manifest["init_adapter"].endswith("train_base/adapter") and "train_base" in manifest["consumed"]

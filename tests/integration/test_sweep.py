@@ -1,5 +1,6 @@
-"""The demo sweep (3 seeds x top_k, matched_random_k, longest_k, highest_loss_k, embedding_knn_k):
-baselines, per-seed arms, statistics, the report's tables and plots, and resuming an interrupted sweep."""
+"""The demo sweep (3 seeds x top_k, matched_random_k, longest_k, highest_loss_k, embedding_knn_k, each
+baseline with its own matched control): baselines, per-seed arms, statistics, the report's tables and
+plots, and resuming an interrupted sweep."""
 
 import json
 import math
@@ -8,14 +9,17 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from helpers import SWEEP_ARMS, SWEEP_SEEDS, small_demo_dict
+from helpers import SWEEP_PLAN, SWEEP_SEEDS, small_demo_dict
 
 from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.log import logger
-from playpen_attribution.report.stats import mcnemar_exact
+from playpen_attribution.report.stats import holm, mcnemar_exact
 from playpen_attribution.run import artifacts
 
-TESTED = [arm for arm in SWEEP_ARMS if arm != "matched_random_k"]
+VERSUS = {"top_k": "matched_random_k", "longest_k": "matched_random_longest_k",
+          "highest_loss_k": "matched_random_highest_loss_k", "embedding_knn_k": "matched_random_embedding_knn_k"}
+"""Each tested arm and the control it is judged against: attribution's shared one, or the baseline's own."""
+TESTED = list(VERSUS)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -56,7 +60,7 @@ def test_report_statistics_per_seed_and_across_seeds(demo_run):
         assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"] and math.isfinite(arm["eval_loss"])
     assert {(c["arm"], c["seed"]) for c in report["comparisons"]} == {(a, s) for a in TESTED for s in SWEEP_SEEDS}
     for c in report["comparisons"]:
-        assert c["versus"] == "matched_random_k" and 0 <= c["mcnemar"]["p_value"] <= 1
+        assert c["versus"] == VERSUS[c["arm"]] and 0 <= c["p_value"] <= c["p_holm"] <= 1
         assert c["loss_difference"]["ci_low"] <= c["loss_difference"]["mean"] <= c["loss_difference"]["ci_high"]
     assert [a["arm"] for a in report["aggregate"]] == TESTED
     for agg in report["aggregate"]:
@@ -64,6 +68,12 @@ def test_report_statistics_per_seed_and_across_seeds(demo_run):
         assert agg["seeds"] == SWEEP_SEEDS and d["ci_low"] <= d["mean"] <= d["ci_high"]
         assert agg["seeds_favouring_arm"] + agg["seeds_favouring_versus"] + agg["seeds_tied"] == len(SWEEP_SEEDS)
         assert d["mean"] == pytest.approx(np.mean(agg["per_seed_accuracy_difference"]))
+    tests = report["comparisons"] + report["aggregate"]  # one Holm family: every test of the report
+    assert report["multiple_testing"] == {"method": "holm", "tests": len(tests), "alpha": 0.05}
+    assert [t["p_holm"] for t in tests] == pytest.approx(holm([t["p_value"] for t in tests]))
+    for agg in report["aggregate"]:  # the across-seed test pools every seed's discordant rows
+        per_seed = [c["mcnemar"] for c in report["comparisons"] if c["arm"] == agg["arm"]]
+        assert agg["mcnemar"]["a_only"] == sum(m["a_only"] for m in per_seed)
 
 
 def test_mcnemar_in_the_report_matches_the_predictions(demo_run):
@@ -84,7 +94,7 @@ def test_random_arm_is_redrawn_per_seed_and_ranked_arms_are_not(demo_run):
     assert len(set(draws)) == len(SWEEP_SEEDS)
     for arm in TESTED:
         assert len({tuple(sel[s][arm].example_ids) for s in SWEEP_SEEDS}) == 1
-    assert all(sel[s][a].seed == s for s in SWEEP_SEEDS for a in SWEEP_ARMS)
+    assert all(sel[s][a].seed == s for s in SWEEP_SEEDS for a in SWEEP_PLAN)
 
 
 def test_baselines_give_the_loss_length_and_embedding_rankings(demo_run):
@@ -162,8 +172,9 @@ def test_interrupted_sweep_resumes_with_only_the_missing_trainings(demo_run, mon
             run_experiment(cfg, run_dir)
         assert (run_dir / "seed_2" / "train_longest_k" / "manifest.json").is_file()
         assert not (run_dir / "seed_3" / "train_top_k").exists()
-        assert "[sweep] top_k, seed 3 (11/15): training + evaluation; about" in caplog.text  # time left, from the mean
-        assert "[sweep] top_k, seed 1 (1/15): finished before, reusing" in caplog.text
+        n, at = len(SWEEP_PLAN) * len(SWEEP_SEEDS), 2 * len(SWEEP_PLAN) + 1  # seed 3's top_k comes after two seeds
+        assert f"[sweep] top_k, seed 3 ({at}/{n}): training + evaluation; about" in caplog.text  # time left, from the mean
+        assert f"[sweep] top_k, seed 1 (1/{n}): finished before, reusing" in caplog.text
 
         calls.clear()
         monkeypatch.setattr(train, "train_rows", lambda rows, *a, **k: calls.append(len(rows)) or real(rows, *a, **k))
@@ -194,10 +205,12 @@ def test_loss_only_evaluation_skips_generation_and_the_report_still_answers(demo
     report = {"setup": {"seeds": [1]}, "arms": [{"name": "a", "seed": 1, "accuracy": None, "eval_loss": 1.0}],
               "comparisons": [], "stage_seconds": {}, "wall_seconds": 1.0,
               "sweep": {"trainings": 0, "mean_training_seconds": None},
-              "aggregate": [{"arm": "a", "versus": "b", "seeds": [1],
+              "aggregate": [{"arm": "a", "versus": "b", "seeds": [1, 2], "p_value": 0.001, "p_holm": 0.002,
                              "loss_difference": {"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}}]}
     md = render_markdown(report, "loss_only")
     assert "**a has a lower eval loss than b**" in md and "| a | n/a |" in md
+    report["aggregate"][0]["seeds"] = [1]
+    assert "**one seed: training variance not measured**" in render_markdown(report, "loss_only")
 
 
 def test_accuracy_vs_k_is_drawn_when_an_arm_family_ran_at_several_k(tmp_path):
@@ -209,3 +222,23 @@ def test_accuracy_vs_k_is_drawn_when_an_arm_family_ran_at_several_k(tmp_path):
     plots = draw({"arms": arms}, tmp_path / "run", tmp_path)
     assert plots == ["accuracy.png", "eval_loss.png", "accuracy_vs_k.png"]
     assert (tmp_path / "accuracy_vs_k.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def _one_aggregate(seeds, ci, p_holm):
+    return {"setup": {"seeds": seeds}, "arms": [], "comparisons": [], "stage_seconds": {}, "wall_seconds": 1.0,
+            "sweep": {"trainings": 0, "mean_training_seconds": None}, "multiple_testing": {"tests": 3},
+            "aggregate": [{"arm": "top_k", "versus": "matched_random_k", "seeds": seeds, "arm_accuracy_mean": 0.8,
+                           "versus_accuracy_mean": 0.5, "accuracy_difference": {"mean": 0.3, "ci_low": ci[0], "ci_high": ci[1]},
+                           "seeds_favouring_arm": len(seeds), "seeds_favouring_versus": 0, "seeds_tied": 0,
+                           "p_value": p_holm / 3, "p_holm": p_holm}]}
+
+
+def test_verdicts_need_two_seeds_an_interval_off_zero_and_a_small_adjusted_p():
+    from playpen_attribution.report.markdown import render_markdown
+
+    assert "**top_k beats matched_random_k**" in render_markdown(_one_aggregate([1, 2], (0.1, 0.5), 0.001), "r")
+    one_seed = render_markdown(_one_aggregate([1], (0.1, 0.5), 0.001), "r")
+    assert "**one seed: training variance not measured**" in one_seed and "beats" not in one_seed
+    adjusted_away = render_markdown(_one_aggregate([1, 2], (0.1, 0.5), 0.09), "r")  # raw p 0.03, Holm 0.09
+    assert "**no reliable difference between top_k and matched_random_k**" in adjusted_away
+    assert "p_holm = 0.090" in adjusted_away and "Holm-adjusted over 3 tests" in adjusted_away

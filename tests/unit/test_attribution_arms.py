@@ -16,13 +16,29 @@ def _plan(**select):
 
 def test_plan_names_standard_arms_per_k_and_pairs_each_with_its_matched_random():
     plan = {a.name: a for a in _plan(k=300, extra_k=[500], arms=["top_k", "matched_random_k", "longest_k", "full_pool"])}
-    assert list(plan) == ["top_300", "top_500", "matched_random_300", "matched_random_500", "longest_300",
-                          "longest_500", "full_pool"]
-    assert plan["top_500"].versus == "matched_random_500" and plan["longest_300"].versus == "matched_random_300"
-    assert plan["matched_random_300"].versus is None and plan["top_500"].n == 500
+    assert list(plan) == ["top_300", "top_500", "matched_random_300", "matched_random_500",
+                          "longest_300", "matched_random_longest_300", "longest_500", "matched_random_longest_500",
+                          "full_pool"]
+    assert plan["top_500"].versus == "matched_random_500" and plan["matched_random_300"].versus is None
+    assert plan["top_500"].n == 500 and plan["full_pool"].versus == "matched_random_300"
     assert (plan["longest_300"].family, plan["longest_300"].k, plan["longest_300"].ranking) == ("longest_k", 300, "length")
-    single = {a.name: a for a in _plan(k=100)}
-    assert list(single) == ["top_k", "matched_random_k"] and single["top_k"].versus == "matched_random_k"
+
+
+def test_every_ranked_baseline_is_tested_against_a_control_matched_to_itself():
+    plan = {a.name: a for a in _plan(k=50, arms=["top_k", "matched_random_k", "highest_loss_k", "embedding_knn_k"])}
+    for arm, ranking in (("highest_loss_k", "loss"), ("embedding_knn_k", "embedding")):
+        control = plan[arm].versus
+        assert control == "matched_random_" + arm
+        assert (plan[control].kind, plan[control].ranking, plan[control].n, plan[control].versus) == (
+            "matched_random", ranking, 50, None)
+    assert plan["top_k"].versus == "matched_random_k"  # attribution keeps the shared control
+
+
+def test_the_default_arms_add_a_uniform_random_arm_against_the_matched_one():
+    plan = {a.name: a for a in _plan(k=100)}
+    assert list(plan) == ["top_k", "matched_random_k", "random_k"]
+    assert plan["top_k"].versus == plan["random_k"].versus == "matched_random_k"
+    assert (plan["random_k"].kind, plan["random_k"].ranking, plan["random_k"].n) == ("random", None, 100)
 
 
 def test_metadata_arm_names_its_column():

@@ -114,3 +114,19 @@ def test_metadata_ranking_keeps_rows_without_a_value_last_and_refuses_text():
         metadata_ranking(pool, "quality")
     with pytest.raises(UserError, match=r"pool row 1 \(b\): score = 'high' is not a number"):
         metadata_ranking([pool[0], {"example_id": "b", "score": "high"}], "score")
+
+
+def test_a_uniform_random_arm_is_seeded_by_seed_and_name_and_ignores_rankings():
+    from playpen_attribution.attribution.arms import PlannedArm
+
+    outcomes, lengths = _pool(100)
+    ids = list(outcomes)
+    stratum = strata(outcomes, lengths, 5)
+    plan = [PlannedArm("random_k", "random", None, 30), PlannedArm("random_b", "random", None, 30)]
+    first = build_arms(plan, {}, ids, stratum, seed=1)
+    again = build_arms(plan, {}, ids, stratum, seed=1)
+    other = build_arms(plan, {}, ids, stratum, seed=2)
+    assert first == again and first["random_k"] != other["random_k"] and first["random_k"] != first["random_b"]
+    assert len(set(first["random_k"]["example_ids"])) == 30 and set(first["random_k"]["example_ids"]) <= set(ids)
+    with pytest.raises(UserError, match="n = 200 is larger than the pool"):
+        build_arms([PlannedArm("r", "random", None, 200)], {}, ids, stratum, seed=1)

@@ -91,3 +91,34 @@ def test_paired_joins_on_example_id_and_refuses_different_rows():
     assert ids == ["x", "y"] and a == [1, 2] and b == [10, 20]
     with pytest.raises(UserError, match=r"top_k vs random: .*\(1 only in the first"):
         paired({"x": 1, "z": 2}, {"x": 1}, "top_k vs random")
+
+
+def test_holm_adjusts_step_down_and_keeps_the_order():
+    from playpen_attribution.report.stats import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.2, 0.2]) == pytest.approx([0.4, 0.4]) and holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_pooled_mcnemar_adds_the_seeds_discordant_rows():
+    from scipy.stats import binomtest
+
+    from playpen_attribution.report.stats import mcnemar_exact, mcnemar_pooled
+
+    a = [mcnemar_exact([1, 1, 0, 1], [0, 1, 0, 0]), mcnemar_exact([1, 0, 1, 1], [0, 0, 0, 1])]
+    pooled = mcnemar_pooled(a)
+    assert (pooled["a_only"], pooled["b_only"]) == (4, 0)
+    assert pooled["p_value"] == pytest.approx(binomtest(4, 4, 0.5).pvalue)
+    assert mcnemar_pooled([mcnemar_exact([1, 0], [1, 0])])["p_value"] == 1.0
+
+
+def test_sign_flip_p_is_small_for_a_shift_and_large_for_noise():
+    import numpy as np
+
+    from playpen_attribution.report.stats import sign_flip_p
+
+    rng = np.random.default_rng(0)
+    assert sign_flip_p(rng.normal(0.5, 1.0, (3, 200))) < 0.001
+    assert sign_flip_p(rng.normal(0.0, 1.0, (3, 200))) > 0.05
+    assert sign_flip_p(np.zeros(10)) == 1.0

@@ -1,4 +1,5 @@
-"""The attribution predictor on synthetic features: planted signal, shuffled target, grouping, metadata."""
+"""The attribution predictor on synthetic features: planted signal, shuffled target, cross-fitting over
+groups (a row's prediction never sees its own label), metadata."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import numpy as np
 import pytest
 
 from playpen_attribution.errors import UserError
+from playpen_attribution.run.artifacts import RowFeatures
 from playpen_attribution.sae.config import PredictConfig
-from playpen_attribution.sae.features import STAT_NAMES, RowFeatures
+from playpen_attribution.sae.features import STAT_NAMES
 from playpen_attribution.sae.predictor import (
     apply_predictor,
     fit_and_evaluate,
-    grouped_split,
+    grouped_folds,
     heldout_metrics,
     metadata_report,
 )
@@ -72,25 +74,41 @@ def test_shuffled_target_scores_near_zero():
     assert abs(fit.metrics["models"]["sae"]["spearman"] or 0.0) < 0.2
 
 
-def test_split_never_shares_a_group_and_counts_unscored_rows():
+def test_folds_never_share_a_group_and_unscored_rows_are_counted():
     features, rows, rng = _synthetic()
     scores = _planted(features, rng)
     scores["row0005"] = float("nan")
-    fit = fit_and_evaluate(features, rows, scores, PredictConfig(test_fraction=0.3, seed=4), FILES)
-    side = {}
-    for eid, part in fit.part.items():
-        if part != "unscored":
-            assert side.setdefault(rows[eid]["group_id"], part) == part
-    assert fit.part["row0005"] == "unscored" and fit.metrics["rows_without_finite_score"] == 1
-    assert fit.metrics["fit_groups"] + fit.metrics["test_groups"] == 60
+    fit = fit_and_evaluate(features, rows, scores, PredictConfig(folds=4), FILES)
+    fold_of_group: dict[str, int] = {}
+    for eid, fold in fit.fold.items():
+        if fold is not None:
+            assert fold_of_group.setdefault(rows[eid]["group_id"], fold) == fold
+    assert set(fold_of_group.values()) == {0, 1, 2, 3} and len(fold_of_group) == 60
+    assert fit.fold["row0005"] is None and np.isfinite(fit.predicted["row0005"])  # the saved predictor's guess
+    assert fit.metrics["rows_without_finite_score"] == 1 and sum(fit.metrics["rows_per_fold"]) == N - 1
 
 
-def test_grouped_split_keeps_groups_whole():
+def test_a_rows_prediction_does_not_move_when_its_own_label_changes():
+    features, rows, rng = _synthetic()
+    scores = _planted(features, rng)
+    before = fit_and_evaluate(features, rows, scores, PredictConfig(), FILES)
+    for eid in ("row0010", "row0333"):
+        changed = dict(scores) | {eid: max(scores.values()) * 10}  # from wherever it was to the very top
+        after = fit_and_evaluate(features, rows, changed, PredictConfig(), FILES)
+        assert after.predicted[eid] == pytest.approx(before.predicted[eid], abs=1e-12)
+        assert after.fold[eid] == before.fold[eid]
+        same_fold = [e for e, f in before.fold.items() if f == before.fold[eid]]
+        assert all(after.predicted[e] == pytest.approx(before.predicted[e], abs=1e-12) for e in same_fold)
+
+
+def test_grouped_folds_keep_groups_whole():
     groups = np.array([f"g{i % 7}" for i in range(50)])
-    fit, test = grouped_split(groups, 0.3, seed=0)
-    assert not set(groups[fit]) & set(groups[test]) and len(fit) + len(test) == 50
-    with pytest.raises(UserError, match="at least 2 groups"):
-        grouped_split(np.array(["a"] * 5), 0.3, seed=0)
+    fold = grouped_folds(groups, 3)
+    for g in set(groups):
+        assert len(set(fold[groups == g])) == 1
+    assert set(fold) == {0, 1, 2}
+    with pytest.raises(UserError, match="predict.folds = 5 but the scored rows have only 1 group"):
+        grouped_folds(np.array(["a"] * 5), 5)
 
 
 def test_heldout_metrics_of_a_perfect_and_a_reversed_prediction():
@@ -107,10 +125,10 @@ def test_smoltalk_metadata_is_related_to_both_rankings():
     fit = fit_and_evaluate(features, rows, _planted(features, rng), PredictConfig(), FILES)
     meta = fit.metrics["metadata"]
     assert set(meta) == {"reward_model_score", "quality", "difficulty", "category"}
-    assert meta["reward_model_score"]["rows"] == fit.metrics["test_rows"]
+    assert meta["reward_model_score"]["rows"] == fit.metrics["scored_rows"]
     assert -1 <= meta["reward_model_score"]["spearman_predicted_rank"] <= 1
     assert set(meta["quality"]) == {"poor", "good", "excellent"}
-    assert sum(level["rows"] for level in meta["category"].values()) == fit.metrics["test_rows"]
+    assert sum(level["rows"] for level in meta["category"].values()) == fit.metrics["scored_rows"]
     for level in meta["difficulty"].values():
         assert 0 < level["mean_true_rank"] <= 1 and 0 < level["mean_predicted_rank"] <= 1
 

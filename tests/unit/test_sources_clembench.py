@@ -198,8 +198,11 @@ def test_real_tree_converts_and_splits(real_root, rows_per):
     out = load_clembench(cfg, seed=11)
     rows = [r for part in out.splits.values() for r in part]
     assert len({r["example_id"] for r in rows}) == len(rows)
-    assert not {r["group_id"] for r in out.splits["attr_query"]} & {r["group_id"] for r in out.splits["eval"]}
-    assert all(r["outcome"] == "success" for r in out.splits["attr_query"] + out.splits["eval"])
+    groups = {name: {r["group_id"] for r in part} for name, part in out.splits.items()}
+    assert not groups["attr_query"] & groups["eval"]  # no group (one instance, every model pair) spans two splits
+    assert not groups["train_base"] & (groups["attr_query"] | groups["eval"])
+    # the source drops aborted games; which outcomes a split keeps is the data stage's (data.*_outcomes)
+    assert {r["outcome"] for part in out.splits.values() for r in part} == {"success", "failure"}
     assert out.splits == load_clembench(cfg, seed=11).splits
     for row in rows:
         assert set(ROW_COLUMNS) <= set(row)
@@ -209,7 +212,7 @@ def test_real_tree_converts_and_splits(real_root, rows_per):
 
 
 def test_real_rows_per_game_counts(real_root):
-    cfg = ClembenchSource(path=real_root, drop_aborted=False, query_eval_outcomes=["success", "failure", "aborted"])
+    cfg = ClembenchSource(path=real_root, drop_aborted=False)
     out = load_clembench(cfg, seed=0)
     outcomes = Counter(r["outcome"] for part in out.splits.values() for r in part)
     # one row per game that has a guesser turn; games lost to an invalid first clue have none

@@ -4,6 +4,12 @@
 default filled in (standard arms at every k, custom arms with their sizes, each arm's `versus`).
 Pure logic: the select stage builds the arms of this plan from rankings (`selection.build_arms`) and
 the report reads the plan back from the selection file.
+
+Comparisons: `top_k` is tested against `matched_random_k` (random rows with the top-k's outcome x
+length composition) and `random_k` (uniform random rows) against `matched_random_k` too, which shows
+what the matching itself buys. Every other ranked standard arm (`longest_k`, `highest_loss_k`,
+`embedding_knn_k`, `metadata_k`, `sae_top_k`) brings its own control, `matched_random_<arm>`, matched
+to *its* composition, so no baseline is judged against a control drawn for another arm.
 """
 
 from __future__ import annotations
@@ -33,10 +39,14 @@ STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "embedding_knn_k": ("top", "embedding"),
     "metadata_k": ("top", "metadata"),
     "sae_top_k": ("top", "sae"),
+    "random_k": ("random", None),
     "full_pool": ("full_pool", None),
 }
 """Standard arm name -> (kind, ranking). Each `_k` arm is built at every k; `metadata` means
 `metadata:<select.metadata_column>`. A new ranking's arm is one more line here (e.g. `sae_top_k`)."""
+
+CONTROL_PREFIX = "matched_random_"
+"""A ranked baseline arm X gets the control `matched_random_X` (matched to X's own composition)."""
 
 StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
 
@@ -48,13 +58,13 @@ class ArmSpec(_Section):
     """A custom arm: one kind of selection from one ranking (e.g. a rank window of the attribution ranking)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
-    kind: Literal["top", "matched_random", "window", "random_beyond", "full_pool"] = Field(
+    kind: Literal["top", "matched_random", "random", "window", "random_beyond", "full_pool"] = Field(
         description="top: the n best rows; matched_random: n random rows matched on outcome x length bin to the "
-        "top n (excluding them); window: ranks a..b; random_beyond: n random rows ranked below `beyond`; "
-        "full_pool: every pool row."
+        "top n (excluding them); random: n uniformly random rows; window: ranks a..b; random_beyond: n random "
+        "rows ranked below `beyond`; full_pool: every pool row."
     )
     ranking: str = Field("attribution", description="attribution, length, loss, embedding or metadata:<column>.")
-    n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random_beyond); null = select.k.")
+    n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random, random_beyond); null = select.k.")
     ranks: tuple[int, int] | None = Field(None, description="window only: first and last rank, 1-based, both included.")
     beyond: int | None = Field(None, gt=0, description="random_beyond only: draw from ranks beyond this one.")
     versus: str | None = Field(
@@ -101,7 +111,7 @@ class SelectConfig(_Section):
         "the report plots accuracy vs k.",
     )
     arms: list[StandardArm | ArmSpec] = Field(
-        default_factory=lambda: ["top_k", "matched_random_k"],
+        default_factory=lambda: ["top_k", "matched_random_k", "random_k"],
         description="Arms to build, train and evaluate: standard names (" + ", ".join(STANDARD_ARMS)
         + ") or custom arms {name, kind, ranking, n, ranks, beyond, versus}.",
     )
@@ -137,7 +147,8 @@ class SelectConfig(_Section):
 
 
 def plan_arms(select: SelectConfig) -> list[PlannedArm]:
-    """Every arm with its name, size and comparison resolved, in config order (standard arms per k)."""
+    """Every arm with its name, size and comparison resolved, in config order (standard arms per k; a
+    ranked baseline's own matched control right after it)."""
     ks = [select.k, *select.extra_k]
     several = len(ks) > 1
 
@@ -152,7 +163,8 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
             if arm.ranks is not None:
                 n = arm.ranks[1] - arm.ranks[0] + 1
             versus = arm.versus if arm.versus is not None else (reference if arm.name != reference else None)
-            planned.append(PlannedArm(arm.name, arm.kind, arm.ranking, n, arm.ranks, arm.beyond, versus))
+            ranking = arm.ranking if arm.kind != "random" else None
+            planned.append(PlannedArm(arm.name, arm.kind, ranking, n, arm.ranks, arm.beyond, versus))
             continue
         kind, ranking = STANDARD_ARMS[arm]
         if ranking == "metadata":
@@ -162,6 +174,11 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
             continue
         for k in ks:
             same_k_reference = named("matched_random_k", k) if reference else None
+            if kind == "top" and arm != "top_k":  # a ranked baseline: tested against its own matched control
+                control = CONTROL_PREFIX + arm
+                planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=named(control, k), family=arm, k=k))
+                planned.append(PlannedArm(named(control, k), "matched_random", ranking, k, family=control, k=k))
+                continue
             versus = None if kind == "matched_random" else same_k_reference
             planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=versus, family=arm, k=k))
     return planned

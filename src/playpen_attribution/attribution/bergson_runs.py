@@ -205,12 +205,17 @@ def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path
 
 
 def run_command(command, what: str) -> None:
-    """Execute one Bergson command, sending its stdout to our logger instead of the terminal."""
+    """Execute one Bergson command with its stdout sent to our logger instead of the terminal: the
+    full output at DEBUG, and every line saying a parameter was "not found" (a module Bergson does not
+    track, e.g. one in modules_to_save) as a WARNING, once per distinct line."""
     buffer, start = io.StringIO(), time.perf_counter()
     try:
         with contextlib.redirect_stdout(buffer):
             command.execute()
     finally:
-        if buffer.getvalue().strip():
-            logger.debug("bergson %s output:\n%s", what, buffer.getvalue().rstrip())
+        output = buffer.getvalue()
+        if output.strip():
+            logger.debug("bergson %s output:\n%s", what, output.rstrip())
+        for line in dict.fromkeys(line.strip() for line in output.splitlines() if "not found" in line):
+            logger.warning("bergson %s: %s", what, line)
     logger.info("bergson %s: %.1f s", what, time.perf_counter() - start)

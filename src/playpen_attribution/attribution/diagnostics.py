@@ -81,6 +81,27 @@ def summarize(scores: dict[str, float], outcomes: dict[str, str], k: int,
     return summary
 
 
+def planted_check(scores: dict[str, float], planted: dict[str, list[str]], k: int) -> dict:
+    """Where a source planted harmful rows: the share of clean rows in the top-k against the pool, the
+    planted rows of each kind in the top-k, and the AUROC of the score for clean vs planted."""
+    from sklearn.metrics import roc_auc_score
+
+    bad = set().union(*map(set, planted.values())) & set(scores)
+    ranked = rank_ids(scores)
+    k = min(k, len(ranked))
+    finite = [s for s in scores.values() if _finite(s)]
+    floor = (min(finite) - 1.0) if finite else 0.0
+    truth = [e not in bad for e in ranked]
+    auroc = (float(roc_auc_score(truth, [scores[e] if _finite(scores[e]) else floor for e in ranked]))
+             if 0 < sum(truth) < len(truth) else None)
+    top = set(ranked[:k])
+    return {"k": k, "clean_fraction_at_k": sum(e not in bad for e in ranked[:k]) / k if k else 0.0,
+            "pool_clean_fraction": 1 - len(bad) / len(scores) if scores else 0.0,
+            "planted_at_k": {kind: len(top & set(ids)) for kind, ids in planted.items()},
+            "planted_in_pool": {kind: len(set(ids) & set(scores)) for kind, ids in planted.items()},
+            "auroc_clean_vs_planted": auroc}
+
+
 def row_diagnostics(pool: list[dict], scores: dict[str, float], lengths: dict[str, int],
                     losses: dict[str, float]) -> list[dict]:
     """One record per pool row, in rank order (non-finite scores and losses written as null)."""

@@ -3,7 +3,7 @@
 Non-finite scores rank last (never silently zeroed). Arm kinds (`build_arms`): `top` (the n best of
 a ranking), `window` (ranks a..b, 1-based, both included), `random_beyond` (n random rows ranked
 below `beyond`), `matched_random` (a random subset matched on strata to the top n, excluding them
-unless overlap is allowed) and `full_pool`.
+unless overlap is allowed), `random` (n rows drawn uniformly from the pool) and `full_pool`.
 
 Matching: every row gets a stratum (outcome x length-quantile bin over the whole pool); the random
 arm draws, for each stratum, as many rows as the top n holds there. When a stratum runs short, the
@@ -114,7 +114,7 @@ def build_arms(
     arms: dict[str, dict] = {}
     for arm in plan:
         order = ranked.get(arm.ranking) if arm.ranking else None
-        if arm.kind != "full_pool" and order is None:
+        if arm.kind not in ("full_pool", "random") and order is None:
             raise UserError(f"arm {arm.name!r}: ranking {arm.ranking!r} was not loaded")
         draw_seed = f"{seed}:{arm.name}"
         if arm.kind == "top":
@@ -130,6 +130,10 @@ def build_arms(
                 raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
             ids, matching = matched_random(order[: arm.n], stratum, draw_seed, allow_overlap)
             arms[arm.name] = {"example_ids": ids, "matching": matching}
+        elif arm.kind == "random":
+            if arm.n > len(pool_ids):
+                raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(pool_ids)} rows)")
+            arms[arm.name] = {"example_ids": random.Random(draw_seed).sample(sorted(pool_ids), arm.n)}
         elif arm.kind == "full_pool":
             arms[arm.name] = {"example_ids": list(pool_ids)}
         else:

@@ -6,9 +6,12 @@ differences read `+0.0300 [-0.0200, +0.0800]` (mean, bootstrap 95% interval).
 
 from __future__ import annotations
 
+ALPHA = 0.05
+"""Verdict level, after the Holm adjustment."""
+
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on outcome x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
-             "full_pool": "the whole pool"}
+             "random": "{n} rows drawn uniformly at random", "full_pool": "the whole pool"}
 
 
 def _acc(arm: dict) -> str:
@@ -17,10 +20,20 @@ def _acc(arm: dict) -> str:
     return f"{arm['correct']}/{arm['total']} = {arm['accuracy']:.4f} [{arm['ci_low']:.2f}, {arm['ci_high']:.2f}]"
 
 
-def _target(arm: dict) -> str:
+def _other_metric(arm: dict) -> str:
+    """The accuracy the verdict does not use: against the transcript's guess when the target word is the
+    metric, against the target word otherwise."""
+    if arm.get("metric") == "target_correct":
+        if arm.get("transcript_accuracy") is None:
+            return "n/a"
+        return f"{arm['transcript_correct']}/{arm['total']} = {arm['transcript_accuracy']:.4f}"
     if "target_total" not in arm:
         return "n/a"
     return f"{arm['target_correct']}/{arm['target_total']} = {arm['target_accuracy']:.4f}"
+
+
+METRIC_TEXT = {"target_correct": ("word accuracy vs target word", "vs transcript guess"),
+               "correct": ("word accuracy vs transcript guess", "vs target word")}
 
 
 def _loss(value) -> str:
@@ -48,9 +61,12 @@ def _setup_lines(report: dict) -> list[str]:
     setup = report["setup"]
     lines = ["## Setup", ""]
     train, arm_train = setup.get("train") or {}, setup.get("arm_train") or {}
+    start = ("continues the base adapter" if arm_train.get("init") == "base_adapter"
+             else f"trains a fresh LoRA r={arm_train.get('lora', {}).get('r')} on the base model")
     lines.append(f"- Model: `{setup.get('model')}`; base adapter: LoRA r={train.get('lora', {}).get('r')}, "
-                 f"lr {train.get('learning_rate')}, {train.get('epochs')} epochs on the whole pool; each arm continues "
-                 f"it with lr {arm_train.get('learning_rate')}, {arm_train.get('epochs')} epochs.")
+                 f"lr {train.get('learning_rate')}, {train.get('epochs')} epochs on the whole pool (it is what "
+                 f"attribution scores under); each arm {start} with lr {arm_train.get('learning_rate')}, "
+                 f"{arm_train.get('epochs')} epochs.")
     if "data" in report:
         rows = report["data"]["rows"]
         lines.append(f"- Data: {rows.get('train_base')} pool rows, {rows.get('attr_query')} attribution queries, "
@@ -66,55 +82,72 @@ def _setup_lines(report: dict) -> list[str]:
     attribute = setup.get("attribute") or {}
     if attribute:
         lines.append("- Attribution: " + ", ".join(f"{k} {v}" for k, v in attribute.items() if k != "cache_dir") + ".")
+    if report.get("untracked_modules"):
+        lines.append(f"- **Attribution did not see {report['untracked_modules']}**: the base adapter trains them in "
+                     "full (modules_to_save) and Bergson tracks only LoRA modules; allowed by "
+                     "attribute.allow_untracked_modules, so the scores cover part of what training changed.")
+    metric = next((a.get("metric") for a in report["arms"] if a.get("accuracy") is not None), None)
+    if metric:
+        lines.append(f"- Metric: {METRIC_TEXT[metric][0]} (greedy generation, the word after `GUESS:`)"
+                     + ("; failed games stay in the eval set." if metric == "target_correct" else "."))
+    tests = (report.get("multiple_testing") or {}).get("tests", 0)
     lines += [("- Statistics: Wilson 95% intervals on accuracy; per seed, exact McNemar (binomial on discordant rows) "
                "against the `vs` arm on the same eval rows and a paired bootstrap 95% interval of the eval-loss "
                "difference; across seeds, the mean paired difference with a bootstrap 95% interval resampling seeds "
-               "and eval rows."), ""]
+               "and eval rows, and exact McNemar on the discordant rows of all seeds. "
+               f"p-values are Holm-Bonferroni adjusted over all {tests} tests of this report (`p_holm`); a verdict "
+               "needs an interval that excludes zero and p_holm < 0.05, and at least two seeds."), ""]
     return lines
 
 
 def _answer_lines(report: dict) -> list[str]:
     lines = ["## Answer", ""]
+    tests = (report.get("multiple_testing") or {}).get("tests", 0)
     for agg in report["aggregate"]:
         if "accuracy_difference" not in agg:
-            lines += _loss_answer(agg)
+            lines += _loss_answer(agg, tests)
             continue
-        d = agg["accuracy_difference"]
-        n = len(agg["seeds"])
-        if d["ci_low"] > 0:
+        d, n = agg["accuracy_difference"], len(agg["seeds"])
+        p_holm = agg.get("p_holm", 1.0)
+        if n < 2:
+            verdict = f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)"
+        elif d["ci_low"] > 0 and p_holm < ALPHA:
             verdict = f"**{agg['arm']} beats {agg['versus']}**"
-        elif d["ci_high"] < 0:
+        elif d["ci_high"] < 0 and p_holm < ALPHA:
             verdict = f"**{agg['arm']} is worse than {agg['versus']}**"
         else:
             verdict = f"**no reliable difference between {agg['arm']} and {agg['versus']}**"
-        p_values = ", ".join(_p(c["mcnemar"]["p_value"]) for c in report["comparisons"]
-                             if c["arm"] == agg["arm"] and c["versus"] == agg["versus"] and "mcnemar" in c)
-        lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s); seeds favouring "
-                     f"{agg['arm']} / {agg['versus']} / tied: {agg['seeds_favouring_arm']} / "
-                     f"{agg['seeds_favouring_versus']} / {agg['seeds_tied']}; McNemar p per seed: {p_values}.")
+        lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s), McNemar over all seeds "
+                     f"p = {_p(agg['p_value'])}, Holm-adjusted over {tests} tests p_holm = {_p(p_holm)}; seeds "
+                     f"favouring {agg['arm']} / {agg['versus']} / tied: {agg['seeds_favouring_arm']} / "
+                     f"{agg['seeds_favouring_versus']} / {agg['seeds_tied']}.")
     if len(lines) == 2:
         lines.append("- No arm was tested against another (no `versus` arm ran).")
     return lines + [""]
 
 
-def _loss_answer(agg: dict) -> list[str]:
+def _loss_answer(agg: dict, tests: int) -> list[str]:
     """Loss-only runs (evaluate.generate: false): the verdict on the eval-loss difference."""
     d = agg.get("loss_difference")
     if not d:
         return []
-    if d["ci_high"] < 0:
+    p_holm, n = agg.get("p_holm", 1.0), len(agg["seeds"])
+    if n < 2:
+        verdict = f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)"
+    elif d["ci_high"] < 0 and p_holm < ALPHA:
         verdict = f"**{agg['arm']} has a lower eval loss than {agg['versus']}**"
-    elif d["ci_low"] > 0:
+    elif d["ci_low"] > 0 and p_holm < ALPHA:
         verdict = f"**{agg['arm']} has a higher eval loss than {agg['versus']}**"
     else:
         verdict = f"**no reliable eval-loss difference between {agg['arm']} and {agg['versus']}**"
-    return [f"- {verdict}: eval-loss difference {_diff(d)} over {len(agg['seeds'])} seed(s)."]
+    return [(f"- {verdict}: eval-loss difference {_diff(d)} over {n} seed(s), p_holm = {_p(p_holm)} "
+            f"(Holm over {tests} tests).")]
 
 
 def _aggregate_table(report: dict) -> list[str]:
     lines = ["## Across seeds", "",
-             "| arm | vs | seeds | accuracy (mean) | vs accuracy (mean) | Δ accuracy [95% CI] | seeds arm / vs / tie | Δ eval loss [95% CI] |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | vs | seeds | accuracy (mean) | vs accuracy (mean) | Δ accuracy [95% CI] | seeds arm / vs / tie | p | p_holm | Δ eval loss [95% CI] |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for agg in report["aggregate"]:
         if "accuracy_difference" in agg:
             acc = (f"{agg['arm_accuracy_mean']:.4f} | {agg['versus_accuracy_mean']:.4f} | "
@@ -122,43 +155,70 @@ def _aggregate_table(report: dict) -> list[str]:
                    f"{agg['seeds_favouring_arm']} / {agg['seeds_favouring_versus']} / {agg['seeds_tied']}")
         else:
             acc = "n/a | n/a | n/a | n/a"
-        lines.append(f"| {agg['arm']} | {agg['versus']} | {len(agg['seeds'])} | {acc} | {_diff(agg.get('loss_difference'))} |")
-    lines += ["", "Δ = arm − vs; a negative Δ eval loss favours the arm.", ""]
+        tested = f"{_p(agg['p_value'])} | {_p(agg['p_holm'])}" if "p_holm" in agg else "n/a | n/a"
+        lines.append(f"| {agg['arm']} | {agg['versus']} | {len(agg['seeds'])} | {acc} | {tested} | "
+                     f"{_diff(agg.get('loss_difference'))} |")
+    lines += ["", ("Δ = arm − vs; a negative Δ eval loss favours the arm. p: exact McNemar over all seeds' discordant "
+              "rows (eval-loss sign-flip test for loss-only runs); p_holm: Holm-adjusted over every test in this report."),
+              ""]
     return lines
 
 
 def _seed_tables(report: dict) -> list[str]:
     comparisons = {(c["arm"], c["seed"]): c for c in report["comparisons"]}
+    metric = next((a.get("metric") for a in report["arms"] if a.get("accuracy") is not None), "correct")
+    main, other = METRIC_TEXT[metric]
     lines = []
     for seed in [None] + sorted({a["seed"] for a in report["arms"] if a["seed"] is not None}):
         arms = [a for a in report["arms"] if a["seed"] == seed]
         if not arms:
             continue
         lines += ["## Shared models" if seed is None else f"## Seed {seed}", "",
-                  "| model | word accuracy [95% CI] | target-word accuracy | eval loss | vs | Δ accuracy | McNemar arm-only / vs-only, p | Δ eval loss [95% CI] |",
+                  f"| model | {main} [95% CI] | {other} | eval loss | vs | Δ accuracy | McNemar arm-only / vs-only, p, p_holm | Δ eval loss [95% CI] |",
                   "|---|---|---|---|---|---|---|---|"]
         for arm in arms:
             c = comparisons.get((arm["name"], seed), {})
             mc = c.get("mcnemar")
-            lines.append(f"| {arm['name']} | {_acc(arm)} | {_target(arm)} | {_loss(arm.get('eval_loss'))} | "
+            tested = (f"{mc['a_only']} / {mc['b_only']}, p {_p(c['p_value'])}, p_holm {_p(c['p_holm'])}"
+                      if mc and "p_holm" in c else "")
+            lines.append(f"| {arm['name']} | {_acc(arm)} | {_other_metric(arm)} | {_loss(arm.get('eval_loss'))} | "
                          f"{c.get('versus', '')} | "
-                         + (f"{c['accuracy_difference']:+.4f}" if "accuracy_difference" in c else "") + " | "
-                         + (f"{mc['a_only']} / {mc['b_only']}, p {'' if mc['p_value'] < 0.001 else '= '}{_p(mc['p_value'])}"
-                            if mc else "") + " | "
+                         + (f"{c['accuracy_difference']:+.4f}" if "accuracy_difference" in c else "") + f" | {tested} | "
                          + (_diff(c.get("loss_difference")) if c else "") + " |")
         lines.append("")
     return lines
+
+
+DIVERSITY_RATIO = 0.8
+"""An arm covering fewer than this share of its control's distinct target words is pointed out."""
 
 
 def _selection_lines(report: dict) -> list[str]:
     if "selection" not in report:
         return []
     seed, arms = next(iter(report["selection"].items()))
+    planted = any("planted" in spec for spec in arms.values())
     lines = [f"## Arms (seed {seed}; random arms are redrawn per seed)", "",
-             "| arm | what | rows | tokens | outcomes |", "|---|---|---|---|---|"]
+             "| arm | what | rows | tokens | outcomes | groups | target words | eval targets covered |"
+             + (" planted rows | clean rows |" if planted else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|---|" if planted else "")]
     for name, spec in arms.items():
-        lines.append(f"| {name} | {_describe_arm(spec)} | {spec['rows']} | {spec['tokens']} | {spec['outcomes']} |")
-    return lines + [""]
+        coverage = spec.get("eval_target_coverage")
+        cells = [name, _describe_arm(spec), spec["rows"], spec["tokens"], spec["outcomes"], spec.get("groups", "n/a"),
+                 spec.get("target_words", "n/a"), "n/a" if coverage is None else f"{coverage:.2f}"]
+        if planted:
+            cells += [spec.get("planted"), f"{spec['clean_fraction']:.3f}" if "clean_fraction" in spec else "n/a"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    notes = []
+    for name, spec in arms.items():
+        control = arms.get(spec.get("versus") or "")
+        if (control and spec.get("target_words") and control.get("target_words")
+                and spec["target_words"] < DIVERSITY_RATIO * control["target_words"]):
+            notes.append(f"- **{name} is much less diverse than {spec['versus']}**: {spec['target_words']} distinct "
+                         f"target words against {control['target_words']} (eval targets covered "
+                         f"{spec.get('eval_target_coverage', 0):.2f} vs {control.get('eval_target_coverage', 0):.2f}); "
+                         "a loss may come from what it lacks rather than from what it holds.")
+    return lines + [""] + (notes + [""] if notes else [])
 
 
 def _cost_lines(report: dict) -> list[str]:
@@ -186,7 +246,7 @@ def _predictor_lines(report: dict) -> list[str]:
     def num(value) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    lines = ["## SAE predictor of attribution (held-out rows)", "",
+    lines = ["## SAE predictor of attribution (cross-fitted: each row predicted by a model that never saw it)", "",
              "| predictor | Spearman | Pearson | R² | top-k overlap | AUROC top-vs-rest |", "|---|---|---|---|---|---|"]
     for name, m in models.items():
         lines.append(f"| {name} | {num(m.get('spearman'))} | {num(m.get('pearson'))} | {num(m.get('r2'))} | "
@@ -204,7 +264,16 @@ def render_markdown(report: dict, name: str) -> str:
         a = report["attribution"]
         lines += ["## Attribution check", "",
                   (f"{a['precision_success_at_k']:.4f} of the top-{a['k']} rows are success rows, against "
-                   f"{a['pool_success_fraction']:.4f} of the pool ({a.get('non_finite', 0)} non-finite scores)."), ""]
+                   f"{a['pool_success_fraction']:.4f} of the pool ({a.get('non_finite', 0)} non-finite scores).")]
+        if a.get("planted"):
+            pl = a["planted"]
+            auroc = pl.get("auroc_clean_vs_planted")
+            lines.append(f"Planted rows (the source's known truth): {pl['clean_fraction_at_k']:.4f} of the top-{pl['k']} "
+                         f"are clean, against {pl['pool_clean_fraction']:.4f} of the pool; planted rows in the top-"
+                         f"{pl['k']} / in the pool: " + ", ".join(f"{kind} {pl['planted_at_k'][kind]} / "
+                                                             f"{pl['planted_in_pool'][kind]}" for kind in pl["planted_at_k"])
+                         + ("" if auroc is None else f"; AUROC clean vs planted {auroc:.3f}") + ".")
+        lines.append("")
     lines += _predictor_lines(report)
     lines += _selection_lines(report)
     if report.get("plots"):

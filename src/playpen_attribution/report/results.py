@@ -25,6 +25,8 @@ from playpen_attribution.run.seeds import seed_folders
 
 SPEC_FIELDS = ("kind", "ranking", "n", "family", "k", "versus", "rows", "tokens")
 """Fields of an arm's selection copied into its report entry."""
+ALPHA = 0.05
+"""Level of the report's verdicts, after the Holm adjustment."""
 
 
 def stage_folders(run_dir: Path) -> dict[str, Path]:
@@ -40,11 +42,19 @@ def stage_folders(run_dir: Path) -> dict[str, Path]:
 
 
 def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None) -> dict:
+    """A model's report entry. `accuracy` is word accuracy against the target word when every eval row
+    has one (Taboo: failed games stay in the eval set, so the transcript's guess is not the answer), else
+    against the transcript's guess; `metric` names the prediction field it counts."""
     metrics = artifacts.load_metrics(folder)
-    entry = {"name": name, "seed": seed, "correct": metrics.correct,
-             "total": metrics.total if metrics.total is not None else metrics.loss_rows, "accuracy": metrics.accuracy}
+    by_target = metrics.target_total is not None and metrics.target_total == metrics.total
+    correct, total, accuracy = ((metrics.target_correct, metrics.target_total, metrics.target_accuracy) if by_target
+                                else (metrics.correct, metrics.total, metrics.accuracy))
+    entry = {"name": name, "seed": seed, "metric": "target_correct" if by_target else "correct", "correct": correct,
+             "total": total if total is not None else metrics.loss_rows, "accuracy": accuracy}
     if entry["accuracy"] is not None:
         entry["ci_low"], entry["ci_high"] = stats.wilson_interval(entry["correct"], entry["total"])
+    if metrics.accuracy is not None:
+        entry |= {"transcript_correct": metrics.correct, "transcript_accuracy": metrics.accuracy}
     optional = ("target_correct", "target_total", "target_accuracy", "no_guess", "eval_loss", "loss_non_finite")
     entry |= {k: getattr(metrics, k) for k in optional if getattr(metrics, k) is not None}
     return entry | ({k: getattr(spec, k) for k in SPEC_FIELDS} if spec is not None else {})
@@ -82,43 +92,62 @@ def _paired_values(a: dict, b: dict, field: str, what: str) -> tuple[list[str], 
 
 
 def compare(arm: dict, ref: dict, preds: dict) -> dict:
-    """One seed: arm vs its reference on the same eval rows."""
+    """One seed: arm vs its reference on the same eval rows. `p_value` is the test of the verdict metric:
+    exact McNemar on word correctness, or (loss-only runs) a sign-flip permutation of the eval-loss difference."""
     a, b = preds[(arm["name"], arm["seed"])], preds[(ref["name"], ref["seed"])]
     what = f"{arm['name']} vs {ref['name']} (seed {arm['seed']})"
     out = {"arm": arm["name"], "versus": ref["name"], "seed": arm["seed"]}
     if arm["accuracy"] is not None and ref["accuracy"] is not None:
-        _, ca, cb = _paired_values(a, b, "correct", what)
+        _, ca, cb = _paired_values(a, b, arm["metric"], what)
         out["accuracy_difference"] = arm["accuracy"] - ref["accuracy"]
         out["mcnemar"] = stats.mcnemar_exact(ca.astype(bool), cb.astype(bool))
+        out |= {"test": "exact McNemar", "p_value": out["mcnemar"]["p_value"]}
     _, la, lb = _paired_values(a, b, "loss", what)
     finite = np.isfinite(la) & np.isfinite(lb)
     if finite.any():
         out["loss_difference"] = stats.bootstrap_mean(la[finite] - lb[finite])
         out["loss_rows_excluded"] = int((~finite).sum())
+        if "p_value" not in out:
+            out |= {"test": "sign-flip permutation of eval loss", "p_value": stats.sign_flip_p(la[finite] - lb[finite])}
     return out
 
 
-def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, accuracy: bool) -> dict:
-    """Across seeds: mean paired difference (seeds and rows resampled) and seeds favouring each side."""
+def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, metric: str | None) -> dict:
+    """Across seeds: mean paired difference (seeds and rows resampled), seeds favouring each side, and the
+    across-seed test (`p_value`: exact McNemar on every seed's discordant rows, or for loss-only runs a
+    sign-flip permutation of the eval-loss differences)."""
     out = {"arm": arm_name, "versus": ref_name, "seeds": seeds}
     what = f"{arm_name} vs {ref_name}"
-    rows = [[_paired_values(preds[(arm_name, s)], preds[(ref_name, s)], f, what) for f in ("correct", "loss")]
-            for s in seeds]
-    if accuracy:
+    fields = (metric or "loss", "loss")
+    rows = [[_paired_values(preds[(arm_name, s)], preds[(ref_name, s)], f, what) for f in fields] for s in seeds]
+    if metric is not None:
         diff = np.stack([ca - cb for (_, ca, cb), _ in rows])
         per_seed = diff.mean(axis=1)
+        tables = [stats.mcnemar_exact(ca.astype(bool), cb.astype(bool)) for (_, ca, cb), _ in rows]
         out |= {"arm_accuracy_mean": float(np.mean([ca.mean() for (_, ca, _), _ in rows])),
                 "versus_accuracy_mean": float(np.mean([cb.mean() for (_, _, cb), _ in rows])),
                 "accuracy_difference": stats.seed_bootstrap(diff),
                 "per_seed_accuracy_difference": [float(d) for d in per_seed],
                 "seeds_favouring_arm": int((per_seed > 0).sum()), "seeds_favouring_versus": int((per_seed < 0).sum()),
-                "seeds_tied": int((per_seed == 0).sum())}
+                "seeds_tied": int((per_seed == 0).sum()), "mcnemar": stats.mcnemar_pooled(tables)}
+        out |= {"test": "exact McNemar over all seeds", "p_value": out["mcnemar"]["p_value"]}
     losses = np.stack([la - lb for _, (_, la, lb) in rows])
     finite = np.isfinite(losses).all(axis=0)
     if finite.any():
         out["loss_difference"] = stats.seed_bootstrap(losses[:, finite])
         out["loss_rows_excluded"] = int((~finite).sum())
+        if "p_value" not in out:
+            out |= {"test": "sign-flip permutation of eval loss over all seeds",
+                    "p_value": stats.sign_flip_p(losses[:, finite])}
     return out
+
+
+def adjust_for_multiple_tests(report: dict) -> None:
+    """Holm-Bonferroni over every test in the report (per seed and across seeds): each gets `p_holm`."""
+    tests = [t for t in report["comparisons"] + report["aggregate"] if "p_value" in t]
+    for test, adjusted in zip(tests, stats.holm([t["p_value"] for t in tests])):
+        test["p_holm"] = adjusted
+    report["multiple_testing"] = {"method": "holm", "tests": len(tests), "alpha": ALPHA}
 
 
 def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
@@ -171,7 +200,7 @@ def collect(run_dir: Path) -> dict:
         if ref is not None:
             comparisons.append(compare(arm, ref, preds))
             pairs.setdefault((arm["name"], ref["name"]), []).append(arm["seed"])
-    accuracy = any(e["accuracy"] is not None for e in entries)
+    metric = next((e["metric"] for e in entries if e["accuracy"] is not None), None)
     manifests = {k: artifacts.load_manifest(p) for k, p in folders.items()}
     seconds = {k: m.wall_seconds for k, m in manifests.items()}
     trainings = [t for k, t in seconds.items()
@@ -179,7 +208,7 @@ def collect(run_dir: Path) -> dict:
     report = {
         "run_dir": str(run_dir), "setup": _setup(folders, selections), "arms": entries,
         "comparisons": comparisons,
-        "aggregate": [aggregate(a, r, seeds, preds, accuracy) for (a, r), seeds in pairs.items()],
+        "aggregate": [aggregate(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
         "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
         "stage_speed": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
         "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
@@ -190,12 +219,51 @@ def collect(run_dir: Path) -> dict:
     predictor = _find(run_dir, artifacts.PREDICT, artifacts.load_predictor_metrics)
     if predictor is not None:
         report["predictor"] = predictor
-    if selections:
-        report["selection"] = {s: {n: a.summary() for n, a in sel.items()} for s, sel in selections.items()}
+    untracked = _find(run_dir, artifacts.ATTRIBUTE, lambda f: artifacts.load_manifest(f).fields.get("untracked_modules"))
+    if untracked:
+        report["untracked_modules"] = untracked
+    planted: dict[str, list[str]] = {}
     if artifacts.is_stage_folder(run_dir / artifacts.DATA):
         manifest = artifacts.load_manifest(run_dir / artifacts.DATA).fields
-        report["data"] = {k: manifest.get(k) for k in ("rows", "outcomes", "dropped", "source")}
+        source = dict(manifest.get("source") or {})
+        planted = source.pop("planted", None) or {}
+        if planted:
+            source["planted_rows"] = {kind: len(ids) for kind, ids in planted.items()}
+        report["data"] = {k: manifest.get(k) for k in ("rows", "outcomes", "dropped")} | {"source": source}
+    if selections:
+        report["selection"] = {s: {n: a.summary() for n, a in sel.items()} for s, sel in selections.items()}
+        if artifacts.is_stage_folder(run_dir / artifacts.DATA):
+            contents = arm_contents(selections, run_dir / artifacts.DATA, planted)
+            for s, arms in contents.items():
+                for name, fields in arms.items():
+                    report["selection"][s][name] |= fields
+    adjust_for_multiple_tests(report)
     return report
+
+
+def arm_contents(selections: dict[int, dict[str, ArmSelection]], data_dir: Path,
+                 planted: dict[str, list[str]]) -> dict[int, dict[str, dict]]:
+    """Per seed and arm: distinct groups and target words, the share of eval target words the arm's rows
+    cover, and (when the source planted harmful rows) how many planted rows of each kind it holds and the
+    share of clean rows."""
+    pool = {r["example_id"]: r for r in artifacts.load_split(data_dir, "train_base")}
+    eval_targets = {str(r["target_word"]).lower() for r in artifacts.load_split(data_dir, "eval") if r.get("target_word")}
+    planted_sets = {kind: set(ids) for kind, ids in planted.items()}
+    out: dict[int, dict[str, dict]] = {}
+    for seed, arms in selections.items():
+        out[seed] = {}
+        for name, arm in arms.items():
+            rows = [pool[e] for e in arm.example_ids if e in pool]
+            targets = {str(r["target_word"]).lower() for r in rows if r.get("target_word")}
+            fields = {"groups": len({r.get("group_id") for r in rows}), "target_words": len(targets)}
+            if eval_targets:
+                fields["eval_target_coverage"] = len(targets & eval_targets) / len(eval_targets)
+            if planted_sets:
+                ids = set(arm.example_ids)
+                fields["planted"] = {kind: len(ids & s) for kind, s in planted_sets.items()}
+                fields["clean_fraction"] = 1 - len(ids & set().union(*planted_sets.values())) / max(len(ids), 1)
+            out[seed][name] = fields
+    return out
 
 
 def _speed(folder: Path, manifest: artifacts.Manifest) -> str | None:

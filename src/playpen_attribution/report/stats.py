@@ -8,6 +8,10 @@
   (the same rows for every seed, as the eval set is shared): it reflects both seed-to-seed spread and
   the finite eval set, which matters when there are only a few seeds.
 - `paired`: joins two models' per-row values on example_id (both must hold the same rows).
+- `mcnemar_pooled`: exact McNemar over several seeds' tables (the across-seed test of accuracy).
+- `sign_flip_p`: a paired permutation test of a mean difference (the test of eval loss), flipping the
+  sign of each (seed, row) difference.
+- `holm`: Holm-Bonferroni adjusted p-values of a family of tests (every test in one report).
 
 Bootstrap draws use a fixed generator seed, so a report is reproducible.
 """
@@ -101,3 +105,45 @@ def paired(a: dict[str, object], b: dict[str, object], what: str) -> tuple[list[
                         f"({len(set(a) - set(b))} only in the first, {len(set(b) - set(a))} only in the second)")
     ids = sorted(a)
     return ids, [a[i] for i in ids], [b[i] for i in ids]
+
+
+def mcnemar_pooled(tables: Sequence[dict]) -> dict:
+    """Exact McNemar over several seeds' paired tables (from `mcnemar_exact`): a two-sided binomial test
+    on all discordant (row, seed) pairs together, each seed's pair of trainings one replication."""
+    from scipy.stats import binomtest
+
+    a_only, b_only = sum(t["a_only"] for t in tables), sum(t["b_only"] for t in tables)
+    discordant = a_only + b_only
+    p_value = 1.0 if discordant == 0 else float(binomtest(a_only, discordant, 0.5).pvalue)
+    return {"a_only": a_only, "b_only": b_only, "p_value": p_value}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order (step-down, monotone, capped at 1)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+PERMUTATION_DRAWS = 10000
+
+
+def sign_flip_p(differences: np.ndarray, draws: int = PERMUTATION_DRAWS, seed: int = BOOTSTRAP_SEED) -> float:
+    """Two-sided p-value that the mean of paired differences (any shape, e.g. [seeds, rows]) is zero:
+    under the null each difference is as likely to have either sign. Monte Carlo with a fixed generator,
+    (hits + 1) / (draws + 1) so it is never 0."""
+    values = np.asarray(differences, dtype=float).ravel()
+    if values.size == 0:
+        raise ValueError("sign_flip_p needs at least one difference")
+    observed = abs(values.mean())
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, draws, 500):
+        stop = min(draws, start + 500)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(stop - start, values.size))
+        hits += int((np.abs((signs * values).mean(axis=1)) >= observed - 1e-12).sum())
+    return (hits + 1) / (draws + 1)

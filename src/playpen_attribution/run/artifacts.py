@@ -193,6 +193,12 @@ def load_split(data_dir: Path, split: str) -> list[dict]:
     return read_jsonl(path)
 
 
+def load_planted(data_dir: Path) -> dict[str, list[str]]:
+    """Planted-row kind -> example_ids, as the source recorded them in the data manifest (demo: the
+    harmful rows whose truth is known); empty for sources that plant nothing."""
+    return dict((load_manifest(data_dir).fields.get("source") or {}).get("planted") or {})
+
+
 # --- train ---------------------------------------------------------------------------------------
 def write_train_log(train_dir: Path, entries: list[dict]) -> None:
     (Path(train_dir) / TRAIN_LOG).write_text(json.dumps(entries, indent=1) + "\n")

@@ -63,7 +63,7 @@ class SaeConfig(BaseModel):
 
 
 class PredictConfig(BaseModel):
-    """A ridge regressor from SAE features to the attribution target, evaluated on held-out groups."""
+    """A ridge regressor from SAE features to the attribution target, cross-fitted over groups."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -71,10 +71,12 @@ class PredictConfig(BaseModel):
         "rank", description="rank: attribution percentile in (0, 1], 1 = top row; score: the raw attribution score."
     )
     group_key: str = Field(
-        "group_id", description="Row column whose values never straddle the fit/test split (GroupShuffleSplit)."
+        "group_id", description="Row column whose values never straddle two folds (GroupKFold): each row's "
+        "prediction comes from a model that saw no row of its group.",
     )
-    test_fraction: float = Field(0.25, gt=0, lt=1, description="Share of groups held out for evaluation.")
-    cv_folds: int = Field(5, ge=2, description="Grouped folds RidgeCV uses to choose the regularisation.")
+    folds: int = Field(5, ge=2, description="Grouped folds of the cross-fitting: each fold is predicted by a "
+                       "model fitted on the others.")
+    cv_folds: int = Field(5, ge=2, description="Grouped folds (inside each fit) RidgeCV uses to choose the regularisation.")
     alphas: list[float] = Field(
         default_factory=lambda: [10.0**e for e in range(-3, 6)],
         min_length=1, description="Candidate ridge regularisation strengths.",
@@ -84,9 +86,9 @@ class PredictConfig(BaseModel):
         description="Sparse random projection of the per-feature means to this width (null = use all d_sae columns).",
     )
     top_fraction: float = Field(
-        0.2, gt=0, lt=1, description="k of the top-k overlap and AUROC, as a share of the held-out rows."
+        0.2, gt=0, lt=1, description="k of the top-k overlap and AUROC, as a share of the scored rows."
     )
-    seed: int = Field(0, description="Seed of the grouped split and the random projection.")
+    seed: int = Field(0, description="Seed of the random projection.")
 
     @model_validator(mode="after")
     def _check_alphas(self) -> PredictConfig:

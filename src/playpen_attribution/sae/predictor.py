@@ -1,12 +1,15 @@
-"""Predict attribution from SAE fingerprints: fit on some groups, evaluate on the others, apply anywhere.
+"""Predict attribution from SAE fingerprints, cross-fitted: no row is scored by a model that saw it.
 
-The target is the attribution percentile (`rank`: scipy `rankdata / n` over the rows with a finite
-score, 1 = the most helpful row) or the raw `score`. Rows whose score is not finite are left out of
-fitting and evaluation and counted. Rows are split once with `GroupShuffleSplit` on the configured
-group column (seeded), so no group is on both sides; the ridge regularisation is chosen by RidgeCV
-over grouped folds (`GroupKFold`) of the fit part only.
+The target is the attribution percentile (`rank`: scipy `rankdata / n` over the fitted rows with a
+finite score, 1 = the most helpful row) or the raw `score`. Rows whose score is not finite are left
+out of fitting and evaluation and counted. The scored rows are cut into `folds` groups of groups
+(`GroupKFold` on the configured group column), so no group is in two folds; each fold is predicted
+by a model fitted on the other folds (its percentile target computed from those rows alone, so a
+row's own label never reaches the model that predicts it), with the ridge regularisation chosen by
+RidgeCV over grouped folds inside that fit. The saved predictor, for new rows, is fitted on every
+scored row. Rows without a finite score are predicted by it too (they have no label to leak).
 
-Three models share that split:
+Three models share the folds:
 
 - `sae`: the ten sample statistics + the per-feature mean activation (optionally through a sparse
   random projection to `projection_dim`), standardised, RidgeCV;
@@ -14,10 +17,10 @@ Three models share that split:
 - `residual`: the mean-pooled raw residual stream of the same layer, standardised, RidgeCV (the
   no-SAE probe).
 
-Held-out metrics per model: Spearman, Pearson, R^2, top-k overlap (k = `top_fraction` of the
-held-out rows; |predicted top-k & true top-k| / k) and AUROC of the prediction for "in the true
-top-k". When the rows carry SmolTalk metadata, `metadata` relates both rankings (percentiles within
-the held-out rows, 1 = top) to `reward_model_score` (Spearman) and to each level of `quality`,
+Out-of-fold metrics per model, over every scored row: Spearman, Pearson, R^2, top-k overlap (k =
+`top_fraction` of the rows; |predicted top-k & true top-k| / k) and AUROC of the prediction for "in
+the true top-k". When the rows carry SmolTalk metadata, `metadata` relates both rankings
+(percentiles, 1 = top) to `reward_model_score` (Spearman) and to each level of `quality`,
 `difficulty` and `category` (mean percentile per level).
 """
 
@@ -41,10 +44,13 @@ SPEC_KEYS = ("release", "sae_id", "hook_name", "layer", "d_sae", "pool", "model"
 
 @dataclass
 class Fit:
-    """The fitted SAE predictor, the split it was evaluated on, and the held-out metrics."""
+    """The SAE predictor fitted on every scored row, every row's cross-fitted prediction and the metrics."""
 
     pipeline: object
-    part: dict[str, str]  # example_id -> fit | test | unscored
+    predicted: dict[str, float]
+    """example_id -> prediction by a model that never saw the row (out of fold; unscored rows: `pipeline`)."""
+    fold: dict[str, int | None]
+    """example_id -> the fold whose model predicted it (None: an unscored row, predicted by `pipeline`)."""
     metrics: dict
 
 
@@ -111,17 +117,6 @@ def row_groups(ids: list[str], rows: dict[str, dict], key: str, rows_file: str) 
     return np.array(groups)
 
 
-def grouped_split(groups: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit indices, test indices) with no group on both sides."""
-    from sklearn.model_selection import GroupShuffleSplit
-
-    if len(set(groups)) < 2:
-        raise UserError(f"predict needs at least 2 groups to hold some out; the rows have {len(set(groups))}")
-    splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
-    fit, test = next(splitter.split(np.zeros(len(groups)), groups=groups))
-    return np.sort(fit), np.sort(test)
-
-
 def _num(x) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
@@ -178,40 +173,69 @@ def metadata_report(rows: list[dict], y_true: np.ndarray, y_pred: np.ndarray) ->
     return report
 
 
-def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[str, float], cfg: PredictConfig,
-                     files: dict[str, str]) -> Fit:
-    """Fit the three models on one grouped split; `files` names the features, scores and rows files."""
+def grouped_folds(groups: np.ndarray, n_folds: int) -> np.ndarray:
+    """Fold (0..n-1) of each row, whole groups per fold (GroupKFold); UserError with too few groups."""
     from sklearn.model_selection import GroupKFold
 
+    if len(set(groups)) < n_folds:
+        raise UserError(f"predict.folds = {n_folds} but the scored rows have only {len(set(groups))} group(s) "
+                        f"(predict.group_key); lower predict.folds")
+    fold = np.empty(len(groups), dtype=int)
+    for i, (_, held) in enumerate(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups)):
+        fold[held] = i
+    return fold
+
+
+def _fit(x: np.ndarray, scores: np.ndarray, groups: np.ndarray, model: str, cfg: PredictConfig):
+    """One model fitted on these rows: the target computed from them alone, alpha by grouped RidgeCV."""
+    from sklearn.model_selection import GroupKFold
+
+    y = targets(dict(enumerate(scores)), list(range(len(scores))), cfg.target)
+    n_inner = min(cfg.cv_folds, len(set(groups)))
+    if n_inner < 2:
+        raise UserError(f"predict: a fit has {n_inner} group(s); RidgeCV needs at least 2 (lower predict.folds)")
+    cv = list(GroupKFold(n_splits=n_inner).split(np.zeros(len(groups)), groups=groups))
+    return build_pipeline(model, cfg, cv).fit(x, y)
+
+
+def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[str, float], cfg: PredictConfig,
+                     files: dict[str, str]) -> Fit:
+    """Cross-fit the three models over grouped folds; `files` names the features, scores and rows files."""
     ids = features.example_ids
     check_ids(ids, scores.keys(), files["features"], files["scores"])
-    y = targets(scores, ids, cfg.target)
-    scored = np.flatnonzero(np.isfinite(y))
+    raw = np.array([scores[i] for i in ids], dtype=np.float64)
+    scored = np.flatnonzero(np.isfinite(raw))
     groups = row_groups(ids, rows, cfg.group_key, files["rows"])
-    fit_pos, test_pos = grouped_split(groups[scored], cfg.test_fraction, cfg.seed)
-    fit, test = scored[fit_pos], scored[test_pos]
-    n_folds = min(cfg.cv_folds, len(set(groups[fit])))
-    if n_folds < 2:
-        raise UserError(f"predict: the fit part has {n_folds} group(s); RidgeCV needs at least 2 (lower test_fraction)")
-    cv = list(GroupKFold(n_splits=n_folds).split(np.zeros(len(fit)), groups=groups[fit]))
-    models, pipelines, test_pred = {}, {}, None
+    fold = grouped_folds(groups[scored], cfg.folds)
+    y_true = targets(scores, [ids[i] for i in scored], cfg.target)  # over every scored row, for the metrics
+    models, out_of_fold, final = {}, {}, {}
     for model in MODELS:
         x = design(features, model)
-        pipe = build_pipeline(model, cfg, cv).fit(x[fit], y[fit])
-        pred = pipe.predict(x[test])
-        models[model] = heldout_metrics(y[test], pred, cfg.top_fraction) | {"alpha": float(pipe[-1].alpha_)}
-        pipelines[model] = pipe
-        test_pred = pred if model == "sae" else test_pred
-    part = dict.fromkeys(ids, "unscored") | {ids[i]: "fit" for i in fit} | {ids[i]: "test" for i in test}
+        pred = np.empty(len(scored))
+        for f in range(cfg.folds):
+            fit_rows, held = scored[fold != f], fold == f
+            pred[held] = _fit(x[fit_rows], raw[fit_rows], groups[fit_rows], model, cfg).predict(x[scored[held]])
+        final[model] = _fit(x[scored], raw[scored], groups[scored], model, cfg)
+        models[model] = heldout_metrics(y_true, pred, cfg.top_fraction) | {"alpha": float(final[model][-1].alpha_)}
+        out_of_fold[model] = pred
+    predicted = dict.fromkeys(ids, float("nan"))
+    fold_of: dict[str, int | None] = dict.fromkeys(ids)
+    unscored = np.setdiff1d(np.arange(len(ids)), scored)
+    if unscored.size:
+        for i, value in zip(unscored, final["sae"].predict(design(features, "sae")[unscored])):
+            predicted[ids[i]] = float(value)
+    for i, value, f in zip(scored, out_of_fold["sae"], fold):
+        predicted[ids[i]], fold_of[ids[i]] = float(value), int(f)
     metrics = {
-        "target": cfg.target, "group_key": cfg.group_key, "rows": len(ids), "rows_without_finite_score": len(ids) - len(scored),
-        "fit_rows": len(fit), "test_rows": len(test), "fit_groups": len(set(groups[fit])),
-        "test_groups": len(set(groups[test])), "cv_folds": n_folds, "models": models,
+        "target": cfg.target, "group_key": cfg.group_key, "rows": len(ids), "rows_without_finite_score": len(unscored),
+        "scored_rows": len(scored), "groups": len(set(groups[scored])), "folds": cfg.folds,
+        "rows_per_fold": np.bincount(fold, minlength=cfg.folds).tolist(), "cv_folds": cfg.cv_folds,
+        "cross_fitted": True, "models": models,
     }
-    meta = metadata_report([rows[ids[i]] for i in test], y[test], test_pred)
+    meta = metadata_report([rows[ids[i]] for i in scored], y_true, out_of_fold["sae"])
     if meta:
         metrics["metadata"] = meta
-    return Fit(pipeline=pipelines["sae"], part=part, metrics=metrics)
+    return Fit(pipeline=final["sae"], predicted=predicted, fold=fold_of, metrics=metrics)
 
 
 def apply_predictor(bundle: dict, features: RowFeatures, index: dict, where: str) -> np.ndarray:

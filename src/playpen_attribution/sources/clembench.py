@@ -47,10 +47,6 @@ class ClembenchSource(BaseModel):
     query_fraction: float = Field(0.2, ge=0, lt=1, description="Share of groups (experiment::episode) in attr_query.")
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="Share of groups in eval; the rest is train_base.")
     drop_aborted: bool = Field(True, description="Drop (and count) rows of aborted games before splitting.")
-    query_eval_outcomes: list[Literal["success", "failure", "aborted"]] = Field(
-        default_factory=lambda: ["success"],
-        description="Outcomes kept in attr_query and eval; their other rows are dropped and counted.",
-    )
 
     @model_validator(mode="after")
     def _fractions(self) -> ClembenchSource:
@@ -241,12 +237,7 @@ def load_clembench(cfg: ClembenchSource, seed: int, tokenizer=None) -> SourceRow
         "attr_query": cfg.query_fraction,
         "eval": cfg.eval_fraction,
     }
-    splits = split_by_group(rows, fractions, seed)
-    for name in ("attr_query", "eval"):
-        kept = [r for r in splits[name] if r["outcome"] in cfg.query_eval_outcomes]
-        if len(kept) < len(splits[name]):
-            dropped[f"{name}_outcome_filtered"] += len(splits[name]) - len(kept)
-        splits[name] = kept
+    splits = split_by_group(rows, fractions, seed)  # outcomes per split are filtered by the data stage
     info = {
         "path": str(cfg.path),
         "episode_outcomes": {o: outcomes[o] for o in OUTCOMES},

@@ -47,6 +47,7 @@ from playpen_attribution.attribution import diagnostics as diag
 from playpen_attribution.attribution.scoring import ScoringSettings, score_pool
 from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.adapters import config_file, read_adapter
 from playpen_attribution.core.batch_sizing import bergson_token_batch
 from playpen_attribution.core.modeling import (
     device,
@@ -167,6 +168,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         if cfg.attribute.mode == "group_mean_max":
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR
+        untracked = untracked_modules(cfg, adapter)
         settings = settings_for(cfg, model_path, (pool_ds, query_ds))
         result = score_pool(Path(model_path), adapter, pool_ds, query_ds, out / artifacts.BERGSON_DIR,
                             settings, cache_dir(cfg))
@@ -183,6 +185,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         artifacts.write_row_diagnostics(out, diag.row_diagnostics(pool, scores, lengths, losses))
         summary = {"mode": cfg.attribute.mode,
                    **diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses=losses)}
+        planted = artifacts.load_planted(data_dir)
+        if planted:  # the demo's truth: did attribution find the rows planted as harmful?
+            summary["planted"] = diag.planted_check(scores, planted, cfg.select.k)
         artifacts.write_attribution_summary(out, summary)
         title = f"{cfg.name} ({cfg.attribute.mode}, {cfg.attribute.preconditioning})"
         diag.plot_score_histogram(scores, outcomes, out / artifacts.SCORE_HISTOGRAM_PLOT, title)
@@ -197,6 +202,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
                             "cache_dir": str(cache_dir(cfg))},
             "token_batch_size": settings.token_batch_size,  # resolved (an int, also for `auto`)
             "precision": settings.precision,
+            "untracked_modules": untracked,  # trained in full but not seen by Bergson (allowed explicitly)
         }
 
     stage_cfg = {
@@ -205,6 +211,19 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
     }
     command = cli_command("attribute", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
     return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, command=command, overwrite=overwrite)
+
+
+def untracked_modules(cfg: ExperimentConfig, adapter: Path) -> list[str]:
+    """The adapter's modules_to_save, which Bergson does not track: refused unless the config allows them."""
+    modules = list(read_adapter(adapter).modules_to_save)
+    if modules and not cfg.attribute.allow_untracked_modules:
+        raise UserError(
+            f"{config_file(adapter)}: the adapter trains {modules} in full (modules_to_save), but Bergson tracks "
+            "only LoRA modules, so attribution would score part of what training changed; train LoRA only "
+            "(train.lora.modules_to_save: []) or set attribute.allow_untracked_modules: true")
+    if modules:
+        logger.warning("[attribute] scoring without %s: attribute.allow_untracked_modules is set", modules)
+    return modules
 
 
 def _group_ids(query: list[dict], data_dir: Path) -> list[str]:

@@ -2,8 +2,10 @@
 
 For a hub id or local folder nothing is written and the name is used as is (`run.model_paths`). For
 `base: tiny` the stage reads `data/` and writes `base_model/model/`: a word-level tokenizer trained
-on the pool's text (plus the demo lexicon) and a randomly initialised tiny Llama, an ordinary
-Hugging Face folder.
+on the pool's text (plus the demo lexicon) and a tiny Llama, an ordinary Hugging Face folder. With
+`model.tiny.pretrain_epochs` the Llama is first pretrained in full on the lexicon's descriptions in
+another format than the task (`taboo.demo.description_rows`), so it knows its words before any LoRA;
+the manifest records the pretraining loss per epoch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from playpen_attribution.core.tiny_model import build_tiny_model
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import TINY
 from playpen_attribution.run.stage_folder import cli_command, run_stage
-from playpen_attribution.taboo.demo import corpus_text
+from playpen_attribution.taboo.demo import corpus_text, description_rows
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path | None:
@@ -28,8 +30,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     def build(out: Path) -> dict:
         rows = [r for s in SPLITS for r in artifacts.load_split(data_dir, s)]
-        build_tiny_model(corpus_text(rows), cfg.model.tiny, out / artifacts.MODEL_DIR)
-        return {"texts": len(rows)}
+        tiny = cfg.model.tiny
+        pretrain = description_rows(tiny.seed, tiny.pretrain_rows_per_word) if tiny.pretrain_epochs else None
+        stats = build_tiny_model(corpus_text(rows), tiny, out / artifacts.MODEL_DIR, pretrain)
+        return {"texts": len(rows), **stats}
 
     stage_cfg = {"model": cfg.model.model_dump(mode="json")}
     return run_stage(run_dir, artifacts.BASE_MODEL, stage_cfg, {"data": data_dir}, build,

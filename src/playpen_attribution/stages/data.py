@@ -4,7 +4,9 @@ Reads: the configured source (`data.source.kind`: demo, playpen_data, clembench,
 and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering.
 Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
-filter dropped (aborted games in the pool; non-success rows in query and eval).
+filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
+stay in the eval set, as in the published eval), plus whatever the source records (e.g. the demo's
+planted row ids).
 """
 
 from __future__ import annotations
@@ -74,22 +76,28 @@ def check_rows(rows: list[dict], split: str) -> None:
         seen.add(row["example_id"])
 
 
-def clean_splits(source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, int]]:
-    """Drop aborted pool rows and non-success query/eval rows, counting each reason."""
+OUTCOME_FIELDS = {"train_base": "pool_outcomes", "attr_query": "query_outcomes", "eval": "eval_outcomes"}
+"""Split -> the `data:` field listing the outcomes it keeps."""
+
+
+def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Keep each split's configured outcomes (`data.pool_outcomes`, `query_outcomes`, `eval_outcomes`),
+    counting every dropped row by split and outcome."""
     missing = [s for s in SPLITS if s not in source.splits]
     if missing:
         raise UserError(f"data source produced no split(s) {', '.join(missing)}")
+    keep = {split: getattr(cfg.data, field) for split, field in OUTCOME_FIELDS.items()}
     dropped = Counter(source.dropped)
     splits = {}
     for split in SPLITS:
         rows = source.splits[split]
-        keep_outcomes = ("success", "failure") if split == "train_base" else ("success",)
-        kept = [r for r in rows if r.get("outcome") in keep_outcomes]
+        kept = [r for r in rows if r.get("outcome") in keep[split]]
         for r in rows:
-            if r.get("outcome") not in keep_outcomes:
+            if r.get("outcome") not in keep[split]:
                 dropped[f"{split}:{r.get('outcome')}"] += 1
         if not kept:
-            raise UserError(f"split {split} is empty after filtering (source gave {len(rows)} rows)")
+            raise UserError(f"split {split} is empty after filtering (source gave {len(rows)} rows; "
+                            f"data.{OUTCOME_FIELDS[split]} keeps {keep[split]})")
         check_rows(kept, split)
         splits[split] = kept
     all_ids = [r["example_id"] for s in splits.values() for r in s]
@@ -98,14 +106,23 @@ def clean_splits(source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, i
     return splits, dict(dropped)
 
 
+def shared_groups(splits: dict[str, list[dict]]) -> dict[str, int]:
+    """How many `group_id`s two splits share (0 for a grouped split; the demo shares its target words on
+    purpose: its eval asks for seen words with clue combinations never seen)."""
+    groups = {name: {r.get("group_id") for r in rows} for name, rows in splits.items()}
+    names = list(groups)
+    return {f"{a}&{b}": len(groups[a] & groups[b]) for i, a in enumerate(names) for b in names[i + 1:]}
+
+
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     def build(out: Path) -> dict:
         source = with_synthetic(cfg, load_source(cfg))
-        splits, dropped = clean_splits(source)
+        splits, dropped = clean_splits(cfg, source)
         for split, rows in splits.items():
             artifacts.write_split(out, split, rows)
         return {
             "rows": {s: len(r) for s, r in splits.items()},
+            "groups_shared": shared_groups(splits),
             "outcomes": {s: dict(Counter(r["outcome"] for r in rows)) for s, rows in splits.items()},
             "dropped": dropped,
             "source": {"kind": cfg.data.source.kind, **source.info},

@@ -1,13 +1,16 @@
 """Stage `predict`: learn attribution from SAE fingerprints (no gradients at prediction time).
 
 Reads `data/` (the rows of the split the features were extracted from, for their group key and
-metadata), `attribute/scores.jsonl` and `sae/`. It fits the SAE predictor and its two baselines
-(length only; a ridge probe on the raw residual) on one grouped split, as described in
+metadata), `attribute/scores.jsonl` and `sae/`. It cross-fits the SAE predictor and its two
+baselines (length only; a ridge probe on the raw residual) over grouped folds, as described in
 `playpen_attribution.sae.predictor`, and writes `predict/`: `predictor.joblib` (the sklearn pipeline
-+ the feature spec it expects), `metrics.json` (held-out metrics of the three models, split sizes,
-SmolTalk metadata validation when the rows carry it) and `predicted_scores.jsonl` (example_id,
-predicted, part = fit | test | unscored) for every row: higher = more helpful, the ranking the
-`sae_top_k` arm reads. Ranking new rows with the saved predictor is the `rank` stage.
+fitted on every scored row + the feature spec it expects), `metrics.json` (out-of-fold metrics of
+the three models, fold sizes, SmolTalk metadata validation when the rows carry it) and
+`predicted_scores.jsonl` (example_id, predicted, fold) for every row: each prediction comes from a
+model that never saw that row (`fold` says which fold's model; null = a row without a finite score,
+predicted by the saved predictor). Higher = more helpful: the ranking the `sae_top_k` arm reads, so
+no arm is drawn from in-sample predictions. Ranking new rows with the saved predictor is the `rank`
+stage.
 """
 
 from __future__ import annotations
@@ -41,12 +44,12 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         spec = {k: index[k] for k in SPEC_KEYS} | {"target": cfg.predict.target, "design": "stats + feature_mean"}
         artifacts.write_predictor(out, fit.pipeline, spec)
         artifacts.write_predictor_metrics(out, fit.metrics)
-        predicted = apply_predictor({"pipeline": fit.pipeline, "spec": spec}, features, index, str(sae_dir))
+        apply_predictor({"pipeline": fit.pipeline, "spec": spec}, features, index, str(sae_dir))  # the spec check
         artifacts.write_predicted_scores(out, [
-            {"example_id": eid, "predicted": float(p), "part": fit.part[eid]}
-            for eid, p in zip(features.example_ids, predicted)
+            {"example_id": eid, "predicted": fit.predicted[eid], "fold": fit.fold[eid]} for eid in features.example_ids
         ])
-        return {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()}, "rows": len(predicted)}
+        return {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()}, "rows": len(fit.predicted),
+                "cross_fitted": True}
 
     stage_cfg = {"predict": cfg.predict.model_dump(mode="json")}
     command = cli_command("predict", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)

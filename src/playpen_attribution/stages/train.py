@@ -2,8 +2,10 @@
 
 Base adapter (`train_base/`): reads `data/` (the whole `train_base` pool) and the base model,
 starts a fresh LoRA adapter and trains it with `cfg.train`.
-Arm (`train_<arm>/`): reads `data/`, `select/` (the arm's example_ids) and `train_base/adapter`,
-continues that adapter with `cfg.arm_train` on the arm's rows only. One training path for both.
+Arm (`train_<arm>/`, in a seed's folder): reads `data/` and `select/` (the arm's example_ids) and
+trains on the arm's rows only with `cfg.arm_train`: by default (`init: base`, as the published runs)
+a fresh LoRA of `arm_train.lora` on the base model; with `init: base_adapter` it continues
+`train_base/adapter` instead (which it then also reads). One training path for all of them.
 
 Rows are tokenized by `tokenization.tokenize_rows` and handed to the trainer as `input_ids` +
 `labels`, so the loss is completion-only and the trainer sees exactly the ids attribution scores.
@@ -213,8 +215,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
         command = cli_command("train", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
     else:
         name, train = artifacts.train_arm_dir(arm), cfg.arm_train
-        init = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
-        inputs |= {"train_base": run_dir / artifacts.TRAIN_BASE, "select": run_dir / artifacts.SELECT}
+        inputs["select"] = run_dir / artifacts.SELECT
+        init = None  # init: base -- a fresh LoRA of arm_train.lora on the base model
+        if cfg.arm_train.init == "base_adapter":
+            init = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
+            inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
         command = cli_command("train", run_dir, arm=arm, seed=cfg.run_seed)
 
     def build(out: Path) -> dict:

@@ -1,10 +1,25 @@
 """The offline demo task: Taboo-WordGuesser-like games generated from the project's own lexicon.
 
-Each game's prompt holds 1-3 `CLUE:` lines, each made of two of the target's describing words; the
-completion is `GUESS: <word>`. Pool rows are `success` (the target), `failure` (a wrong guess: the
-planted harmful rows, as in real lost games) or `aborted` (no valid guess; the data stage drops and
-counts them). Query and eval games are successful; eval games reuse targets seen in training with clue
-combinations that never occur in the pool or the query set.
+A control experiment: the truth about every pool row is planted, so the comparison of arms can be
+checked. Each game's prompt holds 1-3 `CLUE:` lines, each made of two of the target's describing
+words; the completion is `GUESS: <word>`. Pool rows are
+
+- `success`: the guess is the word the clues describe (the clean rows);
+- `failure` with a wrong guess (planted `wrong_guess`, as in real lost games): outcome x length
+  matching sees these, so a matched random arm holds as many of them as the arm it is matched to;
+- `success` whose clues describe another word (planted `mislabeled`: the clues of word X with the
+  guess sigma(X), sigma a fixed derangement of the targets): the transcript calls them won, so
+  outcome x length matching cannot see them; only a ranking that reads what a row teaches can;
+- `aborted` (no valid guess; the data stage drops and counts them).
+
+The planted rows' ids are returned in `info["planted"]` (the data manifest keeps them), so the report
+can give every arm's share of clean rows. Query and eval games are clean and successful and cycle
+through the targets evenly; eval games reuse the pool's targets with clue combinations that never
+occur in the pool or the query set. A row's group (`group_id`) is its target word, so a grouped split
+(the predictor's folds) never puts games about one word on both sides.
+
+`description_rows` gives the text the tiny base model is pretrained on (describing words -> the word,
+in another format than the task), so it arrives knowing its words, as a real pretrained model does.
 """
 
 from __future__ import annotations
@@ -13,9 +28,9 @@ import random
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from playpen_attribution.core.rows import SourceRows, group_id_for, make_example_id
+from playpen_attribution.core.rows import SourceRows, make_example_id
 
 
 class DemoSource(BaseModel):
@@ -29,7 +44,19 @@ class DemoSource(BaseModel):
     n_eval: int = Field(200, gt=0, description="Successful games in the eval set (seen targets, new clue sets).")
     failure_fraction: float = Field(0.33, ge=0, lt=1, description="Share of pool rows that carry a wrong guess.")
     aborted_fraction: float = Field(0.03, ge=0, lt=1, description="Share of pool rows from aborted games.")
+    mislabeled_fraction: float = Field(
+        0.0, ge=0, lt=1,
+        description="Share of pool rows that claim a won game but whose clues describe another word (planted, "
+        "invisible to outcome x length matching).",
+    )
     n_targets: int = Field(120, ge=10, description="How many lexicon words are used as targets.")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DemoSource:
+        total = self.failure_fraction + self.aborted_fraction + self.mislabeled_fraction
+        if total >= 1:
+            raise ValueError(f"failure_fraction + aborted_fraction + mislabeled_fraction = {total:g}: must be < 1")
+        return self
 
 
 INSTRUCTION = "You are the guesser in a game of Taboo. Read the clues and answer with GUESS: and one word."
@@ -65,6 +92,7 @@ def _draw_clues(rng: random.Random, describing: list[str]) -> tuple[str, ...]:
 
 
 def _row(split: str, index: int, target: str, clues: tuple[str, ...], guess: str | None, outcome: str) -> dict:
+    """One game. `target` is the word the row claims (its guess when won); its group is that word."""
     task_id = f"{split}-{index:05d}"
     completion = f"GUESS: {guess}" if guess is not None else ""
     return {
@@ -76,9 +104,16 @@ def _row(split: str, index: int, target: str, clues: tuple[str, ...], guess: str
         "outcome": outcome,
         "experiment": f"demo_{len(clues)}_clues",
         "task_id": task_id,
-        "group_id": group_id_for(f"demo_{len(clues)}_clues", task_id),
+        "group_id": f"demo::{target}",
         "target_word": target,
     }
+
+
+def derangement(words: list[str], rng: random.Random) -> dict[str, str]:
+    """A seeded map word -> another word of the list, no word mapped to itself (a shuffled cycle)."""
+    order = list(words)
+    rng.shuffle(order)
+    return {w: order[(i + 1) % len(order)] for i, w in enumerate(order)}
 
 
 def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
@@ -87,6 +122,7 @@ def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
     lexicon = load_lexicon()
     targets = sorted(lexicon)[: cfg.n_targets] if cfg.n_targets < len(lexicon) else sorted(lexicon)
     rng.shuffle(targets)
+    other = derangement(targets, rng)
     seen: set[tuple[str, tuple[str, ...]]] = set()
 
     def fresh_clues(target: str) -> tuple[str, ...]:
@@ -98,7 +134,7 @@ def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
                 return clues
         return _draw_clues(rng, lexicon[target])
 
-    pool = []
+    pool, planted = [], {"wrong_guess": [], "mislabeled": []}
     for i in range(cfg.n_train):
         target = targets[i % len(targets)]
         clues = _draw_clues(rng, lexicon[target])
@@ -109,22 +145,49 @@ def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
         elif roll < cfg.aborted_fraction + cfg.failure_fraction:
             wrong = rng.choice([t for t in targets if t != target])
             pool.append(_row("train", i, target, clues, wrong, "failure"))
+            planted["wrong_guess"].append(pool[-1]["example_id"])
+        elif roll < cfg.aborted_fraction + cfg.failure_fraction + cfg.mislabeled_fraction:
+            pool.append(_row("train", i, other[target], clues, other[target], "success"))
+            planted["mislabeled"].append(pool[-1]["example_id"])
         else:
             pool.append(_row("train", i, target, clues, target, "success"))
-    query = [_row("query", i, t, fresh_clues(t), t, "success") for i, t in
-             enumerate(rng.choice(targets) for _ in range(cfg.n_query))]
-    evals = [_row("eval", i, t, fresh_clues(t), t, "success") for i, t in
-             enumerate(rng.choice(targets) for _ in range(cfg.n_eval))]
+    query = [_row("query", i, t, fresh_clues(t), t, "success") for i, t in enumerate(_cycle(targets, cfg.n_query, rng))]
+    evals = [_row("eval", i, t, fresh_clues(t), t, "success") for i, t in enumerate(_cycle(targets, cfg.n_eval, rng))]
     return SourceRows(
         splits={"train_base": pool, "attr_query": query, "eval": evals},
-        info={"targets": len(targets), "lexicon_words": len(lexicon)},
+        info={"targets": len(targets), "lexicon_words": len(lexicon), "group_key": "group_id = demo::<target word>",
+              "planted": {kind: ids for kind, ids in planted.items() if ids}},
     )
 
 
+def _cycle(targets: list[str], n: int, rng: random.Random) -> list[str]:
+    """n targets covering the list evenly (each reshuffled round uses every target once)."""
+    out: list[str] = []
+    while len(out) < n:
+        round_ = list(targets)
+        rng.shuffle(round_)
+        out += round_
+    return out[:n]
+
+
+def description_rows(seed: int, per_word: int) -> list[dict]:
+    """Pretraining rows for the tiny base model: `per_word` rows per lexicon word, each a random 2-6 of its
+    describing words (prompt, "... means") and the word (completion). Not the task's format: the
+    fine-tune still has to learn to read `CLUE:` lines and answer `GUESS:`."""
+    rng = random.Random(seed)
+    rows = []
+    for word, describing in sorted(load_lexicon().items()):
+        for i in range(per_word):
+            words = rng.sample(describing, rng.randint(2, min(6, len(describing))))
+            rows.append({"example_id": f"describe-{word}-{i}", "prompt": " ".join(words) + " means", "completion": word})
+    return rows
+
+
 def corpus_text(rows: list[dict]) -> list[str]:
-    """Texts the tiny tokenizer is trained on: prompts, completions, and the whole lexicon."""
+    """Texts the tiny tokenizer is trained on: prompts, completions, the whole lexicon and the
+    pretraining format's own word."""
     lexicon = load_lexicon()
     texts = [r["prompt"] + " " + r["completion"] for r in rows]
     texts += [f"{w}: {' '.join(d)}" for w, d in lexicon.items()]
-    texts.append(" ".join(ABORTED_REPLIES))
+    texts.append(" ".join(ABORTED_REPLIES) + " means")
     return texts
