@@ -11,8 +11,11 @@ gradients at the base adapter say little about a model trained from a random sta
 For every subset S: predicted = sum of the mean-mode scores of S's rows (higher score = the row
 lowers the query loss), actual = mean completion loss over the attribution query rows after
 training (`row_forward.row_losses_and_embeddings`). LDS = Spearman(predicted, -actual) across
-subsets (positive is good). A control ranker (the number of success rows in S, which is the known
-truth of this task) is reported next to it.
+subsets (positive is good). A control ranker (the number of clean rows in S -- neither planted kind,
+the known truth of the demo; success rows where nothing is planted) is reported next to it.
+
+This benchmark keeps its own choice on purpose: subsets continue the base adapter (`init:
+base_adapter`), where the experiment's arms start from the base model (`arm_train.init: base`).
 
     uv run python benchmarks/lds.py [--config configs/demo.yaml] [--subsets 32] [--fraction 0.5] [--epochs 1] [--threads 1]
 """
@@ -66,6 +69,10 @@ def main() -> None:
     arm_train = cfg.arm_train.model_copy(update={"epochs": args.epochs})
     size = int(len(pool) * args.fraction)
     base_loss = query_loss(cfg, model_path, base_adapter, query_ds, tokenizer.pad_token_id)
+    planted = set().union(*map(set, artifacts.load_planted(run_dir / artifacts.DATA).values()))
+
+    def is_clean(row: dict) -> bool:
+        return row["example_id"] not in planted if planted else row["outcome"] == "success"
 
     rng = random.Random(args.seed)
     records = []
@@ -77,20 +84,20 @@ def main() -> None:
         train.train_rows(subset, model_path, arm_train, cfg, out, init_adapter=base_adapter)
         loss = query_loss(cfg, model_path, out / artifacts.ADAPTER_DIR, query_ds, tokenizer.pad_token_id)
         records.append({"subset": i, "rows": size, "predicted": sum(scores[r["example_id"]] for r in subset),
-                        "success_rows": sum(r["outcome"] == "success" for r in subset), "query_loss": loss})
+                        "clean_rows": sum(map(is_clean, subset)), "query_loss": loss})
         say(json.dumps(records[-1]))
 
     actual = [-r["query_loss"] for r in records]
     lds = spearmanr([r["predicted"] for r in records], actual)[0]
-    control = spearmanr([r["success_rows"] for r in records], actual)[0]
+    control = spearmanr([r["clean_rows"] for r in records], actual)[0]
     spread = max(r["query_loss"] for r in records) - min(r["query_loss"] for r in records)
     say(f"\nconfig {args.config}: {args.subsets} subsets of {size}/{len(pool)} pool rows, {args.epochs} epoch(s) "
           f"continued from the base adapter (query loss {base_loss:.4f} before); {time.perf_counter() - started:.0f} s")
     say(f"query loss after: {min(r['query_loss'] for r in records):.4f} .. {max(r['query_loss'] for r in records):.4f} "
           f"(spread {spread:.4f})")
     say(f"LDS  Spearman(sum of mean-mode scores, -query loss) = {lds:+.3f}")
-    say(f"control  Spearman(success rows in subset, -query loss) = {control:+.3f}")
-    say(json.dumps({"lds_spearman": lds, "control_success_rows_spearman": control, "subsets": args.subsets,
+    say(f"control  Spearman(clean rows in subset, -query loss) = {control:+.3f}")
+    say(json.dumps({"lds_spearman": lds, "control_clean_rows_spearman": control, "subsets": args.subsets,
                       "subset_rows": size, "pool_rows": len(pool), "epochs": args.epochs,
                       "base_query_loss": base_loss, "config": args.config}))
 

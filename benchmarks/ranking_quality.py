@@ -1,11 +1,13 @@
-"""How good is a ranking of the pool, where the truth is known (success vs planted failure rows)?
+"""How good is a ranking of the pool, where the truth is known (the rows the demo planted as harmful)?
 
 Builds (or reuses) a run's data, base model and base adapter with the project's stage functions, runs
 the attribute stage twice (mode mean and mode nearest; the second reuses the cached query index),
 and ranks the pool by: attribution (mean), attribution (nearest), per-row loss under the base
 adapter (higher first and lower first: the sign matters), token length (longer first) and random
-(mean over --random-seeds shuffles). For each ranker it reports precision@k of success rows and the
-AUROC of success vs failure rows (sklearn.metrics.roc_auc_score).
+(mean over --random-seeds shuffles). For each ranker it reports precision@k of clean rows (neither
+planted kind; without planted rows: of won games), the AUROC of clean vs planted rows, and the AUROC
+of won vs lost games (sklearn.metrics.roc_auc_score) -- the second planted kind is won on paper, so
+only the first AUROC sees it.
 
     uv run python benchmarks/ranking_quality.py [--config configs/demo.yaml] [--run-dir DIR] [--threads 1]
 
@@ -72,6 +74,8 @@ def main() -> None:
 
     diagnostics = read_jsonl(mean_dir / artifacts.ROW_DIAGNOSTICS_FILE)
     outcomes = {r["example_id"]: r["outcome"] for r in diagnostics}
+    planted = set().union(*map(set, artifacts.load_planted(run_dir / artifacts.DATA).values()))
+    clean = ({e: "failure" if e in planted else "success" for e in outcomes} if planted else outcomes)
     loss = {r["example_id"]: float("nan") if r["loss"] is None else r["loss"] for r in diagnostics}
     rankers = {
         "attribution (mean)": artifacts.load_scores(mean_dir),
@@ -80,21 +84,25 @@ def main() -> None:
         "loss, lower first": {e: -v for e, v in loss.items()},
         "token length, longer first": {r["example_id"]: float(r["length"]) for r in diagnostics},
     }
-    results = {name: ranking_quality(scores, outcomes, KS) for name, scores in rankers.items()}
-    results[f"random (mean of {args.random_seeds})"] = random_quality(sorted(outcomes), outcomes, args.random_seeds)
+    results = {name: ranking_quality(scores, clean, KS) for name, scores in rankers.items()}
+    won_lost = {name: ranking_quality(scores, outcomes, ())["auroc"] for name, scores in rankers.items()}
+    random_name = f"random (mean of {args.random_seeds})"
+    results[random_name] = random_quality(sorted(outcomes), clean, args.random_seeds)
+    won_lost[random_name] = random_quality(sorted(outcomes), outcomes, args.random_seeds)["auroc"]
 
-    pool_success = sum(o == "success" for o in outcomes.values()) / len(outcomes)
-    say(f"config {args.config}, pool {len(outcomes)} rows, success fraction {pool_success:.3f}, "
-          f"attribution {cfg.attribute.preconditioning} preconditioning, projection {cfg.attribute.projection_dim}; "
-          f"{time.perf_counter() - started:.0f} s in all\n")
-    say("| ranker | " + " | ".join(f"P@{k}" for k in KS) + " | AUROC |")
-    say("|---|" + "---|" * (len(KS) + 1))
+    pool_clean = sum(o == "success" for o in clean.values()) / len(clean)
+    say(f"config {args.config}, pool {len(outcomes)} rows, clean fraction {pool_clean:.3f} ({len(planted)} planted), "
+        f"attribution {cfg.attribute.preconditioning} preconditioning, projection {cfg.attribute.projection_dim}, "
+        f"loss reduction {cfg.attribute.loss_reduction}; {time.perf_counter() - started:.0f} s in all\n")
+    say("| ranker | " + " | ".join(f"clean P@{k}" for k in KS) + " | AUROC clean vs planted | AUROC won vs lost |")
+    say("|---|" + "---|" * (len(KS) + 2))
     for name, r in results.items():
         cells = [f"{r['precision_at_k'].get(str(k), float('nan')):.3f}" for k in KS]
-        say(f"| {name} | " + " | ".join(cells) + f" | {r['auroc']:.3f} |")
+        say(f"| {name} | " + " | ".join(cells) + f" | {r['auroc']:.3f} | {won_lost[name]:.3f} |")
     say()
     for name, r in results.items():
-        say(json.dumps({"ranker": name, **r, "pool_success_fraction": pool_success, "config": args.config}))
+        say(json.dumps({"ranker": name, **r, "auroc_won_vs_lost": won_lost[name], "pool_clean_fraction": pool_clean,
+                        "config": args.config}))
 
 
 if __name__ == "__main__":

@@ -147,9 +147,10 @@ def markdown(results: list[dict], command: str, where: str, cfg_yaml: str) -> st
     out += ["", (f"First attribute run (cold: builds the query index too; from its manifest): {cold}; sae stage "
                  f"(first build, from its manifest; the first one in a process includes importing SAELens): {sae_first}."),
         "", "## Held-out quality of the predictor and its baselines", "",
-        ("Target: attribution rank percentile; grouped split on `group_id` (one group per demo game), 25% held out; "
-         "top-k = top 20% of the held-out rows. The SAE is random (no GemmaScope offline), so this measures the "
-         "plumbing and what random sparse features of the residual carry, not GemmaScope features."), "",
+        ("Target: attribution rank percentile; out-of-fold predictions over grouped folds on `group_id` (the demo "
+         "groups rows by target word); top-k = top 20% of the rows. The SAE is random (no GemmaScope offline), so "
+         "this measures the plumbing and what random sparse features of the residual carry, not GemmaScope features."),
+        "",
         "| model | predictor | Spearman | Pearson | R2 | top-k overlap | AUROC top-vs-rest | alpha |",
         "|---|---|---|---|---|---|---|---|"]
     names = {"sae": "SAE features (stats + feature means)", "length": "length only", "residual": "raw residual probe"}
@@ -159,8 +160,9 @@ def markdown(results: list[dict], command: str, where: str, cfg_yaml: str) -> st
             cells = [m["spearman"], m["pearson"], m["r2"], m["top_k_overlap"], m["auroc"]]
             out.append(f"| {r['label']} | {name} | " + " | ".join("n/a" if c is None else f"{c:.3f}" for c in cells)
                        + f" | {m['alpha']:g} |")
-    out += ["", "Held-out rows: " + ", ".join(f"{r['label']} {r['metrics']['test_rows']} of {r['metrics']['rows']}"
-                                              for r in results) + ".", "",
+    out += ["", "Cross-fitted over grouped folds: every row predicted by a model that never saw its group; "
+            + ", ".join(f"{r['label']} {r['metrics']['scored_rows']} rows in {r['metrics']['folds']} folds of "
+                        f"{r['metrics']['groups']} groups" for r in results) + ".", "",
             "<details><summary>config</summary>", "", "```yaml", cfg_yaml.rstrip(), "```", "", "</details>", ""]
     return "\n".join(out)
 

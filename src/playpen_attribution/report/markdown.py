@@ -88,8 +88,10 @@ def _setup_lines(report: dict) -> list[str]:
                      "attribute.allow_untracked_modules, so the scores cover part of what training changed.")
     metric = next((a.get("metric") for a in report["arms"] if a.get("accuracy") is not None), None)
     if metric:
+        eval_outcomes = ((report.get("data") or {}).get("outcomes") or {}).get("eval") or {}
+        mix = ", ".join(f"{n} {outcome}" for outcome, n in sorted(eval_outcomes.items()))
         lines.append(f"- Metric: {METRIC_TEXT[metric][0]} (greedy generation, the word after `GUESS:`)"
-                     + ("; failed games stay in the eval set." if metric == "target_correct" else "."))
+                     + (f"; eval games: {mix}." if mix else "."))
     tests = (report.get("multiple_testing") or {}).get("tests", 0)
     lines += [("- Statistics: Wilson 95% intervals on accuracy; per seed, exact McNemar (binomial on discordant rows) "
                "against the `vs` arm on the same eval rows and a paired bootstrap 95% interval of the eval-loss "
