@@ -117,3 +117,24 @@ def synth(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     add_synth_arguments(parser)
     return run_synth_command(parser.parse_args(argv))
+
+
+def build_tiny_gemma(out_dir: Path, tokenizer_dir: Path | None = None, seed: int = 0) -> Path:
+    """A tiny random `Gemma3ForCausalLM` (262,144-token vocabulary, one sliding-window and one global
+    layer, tied embeddings) saved as a Hugging Face folder; with `tokenizer_dir` the real Gemma-3
+    tokenizer is saved beside it, without it the folder holds weights only (base weights whose tokenizer
+    comes from elsewhere, `model.tokenizer`)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=262144, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, max_position_embeddings=512, sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+        bos_token_id=2, eos_token_id=1, pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    Gemma3ForCausalLM(config).save_pretrained(out_dir)
+    if tokenizer_dir is not None:
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
+    return out_dir

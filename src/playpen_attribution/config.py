@@ -35,6 +35,11 @@ class ModelConfig(_Section):
         "tiny",
         description="Hugging Face id or local folder of the base model, or 'tiny' to build one from `tiny`.",
     )
+    tokenizer: str | None = Field(
+        None,
+        description="Hugging Face id or local folder of the tokenizer, when not the model's own (e.g. the instruct "
+        "model's, for base weights, as the published runs do); null = the model's.",
+    )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the tiny model.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights dtype: auto = bfloat16 on a CUDA GPU, float32 on CPU."

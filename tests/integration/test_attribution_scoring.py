@@ -26,9 +26,10 @@ DEFAULTS = {"mode": "mean", "projection_dim": 32, "preconditioning": "query", "m
                 "loss_reduction": "sum", "label_smoothing": 0.0, "token_batch_size": 512, "precision": "fp32"}
 
 
-def settings_of(**fields) -> bs.ScoringSettings:
-    """ScoringSettings (which has no defaults of its own) from these test defaults and `fields`."""
-    return bs.ScoringSettings(**(DEFAULTS | fields))
+def settings_of(model, **fields) -> bs.ScoringSettings:
+    """ScoringSettings (which has no defaults of its own) from these test defaults, `model`'s tokenizer
+    and `fields`."""
+    return bs.ScoringSettings(**(DEFAULTS | {"tokenizer": str(model)} | fields))
 
 
 def _rows(rng: np.random.Generator, n: int, prefix: str, lo: int, hi: int) -> list[dict]:
@@ -92,7 +93,7 @@ def tiny(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def preconditioned(tiny) -> tuple[np.ndarray, Path]:
     work = tiny["root"] / "work_query"
-    settings = settings_of(preconditioning="query", unit_normalize=True, **FAST)
+    settings = settings_of(tiny["model"], preconditioning="query", unit_normalize=True, **FAST)
     return bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], work, settings).scores, work
 
 
@@ -128,7 +129,7 @@ def test_scores_match_cosine_with_mean_query_from_stored_gradients(tiny):
     """preconditioning=none: score_i = cos(g_i, .) against mean_q(q / |q|), from Bergson's own gradients."""
     from bergson import load_gradients
 
-    root, settings = tiny["root"], settings_of(preconditioning="none", unit_normalize=True, **FAST)
+    root, settings = tiny["root"], settings_of(tiny["model"], preconditioning="none", unit_normalize=True, **FAST)
     scores = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], root / "work_none", settings).scores
     pool_dir = runs.build_gradient_index(tiny["model"], tiny["adapter"], tiny["pool"], root / "pool_grads", settings)
     query_dir = runs.build_gradient_index(tiny["model"], tiny["adapter"], tiny["query"], root / "query_grads", settings)
@@ -143,7 +144,7 @@ def test_scores_match_cosine_with_mean_query_from_stored_gradients(tiny):
 
 
 def test_base_model_without_adapter(tiny):
-    settings = settings_of(preconditioning="query", **FAST)
+    settings = settings_of(tiny["model"], preconditioning="query", **FAST)
     pool, query = tiny["pool"], tiny["query"]
     scores = bs.score_pool(tiny["model"], None, pool, query, tiny["root"] / "work_base", settings).scores
     assert scores.shape == (len(pool),) and np.isfinite(scores).all()
@@ -154,11 +155,11 @@ def test_base_model_without_adapter(tiny):
 def test_empty_query_set_is_rejected(tiny, tmp_path):
     empty = tiny["query"].select([])
     with pytest.raises(ValueError, match="query"):
-        bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], empty, tmp_path, settings_of(**FAST))
+        bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], empty, tmp_path, settings_of(tiny["model"], **FAST))
 
 
 def test_token_batch_size_over_max_position_embeddings_is_rejected(tiny, tmp_path):
-    settings = settings_of(projection_dim=8, token_batch_size=2 * MAX_POS)
+    settings = settings_of(tiny["model"], projection_dim=8, token_batch_size=2 * MAX_POS)
     with pytest.raises(UserError, match=rf"token_batch_size.*max_position_embeddings.*token_batch_size={MAX_POS}"):
         bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path, settings)
 
@@ -170,7 +171,7 @@ def test_adapter_for_another_base_model_is_rejected(tiny, tmp_path):
     config["base_model_name_or_path"] = str(tmp_path / "some_other_model")
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="base_model_name_or_path"):
-        bs.score_pool(tiny["model"], adapter, tiny["pool"], tiny["query"], tmp_path / "w", settings_of(**FAST))
+        bs.score_pool(tiny["model"], adapter, tiny["pool"], tiny["query"], tmp_path / "w", settings_of(tiny["model"], **FAST))
 
 
 # --- modes, preconditioners and the query-index cache ------------------------------------------
@@ -182,7 +183,7 @@ def _score(tiny, name: str, cache: Path | None = None, query=None, **settings) -
     query = tiny["query"].add_column("group_id", GROUPS) if query is None else query
     merged = {**FAST, "preconditioning": "none", **settings}
     return bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], query, tiny["root"] / name,
-                         settings_of(**merged), cache_dir=cache)
+                         settings_of(tiny["model"], **merged), cache_dir=cache)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +270,7 @@ def test_row_losses_from_bergson_equal_a_forward_pass(tiny, tmp_path, reduction)
     from playpen_attribution.core.modeling import load_model
     from playpen_attribution.core.row_forward import row_losses_and_embeddings
 
-    settings = settings_of(preconditioning="none", loss_reduction=reduction, **FAST)
+    settings = settings_of(tiny["model"], preconditioning="none", loss_reduction=reduction, **FAST)
     result = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "w", settings)
     model = load_model(tiny["model"], tiny["adapter"], dtype="float32")
     expected, _ = row_losses_and_embeddings(model, tiny["pool"], 0, batch_size=8)
@@ -278,15 +279,15 @@ def test_row_losses_from_bergson_equal_a_forward_pass(tiny, tmp_path, reduction)
 
 
 def test_row_losses_are_not_taken_from_a_smoothed_loss(tiny, tmp_path):
-    settings = settings_of(preconditioning="none", label_smoothing=0.1, **FAST)
+    settings = settings_of(tiny["model"], preconditioning="none", label_smoothing=0.1, **FAST)
     result = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "w", settings)
     assert result.row_losses is None
 
 
 def test_token_batch_size_changes_speed_not_scores(tiny, tmp_path):
     """`token_batch_size: auto` may pick any size: rows batched 40 or 128 tokens at a time score the same."""
-    small = settings_of(preconditioning="none", projection_dim=8, token_batch_size=40)
-    large = settings_of(preconditioning="none", projection_dim=8, token_batch_size=MAX_POS)
+    small = settings_of(tiny["model"], preconditioning="none", projection_dim=8, token_batch_size=40)
+    large = settings_of(tiny["model"], preconditioning="none", projection_dim=8, token_batch_size=MAX_POS)
     a = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "s", small)
     b = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "l", large)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-6)

@@ -83,3 +83,25 @@ def test_the_train_stage_picks_the_start_from_arm_train_init(demo_run, tmp_path)
     folder = train.run(continued.for_seed(1), other, arm="top_k")
     manifest = artifacts.load_manifest(folder).fields
     assert manifest["init_adapter"].endswith("train_base/adapter") and "train_base" in manifest["consumed"]
+
+
+def test_the_completion_only_head_gives_trls_own_loss_and_gradients(setup, tmp_path):
+    from playpen_attribution.stages.train import completion_only_head
+
+    cfg, rows, model_dir = setup
+    trainer = build_trainer(rows, model_dir, cfg.train, cfg, tmp_path / "t")
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    model = trainer.model.train()
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = loss_and_grads()
+    with completion_only_head():
+        compact, compact_grads = loss_and_grads()
+    assert compact == pytest.approx(plain, rel=1e-5) and plain_grads.keys() == compact_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(compact_grads[name], grad, rtol=1e-4, atol=1e-6)

@@ -32,6 +32,13 @@ def test_wilson_upper_bound_for_zero_successes_has_a_closed_form():
     assert wilson_interval(0, 10)[1] == pytest.approx(z * z / (10 + z * z))
 
 
+@pytest.mark.parametrize("total", [1, 3, 7, 13, 24, 240, 1000])
+def test_wilson_interval_contains_the_rate_exactly_at_the_edges(total):
+    # 0/n and n/n: the bound is the rate itself, never float dust past it (a plot's error bar would go negative)
+    assert wilson_interval(0, total)[0] == 0.0
+    assert wilson_interval(total, total)[1] == 1.0
+
+
 def test_mcnemar_on_a_hand_made_table():
     # 2x2 table: both right 20, only a right 8, only b right 2, both wrong 10
     a = [True] * 20 + [True] * 8 + [False] * 2 + [False] * 10

@@ -107,7 +107,7 @@ def test_fixture_tree(records, caplog):
     win = rows["winter"]
     assert set(ROW_COLUMNS) <= set(win)
     assert win["completion"] == "GUESS: Winter" and win["outcome"] == "success"
-    assert win["prompt"].startswith("USER: You are playing") and win["prompt"].endswith("USER: CLUE: snow")
+    assert win["prompt"].startswith("USER: You are playing") and win["prompt"].endswith("USER: CLUE: snow\n\nASSISTANT:")
     assert "ASSISTANT: GUESS: Autumn" in win["prompt"]
     assert win["related_words"] == ["a", "b", "c"] and win["model"] == "m1" and win["describer_model"] == "m1"
     assert (
@@ -120,7 +120,7 @@ def test_fixture_tree(records, caplog):
     assert rows["song"]["outcome"] == "failure"
     mango = rows["mango"]
     assert mango["model"] == "olmo" and mango["completion"] == "GUESS: Mango"
-    assert mango["prompt"] == "USER: " + GUESSER_PROMPT + "\n\nCLUE: a sweet fruit"  # two GM messages merged
+    assert mango["prompt"] == "USER: " + GUESSER_PROMPT + "\n\nCLUE: a sweet fruit\n\nASSISTANT:"  # two GM messages merged
 
 
 def test_guess_turn_rows(records):
@@ -133,7 +133,7 @@ def test_guess_turn_rows(records):
         ("GUESS: Autumn", "failure"),
         ("GUESS: Winter", "success"),
     ]
-    assert winter[1]["prompt"].startswith(winter[0]["prompt"])
+    assert winter[1]["prompt"].startswith(winter[0]["prompt"].removesuffix("ASSISTANT:"))
     assert [r["outcome"] for r in rows if r["target_word"] == "fort"] == ["aborted"]
     assert len(rows) == 2 + 3 + 1 + 1
     assert len({r["example_id"] for r in rows}) == len(rows)

@@ -69,7 +69,7 @@ def test_one_file_per_split_in_three_formats(tmp_path):
     out = load_generic(cfg, seed=0)
     assert [len(out.splits[s]) for s in ("train_base", "attr_query", "eval")] == [5, 4, 3]
     query = out.splits["attr_query"][1]
-    assert query["prompt"] == "USER: hello 1" and query["completion"] == "hi 1" and query["outcome"] == "failure"
+    assert query["prompt"] == "USER: hello 1\n\nASSISTANT:" and query["completion"] == "hi 1" and query["outcome"] == "failure"
     assert query["prompt_messages"] == [{"role": "user", "content": "hello 1"}]
     assert out.splits["eval"][0]["prompt"] == "eval prompt 0"
 

@@ -38,6 +38,13 @@ def test_malformed_message_names_the_row():
         split_at_last_assistant("hello", where="row 3")
 
 
+def test_a_raw_prompt_ends_with_the_assistant_cue_of_the_supervised_turn():
+    from playpen_attribution.sources.messages import render_raw_prompt
+
+    assert render_raw_prompt(CHAT[:2]) == "SYSTEM: Be brief.\n\nUSER: CLUE: cold season\n\nASSISTANT:"
+    assert render_raw_prompt([]) == "ASSISTANT:"
+
+
 def test_sources_render_raw_only():
     from playpen_attribution.sources import messages
 

@@ -75,8 +75,8 @@ def test_filters_flattens_and_counts(local_dataset):
     row = out.splits["train_base"][0]
     assert set(ROW_COLUMNS) <= set(row)
     assert row["prompt"] == (
-        "USER: Guess the word.\n\nCLUE: cold season\n\nASSISTANT: GUESS: autumn\n\nUSER: CLUE: snow"
-    )
+        "USER: Guess the word.\n\nCLUE: cold season\n\nASSISTANT: GUESS: autumn\n\nUSER: CLUE: snow\n\nASSISTANT:"
+    )  # the supervised turn's cue, exactly as the earlier assistant turn has its own
     assert row["completion"] == "GUESS: winter"
     assert row["game"] == "taboo" and row["game_role"] == "WordGuesser" and row["model"] == "llama"
     assert row["experiment"] == "0_high_en" and row["task_id"] == "0" and row["group_id"] == "0_high_en::0"

@@ -86,7 +86,7 @@ def test_pool_query_eval_and_token_cap(local_smoltalk):
     )
     assert {"category", "difficulty", "quality", "reward_model_score", "conversation_tokens"} <= set(row)
     assert row["prompt"].startswith("SYSTEM: You are helpful.\n\nUSER: question")
-    assert row["prompt"].endswith("USER: and more?")
+    assert row["prompt"].endswith("USER: and more?\n\nASSISTANT:")
     assert [m["role"] for m in row["prompt_messages"]] == ["system", "user", "assistant", "user"]
     assert row["prompt_messages"][-1] == {"role": "user", "content": "and more?"}
     assert all(r["source_split"] == "train" for r in out.splits["train_base"])

@@ -67,6 +67,9 @@ class ScoringSettings:
     """Padded tokens per batch; at most max_position_embeddings and at least the longest row."""
     precision: Literal["fp32", "bf16", "fp16", "auto"]
     """Model dtype Bergson loads (fp32 on CPU); scores themselves are computed in fp32."""
+    tokenizer: str
+    """Where Bergson loads a tokenizer from (it only reads the context length: rows arrive pre-tokenized);
+    the model's folder unless the run names another (`model.tokenizer`)."""
 
 
 def build_query_side(model_path, adapter_path, query_dir: Path, out: Path, settings: ScoringSettings) -> None:
@@ -192,7 +195,7 @@ def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path
         run_path=run_path,
         overwrite=True,
         model=str(adapter_path or model_path),  # Bergson loads the base model named by the adapter
-        tokenizer=str(model_path),  # only read for max length: rows arrive pre-tokenized
+        tokenizer=settings.tokenizer,  # only read for max length: rows arrive pre-tokenized
         precision=settings.precision,
         distributed=DistributedConfig(nproc_per_node=1),  # run in this process, never spawn ranks
         data=DataConfig(dataset=str(data_dir)),

@@ -248,8 +248,9 @@ def validate_inputs(
     max_positions = None
     if Path(model_path).is_dir():  # a hub id: Bergson and transformers resolve and check it
         max_positions = json.loads((Path(model_path) / "config.json").read_text()).get("max_position_embeddings")
-        if not any((Path(model_path) / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-            raise ScoringError(f"model_path: Bergson needs a tokenizer saved in {model_path}")
+        tokenizer = Path(settings.tokenizer)
+        if tokenizer.is_dir() and not any((tokenizer / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+            raise ScoringError(f"Bergson needs a tokenizer saved in {tokenizer} (model.tokenizer names another folder)")
         if adapter_path is not None:
             check_adapter_base(adapter_path, model_path)
     check_token_batch(settings.token_batch_size, max_positions, longest, str(model_path))

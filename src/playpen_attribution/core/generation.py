@@ -3,7 +3,8 @@
 `hf` (`generate`): transformers `generate`, prompts sorted by length and batched with left padding,
 KV cache on, in the model's dtype (bf16 on a GPU). `vllm` (`vllm_generate`): vLLM's offline engine
 (optional extra `vllm`, CUDA) fed the same token ids, the adapter as a `LoRARequest`. Both stop at
-the tokenizer's EOS after at most `max_new_tokens` and decode the new tokens with the project's
+the given stop ids (the tokenization rule's `stop_ids`: EOS, and the chat template's turn end such as
+Gemma's `<end_of_turn>`) after at most `max_new_tokens` and decode the new tokens with the project's
 tokenizer, `skip_special_tokens=True`, so the texts are comparable row for row.
 """
 
@@ -32,8 +33,10 @@ _engine: tuple[tuple, Any] | None = None  # (key, vllm.LLM): one engine reused a
 _lora_ids = itertools.count(1)  # a fresh id per request, so vLLM never serves a cached older adapter
 
 
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, desc: str) -> list[str]:
-    """Greedy continuations of pre-tokenized prompts, batched by length with left padding, in input order."""
+def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int, desc: str,
+             stop: list[int] | None = None) -> list[str]:
+    """Greedy continuations of pre-tokenized prompts, batched by length with left padding, in input order,
+    stopping at any of `stop` (default: the tokenizer's EOS)."""
     import torch
 
     out: list[str] = [""] * len(prompts)
@@ -46,7 +49,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
         with torch.no_grad():
             gen = model.generate(
                 input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens, use_cache=True,
-                do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=stop or tokenizer.eos_token_id,
             )
         for row, i in enumerate(idx):
             out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
@@ -99,7 +102,7 @@ def _vllm_engine(model_path: str, dtype: str, lora_rank: int | None):
 
 def vllm_generate(
     model_path: str | Path, adapter_path: Path | None, tokenizer, prompts: list[list[int]], max_new_tokens: int,
-    dtype: str = "auto",
+    dtype: str = "auto", stop: list[int] | None = None,
 ) -> tuple[list[str], float]:
     """Greedy continuations through vLLM (token-id prompts, adapter as a LoRARequest), in input order,
     and the seconds spent starting the engine (0 when the cached one is reused).
@@ -123,7 +126,7 @@ def vllm_generate(
     if adapter_path is not None:
         lora_id = next(_lora_ids)
         lora = LoRARequest(f"adapter{lora_id}", lora_id, str(Path(adapter_path).resolve()))
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_token_id],
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=stop or [tokenizer.eos_token_id],
                             detokenize=False)
     outputs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, lora_request=lora)
     return [tokenizer.decode(list(o.outputs[0].token_ids), skip_special_tokens=True) for o in outputs], setup

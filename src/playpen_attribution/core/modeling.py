@@ -6,6 +6,7 @@ from pathlib import Path
 
 from playpen_attribution.core.adapters import check_adapter_base
 from playpen_attribution.core.tokenization import check_tokenizer
+from playpen_attribution.errors import UserError
 
 
 def device() -> str:
@@ -22,13 +23,35 @@ def torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
-def load_tokenizer(model_path: str | Path):
+CHAT_TEMPLATES = Path(__file__).with_name("chat_templates")
+"""Shipped chat templates, by name (`<name>.jinja`): for base weights whose tokenizer has none."""
+
+
+def chat_template_text(template: str) -> str:
+    """A chat template's Jinja text: a shipped name (`gemma3`) or a file path; UserError when neither."""
+    shipped = CHAT_TEMPLATES / f"{template}.jinja"
+    path = shipped if shipped.is_file() else Path(template)
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in CHAT_TEMPLATES.glob("*.jinja")))
+        raise UserError(f"tokenize.chat_template = {template!r}: no such file and no shipped template of that name "
+                        f"(shipped: {names})")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def load_tokenizer(tokenizer_path: str | Path, chat_template: str | None = None):
+    """The tokenizer every stage uses (pad = EOS when it has no pad token), with `chat_template` (a
+    shipped name or a Jinja file, `tokenize.chat_template`) replacing its own when given."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    check_tokenizer(tokenizer, f"tokenizer of {model_path}")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
+    check_tokenizer(tokenizer, f"tokenizer of {tokenizer_path}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template_text(chat_template)
     return tokenizer
 
 

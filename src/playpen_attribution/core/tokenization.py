@@ -4,14 +4,21 @@ Training, Bergson scoring, loss evaluation and SAE extraction all call `tokenize
 attribution sees exactly the tokens the fine-tune trained on.
 
 - `format="raw"`: the prompt text as is, tokenized with the tokenizer's special tokens (e.g. BOS).
+  The completion follows it the way `ROLE: content` turns are written in the history: after one
+  space, unless the prompt already ends in whitespace (so `...ASSISTANT:` + `GUESS: x` is tokenized
+  as `...ASSISTANT: GUESS: x`, exactly as an earlier assistant turn of the same prompt was).
 - `format="chat_template"`: the prompt becomes the user turn of the tokenizer's chat template (or
   the row's `prompt_messages`, when a source kept them) with the generation prompt appended; the
-  template already carries the special tokens.
-- The completion is tokenized without special tokens and EOS is appended.
-- Labels are -100 on every prompt position and equal the ids on completion + EOS.
-- Truncation: when prompt + completion + EOS exceeds `max_length`, prompt tokens are dropped from
-  the left (the leading special token, when there is one, is kept); if the completion + EOS alone does
-  not fit, the completion's tail is cut, and EOS stays last.
+  template already carries the special tokens. `tokenize.chat_template` supplies a template (a Jinja
+  file, or a shipped name such as `gemma3`) when the tokenizer has none (`core.modeling.load_tokenizer`).
+- The completion is tokenized without special tokens and closed by its turn's end token
+  (`turn_end_id`): EOS for `raw`; for `chat_template` the token the template closes an assistant turn
+  with (`<end_of_turn>` for Gemma, EOS for a template that ends turns with it). Generation stops at
+  EOS and at that token (`stop_ids`).
+- Labels are -100 on every prompt position and equal the ids on the completion and its end token.
+- Truncation: when prompt + completion + end exceeds `max_length`, prompt tokens are dropped from
+  the left (the leading special token, when there is one, is kept); if the completion + end alone
+  does not fit, the completion's tail is cut, and the end token stays last.
 """
 
 from __future__ import annotations
@@ -36,12 +43,44 @@ class TokenizeConfig(BaseModel):
     max_length: int = Field(
         256, gt=1, description="Longest row in tokens; longer rows lose prompt tokens from the left."
     )
+    chat_template: str | None = Field(
+        None,
+        description="Chat template for format chat_template when the tokenizer has none (e.g. base weights): a "
+        "Jinja file, or a shipped name (gemma3); null = the tokenizer's own.",
+    )
 
 
 def check_tokenizer(tokenizer, where: str = "tokenizer") -> None:
     """Fail early on tokenizers the rule cannot use."""
     if tokenizer.eos_token_id is None:
         raise UserError(f"{where} has no EOS token (eos_token is None); set one in its tokenizer_config.json")
+
+
+_MARK = "Qx7"
+"""Assistant content used to find what the chat template writes after an assistant turn."""
+
+
+def turn_end_id(tokenizer, fmt: str) -> int:
+    """The token that closes a supervised completion: EOS for raw; for chat_template, the first token
+    the template writes after an assistant turn's content (EOS when it writes nothing but whitespace).
+    Computed once per tokenizer."""
+    if fmt != "chat_template":
+        return tokenizer.eos_token_id
+    cached = getattr(tokenizer, "_playpen_turn_end", None)
+    if cached is not None:
+        return cached
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _MARK}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    after = text[text.rindex(_MARK) + len(_MARK):]
+    ids = [i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if tokenizer.decode([i]).strip()]
+    end = ids[0] if ids else tokenizer.eos_token_id
+    tokenizer._playpen_turn_end = end
+    return end
+
+
+def stop_ids(tokenizer, fmt: str) -> list[int]:
+    """Token ids generation stops at: EOS and, for chat_template, the template's turn end."""
+    return list(dict.fromkeys([tokenizer.eos_token_id, turn_end_id(tokenizer, fmt)]))
 
 
 def prompt_ids(tokenizer, row: dict, fmt: str) -> list[int]:
@@ -61,15 +100,17 @@ def prompt_ids(tokenizer, row: dict, fmt: str) -> list[int]:
 
 
 def tokenize_row(tokenizer, row: dict, fmt: str, max_length: int) -> dict[str, list[int]]:
-    """`input_ids` and `labels` (prompt masked with -100, EOS appended, one truncation rule)."""
+    """`input_ids` and `labels` (prompt masked with -100, the turn's end token appended, one truncation rule)."""
     check_tokenizer(tokenizer)
     completion = row.get("completion")
     if not isinstance(completion, str) or not completion.strip():
         raise UserError(f"row {row.get('example_id')!r}: empty completion")
     p_ids = prompt_ids(tokenizer, row, fmt)
-    c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    end = turn_end_id(tokenizer, fmt)
+    spaced = fmt == "raw" and row["prompt"] and not row["prompt"][-1].isspace()
+    c_ids = list(tokenizer((" " if spaced else "") + completion, add_special_tokens=False)["input_ids"]) + [end]
     if len(c_ids) >= max_length:
-        c_ids = c_ids[: max_length - 2] + [tokenizer.eos_token_id]
+        c_ids = c_ids[: max_length - 2] + [end]
     room = max_length - len(c_ids)
     if len(p_ids) > room:
         keep_first = p_ids[:1] if p_ids and p_ids[0] in tokenizer.all_special_ids else []

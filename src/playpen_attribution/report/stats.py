@@ -38,7 +38,10 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 or total correct the bound is exactly 0 or 1; the formula leaves float dust on the wrong side of p
+    low = 0.0 if correct == 0 else max(0.0, centre - half)
+    high = 1.0 if correct == total else min(1.0, centre + half)
+    return low, high
 
 
 def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:

@@ -1,4 +1,5 @@
-"""Where a run's base model is: the tiny model built in `base_model/model/`, or the configured name.
+"""Where a run's base model and tokenizer are: the tiny model built in `base_model/model/`, or the
+configured names (`model.base`, and `model.tokenizer` when the tokenizer is another model's).
 
 Every stage derives the model it loads from the config and the folder it works in with `model_path`,
 and lists `base_model/` among its inputs with `with_base_model` when the run builds its tiny model
@@ -20,6 +21,11 @@ def model_path(base: str, run_dir: Path) -> str:
     if base == TINY:
         return str((Path(run_dir) / artifacts.BASE_MODEL / artifacts.MODEL_DIR).resolve())
     return base
+
+
+def tokenizer_path(base: str, tokenizer: str | None, run_dir: Path) -> str:
+    """The tokenizer every stage loads: `model.tokenizer`, else the base model's own."""
+    return tokenizer if tokenizer is not None else model_path(base, run_dir)
 
 
 def with_base_model(base: str, run_dir: Path, inputs: dict[str, Path]) -> dict[str, Path]:

@@ -208,12 +208,12 @@ def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int
 
 
 def extract_rows(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adapter_path: Path | None,
-                 rows: list[dict]) -> tuple[RowFeatures, dict]:
+                 rows: list[dict], tokenizer_dir: str | None = None) -> tuple[RowFeatures, dict]:
     """Tokenize rows with the one tokenization rule, run model + SAE, return features and what was used
     (the index fields `artifacts.write_features` stores beside them)."""
     if not rows:
         raise UserError(f"no rows to extract SAE features from (sae.split = {cfg.split!r})")
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(tokenizer_dir or model_path, tokenize.chat_template)
     dataset = tokenize_rows(tokenizer, rows, tokenize.format, tokenize.max_length)
     model = load_model(model_path, adapter_path, dtype=cfg.dtype)
     text_config = model.config.get_text_config()

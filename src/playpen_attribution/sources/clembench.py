@@ -27,7 +27,7 @@ from playpen_attribution.core.rows import (
 )
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.sources.messages import merge_consecutive, render_raw
+from playpen_attribution.sources.messages import merge_consecutive, render_raw_prompt
 from playpen_attribution.sources.splitting import split_by_group
 
 TARGET_RE = re.compile(r"needs to guess:\s*\n(.+?)\n\s*\nRelated words are:\s*\n(.*?)(?:\n\s*\n|$)", re.DOTALL)
@@ -163,7 +163,7 @@ def episode_rows(ep: Episode, rows_per: str) -> list[dict]:
     rows = []
     for turn, index in chosen:
         last = turn == len(replies) - 1
-        prompt, completion = render_raw(ep.messages[:index]), ep.messages[index]["content"].strip()
+        prompt, completion = render_raw_prompt(ep.messages[:index]), ep.messages[index]["content"].strip()
         rows.append(
             {
                 "example_id": make_example_id(

@@ -21,7 +21,7 @@ from playpen_attribution.core.rows import (
     make_example_id,
 )
 from playpen_attribution.errors import UserError
-from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
+from playpen_attribution.sources.messages import render_raw_prompt, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 
 
@@ -140,7 +140,7 @@ def _row(raw: dict, index: int, path: Path, cfg: GenericSource) -> dict:
     extra = {k: v for k, v in raw.items() if k not in ROW_COLUMNS and k not in ("messages", "prompt", "completion")}
     if "messages" in raw:
         earlier, completion = split_at_last_assistant(raw["messages"], where)
-        prompt = render_raw(earlier)
+        prompt = render_raw_prompt(earlier)
         extra["prompt_messages"] = earlier
     else:
         for column in ("prompt", "completion"):

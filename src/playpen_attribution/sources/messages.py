@@ -26,6 +26,12 @@ def render_raw(messages: list[dict]) -> str:
     return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages).strip()
 
 
+def render_raw_prompt(messages: list[dict]) -> str:
+    """The earlier turns (`render_raw`) and the cue of the assistant turn that follows them."""
+    history = render_raw(messages)
+    return (history + "\n\n" if history else "") + "ASSISTANT:"
+
+
 def split_at_last_assistant(messages: list[dict], where: str) -> tuple[list[dict], str]:
     """(messages before the last assistant turn, that turn's content stripped); `where` names the row."""
     messages = check_messages(messages, where)

@@ -18,7 +18,7 @@ from playpen_attribution.core.rows import SourceRows, group_id_for, make_example
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import open_dataset
-from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
+from playpen_attribution.sources.messages import render_raw_prompt, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 
 OUTCOME_NAMES = {"success": "success", "won": "success", "failure": "failure", "lost": "failure", "aborted": "aborted"}
@@ -74,7 +74,7 @@ def _convert(ds, split: str, cfg: PlaypenDataSource, dropped: Counter) -> list[d
         if not completion:
             dropped["empty_completion"] += 1
             continue
-        prompt = render_raw(earlier)
+        prompt = render_raw_prompt(earlier)
         experiment, task_id = str(meta.get("experiment")), str(meta.get("task_id"))
         rows.append(
             {

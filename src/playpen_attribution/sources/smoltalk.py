@@ -22,7 +22,7 @@ from playpen_attribution.core.tokenization import tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import open_dataset
-from playpen_attribution.sources.messages import render_raw, split_at_last_assistant
+from playpen_attribution.sources.messages import render_raw_prompt, split_at_last_assistant
 from playpen_attribution.sources.splitting import sample_rows, split_by_group
 
 TokenizeFormat = Literal["raw", "chat_template"]
@@ -69,7 +69,7 @@ def _convert(example: dict, split: str, index: int, cfg: SmolTalkSource) -> dict
     earlier, completion = split_at_last_assistant(example[column], where)
     if not completion:
         return None
-    prompt = render_raw(earlier)
+    prompt = render_raw_prompt(earlier)
     meta = {k: example[k] for k in METADATA_COLUMNS if k in example}
     if cfg.group_by == "category::difficulty" and "difficulty" not in example:
         raise UserError(f"smoltalk.group_by = {cfg.group_by!r}: {where} has no 'difficulty' column")

@@ -60,7 +60,7 @@ from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
-from playpen_attribution.run.model_paths import TINY, with_base_model
+from playpen_attribution.run.model_paths import TINY, tokenizer_path, with_base_model
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 
@@ -69,7 +69,7 @@ CPU_TOKEN_BATCH = 2048
 
 
 def settings_for(
-    cfg: ExperimentConfig, model_path: str | Path | None = None, rows: Iterable = (),
+    cfg: ExperimentConfig, model_path: str | Path | None = None, rows: Iterable = (), tokenizer: str | None = None,
 ) -> ScoringSettings:
     """Bergson's settings for `cfg`, with `token_batch_size` resolved to an int (see `token_batch_size`).
 
@@ -86,6 +86,7 @@ def settings_for(
         loss_reduction=a.loss_reduction, label_smoothing=a.label_smoothing,
         token_batch_size=token_batch_size(cfg, model_path, rows),
         precision="bf16" if torch_dtype(cfg.model.dtype) == torch.bfloat16 else "fp32",
+        tokenizer=str(tokenizer or cfg.model.tokenizer or model_path or cfg.model.base),
     )
 
 
@@ -161,7 +162,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         if cfg.select.k > len(pool):
             raise UserError(f"select.k = {cfg.select.k} is larger than the pool "
                             f"({len(pool)} rows in {artifacts.split_path(data_dir, 'train_base')})")
-        tokenizer = load_tokenizer(model_path)
+        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
         fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
         pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len)
         query_ds = tokenize_rows(tokenizer, query, fmt, max_len)
@@ -169,7 +170,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR
         untracked = untracked_modules(cfg, adapter)
-        settings = settings_for(cfg, model_path, (pool_ds, query_ds))
+        settings = settings_for(cfg, model_path, (pool_ds, query_ds), tokenizer_path(cfg.model.base, cfg.model.tokenizer,
+                                                                                   run_dir))
         result = score_pool(Path(model_path), adapter, pool_ds, query_ds, out / artifacts.BERGSON_DIR,
                             settings, cache_dir(cfg))
         ids = [r["example_id"] for r in pool]

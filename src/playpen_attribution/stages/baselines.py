@@ -26,7 +26,7 @@ from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 
@@ -54,7 +54,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         query = artifacts.load_split(data_dir, "attr_query")
         if not query:
             raise UserError(f"{data_dir}: the attr_query split is empty; the embedding baseline needs query rows")
-        tokenizer = load_tokenizer(model_path)
+        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
         model = load_model(model_path, train_dir / artifacts.ADAPTER_DIR, dtype=cfg.model.dtype)
         fmt, max_len, batch = cfg.tokenize.format, cfg.tokenize.max_length, cfg.evaluate.batch_size
         pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len)

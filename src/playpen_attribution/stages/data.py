@@ -44,7 +44,8 @@ def load_source(cfg: ExperimentConfig) -> SourceRows:
 
         if cfg.model.base == TINY:
             raise UserError("data.source.kind = 'smoltalk' needs a real model.base: its token cap uses that tokenizer")
-        return load_smoltalk(source, seed, load_tokenizer(cfg.model.base), cfg.tokenize.format)
+        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.base, cfg.tokenize.chat_template)
+        return load_smoltalk(source, seed, tokenizer, cfg.tokenize.format)
     raise UserError(f"data.source.kind = {source.kind!r} is not supported")
 
 

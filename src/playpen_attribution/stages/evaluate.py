@@ -36,11 +36,11 @@ from playpen_attribution.core.generation import (
 )
 from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import prompt_ids, tokenize_rows
+from playpen_attribution.core.tokenization import prompt_ids, stop_ids, tokenize_rows
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import EvalMetrics, Prediction
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.taboo.guess import extract_guess, gold_word
 
@@ -56,10 +56,12 @@ def _generate_texts(
     if ev.backend == "vllm":
         if model_path is None:
             raise ValueError("evaluate.backend 'vllm' needs the base model's path")
-        texts, setup = vllm_generate(model_path, adapter, tokenizer, prompts, ev.max_new_tokens, cfg.model.dtype)
+        texts, setup = vllm_generate(model_path, adapter, tokenizer, prompts, ev.max_new_tokens, cfg.model.dtype,
+                                     stop_ids(tokenizer, cfg.tokenize.format))
         speed["generation_setup_s"] = round(setup, 3)
     else:
-        texts, setup = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size, f"eval {name}"), 0.0
+        stop = stop_ids(tokenizer, cfg.tokenize.format)
+        texts, setup = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size, f"eval {name}", stop), 0.0
     speed["generation_rows_per_s"] = _rate(len(prompts), time.perf_counter() - t0 - setup)
     return texts, speed
 
@@ -152,7 +154,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
 
     def build(out: Path) -> dict:
         rows = artifacts.load_split(data_dir, "eval")
-        tokenizer = load_tokenizer(model_path)
+        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
         adapter = run_dir / train_stage / artifacts.ADAPTER_DIR if train_stage else None
         loaded = load_model(model_path, adapter, dtype=cfg.model.dtype)
         predictions, metrics = evaluate_rows(cfg, rows, loaded, tokenizer, model, model_path, adapter)

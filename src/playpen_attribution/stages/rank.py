@@ -17,7 +17,7 @@ from playpen_attribution.core.jsonl import read_jsonl
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sae.features import extract_rows, feature_index
 from playpen_attribution.sae.predictor import apply_predictor
@@ -62,7 +62,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
 
     def build(out: Path) -> dict:
         new_rows = _read_rows(rows_path)
-        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, new_rows)
+        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, new_rows,
+                                       tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
         artifacts.write_features(out, features, feature_index(info | {"split": str(rows_path)}))
         artifacts.write_ranked(out, rank_new_rows(predict_dir, out))
         return {"sae": info, "rows": len(new_rows)}

@@ -20,7 +20,7 @@ from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sae.features import extract_rows, feature_index
 
@@ -39,7 +39,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     def build(out: Path) -> dict:
         rows = artifacts.load_split(data_dir, cfg.sae.split)
-        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, rows)
+        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, rows,
+                                       tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
         artifacts.write_features(out, features, feature_index(info | {"split": cfg.sae.split}))
         return {"sae": info}
 

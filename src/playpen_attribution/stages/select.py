@@ -35,7 +35,7 @@ from playpen_attribution.core.tokenization import tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import ArmSelection
-from playpen_attribution.run.model_paths import model_path as base_model_path
+from playpen_attribution.run.model_paths import tokenizer_path
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 
@@ -111,7 +111,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
-        tokenizer = load_tokenizer(base_model_path(cfg.model.base, run_dir))
+        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
         selections, extra = build_selections(cfg, pool, seed, run_dir, tokenizer)
         artifacts.write_selections(out, selections)
         return extra | {"arms": {name: arm.summary() for name, arm in selections.items()}}

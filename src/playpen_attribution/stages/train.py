@@ -23,6 +23,8 @@ records the `batch_size` and `grad_accum` actually used, and `train_runtime_s` a
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from playpen_attribution.config import ExperimentConfig, TrainConfig
@@ -38,7 +40,7 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import with_base_model
+from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 
@@ -89,16 +91,17 @@ def new_adapter(model, train: TrainConfig):
 
 def build_trainer(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, scratch: Path,
-    init_adapter: Path | None = None,
+    init_adapter: Path | None = None, tokenizer_dir: str | None = None,
 ):
-    """The SFTTrainer for `rows`: a fresh adapter, or `init_adapter` continued."""
+    """The SFTTrainer for `rows`: a fresh adapter, or `init_adapter` continued (tokenizer: `tokenizer_dir`,
+    default the model's own, with `tokenize.chat_template`)."""
     import torch
     from trl import SFTTrainer
 
     if not rows:
         raise UserError("no rows to train on")
     torch.manual_seed(train.seed)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(tokenizer_dir or model_path, cfg.tokenize.chat_template)
     dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
     if init_adapter is None:
         model = new_adapter(load_model(model_path, dtype=cfg.model.dtype), train)
@@ -170,14 +173,39 @@ def probe_batch(trainer, rows: list[dict]) -> None:
         del batch, reserve
 
 
+@contextmanager
+def completion_only_head() -> Iterator[None]:
+    """While training off CUDA, let TRL's fused LM head project only the labelled positions.
+
+    TRL (1.x, `trainer/utils.py`) scores only the positions with a label where Triton runs and every
+    position elsewhere, because on Neuron a varying number of positions would recompile its kernels.
+    The loss is the same either way (the other positions are masked out); on a CPU projecting every
+    prompt position onto a 262k-token vocabulary is most of a Gemma training step. So off CUDA the
+    compact path is switched on for the duration of training (a test holds the loss and gradients
+    equal to TRL's own path); if TRL changes the switch, nothing is patched.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or device() == "cuda":
+        yield
+        return
+    trl_utils._use_triton = lambda dev: True
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def train_rows(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, out: Path,
-    init_adapter: Path | None = None,
+    init_adapter: Path | None = None, tokenizer_dir: str | None = None,
 ) -> dict:
     """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
     scratch = out / artifacts.TRAINER_SCRATCH
-    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter)
-    result = trainer.train()
+    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir)
+    with completion_only_head():
+        result = trainer.train()
     runtime = float(result.metrics["train_runtime"])
     input_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"]) * float(trainer.state.epoch or 0)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -230,7 +258,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
                 raise UserError(f"arm {arm!r} not in {run_dir / artifacts.SELECT} (have: {', '.join(selections)})")
             by_id = {r["example_id"]: r for r in pool}
             pool = [by_id[i] for i in selections[arm].example_ids]
-        return train_rows(pool, model_path, train, cfg, out, init)
+        return train_rows(pool, model_path, train, cfg, out, init,
+                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"),
