@@ -3,6 +3,7 @@ them, in one run, on a randomly initialised model of Gemma-3-1B's shape (no hub,
 
     uv run python benchmarks/gpu_check.py            # one H100/H200: Gemma-3-1B shape, 512-token rows, < 5 min
     uv run python benchmarks/gpu_check.py --tiny     # CPU smoke test (a 4-block Gemma-3; the test suite runs it)
+    uv run python benchmarks/gpu_check.py --model models/gemma-3-270m --threads 2   # a real model (CPU or GPU)
 
 What it builds, in `--workdir` (a temp folder by default):
 - `model/`: `Gemma3ForCausalLM` from a `Gemma3TextConfig` written in this file (Gemma-3-1B: vocab
@@ -10,6 +11,11 @@ What it builds, in `--workdir` (a temp folder by default):
   bf16 on a GPU, and a word-level tokenizer trained on the synthetic rows' words;
 - `rows/*.jsonl`: synthetic prompt/completion rows of `--row-tokens` tokens (random words), read by
   the data stage's generic source, so every stage runs exactly as in an experiment.
+
+With `--model PATH` (a prepared Hugging Face folder such as `models/gemma-3-270m` from `prepare-model`)
+the checks run on that model's weights and tokenizer instead: a real architecture with its real
+vocabulary (262k for Gemma-3), rows left-truncated to `--row-tokens` of its tokens. On a CPU this uses
+the `REAL_CPU` sizes (a few minutes on 2 cores for Gemma-3-270M).
 
 Then, side by side (each reference on the same rows and settings as the stage it is held against):
 
@@ -87,6 +93,9 @@ class Sizes:
 
 GPU = Sizes(row_tokens=512, pool_rows=2048, query_rows=64, eval_rows=256, train_steps=64, batch=8, sae_layer=17,
             d_sae=16_384, sae_batch=16, eval_batch=64, new_tokens=16, single_rows=16, words=8000)
+REAL_CPU = Sizes(row_tokens=128, pool_rows=32, query_rows=4, eval_rows=8, train_steps=8, batch=4, sae_layer=12,
+                 d_sae=1024, sae_batch=8, eval_batch=8, new_tokens=8, single_rows=4, words=2000)
+"""A real model (`--model`) on a CPU: Gemma-3-270M's 18 blocks, SAE on block 12."""
 TINY = Sizes(row_tokens=48, pool_rows=32, query_rows=4, eval_rows=8, train_steps=4, batch=4, sae_layer=2,
              d_sae=64, sae_batch=16, eval_batch=8, new_tokens=4, single_rows=4, words=300)
 
@@ -135,11 +144,8 @@ def synthetic_rows(sizes: Sizes, n: int, split: str, rng: np.random.Generator) -
     return rows
 
 
-def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, Path]]:
-    """Synthetic rows as JSONL per split, and the random model + tokenizer folder."""
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
-
+def write_rows(sizes: Sizes, work: Path) -> tuple[dict[str, Path], list[str]]:
+    """Synthetic rows as JSONL per split: (paths, texts for a word-level tokenizer)."""
     rng = np.random.default_rng(0)
     paths = {}
     (work / "rows").mkdir(parents=True, exist_ok=True)
@@ -149,6 +155,15 @@ def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, 
         paths[split] = work / "rows" / f"{split}.jsonl"
         paths[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
         texts += [r["prompt"] + " " + r["completion"] for r in rows]
+    return paths, texts
+
+
+def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, Path]]:
+    """Synthetic rows as JSONL per split, and the random model + tokenizer folder."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GenerationConfig
+
+    paths, texts = write_rows(sizes, work)
     tokenizer = train_word_tokenizer(texts + [" ".join(f"w{j}" for j in range(sizes.words))])
     shape = dict(TINY_GEMMA_3 if tiny else GEMMA_3_1B)
     shape["vocab_size"] = max(shape.get("vocab_size", 0), len(tokenizer))
@@ -168,10 +183,10 @@ def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, 
     return model_dir, paths
 
 
-def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], tiny: bool):
+def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], on_cpu: bool):
     """The experiment the stages run: project defaults except sizes and the synthetic source.
 
-    The tiny CPU check projects gradients to 16 per side (the demo's width) instead of 32: on a CPU
+    The CPU checks (--tiny, --model on a CPU) project gradients to 16 per side (the demo's width) instead of 32: on a CPU
     the preconditioner's eigendecompositions (one per LoRA module, 1024 x 1024 at width 32) would
     take most of its time.
     """
@@ -186,7 +201,7 @@ def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], tin
                 "batch_size": sizes.sae_batch},
         "evaluate": {"max_new_tokens": sizes.new_tokens, "batch_size": sizes.eval_batch},
         "select": {"k": max(1, sizes.pool_rows // 4)},  # the attribute stage's top-k summary
-        "attribute": {"projection_dim": 16} if tiny else {},
+        "attribute": {"projection_dim": 16} if on_cpu else {},
     }, source="benchmarks/gpu_check.py")
 
 
@@ -411,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: a 4-block Gemma-3 and a few short rows")
     parser.add_argument("--full-shape", action="store_true",
                         help="with --tiny: keep the Gemma-3-1B shape (slow on a CPU; checks that shape's code path)")
+    parser.add_argument("--model", default=None,
+                        help="a prepared Hugging Face model folder (e.g. models/gemma-3-270m) instead of a random model")
     parser.add_argument("--workdir", default=None, help="where model, rows and stage folders go (default: temp)")
     parser.add_argument("--pool-rows", type=int, help="rows scored by attribute and sae")
     parser.add_argument("--row-tokens", type=int, help="tokens per row")
@@ -425,12 +442,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the bare bergson process gets the same
-    sizes = TINY if args.tiny else GPU
+    real_cpu = args.model is not None and device() != "cuda"
+    sizes = TINY if args.tiny else REAL_CPU if real_cpu else GPU
     overrides = {k: v for k, v in (("pool_rows", args.pool_rows), ("row_tokens", args.row_tokens),
                                    ("train_steps", args.train_steps)) if v}
     sizes = replace(sizes, **overrides)
-    if not args.tiny and device() != "cuda":
-        parser.error("the full check needs a CUDA GPU; use --tiny on a CPU")
+    if not args.tiny and not args.model and device() != "cuda":
+        parser.error("the full check needs a CUDA GPU; use --tiny (or --model PATH) on a CPU")
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model}: no config.json there (prepare one: playpen-attribution prepare-model gemma-3-270m)")
     only = set(args.only or ["train", "attribute", "sae", "evaluate"])
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_"))
     run_dir = work / "run"
@@ -438,12 +458,18 @@ def main(argv: list[str] | None = None) -> None:
     emit({"check": "setup", "device": torch.cuda.get_device_name(0) if device() == "cuda" else platform.processor()
           or platform.machine(), "date": date.today().isoformat(), "torch": torch.__version__,
           "transformers": transformers.__version__, "threads": torch.get_num_threads(),
-          "model": "tiny Gemma-3" if args.tiny and not args.full_shape else "Gemma-3-1B shape, random weights", "sizes": sizes.__dict__})
-    (model_dir, paths), seconds = timed(write_inputs, sizes, args.tiny and not args.full_shape, work)
-    cfg = experiment_config(sizes, model_dir, paths, args.tiny)
+          "model": args.model or ("tiny Gemma-3" if args.tiny and not args.full_shape else "Gemma-3-1B shape, random weights"),
+          "sizes": sizes.__dict__})
+    if args.model:
+        (paths, _), seconds = timed(write_rows, sizes, work)
+        model_dir = Path(args.model)
+    else:
+        (model_dir, paths), seconds = timed(write_inputs, sizes, args.tiny and not args.full_shape, work)
+    cfg = experiment_config(sizes, model_dir, paths, args.tiny or real_cpu)
     model_path = str(model_dir.resolve())
     data.run(cfg, run_dir, overwrite=True)
-    emit({"check": "setup", "path": "random model + synthetic rows written", "seconds": round(seconds, 3)})
+    emit({"check": "setup", "path": "synthetic rows written" + ("" if args.model else " + random model"),
+          "seconds": round(seconds, 3)})
     if "train" in only or not (run_dir / artifacts.TRAIN_BASE).exists():
         check_train(cfg, run_dir, model_path, sizes)
     gradient_seconds = None

@@ -36,6 +36,13 @@ METRIC_TEXT = {"target_correct": ("word accuracy vs target word", "vs transcript
                "correct": ("word accuracy vs transcript guess", "vs target word")}
 
 
+def _no_guess(arm: dict) -> str:
+    """Generations with no parsable guess: `n (share)`; empty when the arm was not generated from."""
+    if arm.get("no_guess") is None or not arm.get("total"):
+        return ""
+    return f"{arm['no_guess']} ({arm['no_guess'] / arm['total']:.0%})"
+
+
 def _loss(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -176,14 +183,14 @@ def _seed_tables(report: dict) -> list[str]:
         if not arms:
             continue
         lines += ["## Shared models" if seed is None else f"## Seed {seed}", "",
-                  f"| model | {main} [95% CI] | {other} | eval loss | vs | Δ accuracy | McNemar arm-only / vs-only, p, p_holm | Δ eval loss [95% CI] |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"| model | {main} [95% CI] | {other} | no guess | eval loss | vs | Δ accuracy | McNemar arm-only / vs-only, p, p_holm | Δ eval loss [95% CI] |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for arm in arms:
             c = comparisons.get((arm["name"], seed), {})
             mc = c.get("mcnemar")
             tested = (f"{mc['a_only']} / {mc['b_only']}, p {_p(c['p_value'])}, p_holm {_p(c['p_holm'])}"
                       if mc and "p_holm" in c else "")
-            lines.append(f"| {arm['name']} | {_acc(arm)} | {_other_metric(arm)} | {_loss(arm.get('eval_loss'))} | "
+            lines.append(f"| {arm['name']} | {_acc(arm)} | {_other_metric(arm)} | {_no_guess(arm)} | {_loss(arm.get('eval_loss'))} | "
                          f"{c.get('versus', '')} | "
                          + (f"{c['accuracy_difference']:+.4f}" if "accuracy_difference" in c else "") + f" | {tested} | "
                          + (_diff(c.get("loss_difference")) if c else "") + " |")
