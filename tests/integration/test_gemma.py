@@ -138,3 +138,17 @@ def test_greedy_generation_stops_at_any_stop_id(tiny_gemma, gemma_tokenizer):
     stopped = generate(model, gemma_tokenizer, prompt, 4, 1, "stopped", stop=[EOS, first])
     # generation ends with the stop token it produced (decoded, as it is no special token here)
     assert stopped == [gemma_tokenizer.decode([first])] and free[0].startswith(stopped[0]) and free != stopped
+
+
+def test_the_base_gemma_never_learned_end_of_turn_and_the_train_stage_says_so(gemma_270m_dir, gemma_tokenizer, caplog):
+    # measured on the prepared base weights: <end_of_turn> shares its input embedding direction with
+    # thousands of unused tokens, EOS with none; chat-template runs on base weights must learn to emit it
+    from playpen_attribution.core.modeling import embedding_twins
+    from playpen_attribution.stages.train import turn_end_check
+
+    model = load_model(gemma_270m_dir)
+    assert embedding_twins(model, EOS) == 0
+    with caplog.at_level("WARNING"):
+        check = turn_end_check(model, gemma_tokenizer, "chat_template")
+    assert check["id"] == END_OF_TURN and check["token"] == "<end_of_turn>" and check["embedding_twins"] > 1000
+    assert "looks untrained" in caplog.text

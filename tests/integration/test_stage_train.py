@@ -105,3 +105,12 @@ def test_the_completion_only_head_gives_trls_own_loss_and_gradients(setup, tmp_p
     assert compact == pytest.approx(plain, rel=1e-5) and plain_grads.keys() == compact_grads.keys()
     for name, grad in plain_grads.items():
         torch.testing.assert_close(compact_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_train_stage_records_the_turn_end_token_and_its_embedding_twins(demo_run):
+    from playpen_attribution.run import artifacts
+
+    _, run_dir = demo_run
+    turn_end = artifacts.load_manifest(run_dir / "train_base").fields["turn_end_token"]
+    assert turn_end["token"] == "<eos>"  # raw format: the tiny tokenizer's EOS
+    assert turn_end["embedding_twins"] == 0  # pretrained in the model stage: an embedding of its own

@@ -66,3 +66,20 @@ def load_model(model_path: str | Path, adapter_path: Path | None = None, dtype: 
         check_adapter_base(adapter_path, model_path)
         model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable)
     return model.to(device())
+
+
+TWIN_COSINE = 0.99
+"""Input embeddings closer than this (cosine) are twins: the model can hardly tell the tokens apart."""
+
+
+def embedding_twins(model, token_id: int, cosine: float = TWIN_COSINE) -> int:
+    """How many other tokens' input embeddings have cosine > `cosine` with `token_id`'s. Tokens a
+    pretrained model never saw keep near-identical embeddings (Gemma-3-270M's base weights: 4,665
+    twins of `<end_of_turn>`, none of EOS), so a LoRA that must learn to emit such a token has to
+    separate it from all its twins; until it does, generation ends in glitch tokens instead."""
+    import torch
+
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        unit = torch.nn.functional.normalize(weight.float(), dim=1)
+        return int((unit @ unit[token_id] > cosine).sum()) - 1

@@ -34,8 +34,8 @@ from playpen_attribution.core.batch_sizing import (
     power_of_two_divisors,
     split_batch,
 )
-from playpen_attribution.core.modeling import device, load_model, load_tokenizer
-from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.core.modeling import TWIN_COSINE, device, embedding_twins, load_model, load_tokenizer
+from playpen_attribution.core.tokenization import tokenize_rows, turn_end_id
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
@@ -204,6 +204,7 @@ def train_rows(
     """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
     scratch = out / artifacts.TRAINER_SCRATCH
     trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir)
+    turn_end = turn_end_check(trainer.model, trainer.processing_class, cfg.tokenize.format)
     with completion_only_head():
         result = trainer.train()
     runtime = float(result.metrics["train_runtime"])
@@ -229,7 +230,25 @@ def train_rows(
         "grad_accum": trainer.args.gradient_accumulation_steps,
         "train_runtime_s": round(runtime, 3),
         "train_tokens_per_s": round(input_tokens / runtime, 1) if runtime > 0 else None,
+        "turn_end_token": turn_end,
     }
+
+
+TWINS_WARNING = 10
+"""More embedding twins than this and the turn-end token is called untrained in the log."""
+
+
+def turn_end_check(model, tokenizer, fmt: str) -> dict:
+    """The supervised turn-end token and its embedding twins (`core.modeling.embedding_twins`), with a
+    warning when the base model never learned it (the chat template's end-of-turn on base weights)."""
+    token_id = turn_end_id(tokenizer, fmt)
+    twins = embedding_twins(model, token_id)
+    token = tokenizer.convert_ids_to_tokens(token_id)
+    if twins > TWINS_WARNING:
+        logger.warning(f"the completion's end token {token} (id {token_id}) looks untrained in this model: {twins} "
+                       f"tokens have nearly the same input embedding (cosine > {TWIN_COSINE}); until LoRA separates "
+                       "it, generations may run on into glitch tokens (format raw ends with EOS instead)")
+    return {"id": token_id, "token": token, "embedding_twins": twins}
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: str | None = None) -> Path:
