@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "evaluate":
             p.add_argument("--model", default="base_adapter",
                            help="base, base_adapter or an arm name (default: base_adapter)")
+        if stage == "report":
+            p.add_argument("--allow-stale", action="store_true",
+                           help="report even when a stage folder was built from an upstream folder since replaced")
         if stage == "rank":
             p.add_argument("--rows", type=Path, required=True, help="JSONL file of rows to rank with the saved predictor")
             p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
@@ -102,7 +105,8 @@ def _stage(args: argparse.Namespace) -> Path | None:
     )
 
     if args.command == "report":
-        return report.run(load_config(args.config) if args.config else None, args.run_dir)
+        return report.run(load_config(args.config) if args.config else None, args.run_dir,
+                          allow_stale=args.allow_stale)
     cfg = load_config(args.config)
     overwrite = args.overwrite
     if args.command == "data":
