@@ -102,6 +102,10 @@ class TrainConfig(_Section):
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3, gt=0, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimizer steps; -1 = use epochs.")
+    save_steps: int = Field(
+        0, ge=0, description="Checkpoint every N optimizer steps inside the stage's .part folder, so a killed "
+        "training resumes from the last one; 0 = about two per epoch.",
+    )
     batch_size: int = Field(1, gt=0, description="Rows per device batch.")
     auto_batch: bool = Field(
         True,
