@@ -84,3 +84,22 @@ def test_report_on_a_missing_folder_or_a_file(tmp_path, cli_log):
     (tmp_path / "file").write_text("x")
     assert main(["report", "--run-dir", str(tmp_path / "file")]) == 2
     assert "no such folder" in cli_log.text and "not a folder" in cli_log.text
+
+
+def test_logs_are_a_line_or_two_per_stage(run_copy, tmp_path, caplog):
+    """A built stage logs two INFO lines (start with its command, done), a reused one a single line; the
+    resolved config goes to DEBUG and config.yaml."""
+    from playpen_attribution.pipeline import run_experiment
+    from playpen_attribution.stages import data
+
+    cfg, run_dir = run_copy
+    with caplog.at_level("INFO", logger="playpen_attribution"):
+        data.run(cfg, tmp_path / "fresh")
+    assert [r.getMessage().split(" ")[1] for r in caplog.records] == ["start:", "done"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="playpen_attribution"):
+        run_experiment(cfg, run_dir)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= 20]
+    stages = len(list(run_dir.glob("*/manifest.json"))) + len(list(run_dir.glob("seed_*/*/manifest.json")))
+    assert len(lines) < 150 and len(lines) <= stages + 30
+    assert not any("resolved config" in line for line in lines)

@@ -12,6 +12,12 @@ Rows are tokenized by `tokenization.tokenize_rows` and handed to the trainer as 
 Writes `adapter/` (PEFT folder naming its base model), `train_log.json` (loss per logging step),
 optionally `merged/` (adapter merged into a full model), `config.yaml`, `manifest.json`.
 
+Checkpoints: the trainer saves every `train.save_steps` optimizer steps (default about two per epoch)
+into `_trainer/` inside the stage's `.part` folder, which `run_stage` keeps for a rerun with the same
+fingerprint (`resumable`); a rerun after a kill resumes from the last checkpoint (logged with its step,
+`resumed_from_step` in the manifest) and `_trainer/` is removed once the adapter is saved. The
+trainer's per-step metric dicts go to `train_log.json`, not the console (its progress bar stays).
+
 Batch size on a GPU (`auto_batch`, on by default): the per-device batch is raised to the largest
 power of two dividing batch_size * grad_accum whose forward + backward on the longest rows fits in
 memory (probed with the real LoRA model, room for the optimizer state held back), and grad_accum is
