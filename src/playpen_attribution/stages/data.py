@@ -66,7 +66,7 @@ def with_synthetic(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
 def check_rows(rows: list[dict], split: str) -> None:
     """Every row has the schema's columns, a known outcome, a non-empty completion and a unique id."""
     seen = set()
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows, start=1):  # 1-based, like every row number in a message
         missing = [c for c in ROW_COLUMNS if c not in row]
         if missing:
             raise UserError(f"split {split}, row {index}: missing column(s) {', '.join(missing)}")
