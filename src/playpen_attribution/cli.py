@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "evaluate":
             p.add_argument("--model", default="base_adapter",
                            help="base, base_adapter or an arm name (default: base_adapter)")
+        if stage == "report":
+            p.add_argument("--allow-stale", action="store_true",
+                           help="report even when a stage folder was built from an upstream folder since replaced")
         if stage == "rank":
             p.add_argument("--rows", type=Path, required=True, help="JSONL file of rows to rank with the saved predictor")
             p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
@@ -85,6 +88,20 @@ def _where(cfg, run_dir: Path, per_seed: bool, seed: int | None):
     return cfg.for_seed(chosen), seed_folder(run_dir, chosen, cfg.sweep.retrain_base)
 
 
+def _check_run_dir(run_dir: Path | None) -> None:
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: is a file, expected a run folder")
+
+
+def _check_model_name(cfg, name: str | None, flag: str, shared: tuple[str, ...]) -> None:
+    """An arm (or shared model) name given on the command line must be one the config plans."""
+    from playpen_attribution.attribution.arms import plan_arms
+
+    arms = [a.name for a in plan_arms(cfg.select)]
+    if name is not None and name not in shared and name not in arms:
+        raise UserError(f"{flag} {name!r} is not known: expected {', '.join([*shared, *arms])}")
+
+
 def _stage(args: argparse.Namespace) -> Path | None:
     from playpen_attribution.config import load_config
     from playpen_attribution.stages import (
@@ -102,9 +119,16 @@ def _stage(args: argparse.Namespace) -> Path | None:
     )
 
     if args.command == "report":
-        return report.run(load_config(args.config) if args.config else None, args.run_dir)
+        return report.run(load_config(args.config) if args.config else None, args.run_dir,
+                          allow_stale=args.allow_stale)
     cfg = load_config(args.config)
     overwrite = args.overwrite
+    if args.command == "evaluate":
+        from playpen_attribution.run.artifacts import SHARED_MODELS
+
+        _check_model_name(cfg, args.model, "--model", SHARED_MODELS)
+    if args.command == "train":
+        _check_model_name(cfg, args.arm, "--arm", ())
     if args.command == "data":
         return data.run(cfg, args.run_dir, overwrite=overwrite)
     if args.command == "model":
@@ -130,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
+        _check_run_dir(getattr(args, "run_dir", None))
         if args.command == "synth":
             from playpen_attribution.synth.command import run_synth_command
 

@@ -15,6 +15,7 @@ from playpen_attribution.attribution.arms import SelectConfig, plan_arms
 from playpen_attribution.core import yaml_config
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
+from playpen_attribution.errors import UserError
 from playpen_attribution.sae.config import PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
@@ -101,6 +102,10 @@ class TrainConfig(_Section):
     learning_rate: float = Field(1e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3, gt=0, description="Passes over the data (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Optimizer steps; -1 = use epochs.")
+    save_steps: int = Field(
+        0, ge=0, description="Checkpoint every N optimizer steps inside the stage's .part folder, so a killed "
+        "training resumes from the last one; 0 = about two per epoch.",
+    )
     batch_size: int = Field(1, gt=0, description="Rows per device batch.")
     auto_batch: bool = Field(
         True,
@@ -258,10 +263,22 @@ class ExperimentConfig(_Section):
 
 
 def parse_config(data: dict, source: str = "<config>") -> ExperimentConfig:
-    """Validate a config dict; one UserError naming the source, field, value and expectation."""
-    return yaml_config.validate(ExperimentConfig, data or {}, source)
+    """Validate a config dict; one UserError naming the source, field, value and expectation. A config
+    that names a real model (anything but `tiny`) must say where its rows come from (`data.source`):
+    the default source is the offline demo, which a real run never means."""
+    data = data or {}
+    model, rows = data.get("model"), data.get("data")
+    base = model.get("base", "tiny") if isinstance(model, dict) else "tiny"
+    if base != "tiny" and not (isinstance(rows, dict) and rows.get("source")):
+        raise UserError(f"{source}: model.base = {base!r} is a real model and needs a `data.source` section "
+                        f"(the default source is the offline demo pool)")
+    return yaml_config.validate(ExperimentConfig, data, source)
 
 
 def load_config(path: Path | str) -> ExperimentConfig:
-    """Read and validate a YAML config file."""
-    return parse_config(yaml_config.read_mapping(path), str(path))
+    """Read and validate a YAML config file; an empty file is an error (the demo runs only when no config
+    is given at all)."""
+    data = yaml_config.read_mapping(path)
+    if data is None:
+        raise UserError(f"{path}: the config file is empty (give no CONFIG to run the demo)")
+    return parse_config(data, str(path))

@@ -11,6 +11,8 @@ reused when its config and inputs are unchanged, so an interrupted sweep resumes
 (arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
 (`playpen-attribution train --arm A --seed S`, then `evaluate --model A --seed S`). Stages work in
 the folder they are handed: the pipeline makes the seed folders (`run.seeds.seed_folder`).
+`experiment.yaml` is written once every stage has accepted the config (reused or built it): a run
+refused by a stage leaves the previous one in place.
 """
 
 from __future__ import annotations
@@ -91,7 +93,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
     """Run (or resume) every stage; returns the report folder."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts.write_experiment_config(run_dir, dump(cfg))
     started = time.perf_counter()
     data.run(cfg, run_dir, overwrite=overwrite)                       # rows and splits, dropped rows counted
     base_model.run(cfg, run_dir, overwrite=overwrite)                 # tiny model for the offline demo only
@@ -99,6 +100,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
     if not cfg.sweep.retrain_base:                                    # one base adapter shared by every seed
         base_adapter_stages(cfg, run_dir, overwrite)
     run_sweep(cfg, run_dir, overwrite)                                # arms x seeds
+    artifacts.write_experiment_config(run_dir, dump(cfg))            # every stage accepted this config
     report_dir = report.run(cfg, run_dir)                             # also copied to the run dir, its front page
     logger.info("experiment finished in %.1f s; report: %s", time.perf_counter() - started, run_dir / artifacts.REPORT_MD)
     return report_dir

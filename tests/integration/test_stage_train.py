@@ -114,3 +114,45 @@ def test_the_train_stage_records_the_turn_end_token_and_its_embedding_twins(demo
     turn_end = artifacts.load_manifest(run_dir / "train_base").fields["turn_end_token"]
     assert turn_end["token"] == "<eos>"  # raw format: the tiny tokenizer's EOS
     assert turn_end["embedding_twins"] == 0  # pretrained in the model stage: an embedding of its own
+
+
+def test_killed_training_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch, caplog):
+    """A build killed mid-epoch resumes from its last checkpoint and ends with the uninterrupted adapter."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from playpen_attribution.run import artifacts
+    from playpen_attribution.stages import train as train_stage
+
+    cfg, rows, model_dir = setup
+    train = cfg.train.model_copy(update={"batch_size": 2, "grad_accum": 1, "epochs": 2, "save_steps": 2,
+                                         "auto_batch": False})
+    whole = train_stage.train_rows(rows, model_dir, train, cfg, tmp_path / "whole")
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:  # mid second epoch; the last checkpoint is step 4
+                raise KeyboardInterrupt("killed")
+
+    original = train_stage.build_trainer
+
+    def with_kill(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.add_callback(Kill())
+        return trainer
+    monkeypatch.setattr(train_stage, "build_trainer", with_kill)
+    out = tmp_path / "killed"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        train_stage.train_rows(rows, model_dir, train, cfg, out)
+    assert train_stage.last_checkpoint(out / artifacts.TRAINER_SCRATCH).name == "checkpoint-4"
+    monkeypatch.setattr(train_stage, "build_trainer", original)
+    with caplog.at_level("INFO", logger="playpen_attribution"):
+        resumed = train_stage.train_rows(rows, model_dir, train, cfg, out)
+    assert "resuming from checkpoint-4 (step 4" in caplog.text
+    assert resumed["steps"] == whole["steps"] == 8 and resumed["resumed_from_step"] == 4
+    logs = [artifacts.load_train_log(d) for d in (tmp_path / "whole", out)]
+    assert logs[1][-1]["loss"] == pytest.approx(logs[0][-1]["loss"], abs=1e-6)
+    a, b = (load_file(d / artifacts.ADAPTER_DIR / "adapter_model.safetensors") for d in (tmp_path / "whole", out))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    assert not (out / artifacts.TRAINER_SCRATCH).exists()

@@ -71,3 +71,16 @@ def test_sweep_seeds_are_checked_and_a_dumped_config_parses_again():
         parse_config({"select": {"seed": 42}})
 
 
+
+
+def test_arm_sizes_are_checked_against_the_pool():
+    from playpen_attribution.attribution.arms import SelectConfig, plan_arms, size_problems
+
+    select = SelectConfig(k=300, arms=["top_k", "matched_random_k",
+                                       {"name": "w", "kind": "window", "ranks": [10, 400]},
+                                       {"name": "b", "kind": "random_beyond", "beyond": 150, "n": 100}])
+    assert size_problems(plan_arms(select), 1000) == []
+    problems = size_problems(plan_arms(select), 200)
+    assert problems[0] == "arm 'top_k': select.k = 300 is larger than the pool (200 rows)"
+    assert "arm 'w': ranks 10..400 reach beyond the pool (200 rows)" in problems
+    assert "arm 'b': only 50 rows rank beyond 150, fewer than n = 100" in problems

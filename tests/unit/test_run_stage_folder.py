@@ -64,9 +64,80 @@ def test_failed_build_leaves_no_final_folder(tmp_path):
         raise RuntimeError("crash")
     with pytest.raises(RuntimeError):
         run_stage(tmp_path, "s", {}, {}, boom)
-    assert not (tmp_path / "s").exists() and (tmp_path / "s.part").exists()
-    run_stage(tmp_path, "s", {}, {}, _writer([]))  # a rerun starts the .part afresh
+    assert not (tmp_path / "s").exists() and not (tmp_path / "s.part").exists()  # no litter
+    run_stage(tmp_path, "s", {}, {}, _writer([]))
     assert (tmp_path / "s" / "rows.txt").exists() and not (tmp_path / "s" / "half.txt").exists()
+
+
+def test_failed_overwrite_keeps_the_old_folder_and_leaves_no_part(tmp_path):
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer([]))
+    before = (tmp_path / "s" / artifacts.MANIFEST_FILE).read_text()
+
+    def boom(out):
+        (out / "half.txt").write_text("x")
+        raise UserError("k larger than the pool")
+    with pytest.raises(UserError):
+        run_stage(tmp_path, "s", {"x": 2}, {}, boom, overwrite=True)
+    assert (tmp_path / "s" / artifacts.MANIFEST_FILE).read_text() == before
+    assert (tmp_path / "s" / "config.yaml").read_text() == "x: 1\n"
+    assert not (tmp_path / "s.part").exists()
+
+
+def test_part_left_by_a_killed_build_is_removed_and_logged(tmp_path, caplog):
+    (tmp_path / "s.part").mkdir()
+    (tmp_path / "s.part" / "half.txt").write_text("x")
+    with caplog.at_level("INFO", logger="playpen_attribution"):
+        final = run_stage(tmp_path, "s", {}, {}, _writer([]))
+    assert "removed" in caplog.text and "s.part" in caplog.text
+    assert not (final / "half.txt").exists()
+
+
+def test_resumable_subfolder_survives_a_failure_with_the_same_fingerprint(tmp_path):
+    def crash(out):
+        (out / "ckpt").mkdir(exist_ok=True)
+        (out / "ckpt" / "step").write_text("5")
+        (out / "junk.txt").write_text("x")
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, "s", {"x": 1}, {}, crash, resumable=("ckpt",))
+    assert (tmp_path / "s.part" / "ckpt" / "step").exists()
+    seen = []
+
+    def resume(out):
+        seen.append(sorted(p.name for p in out.iterdir()))
+        (out / "ckpt" / "step").unlink()
+        (out / "ckpt").rmdir()
+        return {}
+    run_stage(tmp_path, "s", {"x": 1}, {}, resume, resumable=("ckpt",))
+    assert seen == [[".building", "ckpt", "config.yaml"]]
+    with pytest.raises(RuntimeError):  # a different config never inherits another build's checkpoints
+        run_stage(tmp_path, "t", {"x": 1}, {}, crash, resumable=("ckpt",))
+    run_stage(tmp_path, "t", {"x": 2}, {}, lambda out: seen.append(sorted(p.name for p in out.iterdir())) or {},
+              resumable=("ckpt",))
+    assert seen[-1] == [".building", "config.yaml"]
+
+
+def test_tampered_folder_is_refused_not_reused_and_rebuilt_with_overwrite(tmp_path):
+    calls = []
+    final = run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))
+    (final / "rows.txt").write_text("a\n")
+    with pytest.raises(UserError, match=r"rows.txt \(changed\).*--overwrite"):
+        run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls), overwrite=True)
+    assert len(calls) == 2 and (final / "rows.txt").read_text() == "a\nb\n"
+
+
+def test_tampered_input_is_refused(tmp_path):
+    up = run_stage(tmp_path, "up", {"v": 1}, {}, _writer([]))
+    (up / "rows.txt").unlink()
+    with pytest.raises(UserError, match=r"input 'up'.*rows.txt \(missing\)"):
+        run_stage(tmp_path, "down", {}, {"up": up}, _writer([]))
+
+
+def test_refusal_names_the_changed_config_fields(tmp_path):
+    run_stage(tmp_path, "s", {"train": {"epochs": 1, "lr": 0.1}, "k": 3}, {}, _writer([]))
+    with pytest.raises(UserError, match=r"changed config fields: train\.epochs\b"):
+        run_stage(tmp_path, "s", {"train": {"epochs": 2, "lr": 0.1}, "k": 3}, {}, _writer([]))
 
 
 def test_input_that_is_not_a_stage_folder(tmp_path):

@@ -223,3 +223,24 @@ def test_real_rows_per_game_counts(real_root):
     assert all(r["outcome"] == table[r["record_path"]]["outcome"] for r in rows)  # one row per game, its outcome
     # aborted games without a guesser row are the ones aborted at the describer's first reply
     assert outcomes["aborted"] <= counts["aborted"] and len(rows) == len({r["record_path"] for r in rows})
+
+
+@pytest.mark.parametrize(("record", "reason", "warned"), [
+    (b'{"players": "\xff"}', "not_utf8", "not UTF-8 text"),
+    ({"players": {"Player 1": "WordDescriber, m", "Player 2": "WordGuesser, m"},
+      "turns": [[{"from": "GM", "to": "Player 1", "action": "send message"}]]}, "bad_shape", "'action' is a str"),
+    ({"players": {"Player 1": "WordDescriber, m", "Player 2": "WordGuesser, m"}, "turns": [{"x": 1}]},
+     "bad_shape", "a turn is not a list"),
+    ({"players": {"Player 1": "WordDescriber, m", "Player 2": "WordGuesser, m"}, "turns": [[3]]},
+     "bad_shape", "an event is not an object"),
+    ([1, 2], "not_a_record", "no 'players' object"),
+])
+def test_an_odd_record_is_dropped_counted_and_named(records, caplog, record, reason, warned):
+    path = records / "v2.0/m1--m1/taboo/3_odd/episode_0/interactions.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(record if isinstance(record, bytes) else json.dumps(record).encode())
+    with caplog.at_level(logging.WARNING, logger="playpen_attribution"):
+        out = load_clembench(ClembenchSource(path=records, query_fraction=0.0, eval_fraction=0.0), seed=0)
+    assert out.dropped[reason] == 1 and len(out.splits["train_base"]) == 3  # the other records still load
+    assert f"3_odd/episode_0/interactions.json: {warned}" in caplog.text or (
+        "3_odd/episode_0/interactions.json" in caplog.text and warned in caplog.text)

@@ -89,14 +89,14 @@ def test_empty_completion_names_file_and_row(tmp_path):
     rows = _pairs(4)
     rows[2]["completion"] = "   "
     write_jsonl(path, rows)
-    with pytest.raises(UserError, match=r"rows\.jsonl row 2: empty completion"):
+    with pytest.raises(UserError, match=r"rows\.jsonl line 3: empty completion"):
         load_generic(GenericSource(path=path), seed=0)
 
 
 def test_bad_outcome_and_unknown_file_type(tmp_path):
     path = tmp_path / "rows.jsonl"
     write_jsonl(path, [{"prompt": "a", "completion": "b", "outcome": "won"}])
-    with pytest.raises(UserError, match=r"row 0: outcome 'won'"):
+    with pytest.raises(UserError, match=r"rows.jsonl line 1: outcome 'won'"):
         load_generic(GenericSource(path=path), seed=0)
     (tmp_path / "rows.csv").write_text("prompt,completion\n")
     with pytest.raises(UserError, match="expected a .jsonl or .parquet"):
@@ -112,3 +112,57 @@ def test_config_validation():
         GenericSource(path="a.jsonl", splits={"train_base": "a", "attr_query": "b", "eval": "c"})
     with pytest.raises(ValidationError, match="must be < 1"):
         GenericSource(path="a.jsonl", query_fraction=0.6, eval_fraction=0.5)
+
+
+def test_ids_are_kept_as_given_and_integer_ids_become_strings(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = _pairs(10)
+    for i, row in enumerate(rows):
+        row["example_id"] = i if i % 2 else f"id-{i}"
+    write_jsonl(path, rows)
+    out = load_generic(GenericSource(path=path), seed=0)
+    ids = {r["example_id"] for part in out.splits.values() for r in part}
+    assert ids == {str(i) if i % 2 else f"id-{i}" for i in range(10)}
+    rows[0]["example_id"] = 0  # zero is an id, not a missing one
+    write_jsonl(path, rows)
+    assert "0" in {r["example_id"] for part in load_generic(GenericSource(path=path), seed=0).splits.values() for r in part}
+
+
+def test_empty_outcome_is_refused(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = _pairs(3)
+    rows[1]["outcome"] = ""
+    write_jsonl(path, rows)
+    with pytest.raises(UserError, match=r"rows.jsonl line 2: outcome '' is not one of"):
+        load_generic(GenericSource(path=path), seed=0)
+
+
+def test_exact_duplicates_are_removed_before_splitting_and_counted(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = _pairs(20)
+    write_jsonl(path, rows + [dict(r) for r in rows[:5]])
+    out = load_generic(GenericSource(path=path), seed=0)
+    keys = [(r["prompt"], r["completion"]) for part in out.splits.values() for r in part]
+    assert len(keys) == len(set(keys)) == 20 and out.dropped == {"duplicate": 5}
+
+
+def test_blank_lines_keep_line_numbers(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "c", "completion": " "}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl line 3: empty completion"):
+        load_generic(GenericSource(path=path), seed=0)
+
+
+def test_non_utf8_and_truncated_parquet_are_one_line_errors(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "b"}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl:2: not UTF-8"):
+        load_generic(GenericSource(path=path), seed=0)
+    parquet = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(_pairs(20)), parquet)
+    parquet.write_bytes(parquet.read_bytes()[:-30])
+    with pytest.raises(UserError, match=r"rows.parquet: not a readable Parquet file"):
+        load_generic(GenericSource(path=parquet), seed=0)

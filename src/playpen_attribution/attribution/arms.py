@@ -182,3 +182,20 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
             versus = None if kind == "matched_random" else same_k_reference
             planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=versus, family=arm, k=k))
     return planned
+
+
+def size_problems(plan: list[PlannedArm], pool_rows: int) -> list[str]:
+    """Arms that cannot be drawn from a pool of `pool_rows` rows (checked by the data stage, as soon as
+    the pool size is known, not after training and attribution): n or a window beyond the pool, or no
+    n rows ranked beyond `beyond`."""
+    out = []
+    for arm in plan:
+        if arm.ranks is not None and arm.ranks[1] > pool_rows:
+            out.append(f"arm {arm.name!r}: ranks {arm.ranks[0]}..{arm.ranks[1]} reach beyond the pool ({pool_rows} rows)")
+        elif arm.beyond is not None and pool_rows - arm.beyond < (arm.n or 0):
+            out.append(f"arm {arm.name!r}: only {max(pool_rows - arm.beyond, 0)} rows rank beyond {arm.beyond}, "
+                       f"fewer than n = {arm.n}")
+        elif arm.n is not None and arm.n > pool_rows:
+            what = f"select.k = {arm.n}" if arm.k is not None else f"n = {arm.n}"
+            out.append(f"arm {arm.name!r}: {what} is larger than the pool ({pool_rows} rows)")
+    return out

@@ -3,8 +3,9 @@
 `write_text` writes `<name>.tmp`, flushes it to disk and renames it over `name`. `building(final)`
 yields a fresh `<final>.part` folder to fill and renames it to `final` when the block ends without
 an error; with `replace=True` an existing `final` is swapped out only then (the old folder survives
-any failure of the block). A failed block leaves the `.part` behind for the caller to inspect or
-remove. Every `.part` / `.tmp` rename in the package goes through here.
+any failure of the block). A `.part` left by an earlier build is emptied first, except the entries
+named in `keep` (a resumable build's checkpoints). A failed block leaves the `.part` behind for the
+caller to remove or resume. Every `.part` / `.tmp` rename in the package goes through here.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def building(final: Path, replace: bool = False) -> Iterator[Path]:
+def building(final: Path, replace: bool = False, keep: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield an empty `<final>.part` folder; it becomes `final` when the block succeeds.
 
     Without `replace`, `final` must not exist when the block ends. With `replace`, an existing
@@ -42,9 +43,13 @@ def building(final: Path, replace: bool = False) -> Iterator[Path]:
     """
     final = Path(final)
     part = part_path(final)
-    if part.exists():
+    if part.exists() and not keep:
         shutil.rmtree(part)
-    part.mkdir(parents=True)
+    elif part.exists():
+        for entry in part.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    part.mkdir(parents=True, exist_ok=True)
     yield part
     old = final.with_name(final.name + ".old")
     if replace and final.exists():

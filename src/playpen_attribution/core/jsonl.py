@@ -1,6 +1,7 @@
 """Read and write JSON Lines files: one JSON object per line, UTF-8.
 
-A malformed line is a user error that names the file and the line number; blank lines are skipped.
+A malformed line or a file that is not UTF-8 is a user error that names the file and the 1-based line
+number; blank lines are skipped (`numbered_jsonl` keeps each object's line number for later messages).
 """
 
 from __future__ import annotations
@@ -13,21 +14,35 @@ from playpen_attribution.errors import UserError
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """All objects of a JSONL file, in file order."""
+    return [obj for _, obj in numbered_jsonl(path)]
+
+
+def numbered_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(1-based line number, object) for every non-blank line of a JSONL file, in file order."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a JSONL file")
     if not path.is_file():
         raise UserError(f"{path}: JSONL file not found")
-    rows: list[dict] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_no}: malformed JSON line ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-            rows.append(obj)
+    rows: list[tuple[int, dict]] = []
+    try:
+        with path.open("rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise UserError(f"{path}:{line_no}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path}:{line_no}: malformed JSON line ({err.msg})") from err
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+                rows.append((line_no, obj))
+    except PermissionError:
+        raise UserError(f"{path}: permission denied (cannot read it)") from None
     return rows
 
 

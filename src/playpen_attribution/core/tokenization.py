@@ -133,3 +133,18 @@ def tokenize_rows(tokenizer, rows: list[dict], fmt: str, max_length: int):
         inputs.append(tok["input_ids"])
         labels.append(tok["labels"])
     return Dataset.from_dict({"example_id": ids, "input_ids": inputs, "labels": labels})
+
+
+def truncation_counts(tokenizer, rows: list[dict], fmt: str, max_length: int) -> dict[str, int]:
+    """How many rows the truncation rule of `tokenize_row` cuts: {"completion": rows whose completion is
+    cut, "prompt": rows whose prompt loses tokens}; the stages record it in their manifests."""
+    cut = {"completion": 0, "prompt": 0}
+    for row in rows:
+        spaced = fmt == "raw" and row["prompt"] and not row["prompt"][-1].isspace()
+        c_len = len(tokenizer((" " if spaced else "") + row["completion"], add_special_tokens=False)["input_ids"]) + 1
+        if c_len >= max_length:
+            cut["completion"] += 1
+            c_len = max_length - 1
+        if len(prompt_ids(tokenizer, row, fmt)) > max_length - c_len:
+            cut["prompt"] += 1
+    return cut

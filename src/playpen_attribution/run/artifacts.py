@@ -78,6 +78,7 @@ def stage_kind(folder_name: str) -> tuple[str, str | None]:
 EXPERIMENT_FILE = "experiment.yaml"   # the run's whole resolved config, in the run directory
 CONFIG_FILE = "config.yaml"           # every stage folder: the stage's resolved config
 MANIFEST_FILE = "manifest.json"       # every stage folder: inputs, outputs, hashes, versions, times
+BUILDING_MARK = ".building"           # every <stage>.part while it is built: the build's fingerprint
 SPLITS_DIR = "splits"                 # data
 MODEL_DIR = "model"                   # base_model
 ADAPTER_DIR = "adapter"               # train
@@ -131,6 +132,20 @@ def _finite_or_none(value) -> float | None:
 # --- run config and stage configs --------------------------------------------------------------
 def write_experiment_config(run_dir: Path, config_yaml: str) -> None:
     atomic.write_text(Path(run_dir) / EXPERIMENT_FILE, config_yaml)
+
+
+def write_building_mark(part_dir: Path, fingerprint: str) -> None:
+    (Path(part_dir) / BUILDING_MARK).write_text(fingerprint + "\n")
+
+
+def read_building_mark(part_dir: Path) -> str | None:
+    """The fingerprint of the build that left `part_dir`, None when it left no mark."""
+    path = Path(part_dir) / BUILDING_MARK
+    return path.read_text().strip() if path.is_file() else None
+
+
+def remove_building_mark(part_dir: Path) -> None:
+    (Path(part_dir) / BUILDING_MARK).unlink(missing_ok=True)
 
 
 def write_stage_config(stage_dir: Path, config_yaml: str) -> None:

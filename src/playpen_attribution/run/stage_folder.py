@@ -4,8 +4,12 @@ A stage writes into `<run_dir>/<name>.part`, then renames it to `<run_dir>/<name
 the final name is always whole. Each folder holds `config.yaml` (the stage's resolved config) and
 `manifest.json` (what it consumed, with hashes; what it produced, with row counts and hashes;
 package versions, git revision, start and end time). Running again with the same config and the same
-inputs reuses the folder; a different config or changed inputs refuse unless `overwrite` is set,
-and then the new folder is built beside the old one and swapped in only when it is complete.
+inputs reuses the folder, but only while its files still match the hashes in its manifest (a folder
+edited by hand is refused, or rebuilt with `overwrite`); a different config or changed inputs refuse
+unless `overwrite` is set, naming the changed config fields, and then the new folder is built beside the
+old one and swapped in only when it is complete. A build that fails removes its `.part`, except the
+subfolders a stage marks `resumable` (training checkpoints), which a rerun with the same fingerprint
+picks up; a `.part` left by a killed process is removed, and logged, by the next build.
 """
 
 from __future__ import annotations
@@ -58,15 +62,92 @@ def _produced(folder: Path) -> dict[str, dict]:
     return files
 
 
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+"""(path, size, mtime_ns) -> sha256 of files already hashed in this process (a folder read by many stages
+is hashed once)."""
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = file_sha256(path)
+    return _VERIFIED[key]
+
+
+def changed_files(folder: Path) -> list[str]:
+    """Files of a finished stage folder that no longer match its manifest: changed, missing or added
+    (each as 'name (changed|missing|added)'); empty when the folder is as it was built."""
+    folder = Path(folder)
+    produced = artifacts.load_manifest(folder).produced
+    on_disk = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    on_disk.pop(artifacts.MANIFEST_FILE, None)
+    out = [f"{rel} (missing)" for rel in sorted(set(produced) - set(on_disk))]
+    out += [f"{rel} (added)" for rel in sorted(set(on_disk) - set(produced))]
+    for rel in sorted(set(produced) & set(on_disk)):
+        path, want = on_disk[rel], produced[rel]
+        if path.stat().st_size != want.get("bytes") or _cached_sha256(path) != want.get("sha256"):
+            out.append(f"{rel} (changed)")
+    return out
+
+
+def _verify(folder: Path, what: str) -> None:
+    changed = changed_files(folder)
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(f"{folder}: {what} no longer matches its manifest: {', '.join(changed[:3])}{more}; "
+                        f"rebuild it with --overwrite")
+
+
+def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the config fields that differ between two resolved configs."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, name + ".")
+        elif a != b:
+            out.append(name)
+    return out
+
+
 def _content_hash(files: dict[str, dict]) -> str:
     return json_sha256({k: v["sha256"] for k, v in files.items()})
 
 
-def _fingerprint(config_yaml: str, inputs: dict[str, Path]) -> tuple[str, dict]:
+def stale_stages(folders: dict[str, Path]) -> dict[str, str]:
+    """Of the finished stage folders given (label -> folder), those that no longer agree with what is on
+    disk, label -> why: files changed since the folder was built, or an upstream folder it was built from
+    now gone or holding other content (replaced by a rebuild). Upstream folders are looked up beside the
+    stage folder, by name, so a moved run directory is judged the same."""
+    stale = {}
+    for label, folder in folders.items():
+        folder = Path(folder)
+        changed = changed_files(folder)
+        if changed:
+            stale[label] = f"its files changed since it was built ({', '.join(changed[:3])})"
+            continue
+        problems = []
+        for name, seen in sorted(artifacts.load_manifest(folder).consumed.items()):
+            upstream = folder.parent / Path(seen["path"]).name
+            if not artifacts.is_stage_folder(upstream):
+                problems.append(f"{name} ({upstream.name}/ is gone)")
+            elif artifacts.load_manifest(upstream).content_hash != seen["content_hash"]:
+                now = artifacts.load_manifest(upstream).content_hash
+                problems.append(f"{name} ({upstream.name}/ content {seen['content_hash'][:12]}, "
+                                f"now {now[:12]}: rebuilt since)")
+        if problems:
+            stale[label] = "built from an upstream folder that changed: " + "; ".join(problems)
+    return stale
+
+
+def _fingerprint(config_yaml: str, inputs: dict[str, Path], verify: bool = True) -> tuple[str, dict]:
     consumed = {}
     for name, folder in sorted(inputs.items()):
         if not artifacts.is_stage_folder(folder):
             raise UserError(f"input '{name}' is not a finished stage folder (no {artifacts.MANIFEST_FILE}): {folder}")
+        if verify:
+            _verify(folder, f"input '{name}'")
         consumed[name] = {"path": str(folder), "content_hash": artifacts.load_manifest(folder).content_hash}
     blob = {"config": config_yaml, "inputs": {k: v["content_hash"] for k, v in consumed.items()}}
     return json_sha256(blob), consumed
@@ -82,6 +163,8 @@ def run_stage(
     command: str,
     overwrite: bool = False,
     reuse: bool = True,
+    resumable: tuple[str, ...] = (),
+    verify_inputs: bool = True,
 ) -> Path:
     """Run `build(part_dir)` under the contract and return the finished folder.
 
@@ -89,29 +172,44 @@ def run_stage(
     folders it reads; `build` writes its files into the folder it is given and returns extra
     manifest fields (row counts, dropped rows, ...); `command` is the CLI call that rebuilds this
     folder alone (logged when the stage starts). `reuse=False` rebuilds even an up-to-date folder.
+    `resumable` names subfolders of the `.part` that survive a failed build and are handed to the next
+    build with the same fingerprint (`build` finds them in its folder); everything else is removed.
+    `verify_inputs=False` skips checking the inputs' files against their manifests (a report that is
+    told to accept stale folders).
     """
     run_dir = Path(run_dir)
     final = run_dir / name
     config_yaml = dump(config)
-    fingerprint, consumed = _fingerprint(config_yaml, inputs)
+    fingerprint, consumed = _fingerprint(config_yaml, inputs, verify_inputs)
     if final.exists():
         previous = artifacts.load_manifest(final).fingerprint if artifacts.is_stage_folder(final) else None
         if previous == fingerprint and reuse:
-            logger.info("[%s] reused: %s (same config and inputs)", name, final)
-            return final
+            if not overwrite:
+                _verify(final, "the finished folder")
+                logger.info("[%s] reused: %s (same config and inputs)", name, final)
+                return final
+            if not changed_files(final):
+                logger.info("[%s] reused: %s (same config and inputs)", name, final)
+                return final
         if previous != fingerprint and not overwrite:
-            raise UserError(
-                f"{final} exists with a different config or inputs; pass --overwrite to replace it "
-                f"(or choose another --run-dir)"
-            )
+            raise UserError(f"{final} exists with {_difference(final, config)}; pass --overwrite to replace it "
+                            f"(or choose another --run-dir)")
         logger.info("[%s] rebuilding %s (the old folder stays until the new one is complete)", name, final)
-    logger.info("[%s] start; resolved config:\n%s", name, config_yaml.rstrip())
-    logger.info("[%s] equivalent command: %s", name, command)
-    with atomic.building(final, replace=True) as part:
+    logger.info("[%s] start: %s", name, command)
+    logger.debug("[%s] resolved config:\n%s", name, config_yaml.rstrip())
+    part = atomic.part_path(final)
+    kept = _leftover(part, fingerprint, resumable)
+    with atomic.building(final, replace=True, keep=kept) as part:
+        artifacts.write_building_mark(part, fingerprint)
         artifacts.write_stage_config(part, config_yaml)
         started = datetime.now(UTC)
         t0 = time.perf_counter()
-        extra = build(part) or {}
+        try:
+            extra = build(part) or {}
+        except BaseException:
+            _after_failure(part, resumable)
+            raise
+        artifacts.remove_building_mark(part)
         seconds = time.perf_counter() - t0
         produced = _produced(part)
         artifacts.write_manifest(part, {
@@ -131,6 +229,46 @@ def run_stage(
         })
     logger.info("[%s] done in %.1f s -> %s", name, seconds, final)
     return final
+
+
+def _difference(final: Path, config: dict) -> str:
+    """What differs between a finished folder and a new build: the changed config fields, else the inputs."""
+    import yaml
+
+    try:
+        old = artifacts.load_stage_config(final)
+    except (UserError, yaml.YAMLError):
+        return "a different config or inputs"
+    fields = changed_fields(old if isinstance(old, dict) else {}, yaml.safe_load(dump(config)) or {})
+    if not fields:
+        return "a different config or inputs (the config is the same: an upstream stage changed)"
+    more = f" and {len(fields) - 6} more" if len(fields) > 6 else ""
+    return f"a different config or inputs (changed config fields: {', '.join(fields[:6])}{more})"
+
+
+def _leftover(part: Path, fingerprint: str, resumable: tuple[str, ...]) -> tuple[str, ...]:
+    """Decide what of a `.part` left by an earlier build survives: the resumable subfolders of a build
+    with the same fingerprint; the rest is removed by `atomic.building`, and said so here."""
+    if not part.exists():
+        return ()
+    same = artifacts.read_building_mark(part) == fingerprint
+    kept = tuple(n for n in resumable if same and (part / n).is_dir())
+    if kept:
+        logger.info("[%s] resuming the unfinished build in %s (kept %s)", part.name, part, ", ".join(kept))
+    else:
+        logger.warning("removed %s, left by an earlier build that did not finish", part)
+    return kept
+
+
+def _after_failure(part: Path, resumable: tuple[str, ...]) -> None:
+    """A failed build removes its `.part`, unless it holds a resumable subfolder (kept for the rerun)."""
+    import shutil
+
+    kept = [n for n in resumable if (part / n).is_dir()]
+    if kept:
+        logger.warning("build failed; %s keeps %s so that a rerun resumes", part, ", ".join(kept))
+    else:
+        shutil.rmtree(part, ignore_errors=True)
 
 
 def cli_command(subcommand: str, folder: Path, *, seed: int | None = None, **options) -> str:

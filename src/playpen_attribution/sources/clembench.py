@@ -6,6 +6,10 @@ guesser's conversation is rebuilt from the game master's messages to the guesser
 replies; the target and related words come from the describer's initial prompt; the outcome follows
 clembench's own Taboo scoring: a `correct guess` event -> success, else an `invalid format` event ->
 aborted, else failure (an `invalid clue` or running out of turns loses the game).
+
+A record that cannot be read (not UTF-8, not JSON, unreadable, or the wrong shape at any depth: a turn
+that is not a list, an event or its `action` that is not an object) is dropped, counted by reason in
+the data manifest, and named in a warning; the other records load.
 """
 
 from __future__ import annotations
@@ -99,9 +103,16 @@ def _model_name(value: object) -> str | None:
     return None
 
 
+def _action(event: dict) -> dict:
+    action = event.get("action", {})
+    if not isinstance(action, dict):
+        raise SkipRecord("bad_shape", f"an event's 'action' is a {type(action).__name__}, not an object")
+    return action
+
+
 def episode_outcome(events: list[dict]) -> str:
     """success / aborted / failure from the game master's event types (clembench's Taboo scoring)."""
-    types = {e.get("action", {}).get("type") for e in events}
+    types = {_action(e).get("type") for e in events}
     if "correct guess" in types:
         return "success"
     if "invalid format" in types:
@@ -122,11 +133,15 @@ def read_episode(path: Path, root: Path) -> Episode:
     guesser, describer = _player_key(players, "WordGuesser"), _player_key(players, "WordDescriber")
     if guesser is None or describer is None:
         raise SkipRecord("no_guesser_player", f"players {sorted(players)} lack a WordGuesser or WordDescriber")
-    events = [e for turn in record["turns"] for e in turn if isinstance(e, dict)]
+    if not all(isinstance(turn, list) for turn in record["turns"]):
+        raise SkipRecord("bad_shape", "a turn is not a list of events")
+    if not all(isinstance(e, dict) for turn in record["turns"] for e in turn):
+        raise SkipRecord("bad_shape", "an event is not an object")
+    events = [e for turn in record["turns"] for e in turn]
     target = None
     for e in events:
-        if e.get("to") == describer and e.get("action", {}).get("type") == "send message":
-            match = TARGET_RE.search(str(e["action"].get("content", "")))
+        if e.get("to") == describer and _action(e).get("type") == "send message":
+            match = TARGET_RE.search(str(_action(e).get("content", "")))
             if match:
                 target = match
                 break
@@ -134,7 +149,7 @@ def read_episode(path: Path, root: Path) -> Episode:
         raise SkipRecord("no_target_word", "no target word in the game master's messages to the describer")
     messages = []
     for e in events:
-        action = e.get("action", {})
+        action = _action(e)
         if e.get("to") == guesser and action.get("type") == "send message":
             messages.append({"role": "user", "content": str(action.get("content", ""))})
         elif e.get("from") == guesser and action.get("type") == "get message":
@@ -212,6 +227,14 @@ def read_records(root: Path, rows_per: str) -> tuple[list[dict], Counter, Counte
         except json.JSONDecodeError as err:
             dropped["invalid_json"] += 1
             logger.warning("%s: not valid JSON (%s); skipped", path, err)
+            continue
+        except UnicodeDecodeError as err:
+            dropped["not_utf8"] += 1
+            logger.warning("%s: not UTF-8 text (%s at byte %d); skipped", path, err.reason, err.start)
+            continue
+        except OSError as err:
+            dropped["unreadable"] += 1
+            logger.warning("%s: cannot be read (%s); skipped", path, err.strerror or err)
             continue
         except SkipRecord as skip:
             dropped[skip.reason] += 1

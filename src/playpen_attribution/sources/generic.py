@@ -2,7 +2,11 @@
 chat rows, plus `open_dataset`, the hub-id-or-local-path loader the hub sources share.
 
 Either one path per split (`splits: {train_base, attr_query, eval}`) or one `path` split by
-fractions, seeded, by group (`group_column`, default one group per row).
+fractions, seeded, by group (`group_column`, default one group per row). Rows keep their own
+`example_id` (an integer id becomes its string); a row without one gets a content hash. Exact duplicate
+rows (same prompt and completion) are removed before splitting and counted (`dropped.duplicate`); with
+one file per split a duplicate within a file is removed the same way. Messages name the file and the
+1-based line (JSONL) or row (Parquet, saved datasets).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from playpen_attribution.core.jsonl import read_jsonl
+from playpen_attribution.core.jsonl import numbered_jsonl
 from playpen_attribution.core.rows import (
     OUTCOMES,
     ROW_COLUMNS,
@@ -95,6 +99,19 @@ def open_dataset(location: str, config_name: str | None, streaming: bool, field:
 
 def read_table(path: Path) -> list[dict]:
     """Rows of a .jsonl file, a .parquet file or a folder saved with `save_to_disk` (one split)."""
+    return [row for _, row in numbered_table(path)]
+
+
+def numbered_table(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) for every row of a .jsonl file ('line N'), a .parquet file or saved folder ('row N'),
+    numbered from 1."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return [(f"line {n}", row) for n, row in numbered_jsonl(path)]
+    return [(f"row {n}", row) for n, row in enumerate(_read_rows(path), start=1)]
+
+
+def _read_rows(path: Path) -> list[dict]:
     path = Path(path)
     if path.is_dir():
         import datasets
@@ -108,23 +125,28 @@ def read_table(path: Path) -> list[dict]:
                 raise UserError(f"{path}: holds splits {sorted(loaded)}; give one folder or file per split")
             loaded = next(iter(loaded.values()))
         return loaded.to_list()
-    if path.suffix == ".jsonl":
-        return read_jsonl(path)
     if path.suffix == ".parquet":
         if not path.is_file():
             raise UserError(f"{path}: Parquet file not found")
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except PermissionError:
+            raise UserError(f"{path}: permission denied (cannot read it)") from None
+        except (pa.ArrowException, OSError) as err:
+            raise UserError(f"{path}: not a readable Parquet file ({err})") from None
     if not path.exists():
         raise UserError(f"{path}: no such file or folder")
     raise UserError(f"{path}: expected a .jsonl or .parquet file or a saved datasets folder")
 
 
 def _convert(path: Path, cfg: GenericSource) -> list[dict]:
-    table = read_table(path)
-    if not table:
+    numbered = numbered_table(path)
+    if not numbered:
         raise UserError(f"{path}: no rows")
+    table = [row for _, row in numbered]
     columns = set(table[0])
     if "messages" not in columns:
         for column in ("prompt", "completion"):
@@ -132,11 +154,10 @@ def _convert(path: Path, cfg: GenericSource) -> list[dict]:
                 raise UserError(f"{path}: missing column {column!r} (need prompt/completion or messages)")
     if cfg.group_column is not None and cfg.group_column not in columns:
         raise UserError(f"{path}: missing column {cfg.group_column!r} (generic.group_column)")
-    return [_row(raw, index, path, cfg) for index, raw in enumerate(table)]
+    return [_row(raw, index, f"{path} {where}", path, cfg) for index, (where, raw) in enumerate(numbered)]
 
 
-def _row(raw: dict, index: int, path: Path, cfg: GenericSource) -> dict:
-    where = f"{path} row {index}"
+def _row(raw: dict, index: int, where: str, path: Path, cfg: GenericSource) -> dict:
     extra = {k: v for k, v in raw.items() if k not in ROW_COLUMNS and k not in ("messages", "prompt", "completion")}
     if "messages" in raw:
         earlier, completion = split_at_last_assistant(raw["messages"], where)
@@ -151,7 +172,9 @@ def _row(raw: dict, index: int, path: Path, cfg: GenericSource) -> dict:
             raise UserError(f"{where}: 'prompt' and 'completion' must be strings")
     if not completion.strip():
         raise UserError(f"{where}: empty completion")
-    outcome = raw.get("outcome") or "success"
+    outcome = raw.get("outcome", "success")
+    if outcome is None:
+        outcome = "success"
     if outcome not in OUTCOMES:
         raise UserError(f"{where}: outcome {outcome!r} is not one of {list(OUTCOMES)}")
     experiment = str(raw.get("experiment") or path.stem)
@@ -162,7 +185,11 @@ def _row(raw: dict, index: int, path: Path, cfg: GenericSource) -> dict:
         group_id = str(raw[cfg.group_column])
     else:
         group_id = group_id_for(experiment, task_id)
-    example_id = raw.get("example_id") or make_example_id("generic", path.name, index, prompt, completion)
+    example_id = raw.get("example_id")
+    if example_id is None:
+        example_id = make_example_id("generic", path.name, index, prompt, completion)
+    elif isinstance(example_id, bool) or not isinstance(example_id, (str, int)) or not str(example_id).strip():
+        raise UserError(f"{where}: example_id = {example_id!r}: expected a non-empty string or an integer")
     return {
         "example_id": str(example_id),
         "prompt": prompt,
@@ -189,14 +216,32 @@ def _check_unique(splits: dict[str, list[dict]]) -> None:
             seen[row["example_id"]] = split
 
 
+def drop_duplicates(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows without exact repeats of an earlier row's (prompt, completion), and how many were removed."""
+    seen, kept = set(), []
+    for row in rows:
+        key = (str(row["prompt"]), str(row["completion"]))
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
 def load_generic(cfg: GenericSource, seed: int, tokenizer=None) -> SourceRows:
     """Rows of the configured files, split by `splits` or by seeded grouped fractions (`tokenizer` is unused)."""
+    dropped: dict[str, int] = {}
     if cfg.splits is not None:
         paths = {"train_base": cfg.splits.train_base, "attr_query": cfg.splits.attr_query, "eval": cfg.splits.eval}
-        splits = {name: _convert(p, cfg) for name, p in paths.items()}
+        splits = {}
+        for name, p in paths.items():
+            splits[name], removed = drop_duplicates(_convert(p, cfg))
+            if removed:
+                dropped[f"{name}:duplicate"] = removed
         info = {"paths": {name: str(p) for name, p in paths.items()}}
     else:
-        rows = _convert(cfg.path, cfg)
+        rows, removed = drop_duplicates(_convert(cfg.path, cfg))
+        if removed:
+            dropped["duplicate"] = removed
         fractions = {
             "train_base": 1 - cfg.query_fraction - cfg.eval_fraction,
             "attr_query": cfg.query_fraction,
@@ -206,4 +251,4 @@ def load_generic(cfg: GenericSource, seed: int, tokenizer=None) -> SourceRows:
         info = {"path": str(cfg.path), "groups": len({r["group_id"] for r in rows})}
     _check_unique(splits)
     info["rows"] = {name: len(rows) for name, rows in splits.items()}
-    return SourceRows(splits=splits, dropped={}, info=info)
+    return SourceRows(splits=splits, dropped=dropped, info=info)

@@ -56,7 +56,7 @@ from playpen_attribution.core.modeling import (
     torch_dtype,
 )
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.core.tokenization import tokenize_rows, truncation_counts
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
@@ -166,6 +166,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
         pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len)
         query_ds = tokenize_rows(tokenizer, query, fmt, max_len)
+        truncated = {"train_base": truncation_counts(tokenizer, pool, fmt, max_len),
+                     "attr_query": truncation_counts(tokenizer, query, fmt, max_len)}
         if cfg.attribute.mode == "group_mean_max":
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR
@@ -199,6 +201,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         if summary["non_finite"]:
             logger.warning("[attribute] %d of %d scores are not finite; they rank last", summary["non_finite"], len(ids))
         return {
+            "truncated": truncated,
             "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
             "query_index": {"key": result.query_key, "reused": result.reused_query_index,
                             "cache_dir": str(cache_dir(cfg))},

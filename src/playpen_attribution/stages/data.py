@@ -6,7 +6,8 @@ Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_at
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
 stay in the eval set, as in the published eval), plus whatever the source records (e.g. the demo's
-planted row ids).
+planted row ids). Every arm's size is checked against the pool here (`arms.size_problems`), so a k
+larger than the pool stops the run before any training.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from playpen_attribution.attribution.arms import plan_arms, size_problems
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import OUTCOMES, ROW_COLUMNS, SPLITS, SourceRows
 from playpen_attribution.errors import UserError
@@ -64,7 +66,7 @@ def with_synthetic(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
 def check_rows(rows: list[dict], split: str) -> None:
     """Every row has the schema's columns, a known outcome, a non-empty completion and a unique id."""
     seen = set()
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows, start=1):  # 1-based, like every row number in a message
         missing = [c for c in ROW_COLUMNS if c not in row]
         if missing:
             raise UserError(f"split {split}, row {index}: missing column(s) {', '.join(missing)}")
@@ -119,6 +121,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
     def build(out: Path) -> dict:
         source = with_synthetic(cfg, load_source(cfg))
         splits, dropped = clean_splits(cfg, source)
+        problems = size_problems(plan_arms(cfg.select), len(splits["train_base"]))
+        if problems:
+            raise UserError(f"{problems[0]} (data.source gives {len(splits['train_base'])} pool rows)"
+                            + (f"; also {len(problems) - 1} more arm(s)" if len(problems) > 1 else ""))
         for split, rows in splits.items():
             artifacts.write_split(out, split, rows)
         return {

@@ -36,7 +36,7 @@ from playpen_attribution.core.generation import (
 )
 from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import prompt_ids, stop_ids, tokenize_rows
+from playpen_attribution.core.tokenization import prompt_ids, stop_ids, tokenize_rows, truncation_counts
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import EvalMetrics, Prediction
 from playpen_attribution.run.model_paths import model_path as base_model_path
@@ -161,7 +161,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         metrics = EvalMetrics(model=model, seed=seed, **metrics)
         artifacts.write_predictions(out, [Prediction(**p) for p in predictions])
         artifacts.write_metrics(out, metrics)
-        return {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")}}
+        truncated = {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)}
+        return {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
+                "truncated": truncated}
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),

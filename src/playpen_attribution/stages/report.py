@@ -5,6 +5,11 @@ Reads the run directory alone (`report.results` says what and computes the stati
 `report.md`, `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
 family ran at several k) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
+
+Before reading, it checks every stage folder against what is on disk (`stage_folder.stale_stages`):
+a folder whose files changed, or that was built from an upstream folder since replaced, is refused,
+naming it and what it was built from, unless `allow_stale` (then report.md says so at the top and
+report.json lists them under `stale`).
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import shutil
 from pathlib import Path
 
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.errors import UserError
 from playpen_attribution.report import plots
 from playpen_attribution.report.markdown import render_markdown
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
 from playpen_attribution.run import artifacts
-from playpen_attribution.run.stage_folder import run_stage
+from playpen_attribution.run.stage_folder import run_stage, stale_stages
 
 
 def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
@@ -43,21 +49,40 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     return drawn
 
 
-def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False) -> Path:
+def _stale_note(stale: dict[str, str]) -> str:
+    head = ("> **Stale results (--allow-stale):** these stage folders no longer agree with the folders they "
+            "were built from; their numbers below may not belong together.")
+    lines = [head, ">"]
+    return "\n".join(lines + [f"> - `{label}/`: {why}" for label, why in stale.items()]) + "\n\n"
+
+
+def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False, allow_stale: bool = False) -> Path:
     """Always rebuilt, so `overwrite` changes nothing (the report is cheap, and reflects whatever stage
     folders and report code exist now); `cfg` names the report (None: the run folder's name)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: " + ("not a folder" if run_dir.exists() else "no such folder"))
     name = cfg.name if cfg is not None else run_dir.name
     inputs = stage_folders(run_dir)
+    stale = stale_stages(inputs)
+    if stale and not allow_stale:
+        label, why = next(iter(stale.items()))
+        more = f" (and {len(stale) - 1} more stale: {', '.join(list(stale)[1:4])})" if len(stale) > 1 else ""
+        raise UserError(f"{run_dir / label}: stale, {why}{more}; rebuild it (run with --overwrite) or pass "
+                        f"--allow-stale to report anyway")
 
     def build(out: Path) -> dict:
         report = collect(run_dir)
         report["plots"] = draw(report, run_dir, out)
-        artifacts.write_report(out, report, render_markdown(report, name))
-        return {"plots": report["plots"]}
+        if stale:
+            report["stale"] = stale
+        markdown = render_markdown(report, name)
+        artifacts.write_report(out, report, _stale_note(stale) + markdown if stale else markdown)
+        return {"plots": report["plots"], "stale": stale}
 
     report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name}, inputs, build,
-                           command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False)
+                           command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,
+                           verify_inputs=not allow_stale)
     for path in report_dir.iterdir():  # the run's front page: report.md and its plots beside the stage folders
         if path.name not in (artifacts.CONFIG_FILE, artifacts.MANIFEST_FILE):
             shutil.copy2(path, run_dir / path.name)

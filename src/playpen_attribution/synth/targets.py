@@ -33,11 +33,21 @@ class Target:
     """The taboo words (clembench's `related_word`)."""
 
 
+def _text(path: Path) -> str:
+    """The file's UTF-8 text, or one UserError naming the file (and the line of a bad byte)."""
+    data = path.read_bytes() if path.is_file() else b""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
 def _read_json(path: Path) -> object:
     if not path.is_file():
         raise UserError(f"{path}: word source not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_text(path))
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from err
 
@@ -83,7 +93,7 @@ def read_excluded_words(path: Path) -> set[str]:
     if not path.is_file():
         raise UserError(f"{path}: exclude-words file not found")
     words = set()
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _text(path).splitlines()
     is_jsonl = path.suffix == ".jsonl" or any(line.lstrip().startswith("{") for line in lines[:1])
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
