@@ -115,7 +115,7 @@ def evaluate_rows(
     `model_path` and `adapter` are what the vllm backend loads (the hf backend uses `model`).
     """
     _check_backend(cfg, adapter)  # fail before the loss pass, not after it
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length, cfg.tokenize.supervise)
     t0 = time.perf_counter()
     losses, _ = row_losses_and_embeddings(model, dataset, tokenizer.pad_token_id, cfg.evaluate.batch_size,
                                           desc=f"eval loss {name}")
