@@ -183,6 +183,18 @@ class EvaluateConfig(_Section):
         "hf", description="hf: transformers generate, batched by length with the KV cache; vllm: vLLM's offline LLM "
         "engine (pip extra `vllm`, CUDA), same greedy settings.",
     )
+    benchmarks: list[str] = Field(
+        default_factory=list, description="lm-eval task ids run on every evaluated model (base, base adapter, arms); "
+        "empty = none.",
+    )
+    benchmark_include_path: str | None = Field(
+        None, description="Folder of local lm-eval YAML tasks (searched before the harness's own library).",
+    )
+    allow_code_execution: bool = Field(
+        False, description="Let code-execution benchmarks (humaneval, mbpp) run generated code (HF_ALLOW_CODE_EVAL).",
+    )
+    benchmark_batch_size: int | Literal["auto"] = Field("auto", description="lm-eval batch size; auto = the largest that fits.")
+    benchmark_limit: int | None = Field(None, gt=0, description="Items per benchmark task (null = all).")
 
 
 class SweepConfig(_Section):

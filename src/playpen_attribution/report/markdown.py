@@ -256,12 +256,36 @@ def _predictor_lines(report: dict) -> list[str]:
     return lines + [""]
 
 
+def _benchmark_lines(report: dict) -> list[str]:
+    b = report.get("benchmarks")
+    if not b:
+        return []
+    lines = ["## Benchmarks (lm-eval)", "", "| model | seed | task | metric | value ± stderr | items |", "|---|---|---|---|---|---|"]
+    for r in b["results"]:
+        value = "n/a" if r["value"] is None else f"{r['value']:.4f}" + (
+            f" ± {r['stderr']:.4f}" if r["stderr"] is not None else "")
+        seed = "shared" if r["seed"] is None else r["seed"]
+        lines.append(f"| {r['name']} | {seed} | {r['task']} | {r['metric']} ({r['filter']}) | {value} | {r['n']} |")
+    if b["aggregate"]:
+        lines += ["", "| arm | vs | task | metric | seeds | items | Δ [95% CI] | seeds arm / vs | p | p_holm |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for a in b["aggregate"]:
+            lines.append(f"| {a['arm']} | {a['versus']} | {a['task']} | {a['metric']} | {len(a['seeds'])} | {a['items']} | "
+                         f"{_diff(a['difference'])} | {a['seeds_favouring_arm']} / {a['seeds_favouring_versus']} | "
+                         f"{_p(a['p_value'])} | {_p(a['p_holm']) if 'p_holm' in a else 'n/a'} |")
+        lines += ["", ("Δ = arm − vs on the same items (doc_id, filter), per-item scores from lm-eval's log_samples; "
+                  "the interval resamples seeds and items; p: sign-flip permutation; p_holm over every test here.")]
+    lines += ["", f"Harness switches: {b['switches']}", ""]
+    return lines
+
+
 def render_markdown(report: dict, name: str) -> str:
     lines = [f"# {name}: which training rows teach the task?", ""]
     lines += _setup_lines(report) + _answer_lines(report)
     if report["aggregate"]:
         lines += _aggregate_table(report)
     lines += _seed_tables(report)
+    lines += _benchmark_lines(report)
     if "attribution" in report:
         a = report["attribution"]
         lines += ["## Attribution check", "",
