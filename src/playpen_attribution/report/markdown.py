@@ -9,9 +9,10 @@ from __future__ import annotations
 ALPHA = 0.05
 """Verdict level, after the Holm adjustment."""
 
-KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on outcome x length to the top {n} by {ranking}",
+KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
-             "random": "{n} rows drawn uniformly at random", "full_pool": "the whole pool"}
+             "random": "{n} rows drawn uniformly at random", "full_pool": "the whole pool",
+             "label": "{n} random rows passing the label filter, token-matched to the top {n} by {ranking}"}
 
 
 def _acc(arm: dict) -> str:
@@ -201,12 +202,13 @@ def _selection_lines(report: dict) -> list[str]:
     seed, arms = next(iter(report["selection"].items()))
     planted = any("planted" in spec for spec in arms.values())
     lines = [f"## Arms (seed {seed}; random arms are redrawn per seed)", "",
-             "| arm | what | rows | tokens | outcomes | groups | target words | eval targets covered |"
+             "| arm | what | rows | tokens (completion) | outcomes | groups | target words | eval targets covered |"
              + (" planted rows | clean rows |" if planted else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|---|" if planted else "")]
     for name, spec in arms.items():
         coverage = spec.get("eval_target_coverage")
-        cells = [name, _describe_arm(spec), spec["rows"], spec["tokens"], spec["outcomes"], spec.get("groups", "n/a"),
+        budget = f"{spec['tokens']} ({spec['completion_tokens']})" if spec.get("completion_tokens") is not None else spec["tokens"]
+        cells = [name, _describe_arm(spec), spec["rows"], budget, spec["outcomes"], spec.get("groups", "n/a"),
                  spec.get("target_words", "n/a"), "n/a" if coverage is None else f"{coverage:.2f}"]
         if planted:
             cells += [spec.get("planted"), f"{spec['clean_fraction']:.3f}" if "clean_fraction" in spec else "n/a"]

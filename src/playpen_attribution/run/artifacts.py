@@ -310,11 +310,14 @@ class ArmSelection:
     k: int | None
     seed: int
     matching: dict | None = None
-    """Random arms matched on strata: matched, unmatched_filled, shortfall_by_stratum."""
+    """Random arms matched on strata: matched, unmatched_filled, shortfall_by_stratum (and token matching)."""
+    completion_tokens: int | None = None
+    """Supervised tokens of the arm's rows (its completion-token budget); None in selections from before it."""
 
     def summary(self) -> dict:
         """Everything but the ids (for manifests and the report)."""
-        return {k: v for k, v in asdict(self).items() if k != "example_ids" and (k != "matching" or v is not None)}
+        return {k: v for k, v in asdict(self).items()
+                if k != "example_ids" and (k not in ("matching", "completion_tokens") or v is not None)}
 
 
 def write_selections(select_dir: Path, selections: dict[str, ArmSelection]) -> None:
