@@ -242,9 +242,9 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _check_sae_arm(self) -> ExperimentConfig:
-        if any(arm.ranking == "sae" for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
-            raise ValueError("select.arms names an arm ranked by the SAE predictor (sae_top_k); "
-                             "it needs the `sae` and `predict` sections")
+        if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
+            raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
+                             "probe_top_k); it needs the `sae` and `predict` sections")
         return self
 
     @property

@@ -40,6 +40,7 @@ STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "embedding_knn_k": ("top", "embedding"),
     "metadata_k": ("top", "metadata"),
     "sae_top_k": ("top", "sae"),
+    "probe_top_k": ("top", "probe"),
     "random_k": ("random", None),
     "random_2x_k": ("random", None),
     "random_4x_k": ("random", None),
@@ -60,7 +61,7 @@ CONTROL_PREFIX = "matched_random_"
 
 StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
 
-RANKINGS = ("attribution", "length", "loss", "embedding", "sae")
+RANKINGS = ("attribution", "length", "loss", "embedding", "sae", "probe")
 """Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too."""
 
 

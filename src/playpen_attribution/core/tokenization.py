@@ -161,6 +161,9 @@ def _prompt_ids_labels(tokenizer, row: dict, fmt: str, supervise: str) -> tuple[
     if supervise == "last_turn" or not row.get("prompt_messages"):
         ids = prompt_ids(tokenizer, row, fmt)
         return ids, [IGNORE_INDEX] * len(ids)
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("tokenize.supervise: all_assistant_turns needs a fast tokenizer (token offsets); "
+                        f"{type(tokenizer).__name__} is not one")
     text, _ = _prompt_text(tokenizer, row, fmt)
     enc = tokenizer(text, add_special_tokens=fmt == "raw", return_offsets_mapping=True)
     spans = assistant_spans(tokenizer, row, fmt, text)

@@ -83,6 +83,7 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
             "p_value": stats.sign_flip_p(diffs),
         })
     switches = {f"{m}" + (f" (seed {s})" if s is not None else ""): raw["switches"] for (m, s), (raw, _) in loaded.items()}
-    first = next(iter(switches.values()))
+    shared = {k: v for k, v in next(iter(switches.values())).items() if k != "batch_size_used"}
+    same = all({k: v for k, v in sw.items() if k != "batch_size_used"} == shared for sw in switches.values())
     return {"results": results, "comparisons": comparisons, "aggregate": aggregate,
-            "switches": first if all(v == first for v in switches.values()) else switches}
+            "switches": shared if same else switches}

@@ -280,7 +280,8 @@ def load_ranking(path: Path, field: str = "score") -> dict[str, float]:
 RANKING_FILES = {"attribution": (ATTRIBUTE, SCORES_FILE, "score"),
                  "loss": (BASELINES, ROW_BASELINES_FILE, "loss"),
                  "embedding": (BASELINES, ROW_BASELINES_FILE, "embedding_cosine"),
-                 "sae": (PREDICT, PREDICTED_SCORES, "predicted")}
+                 "sae": (PREDICT, PREDICTED_SCORES, "predicted"),
+                 "probe": (PREDICT, PREDICTED_SCORES, "probe")}
 """Ranking read from a stage folder -> (stage, file, field)."""
 
 
