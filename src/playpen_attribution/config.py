@@ -188,6 +188,18 @@ class EvaluateConfig(_Section):
         "hf", description="hf: transformers generate, batched by length with the KV cache; vllm: vLLM's offline LLM "
         "engine (pip extra `vllm`, CUDA), same greedy settings.",
     )
+    benchmarks: list[str] = Field(
+        default_factory=list, description="lm-eval task ids run on every evaluated model (base, base adapter, arms); "
+        "empty = none.",
+    )
+    benchmark_include_path: str | None = Field(
+        None, description="Folder of local lm-eval YAML tasks (searched before the harness's own library).",
+    )
+    allow_code_execution: bool = Field(
+        False, description="Let code-execution benchmarks (humaneval, mbpp) run generated code (HF_ALLOW_CODE_EVAL).",
+    )
+    benchmark_batch_size: int | Literal["auto"] = Field("auto", description="lm-eval batch size; auto = the largest that fits.")
+    benchmark_limit: int | None = Field(None, gt=0, description="Items per benchmark task (null = all).")
 
 
 class SweepConfig(_Section):
@@ -235,9 +247,9 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _check_sae_arm(self) -> ExperimentConfig:
-        if any(arm.ranking == "sae" for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
-            raise ValueError("select.arms names an arm ranked by the SAE predictor (sae_top_k); "
-                             "it needs the `sae` and `predict` sections")
+        if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
+            raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
+                             "probe_top_k); it needs the `sae` and `predict` sections")
         return self
 
     @property

@@ -44,6 +44,35 @@ def test_chat_template_rows_end_with_end_of_turn_and_raw_rows_follow_the_assista
     assert stop_ids(tok, "chat_template") == [EOS, END_OF_TURN] and stop_ids(tok, "raw") == [EOS]
 
 
+
+def test_all_assistant_turns_masking_equals_the_gemma_template_boundaries(gemma_tokenizer):
+    tok = gemma_tokenizer
+    turns = [{"role": "system", "content": "Answer briefly."},
+             {"role": "user", "content": "Name a red fruit."}, {"role": "assistant", "content": "An apple.\n"},
+             {"role": "user", "content": "And a yellow one?"}, {"role": "assistant", "content": " A banana, ripe."},
+             {"role": "user", "content": "A green one?"}]
+    row = {"example_id": "g3", "prompt": "unused for chat_template", "completion": "A lime.", "prompt_messages": turns}
+    out = tokenize_row(tok, row, "chat_template", 256, "all_assistant_turns")
+    assert out["input_ids"] == tokenize_row(tok, row, "chat_template", 256)["input_ids"]
+    full = turns + [{"role": "assistant", "content": "A lime."}]
+    expected = []
+    for i, msg in enumerate(full):  # the template's own boundaries, as token positions
+        if msg["role"] != "assistant":
+            continue
+        before = tok.apply_chat_template(full[:i], add_generation_prompt=True, tokenize=False)
+        through = tok.apply_chat_template(full[: i + 1], tokenize=False).rstrip()
+        start = len(tok(before, add_special_tokens=False)["input_ids"])
+        stop = len(tok(through, add_special_tokens=False)["input_ids"])
+        expected += list(range(start, stop))
+    supervised = [i for i, t in enumerate(out["labels"]) if t != -100]
+    assert supervised == expected
+    runs = [[supervised[0]]]
+    for i in supervised[1:]:
+        runs[-1].append(i) if i == runs[-1][-1] + 1 else runs.append([i])
+    texts = [tok.decode([out["input_ids"][i] for i in run]) for run in runs]
+    assert texts == ["An apple.<end_of_turn>", "A banana, ripe.<end_of_turn>", "A lime.<end_of_turn>"]
+
+
 CONFIG = {
     "name": "tiny_gemma",
     "tokenize": {"format": "chat_template", "chat_template": "gemma3", "max_length": 128},

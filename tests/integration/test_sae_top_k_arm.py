@@ -1,4 +1,5 @@
-"""The demo can run with `sae_top_k` as an arm: sae -> predict -> select ranks by the predictor."""
+"""The demo can run with `sae_top_k` and `probe_top_k` as arms: sae -> predict -> select ranks by the
+SAE predictor and by the residual-stream probe (both cross-fitted)."""
 
 import json
 
@@ -15,7 +16,7 @@ from playpen_attribution.run import artifacts
 def _cfg(**select):
     return small_demo_dict(
         data={"source": {"kind": "demo", "n_train": 300, "n_query": 30, "n_eval": 40, "n_targets": 20}},
-        select={"k": 60, "arms": ["top_k", "matched_random_k", "sae_top_k"], **select},
+        select={"k": 60, "arms": ["top_k", "matched_random_k", "sae_top_k", "probe_top_k"], **select},
         sweep={"seeds": [1]},
         sae={"release": "random", "layer": 1, "d_sae": 64, "model": "base_adapter"},
         predict={"cv_folds": 3},
@@ -28,6 +29,9 @@ def test_sae_top_k_arm_runs_end_to_end(tmp_path):
     predicted = artifacts.load_ranking(tmp_path / "predict" / artifacts.PREDICTED_SCORES, "predicted")
     selections = artifacts.load_selections(tmp_path / "seed_1" / "select")
     assert selections["sae_top_k"].example_ids == rank_ids(predicted)[:60]
+    probe = artifacts.load_ranking(tmp_path / "predict" / artifacts.PREDICTED_SCORES, "probe")
+    assert selections["probe_top_k"].example_ids == rank_ids(probe)[:60]
+    assert selections["probe_top_k"].versus == "matched_random_probe_top_k"
     assert (tmp_path / "seed_1" / "eval_sae_top_k" / "metrics.json").is_file()
     report = json.loads((tmp_path / "report.json").read_text())
     assert "sae_top_k" in {a["name"] for a in report["arms"]}

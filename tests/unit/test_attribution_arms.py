@@ -84,3 +84,15 @@ def test_arm_sizes_are_checked_against_the_pool():
     assert problems[0] == "arm 'top_k': select.k = 300 is larger than the pool (200 rows)"
     assert "arm 'w': ranks 10..400 reach beyond the pool (200 rows)" in problems
     assert "arm 'b': only 50 rows rank beyond 150, fewer than n = 100" in problems
+
+
+def test_data_efficiency_and_label_arms_are_planned_with_their_sizes_and_comparisons():
+    cfg = SelectConfig(k=50, arms=["top_k", "matched_random_k", "random_k", "random_2x_k", "random_4x_k", "label_k"],
+                       label_column="quality", match_tokens=True)
+    by_name = {a.name: a for a in plan_arms(cfg)}
+    assert (by_name["random_2x_k"].n, by_name["random_4x_k"].n, by_name["random_k"].n) == (100, 200, 50)
+    assert by_name["random_2x_k"].versus == by_name["random_4x_k"].versus == "top_k"
+    assert by_name["label_k"].kind == "label" and by_name["label_k"].versus == "matched_random_k"
+    with pytest.raises(ValueError, match="label_k needs select.label_column"):
+        SelectConfig(arms=["top_k", "label_k"])
+    assert "match_tokens" not in SelectConfig().model_dump() and SelectConfig(match_tokens=True).model_dump()["match_tokens"]

@@ -130,3 +130,57 @@ def test_a_uniform_random_arm_is_seeded_by_seed_and_name_and_ignores_rankings():
     assert len(set(first["random_k"]["example_ids"])) == 30 and set(first["random_k"]["example_ids"]) <= set(ids)
     with pytest.raises(UserError, match="n = 200 is larger than the pool"):
         build_arms([PlannedArm("r", "random", None, 200)], {}, ids, stratum, seed=1)
+
+
+def _token_pool(n=400, seed=0):
+    import random as _random
+
+    rng = _random.Random(seed)
+    ids = [f"r{i}" for i in range(n)]
+    category = {e: ("code", "math", "chat")[i % 3] for i, e in enumerate(ids)}
+    tokens = {e: rng.randint(5, 200) for e in ids}
+    return ids, category, tokens
+
+
+def test_token_matched_random_arm_is_within_two_percent_of_its_targets_completion_tokens():
+    from collections import Counter
+
+    from playpen_attribution.attribution.selection import length_bins, match_tokens, matched_random
+
+    ids, category, tokens = _token_pool()
+    bins = length_bins(tokens, 3)
+    stratum = {e: f"{category[e]}|{bins[e]}" for e in ids}
+    longer = sorted(ids, key=lambda e: -tokens[e])[:150]
+    chosen = [e for i, e in enumerate(longer) if i % 3 == 0][:40]  # long rows: a stratum draw alone falls short
+    drawn, _ = matched_random(chosen, stratum, "s1")
+    target = sum(tokens[e] for e in chosen)
+    assert abs(sum(tokens[e] for e in drawn) - target) > 0.02 * target
+    allowed = [e for e in ids if e not in set(chosen)]
+    matched, info = match_tokens(drawn, allowed, stratum, tokens, target, 0.02)
+    assert abs(sum(tokens[e] for e in matched) - target) <= 0.02 * target and info["within_tolerance"]
+    assert info["tokens"] == sum(tokens[e] for e in matched) and info["swaps"] > 0
+    assert Counter(stratum[e] for e in matched) == Counter(stratum[e] for e in drawn)  # strata unchanged
+    assert len(set(matched)) == 40 and not set(matched) & set(chosen)
+
+
+def test_build_arms_token_matches_matched_random_and_label_arms():
+    from playpen_attribution.attribution.arms import PlannedArm
+    from playpen_attribution.attribution.selection import build_arms, length_bins
+
+    ids, category, tokens = _token_pool()
+    bins = length_bins(tokens, 3)
+    stratum = {e: f"{category[e]}|{bins[e]}" for e in ids}
+    ranking = {e: float((i * 7919) % 401) + tokens[e] / 4 for i, e in enumerate(ids)}  # favours longer rows
+    labelled = {e for i, e in enumerate(ids) if i % 2 == 0}
+    plan = [PlannedArm("top_k", "top", "attribution", 30), PlannedArm("matched_random_k", "matched_random", "attribution", 30),
+            PlannedArm("label_k", "label", "attribution", 30)]
+    arms = build_arms(plan, {"attribution": ranking}, ids, stratum, 1, tokens=tokens, labelled=labelled)
+    target = sum(tokens[e] for e in arms["top_k"]["example_ids"])
+    for name in ("matched_random_k", "label_k"):
+        total = sum(tokens[e] for e in arms[name]["example_ids"])
+        assert abs(total - target) <= 0.02 * target, name
+        assert arms[name]["matching"]["tokens_target"] == target
+    assert set(arms["label_k"]["example_ids"]) <= labelled
+    with pytest.raises(UserError, match="pass the label filter"):
+        build_arms([PlannedArm("label_k", "label", "attribution", 300)], {"attribution": ranking}, ids, stratum, 1,
+                   tokens=tokens, labelled=labelled)

@@ -71,3 +71,68 @@ def test_tokenize_rows_keeps_ids_and_order(tokenizer):
     ds = tokenize_rows(tokenizer, rows, "raw", 64)
     assert ds["example_id"] == ["r0", "r1", "r2"]
     assert ds["input_ids"][1] == tokenize_row(tokenizer, rows[1], "raw", 64)["input_ids"]
+
+
+THREE_TURNS = [
+    {"role": "user", "content": "CLUE: fruit red"}, {"role": "assistant", "content": "GUESS: apple"},
+    {"role": "user", "content": "CLUE: animal bark"}, {"role": "assistant", "content": "GUESS: dog"},
+    {"role": "user", "content": "CLUE: sky hot"},
+]
+THREE_TURN_ROW = {
+    "example_id": "m3",
+    "prompt": "USER: CLUE: fruit red\n\nASSISTANT: GUESS: apple\n\nUSER: CLUE: animal bark\n\nASSISTANT: GUESS: dog"
+              "\n\nUSER: CLUE: sky hot\n\nASSISTANT:",
+    "completion": "GUESS: sun", "prompt_messages": THREE_TURNS,
+}
+
+
+def _supervised_segments(out):
+    """Runs of consecutive supervised positions, as lists of ids."""
+    segments, current = [], []
+    for t in out["labels"]:
+        if t == IGNORE_INDEX:
+            if current:
+                segments.append(current)
+            current = []
+        else:
+            current.append(t)
+    return segments + ([current] if current else [])
+
+
+def _boundary_ids(tokenizer, messages, i):
+    """The ids of assistant turn i as the template writes it: the text between the template for the turns
+    before it (with the generation prompt) and the template through it, trailing whitespace dropped."""
+    before = tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=False)
+    through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False).rstrip()
+    return tokenizer(through[len(before):], add_special_tokens=False)["input_ids"]
+
+
+def test_all_assistant_turns_supervises_each_turn_at_the_template_boundaries(tokenizer):
+    out = tokenize_row(tokenizer, THREE_TURN_ROW, "chat_template", 128, "all_assistant_turns")
+    last = tokenize_row(tokenizer, THREE_TURN_ROW, "chat_template", 128)
+    assert out["input_ids"] == last["input_ids"]  # the same tokens, only the mask differs
+    full = THREE_TURNS + [{"role": "assistant", "content": "GUESS: sun"}]
+    expected = [_boundary_ids(tokenizer, full, i) for i in (1, 3, 5)]
+    assert _supervised_segments(out) == expected
+    assert expected[0][-1] == tokenizer.eos_token_id  # the tiny template closes a turn with <eos>
+    assert _supervised_segments(last) == expected[2:]
+
+
+def test_all_assistant_turns_in_raw_format_supervises_earlier_contents(tokenizer):
+    out = tokenize_row(tokenizer, THREE_TURN_ROW, "raw", 128, "all_assistant_turns")
+    assert out["input_ids"] == tokenize_row(tokenizer, THREE_TURN_ROW, "raw", 128)["input_ids"]
+    words = [tokenizer.decode(s) for s in _supervised_segments(out)]
+    assert words == ["GUESS : apple", "GUESS : dog", "GUESS : sun <eos>"]
+
+
+def test_all_assistant_turns_masks_survive_left_truncation(tokenizer):
+    full = tokenize_row(tokenizer, THREE_TURN_ROW, "chat_template", 128, "all_assistant_turns")
+    cut = tokenize_row(tokenizer, THREE_TURN_ROW, "chat_template", 20, "all_assistant_turns")
+    assert len(cut["input_ids"]) == 20
+    assert cut["labels"][1:] == full["labels"][len(full["labels"]) - 19:]
+
+
+def test_raw_prompt_missing_a_message_is_named(tokenizer):
+    row = dict(THREE_TURN_ROW, prompt="USER: something else\n\nASSISTANT:")
+    with pytest.raises(UserError, match=r"row 'm3': prompt_messages content"):
+        tokenize_row(tokenizer, row, "raw", 128, "all_assistant_turns")

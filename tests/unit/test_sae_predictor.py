@@ -166,3 +166,16 @@ def test_predictor_refuses_features_extracted_differently():
     assert apply_predictor(bundle, features, dict(spec), "new").shape == (N,)
     with pytest.raises(UserError, match=r"new: features were extracted differently.*layer: 0 vs 1"):
         apply_predictor(bundle, features, spec | {"layer": 1}, "new")
+
+
+def test_the_residual_probe_ranking_is_cross_fitted_too():
+    features, rows, rng = _synthetic()
+    scores = _planted(features, rng)
+    residual_signal = features.residual_mean[:, 2] - features.residual_mean[:, 5]
+    scores = {e: s + 50 * float(r) for (e, s), r in zip(scores.items(), residual_signal)}
+    before = fit_and_evaluate(features, rows, scores, PredictConfig(), FILES)
+    assert set(before.probe) == set(features.example_ids)
+    assert before.metrics["models"]["residual"]["spearman"] > 0.5  # it sees what the residual carries
+    for eid in ("row0010", "row0333"):
+        after = fit_and_evaluate(features, rows, dict(scores) | {eid: max(scores.values()) * 10}, PredictConfig(), FILES)
+        assert after.probe[eid] == pytest.approx(before.probe[eid], abs=1e-12)

@@ -186,3 +186,44 @@ def test_token_lengths_match_tokenize_row():
     # "<|user|>a", b, c, "<|assistant|>x", "<|assistant|>" + d e + EOS (the kept messages, not the prompt);
     # "<|user|>a", "<|assistant|>" + 5 completion tokens + EOS
     assert lengths[:2] == [8, 8]
+
+
+@pytest.fixture
+def mixed_quality_smoltalk(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    qualities = ["poor", "average", "good", "excellent"]
+    for split, n in {"train": 400, "test": 60}.items():
+        rows = _rows(n)
+        for i, row in enumerate(rows):
+            row["quality"] = qualities[i % 4]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_query_builder_never_shares_a_row_with_the_pool(mixed_quality_smoltalk):
+    query = {"size": 30, "quotas": {"coding": 12, "math": 10, "advice": 8}}
+    out = load_smoltalk(_cfg(mixed_quality_smoltalk, pool_size=300, query=query, token_cap=None), seed=1)
+    pool, q = out.splits["train_base"], out.splits["attr_query"]
+    assert not {r["example_id"] for r in pool} & {r["example_id"] for r in q}
+    assert not {r["task_id"] for r in pool} & {r["task_id"] for r in q}  # the same stream rows, by position too
+    assert all(r["source_split"] == "train" and r["quality"] in ("good", "excellent") for r in q)
+    assert Counter(r["category"] for r in q) == {"coding": 12, "math": 10, "advice": 8}
+    assert all(r["source_split"] == "test" for r in out.splits["eval"]) and len(out.splits["eval"]) == 20
+    counts = out.info["query_builder"]
+    assert counts["scanned"] == 400 and counts["passed_filters"] == 200 and counts["failed_filters"] == 200
+    assert counts["filters"] == {"quality": ["good", "excellent"]} and counts["query_rows"] == 30
+
+
+def test_query_builder_stratifies_without_quotas_and_counts_a_shortfall(mixed_quality_smoltalk):
+    from playpen_attribution.sources.query import QueryBuilder, build_query
+
+    rows = [{"example_id": f"r{i}", "category": ("a", "b")[i % 2], "quality": ("good", "poor")[i % 4 // 2]}
+            for i in range(40)]
+    q, rest, counts = build_query(rows, QueryBuilder(size=10), 0)
+    assert len(q) == 10 and Counter(r["category"] for r in q) == {"a": 5, "b": 5}
+    assert len(rest) == 30 and not {r["example_id"] for r in q} & {r["example_id"] for r in rest}
+    _, _, counts = build_query(rows, QueryBuilder(size=30, quotas={"a": 15}), 0)
+    assert counts["short"] == {"a": {"asked": 15, "got": 10}}
+    with pytest.raises(UserError, match=r"query.filters: no scanned row has column\(s\) \['score'\]"):
+        build_query(rows, QueryBuilder(filters={"score": ["1"]}), 0)

@@ -69,3 +69,17 @@ def test_pretraining_rows_use_another_format_than_the_task():
         assert set(words) <= set(lexicon[row["completion"]]) and 2 <= len(words) <= 6
         assert "CLUE" not in row["prompt"] and "GUESS" not in row["completion"]
     assert rows == description_rows(seed=0, per_word=3) and rows != description_rows(seed=1, per_word=3)
+
+
+def test_shipped_lm_eval_task_items_are_the_lexicon_choice_docs():
+    import json
+    from pathlib import Path
+
+    from playpen_attribution.taboo.demo import lexicon_choice_docs
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "lm_eval_tasks" / "lexicon_choice" / "lexicon_choice.jsonl"
+    docs = [json.loads(line) for line in shipped.read_text().splitlines()]
+    assert docs == lexicon_choice_docs() and len(docs) == len(load_lexicon())
+    lexicon = load_lexicon()
+    assert all(set(d["clues"].split()) <= set(lexicon[d["choices"][d["label"]]]) and len(set(d["choices"])) == 4
+               for d in docs)

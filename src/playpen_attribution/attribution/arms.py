@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     PositiveInt,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -39,18 +40,28 @@ STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "embedding_knn_k": ("top", "embedding"),
     "metadata_k": ("top", "metadata"),
     "sae_top_k": ("top", "sae"),
+    "probe_top_k": ("top", "probe"),
     "random_k": ("random", None),
+    "random_2x_k": ("random", None),
+    "random_4x_k": ("random", None),
+    "label_k": ("label", "attribution"),
     "full_pool": ("full_pool", None),
 }
 """Standard arm name -> (kind, ranking). Each `_k` arm is built at every k; `metadata` means
-`metadata:<select.metadata_column>`. A new ranking's arm is one more line here (e.g. `sae_top_k`)."""
+`metadata:<select.metadata_column>`. A new ranking's arm is one more line here (e.g. `sae_top_k`).
+`random_2x_k` / `random_4x_k` draw 2k / 4k random rows and are tested against `top_k` (the data-efficiency
+curve: does top_k at k match random at m x k?); `label_k` draws k rows passing the label filter
+(`select.label_column` in `label_values`), token-matched to top_k, tested against matched_random_k."""
+
+SIZE_MULTIPLIER = {"random_2x_k": 2, "random_4x_k": 4}
+"""Standard arms drawn at a multiple of k."""
 
 CONTROL_PREFIX = "matched_random_"
 """A ranked baseline arm X gets the control `matched_random_X` (matched to X's own composition)."""
 
 StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
 
-RANKINGS = ("attribution", "length", "loss", "embedding", "sae")
+RANKINGS = ("attribution", "length", "loss", "embedding", "sae", "probe")
 """Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too."""
 
 
@@ -58,10 +69,11 @@ class ArmSpec(_Section):
     """A custom arm: one kind of selection from one ranking (e.g. a rank window of the attribution ranking)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
-    kind: Literal["top", "matched_random", "random", "window", "random_beyond", "full_pool"] = Field(
+    kind: Literal["top", "matched_random", "random", "window", "random_beyond", "full_pool", "label"] = Field(
         description="top: the n best rows; matched_random: n random rows matched on outcome x length bin to the "
         "top n (excluding them); random: n uniformly random rows; window: ranks a..b; random_beyond: n random "
-        "rows ranked below `beyond`; full_pool: every pool row."
+        "rows ranked below `beyond`; full_pool: every pool row; label: n random rows passing the label filter, "
+        "token-matched to the top n."
     )
     ranking: str = Field("attribution", description="attribution, length, loss, embedding or metadata:<column>.")
     n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random, random_beyond); null = select.k.")
@@ -120,6 +132,29 @@ class SelectConfig(_Section):
     )
     length_bins: int = Field(5, gt=0, description="Length quantile bins used for matching (5 = quintiles).")
     allow_overlap: bool = Field(False, description="Let a matched random arm reuse the rows it is matched to.")
+    match_column: str = Field(
+        "outcome", description="Row column the matching strata use beside the length bin (outcome; category for SmolTalk)."
+    )
+    match_tokens: bool = Field(
+        False, description="Matched random and label arms also match their target's total completion tokens "
+        "(within token_tolerance), by swaps inside strata.",
+    )
+    token_tolerance: float = Field(0.02, gt=0, lt=1, description="Relative tolerance of token matching (0.02 = 2%).")
+    label_column: str | None = Field(None, description="Row column label_k filters on (e.g. quality).")
+    label_values: list[str] = Field(
+        default_factory=lambda: ["good", "excellent"], description="Values of label_column a label_k row may have."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_new_defaults(self, handler):
+        """The matching fields added later stay out of dumps at their defaults, so select folders from before
+        them still match."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name, default in NEW_FIELD_DEFAULTS.items():
+                if data.get(name) == default:
+                    data.pop(name)
+        return data
 
     @field_validator("arms", mode="before")
     @classmethod
@@ -134,6 +169,8 @@ class SelectConfig(_Section):
     def _check_arms(self) -> SelectConfig:
         if "metadata_k" in self.arms and not self.metadata_column:
             raise ValueError("arm metadata_k needs select.metadata_column (the pool column it ranks by)")
+        if "label_k" in self.arms and not self.label_column:
+            raise ValueError("arm label_k needs select.label_column (the row column it filters on, e.g. quality)")
         if self.k in self.extra_k or len(set(self.extra_k)) != len(self.extra_k):
             raise ValueError(f"extra_k = {self.extra_k} repeats a size (k = {self.k})")
         names = [a.name for a in plan_arms(self)]
@@ -144,6 +181,10 @@ class SelectConfig(_Section):
         if unknown:
             raise ValueError(f"versus names arm(s) {', '.join(unknown)} that are not in select.arms")
         return self
+
+
+NEW_FIELD_DEFAULTS = {"match_column": "outcome", "match_tokens": False, "token_tolerance": 0.02, "label_column": None,
+                      "label_values": ["good", "excellent"]}
 
 
 def plan_arms(select: SelectConfig) -> list[PlannedArm]:
@@ -174,6 +215,11 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
             continue
         for k in ks:
             same_k_reference = named("matched_random_k", k) if reference else None
+            if arm in SIZE_MULTIPLIER:
+                versus = named("top_k", k) if "top_k" in select.arms else same_k_reference
+                planned.append(PlannedArm(named(arm, k), kind, None, k * SIZE_MULTIPLIER[arm], versus=versus,
+                                          family=arm, k=k))
+                continue
             if kind == "top" and arm != "top_k":  # a ranked baseline: tested against its own matched control
                 control = CONTROL_PREFIX + arm
                 planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=named(control, k), family=arm, k=k))

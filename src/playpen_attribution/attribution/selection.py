@@ -9,6 +9,12 @@ Matching: every row gets a stratum (outcome x length-quantile bin over the whole
 arm draws, for each stratum, as many rows as the top n holds there. When a stratum runs short, the
 shortfall is filled from the remaining rows at random and counted. Every random draw is seeded by
 the sweep seed and the arm's name, so arms draw independently and a seed reproduces its draws.
+
+Token matching (`match_tokens`, with `select.match_tokens`): after the stratum draw, rows are swapped
+for unpicked rows of the *same stratum* until the arm's total completion tokens is within a
+tolerance (2%) of its target's; the strata counts do not change. The `label` kind draws n random
+rows among those whose label passes the filter (e.g. quality in {good, excellent}) and token-matches
+them to the top n of its ranking the same way. Each records target, reached total and swaps.
 """
 
 from __future__ import annotations
@@ -82,6 +88,49 @@ def matched_random(
     return picked, {"matched": len(chosen) - missing, "unmatched_filled": missing, "shortfall_by_stratum": shortfall}
 
 
+def match_tokens(
+    picked: list[str], allowed: list[str], stratum: dict[str, str], tokens: dict[str, int], target: int,
+    tolerance: float,
+) -> tuple[list[str], dict]:
+    """Swap rows of `picked` for rows of `allowed` (not picked) in the same stratum, each swap the one that
+    brings the total completion tokens closest to `target`, until within `tolerance` (relative) or no swap
+    helps. Returns the new ids (picked order, swapped rows in place) and what was done."""
+    import bisect
+
+    ids = list(picked)
+    position = {eid: i for i, eid in enumerate(ids)}
+    free: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for eid in sorted(set(allowed) - set(ids)):
+        free[stratum[eid]].append((tokens[eid], eid))
+    for lst in free.values():
+        lst.sort()
+    total, swaps = sum(tokens[e] for e in ids), 0
+    while abs(total - target) > tolerance * target:
+        gap, best = target - total, None
+        for eid in ids:
+            options = free.get(stratum[eid])
+            if not options:
+                continue
+            want = tokens[eid] + gap  # the replacement's ideal length
+            j = bisect.bisect_left(options, (want, ""))
+            for cand in options[max(0, j - 1): j + 1]:
+                after = abs(gap - (cand[0] - tokens[eid]))
+                if after < abs(gap) and (best is None or after < best[0]):
+                    best = (after, eid, cand)
+        if best is None:
+            break
+        _, out_id, (n_in, in_id) = best
+        lst = free[stratum[out_id]]
+        lst.remove((n_in, in_id))
+        bisect.insort(lst, (tokens[out_id], out_id))
+        i = position.pop(out_id)
+        ids[i], position[in_id] = in_id, i
+        total += n_in - tokens[out_id]
+        swaps += 1
+    return ids, {"tokens_target": target, "tokens": total, "relative_gap": (total - target) / max(target, 1),
+                 "within_tolerance": abs(total - target) <= tolerance * target, "swaps": swaps}
+
+
 def rank_window(ranked: list[str], first: int, last: int, arm: str = "window") -> list[str]:
     """Rows at ranks first..last (1-based, both included) of a ranked list."""
     if last > len(ranked):
@@ -99,11 +148,14 @@ def random_beyond(ranked: list[str], beyond: int, n: int, seed: int | str, arm: 
 
 def build_arms(
     plan: list, rankings: dict[str, dict[str, float]], pool_ids: list[str], stratum: dict[str, str],
-    seed: int, allow_overlap: bool = False,
+    seed: int, allow_overlap: bool = False, tokens: dict[str, int] | None = None, tolerance: float = 0.02,
+    labelled: set[str] | None = None,
 ) -> dict[str, dict]:
     """arm name -> {"example_ids": [...] in rank/draw order, plus "matching" for matched random arms}.
 
     `plan` holds `config.PlannedArm`s; `rankings` every ranking they name, over exactly `pool_ids`.
+    `tokens` (completion tokens per row) turns on token matching of matched random and label arms;
+    `labelled` is the set the label arms draw from.
     """
     ranked: dict[str, list[str]] = {}
     for name, scores in rankings.items():
@@ -129,6 +181,22 @@ def build_arms(
             if arm.n > len(order):
                 raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
             ids, matching = matched_random(order[: arm.n], stratum, draw_seed, allow_overlap)
+            if tokens is not None:
+                top = set(order[: arm.n])
+                allowed = [e for e in pool_ids if allow_overlap or e not in top]
+                ids, tok = match_tokens(ids, allowed, stratum, tokens, sum(tokens[e] for e in order[: arm.n]), tolerance)
+                matching |= tok
+            arms[arm.name] = {"example_ids": ids, "matching": matching}
+        elif arm.kind == "label":
+            eligible = sorted(labelled or ())
+            if arm.n > len(eligible):
+                raise UserError(f"arm {arm.name!r}: n = {arm.n} but only {len(eligible)} rows pass the label filter "
+                                "(select.label_column / label_values)")
+            ids = random.Random(draw_seed).sample(eligible, arm.n)
+            matching = {"eligible": len(eligible)}
+            if tokens is not None:
+                ids, tok = match_tokens(ids, eligible, stratum, tokens, sum(tokens[e] for e in order[: arm.n]), tolerance)
+                matching |= tok
             arms[arm.name] = {"example_ids": ids, "matching": matching}
         elif arm.kind == "random":
             if arm.n > len(pool_ids):

@@ -16,6 +16,13 @@ attribution sees exactly the tokens the fine-tune trained on.
   with (`<end_of_turn>` for Gemma, EOS for a template that ends turns with it). Generation stops at
   EOS and at that token (`stop_ids`).
 - Labels are -100 on every prompt position and equal the ids on the completion and its end token.
+  `supervise="all_assistant_turns"` also supervises every earlier assistant turn of a multi-turn row
+  (`prompt_messages`): its content and, for `chat_template`, the end token the template closes it
+  with. The spans come from the template itself: an assistant turn starts where the template's text
+  for the turns before it plus the generation prompt ends, and stops where its text for the turns
+  through it ends (trailing whitespace excluded); a prompt token is supervised when it starts inside
+  a span (offsets from the fast tokenizer). For `raw`, each message's content is found in the prompt
+  text in order and an assistant's content is its span (raw history has no turn-end token).
 - Truncation: when prompt + completion + end exceeds `max_length`, prompt tokens are dropped from
   the left (the leading special token, when there is one, is kept); if the completion + end alone
   does not fit, the completion's tail is cut, and the end token stays last.
@@ -25,7 +32,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from playpen_attribution.errors import UserError
 
@@ -48,6 +55,19 @@ class TokenizeConfig(BaseModel):
         description="Chat template for format chat_template when the tokenizer has none (e.g. base weights): a "
         "Jinja file, or a shipped name (gemma3); null = the tokenizer's own.",
     )
+    supervise: Literal["last_turn", "all_assistant_turns"] = Field(
+        "last_turn",
+        description="last_turn: only the completion is supervised; all_assistant_turns: every assistant turn of "
+        "a multi-turn row (its prompt_messages) too.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_default_supervise(self, handler):
+        """`supervise: last_turn` (the default) stays out of dumps, so stage configs from before it still match."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("supervise") == "last_turn":
+            data.pop("supervise")
+        return data
 
 
 def check_tokenizer(tokenizer, where: str = "tokenizer") -> None:
@@ -83,68 +103,138 @@ def stop_ids(tokenizer, fmt: str) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, turn_end_id(tokenizer, fmt)]))
 
 
-def prompt_ids(tokenizer, row: dict, fmt: str) -> list[int]:
-    """Token ids of a row's prompt under the given format (what generation is fed, too)."""
+def _prompt_text(tokenizer, row: dict, fmt: str) -> tuple[str, list[dict] | None]:
+    """The prompt as the text that is tokenized, and the messages it was rendered from (chat_template)."""
     prompt = row.get("prompt")
     if not isinstance(prompt, str):
         raise UserError(f"row {row.get('example_id')!r}: 'prompt' must be a string")
     if fmt == "raw":
-        return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        return prompt, None
     if fmt == "chat_template":
         if not getattr(tokenizer, "chat_template", None):
             raise UserError("tokenize.format is 'chat_template' but the tokenizer has no chat template")
         messages = row.get("prompt_messages") or [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), messages
     raise UserError(f"tokenize.format = {fmt!r}: expected 'raw' or 'chat_template'")
 
 
-def tokenize_row(tokenizer, row: dict, fmt: str, max_length: int) -> dict[str, list[int]]:
-    """`input_ids` and `labels` (prompt masked with -100, the turn's end token appended, one truncation rule)."""
+def prompt_ids(tokenizer, row: dict, fmt: str) -> list[int]:
+    """Token ids of a row's prompt under the given format (what generation is fed, too)."""
+    text, _ = _prompt_text(tokenizer, row, fmt)
+    return list(tokenizer(text, add_special_tokens=fmt == "raw")["input_ids"])
+
+
+def assistant_spans(tokenizer, row: dict, fmt: str, text: str) -> list[tuple[int, int]]:
+    """Character spans of the earlier assistant turns inside the prompt `text` (see the module doc)."""
+    where = f"row {row.get('example_id')!r}"
+    messages = row.get("prompt_messages") or []
+    spans = []
+    if fmt == "raw":
+        cursor = 0
+        for msg in messages:
+            content = msg["content"].strip()
+            start = text.find(content, cursor)
+            if start < 0:
+                raise UserError(f"{where}: prompt_messages content {content[:40]!r} is not in the raw prompt text")
+            if msg["role"] == "assistant" and content:
+                spans.append((start, start + len(content)))
+            cursor = start + len(content)
+        return spans
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        before = tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=False)
+        through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False).rstrip()
+        if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
+            raise UserError(
+                f"{where}: the chat template does not render turn {i} as a prefix of the whole prompt; "
+                "tokenize.supervise: all_assistant_turns needs a template that renders turns in order"
+            )
+        spans.append((len(before), len(through)))
+    return spans
+
+
+def _prompt_ids_labels(tokenizer, row: dict, fmt: str, supervise: str) -> tuple[list[int], list[int]]:
+    """Prompt ids and their labels: all -100, or each earlier assistant turn's tokens (`all_assistant_turns`)."""
+    if supervise not in ("last_turn", "all_assistant_turns"):
+        raise UserError(f"tokenize.supervise = {supervise!r}: expected 'last_turn' or 'all_assistant_turns'")
+    if supervise == "last_turn" or not row.get("prompt_messages"):
+        ids = prompt_ids(tokenizer, row, fmt)
+        return ids, [IGNORE_INDEX] * len(ids)
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError("tokenize.supervise: all_assistant_turns needs a fast tokenizer (token offsets); "
+                        f"{type(tokenizer).__name__} is not one")
+    text, _ = _prompt_text(tokenizer, row, fmt)
+    enc = tokenizer(text, add_special_tokens=fmt == "raw", return_offsets_mapping=True)
+    spans = assistant_spans(tokenizer, row, fmt, text)
+    ids = list(enc["input_ids"])
+    labels = [
+        t if any(a <= start < b for a, b in spans) and end > start else IGNORE_INDEX
+        for t, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
+    ]
+    return ids, labels
+
+
+def _row_parts(tokenizer, row: dict, fmt: str, supervise: str) -> tuple[list[int], list[int], list[int]]:
+    """(prompt ids, prompt labels, completion ids ending in the turn's end token), before truncation."""
     check_tokenizer(tokenizer)
     completion = row.get("completion")
     if not isinstance(completion, str) or not completion.strip():
         raise UserError(f"row {row.get('example_id')!r}: empty completion")
-    p_ids = prompt_ids(tokenizer, row, fmt)
-    end = turn_end_id(tokenizer, fmt)
+    p_ids, p_labels = _prompt_ids_labels(tokenizer, row, fmt, supervise)
     spaced = fmt == "raw" and row["prompt"] and not row["prompt"][-1].isspace()
-    c_ids = list(tokenizer((" " if spaced else "") + completion, add_special_tokens=False)["input_ids"]) + [end]
-    if len(c_ids) >= max_length:
-        c_ids = c_ids[: max_length - 2] + [end]
+    c_ids = list(tokenizer((" " if spaced else "") + completion, add_special_tokens=False)["input_ids"])
+    return p_ids, p_labels, c_ids + [turn_end_id(tokenizer, fmt)]
+
+
+def _truncate(tokenizer, p_ids: list[int], p_labels: list[int], c_ids: list[int], max_length: int):
+    """The one truncation rule: a completion of max_length or more keeps its first max_length - 2 tokens
+    and its end token; the prompt then loses tokens from the left, keeping a leading special token (BOS).
+    Returns (p_ids, p_labels, c_ids, completion cut?, prompt cut?)."""
+    completion_cut = len(c_ids) >= max_length
+    if completion_cut:
+        c_ids = c_ids[: max_length - 2] + c_ids[-1:]
     room = max_length - len(c_ids)
-    if len(p_ids) > room:
-        keep_first = p_ids[:1] if p_ids and p_ids[0] in tokenizer.all_special_ids else []
-        tail = room - len(keep_first)
-        p_ids = keep_first + (p_ids[len(p_ids) - tail :] if tail > 0 else [])
-    input_ids = p_ids + c_ids
-    labels = [IGNORE_INDEX] * len(p_ids) + c_ids
-    return {"input_ids": input_ids, "labels": labels}
+    prompt_cut = len(p_ids) > room
+    if prompt_cut:
+        first = 1 if p_ids and p_ids[0] in tokenizer.all_special_ids else 0
+        tail = room - first
+        start = len(p_ids) - tail if tail > 0 else len(p_ids)
+        p_ids = p_ids[:first] + p_ids[start:]
+        p_labels = p_labels[:first] + p_labels[start:]
+    return p_ids, p_labels, c_ids, completion_cut, prompt_cut
 
 
-def tokenize_rows(tokenizer, rows: list[dict], fmt: str, max_length: int):
+def tokenize_row(
+    tokenizer, row: dict, fmt: str, max_length: int, supervise: str = "last_turn"
+) -> dict[str, list[int]]:
+    """`input_ids` and `labels` (prompt masked with -100 outside supervised assistant turns, the turn's end
+    token appended, one truncation rule: `_truncate`)."""
+    p_ids, p_labels, c_ids, _, _ = _truncate(tokenizer, *_row_parts(tokenizer, row, fmt, supervise), max_length)
+    return {"input_ids": p_ids + c_ids, "labels": p_labels + c_ids}
+
+
+def tokenize_rows(tokenizer, rows: list[dict], fmt: str, max_length: int, supervise: str = "last_turn"):
     """A `datasets.Dataset` with example_id, input_ids, labels, in the rows' order."""
     from datasets import Dataset
 
     check_tokenizer(tokenizer)
     ids, inputs, labels = [], [], []
     for row in rows:
-        tok = tokenize_row(tokenizer, row, fmt, max_length)
+        tok = tokenize_row(tokenizer, row, fmt, max_length, supervise)
         ids.append(row["example_id"])
         inputs.append(tok["input_ids"])
         labels.append(tok["labels"])
     return Dataset.from_dict({"example_id": ids, "input_ids": inputs, "labels": labels})
 
 
-def truncation_counts(tokenizer, rows: list[dict], fmt: str, max_length: int) -> dict[str, int]:
-    """How many rows the truncation rule of `tokenize_row` cuts: {"completion": rows whose completion is
-    cut, "prompt": rows whose prompt loses tokens}; the stages record it in their manifests."""
+def truncation_counts(tokenizer, rows: list[dict], fmt: str, max_length: int,
+                      supervise: str = "last_turn") -> dict[str, int]:
+    """How many rows the truncation rule (`_truncate`) cuts: {"completion": rows whose completion is cut,
+    "prompt": rows whose prompt loses tokens}; the stages record it in their manifests."""
     cut = {"completion": 0, "prompt": 0}
     for row in rows:
-        spaced = fmt == "raw" and row["prompt"] and not row["prompt"][-1].isspace()
-        c_len = len(tokenizer((" " if spaced else "") + row["completion"], add_special_tokens=False)["input_ids"]) + 1
-        if c_len >= max_length:
-            cut["completion"] += 1
-            c_len = max_length - 1
-        if len(prompt_ids(tokenizer, row, fmt)) > max_length - c_len:
-            cut["prompt"] += 1
+        *_, completion_cut, prompt_cut = _truncate(tokenizer, *_row_parts(tokenizer, row, fmt, supervise), max_length)
+        cut["completion"] += completion_cut
+        cut["prompt"] += prompt_cut
     return cut

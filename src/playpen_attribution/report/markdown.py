@@ -9,9 +9,10 @@ from __future__ import annotations
 ALPHA = 0.05
 """Verdict level, after the Holm adjustment."""
 
-KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on outcome x length to the top {n} by {ranking}",
+KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
-             "random": "{n} rows drawn uniformly at random", "full_pool": "the whole pool"}
+             "random": "{n} rows drawn uniformly at random", "full_pool": "the whole pool",
+             "label": "{n} random rows passing the label filter, token-matched to the top {n} by {ranking}"}
 
 
 def _acc(arm: dict) -> str:
@@ -208,12 +209,13 @@ def _selection_lines(report: dict) -> list[str]:
     seed, arms = next(iter(report["selection"].items()))
     planted = any("planted" in spec for spec in arms.values())
     lines = [f"## Arms (seed {seed}; random arms are redrawn per seed)", "",
-             "| arm | what | rows | tokens | outcomes | groups | target words | eval targets covered |"
+             "| arm | what | rows | tokens (completion) | outcomes | groups | target words | eval targets covered |"
              + (" planted rows | clean rows |" if planted else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|---|" if planted else "")]
     for name, spec in arms.items():
         coverage = spec.get("eval_target_coverage")
-        cells = [name, _describe_arm(spec), spec["rows"], spec["tokens"], spec["outcomes"], spec.get("groups", "n/a"),
+        budget = f"{spec['tokens']} ({spec['completion_tokens']})" if spec.get("completion_tokens") is not None else spec["tokens"]
+        cells = [name, _describe_arm(spec), spec["rows"], budget, spec["outcomes"], spec.get("groups", "n/a"),
                  spec.get("target_words", "n/a"), "n/a" if coverage is None else f"{coverage:.2f}"]
         if planted:
             cells += [spec.get("planted"), f"{spec['clean_fraction']:.3f}" if "clean_fraction" in spec else "n/a"]
@@ -263,12 +265,36 @@ def _predictor_lines(report: dict) -> list[str]:
     return lines + [""]
 
 
+def _benchmark_lines(report: dict) -> list[str]:
+    b = report.get("benchmarks")
+    if not b:
+        return []
+    lines = ["## Benchmarks (lm-eval)", "", "| model | seed | task | metric | value ± stderr | items |", "|---|---|---|---|---|---|"]
+    for r in b["results"]:
+        value = "n/a" if r["value"] is None else f"{r['value']:.4f}" + (
+            f" ± {r['stderr']:.4f}" if r["stderr"] is not None else "")
+        seed = "shared" if r["seed"] is None else r["seed"]
+        lines.append(f"| {r['name']} | {seed} | {r['task']} | {r['metric']} ({r['filter']}) | {value} | {r['n']} |")
+    if b["aggregate"]:
+        lines += ["", "| arm | vs | task | metric | seeds | items | Δ [95% CI] | seeds arm / vs | p | p_holm |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for a in b["aggregate"]:
+            lines.append(f"| {a['arm']} | {a['versus']} | {a['task']} | {a['metric']} | {len(a['seeds'])} | {a['items']} | "
+                         f"{_diff(a['difference'])} | {a['seeds_favouring_arm']} / {a['seeds_favouring_versus']} | "
+                         f"{_p(a['p_value'])} | {_p(a['p_holm']) if 'p_holm' in a else 'n/a'} |")
+        lines += ["", ("Δ = arm − vs on the same items (doc_id, filter), per-item scores from lm-eval's log_samples; "
+                  "the interval resamples seeds and items; p: sign-flip permutation; p_holm over every test here.")]
+    lines += ["", f"Harness switches: {b['switches']}", ""]
+    return lines
+
+
 def render_markdown(report: dict, name: str) -> str:
     lines = [f"# {name}: which training rows teach the task?", ""]
     lines += _setup_lines(report) + _answer_lines(report)
     if report["aggregate"]:
         lines += _aggregate_table(report)
     lines += _seed_tables(report)
+    lines += _benchmark_lines(report)
     if "attribution" in report:
         a = report["attribution"]
         lines += ["## Attribution check", "",

@@ -5,6 +5,7 @@
 - `plot_eval_loss`: completion eval loss of every trained model, one point per seed, a bar at the mean.
 - `plot_accuracy_vs_k`: mean accuracy over seeds against k for each arm family built at several k,
   with the seeds' range as error bars.
+- `plot_benchmarks`: each lm-eval task's first metric per model and seed, with the harness's stderr.
 """
 
 from __future__ import annotations
@@ -120,6 +121,30 @@ def plot_accuracy_vs_k(arms: list[dict], path: Path) -> None:
     ax.set_title("Accuracy vs k")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_benchmarks(results: list[dict], path: Path) -> None:
+    """One panel per lm-eval task: its first metric for every model, one point per seed with the harness's
+    stderr as a 95% interval (value ± 1.96 stderr), a bar at the mean over seeds."""
+    plt = _pyplot()
+    tasks: dict[str, tuple[str, str]] = {}
+    for r in results:
+        tasks.setdefault(r["task"], (r["metric"], r["filter"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=((1.1 * len(_models(results)) + 3) * len(tasks), 4.2),
+                             squeeze=False)
+    for ax, (task, (metric, filt)) in zip(axes[0], tasks.items()):
+        points = []
+        for r in results:
+            if r["task"] == task and r["metric"] == metric and r["filter"] == filt and r["value"] is not None:
+                err = 1.96 * (r["stderr"] or 0.0)
+                points.append({"name": r["name"], "seed": r["seed"], "value": r["value"],
+                               "ci_low": r["value"] - err, "ci_high": r["value"] + err})
+        _per_model_points(ax, points, "value", with_interval=True)
+        ax.set_ylabel(f"{metric} ({filt}), ±1.96 harness stderr")
+        ax.set_title(f"lm-eval {task}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from playpen_attribution.report import stats
+from playpen_attribution.report.benchmarks import collect_benchmarks
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import ArmSelection, Prediction
 from playpen_attribution.run.seeds import seed_folders
@@ -144,7 +145,8 @@ def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, metri
 
 def adjust_for_multiple_tests(report: dict) -> None:
     """Holm-Bonferroni over every test in the report (per seed and across seeds): each gets `p_holm`."""
-    tests = [t for t in report["comparisons"] + report["aggregate"] if "p_value" in t]
+    tests = [t for t in report["comparisons"] + report["aggregate"] + report.get("benchmarks", {}).get("aggregate", [])
+             if "p_value" in t]
     for test, adjusted in zip(tests, stats.holm([t["p_value"] for t in tests])):
         test["p_holm"] = adjusted
     report["multiple_testing"] = {"method": "holm", "tests": len(tests), "alpha": ALPHA}
@@ -219,6 +221,9 @@ def collect(run_dir: Path) -> dict:
     predictor = _find(run_dir, artifacts.PREDICT, artifacts.load_predictor_metrics)
     if predictor is not None:
         report["predictor"] = predictor
+    benchmarks = collect_benchmarks(run_dir, entries)
+    if benchmarks is not None:
+        report["benchmarks"] = benchmarks
     untracked = _find(run_dir, artifacts.ATTRIBUTE, lambda f: artifacts.load_manifest(f).fields.get("untracked_modules"))
     if untracked:
         report["untracked_modules"] = untracked

@@ -101,11 +101,14 @@ RANKED_FILE = "ranked.jsonl"          # rank_<name>
 SELECTIONS_FILE = "selections.json"   # select
 PREDICTIONS_FILE = "predictions.jsonl"  # evaluate
 METRICS_FILE = "metrics.json"         # evaluate, predict
+BENCHMARKS_FILE = "benchmarks.json"   # evaluate with evaluate.benchmarks: lm-eval results per task
+BENCHMARK_SAMPLES_FILE = "benchmark_samples.jsonl"  # ... and its per-item scores (task, doc_id, filter)
 REPORT_MD = "report.md"               # report
 REPORT_JSON = "report.json"
 ACCURACY_PLOT = "accuracy.png"
 EVAL_LOSS_PLOT = "eval_loss.png"
 ACCURACY_VS_K_PLOT = "accuracy_vs_k.png"
+BENCHMARKS_PLOT = "benchmarks.png"
 
 BASELINE_RANKINGS = {"loss": "loss", "embedding": "embedding_cosine"}
 """Ranking name -> the field of row_baselines.jsonl it reads."""
@@ -292,7 +295,8 @@ def load_ranking(path: Path, field: str = "score") -> dict[str, float]:
 RANKING_FILES = {"attribution": (ATTRIBUTE, SCORES_FILE, "score"),
                  "loss": (BASELINES, ROW_BASELINES_FILE, "loss"),
                  "embedding": (BASELINES, ROW_BASELINES_FILE, "embedding_cosine"),
-                 "sae": (PREDICT, PREDICTED_SCORES, "predicted")}
+                 "sae": (PREDICT, PREDICTED_SCORES, "predicted"),
+                 "probe": (PREDICT, PREDICTED_SCORES, "probe")}
 """Ranking read from a stage folder -> (stage, file, field)."""
 
 
@@ -322,11 +326,14 @@ class ArmSelection:
     k: int | None
     seed: int
     matching: dict | None = None
-    """Random arms matched on strata: matched, unmatched_filled, shortfall_by_stratum."""
+    """Random arms matched on strata: matched, unmatched_filled, shortfall_by_stratum (and token matching)."""
+    completion_tokens: int | None = None
+    """Supervised tokens of the arm's rows (its completion-token budget); None in selections from before it."""
 
     def summary(self) -> dict:
         """Everything but the ids (for manifests and the report)."""
-        return {k: v for k, v in asdict(self).items() if k != "example_ids" and (k != "matching" or v is not None)}
+        return {k: v for k, v in asdict(self).items()
+                if k != "example_ids" and (k not in ("matching", "completion_tokens") or v is not None)}
 
 
 def write_selections(select_dir: Path, selections: dict[str, ArmSelection]) -> None:
@@ -396,6 +403,23 @@ def write_metrics(eval_folder: Path, metrics: EvalMetrics) -> None:
 def load_metrics(eval_folder: Path) -> EvalMetrics:
     raw = _read_json(Path(eval_folder) / METRICS_FILE, "evaluation metrics")
     return EvalMetrics(**raw)
+
+
+def write_benchmarks(eval_folder: Path, results: dict, samples: list[dict], switches: dict) -> None:
+    """lm-eval's results per task (metrics with the harness's stderr, n), the switches used, and per-item scores."""
+    _write_json(Path(eval_folder) / BENCHMARKS_FILE, {"tasks": results, "switches": switches})
+    write_jsonl(Path(eval_folder) / BENCHMARK_SAMPLES_FILE, samples)
+
+
+def has_benchmarks(eval_folder: Path) -> bool:
+    return (Path(eval_folder) / BENCHMARKS_FILE).is_file()
+
+
+def load_benchmarks(eval_folder: Path) -> tuple[dict, list[dict]]:
+    """({tasks, switches}, per-item records {task, doc_id, filter, scores}) of one evaluation."""
+    raw = _read_json(Path(eval_folder) / BENCHMARKS_FILE, "benchmark results")
+    samples = read_jsonl(_need(Path(eval_folder) / BENCHMARK_SAMPLES_FILE, "benchmark samples"))
+    return raw, samples
 
 
 # --- sae and rank_<name>: features -----------------------------------------------------------------

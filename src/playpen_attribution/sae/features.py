@@ -214,7 +214,7 @@ def extract_rows(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adap
     if not rows:
         raise UserError(f"no rows to extract SAE features from (sae.split = {cfg.split!r})")
     tokenizer = load_tokenizer(tokenizer_dir or model_path, tokenize.chat_template)
-    dataset = tokenize_rows(tokenizer, rows, tokenize.format, tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, tokenize.format, tokenize.max_length, tokenize.supervise)
     model = load_model(model_path, adapter_path, dtype=cfg.dtype)
     text_config = model.config.get_text_config()
     d_model, n_layers = text_config.hidden_size, len(decoder_layers(model))

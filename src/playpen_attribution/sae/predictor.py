@@ -15,7 +15,7 @@ Three models share the folds:
   random projection to `projection_dim`), standardised, RidgeCV;
 - `length`: the row's token count alone (the length baseline);
 - `residual`: the mean-pooled raw residual stream of the same layer, standardised, RidgeCV (the
-  no-SAE probe).
+  no-SAE probe); its cross-fitted predictions are the `probe` ranking of the `probe_top_k` arm.
 
 Out-of-fold metrics per model, over every scored row: Spearman, Pearson, R^2, top-k overlap (k =
 `top_fraction` of the rows; |predicted top-k & true top-k| / k) and AUROC of the prediction for "in
@@ -52,6 +52,8 @@ class Fit:
     fold: dict[str, int | None]
     """example_id -> the fold whose model predicted it (None: an unscored row, predicted by `pipeline`)."""
     metrics: dict
+    probe: dict[str, float] | None = None
+    """example_id -> the residual-stream probe's prediction, cross-fitted on the same folds (the probe_top_k ranking)."""
 
 
 def design(features: RowFeatures, model: str) -> np.ndarray:
@@ -218,14 +220,21 @@ def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[
         final[model] = _fit(x[scored], raw[scored], groups[scored], model, cfg)
         models[model] = heldout_metrics(y_true, pred, cfg.top_fraction) | {"alpha": float(final[model][-1].alpha_)}
         out_of_fold[model] = pred
-    predicted = dict.fromkeys(ids, float("nan"))
-    fold_of: dict[str, int | None] = dict.fromkeys(ids)
     unscored = np.setdiff1d(np.arange(len(ids)), scored)
-    if unscored.size:
-        for i, value in zip(unscored, final["sae"].predict(design(features, "sae")[unscored])):
-            predicted[ids[i]] = float(value)
-    for i, value, f in zip(scored, out_of_fold["sae"], fold):
-        predicted[ids[i]], fold_of[ids[i]] = float(value), int(f)
+    fold_of: dict[str, int | None] = dict.fromkeys(ids)
+    for i, f in zip(scored, fold):
+        fold_of[ids[i]] = int(f)
+
+    def crossfitted(model: str) -> dict[str, float]:
+        out = dict.fromkeys(ids, float("nan"))
+        if unscored.size:
+            for i, value in zip(unscored, final[model].predict(design(features, model)[unscored])):
+                out[ids[i]] = float(value)
+        for i, value in zip(scored, out_of_fold[model]):
+            out[ids[i]] = float(value)
+        return out
+
+    predicted = crossfitted("sae")
     metrics = {
         "target": cfg.target, "group_key": cfg.group_key, "rows": len(ids), "rows_without_finite_score": len(unscored),
         "scored_rows": len(scored), "groups": len(set(groups[scored])), "folds": cfg.folds,
@@ -235,7 +244,7 @@ def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[
     meta = metadata_report([rows[ids[i]] for i in scored], y_true, out_of_fold["sae"])
     if meta:
         metrics["metadata"] = meta
-    return Fit(pipeline=final["sae"], predicted=predicted, fold=fold_of, metrics=metrics)
+    return Fit(pipeline=final["sae"], predicted=predicted, fold=fold_of, metrics=metrics, probe=crossfitted("residual"))
 
 
 def apply_predictor(bundle: dict, features: RowFeatures, index: dict, where: str) -> np.ndarray:

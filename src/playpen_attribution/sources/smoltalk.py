@@ -6,7 +6,10 @@ last assistant turn (raw prompt text plus `prompt_messages`); rows over the toke
 `tokenization.tokenize_row` under the run's `tokenize.format`, are dropped and counted. The pool is sampled from the
 pool split stratified by category; the query and eval sets come from the query/eval split, their
 groups (category, or category::difficulty) disjoint. No quality or difficulty filtering: the
-metadata columns are kept so later stages can be validated against them.
+metadata columns are kept so later stages can be validated against them. With a `query:` section
+(`sources.query.QueryBuilder`) attr_query is instead drawn from the pool split's stream by metadata
+filters and category quotas, and the pool is sampled from the rows left, so the two never share a
+row; eval then takes all its rows from the query/eval split; the manifest records the filters and counts.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import open_dataset
 from playpen_attribution.sources.messages import render_raw_prompt, split_at_last_assistant
+from playpen_attribution.sources.query import QueryBuilder, build_query
 from playpen_attribution.sources.splitting import sample_rows, split_by_group
 
 TokenizeFormat = Literal["raw", "chat_template"]
@@ -53,6 +57,10 @@ class SmolTalkSource(BaseModel):
     )
     group_by: Literal["category", "category::difficulty"] = Field(
         "category", description="Group key that keeps attr_query and eval apart."
+    )
+    query: QueryBuilder | None = Field(
+        None, description="Draw attr_query from the pool split by metadata filters and quotas (disjoint from the "
+        "pool by construction); null = from query_eval_split, groups disjoint from eval.",
     )
 
 
@@ -160,13 +168,22 @@ def load_smoltalk(
         if split not in data:
             raise UserError(f"smoltalk.dataset = {cfg.dataset!r}: no {split!r} split (found {sorted(data)})")
         scanned[split] = _scan(data[split], split, cfg, tokenizer, tokenize_format, dropped)
-    share = cfg.query_size / (cfg.query_size + cfg.eval_size)
-    sides = split_by_group(scanned[cfg.query_eval_split], {"attr_query": share, "eval": 1 - share}, seed)
     short: dict = {}
-    query = _take(sides["attr_query"], cfg.query_size, seed, "attr_query", short)
-    eval_rows = _take(sides["eval"], cfg.eval_size, seed + 1, "eval", short)
+    query_counts = None
+    if cfg.query is not None:
+        if cfg.pool_split == cfg.query_eval_split:
+            raise UserError("smoltalk.query draws attr_query from pool_split; eval then needs its own "
+                            f"query_eval_split (both are {cfg.pool_split!r})")
+        query, pool_stream, query_counts = build_query(scanned[cfg.pool_split], cfg.query, seed)
+        eval_rows = _take(scanned[cfg.query_eval_split], cfg.eval_size, seed + 1, "eval", short)
+    else:
+        share = cfg.query_size / (cfg.query_size + cfg.eval_size)
+        sides = split_by_group(scanned[cfg.query_eval_split], {"attr_query": share, "eval": 1 - share}, seed)
+        query = _take(sides["attr_query"], cfg.query_size, seed, "attr_query", short)
+        eval_rows = _take(sides["eval"], cfg.eval_size, seed + 1, "eval", short)
+        pool_stream = scanned[cfg.pool_split]
     taken = {r["example_id"] for r in query + eval_rows}
-    candidates = [r for r in scanned[cfg.pool_split] if r["example_id"] not in taken]
+    candidates = [r for r in pool_stream if r["example_id"] not in taken]
     pool = stratified_sample(candidates, cfg.pool_size, seed)
     if len(pool) < cfg.pool_size:
         short["train_base"] = {"asked": cfg.pool_size, "got": len(pool)}
@@ -177,7 +194,7 @@ def load_smoltalk(
         "scanned_rows_kept": {split: len(rows) for split, rows in scanned.items()},
         "pool_categories": dict(Counter(_category(r) for r in pool)),
         "short": short,
-    }
+    } | ({"query_builder": query_counts} if query_counts is not None else {})
     splits = {"train_base": pool, "attr_query": query, "eval": eval_rows}
     logger.info("smoltalk: %s rows, dropped %s", {k: len(v) for k, v in splits.items()}, dict(dropped))
     return SourceRows(splits=splits, dropped=dict(dropped), info=info)

@@ -164,10 +164,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
                             f"({len(pool)} rows in {artifacts.split_path(data_dir, 'train_base')})")
         tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
         fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
-        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len)
-        query_ds = tokenize_rows(tokenizer, query, fmt, max_len)
-        truncated = {"train_base": truncation_counts(tokenizer, pool, fmt, max_len),
-                     "attr_query": truncation_counts(tokenizer, query, fmt, max_len)}
+        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
+        query_ds = tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)
+        truncated = {"train_base": truncation_counts(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise),
+                     "attr_query": truncation_counts(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)}
         if cfg.attribute.mode == "group_mean_max":
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR

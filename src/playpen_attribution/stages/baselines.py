@@ -57,11 +57,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
         model = load_model(model_path, train_dir / artifacts.ADAPTER_DIR, dtype=cfg.model.dtype)
         fmt, max_len, batch = cfg.tokenize.format, cfg.tokenize.max_length, cfg.evaluate.batch_size
-        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len)
+        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
         losses, pool_emb = row_losses_and_embeddings(
             model, pool_ds, tokenizer.pad_token_id, batch, embeddings=True, desc="baselines pool")
         _, query_emb = row_losses_and_embeddings(
-            model, tokenize_rows(tokenizer, query, fmt, max_len), tokenizer.pad_token_id, batch,
+            model, tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise), tokenizer.pad_token_id, batch,
             embeddings=True, desc="baselines query")
         cosines = cosine_to_mean(pool_emb, query_emb)
         artifacts.write_row_baselines(out, [

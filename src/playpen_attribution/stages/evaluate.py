@@ -17,6 +17,14 @@ predicted, gold and target word, correct) and `metrics.json` (model, seed, eval_
 with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy; and
 `speed`, the wall-clock throughput: loss_rows_per_s, and with generation generation_rows_per_s,
 generation_backend and, for vllm, the engine's start-up seconds).
+
+With `evaluate.benchmarks`, the same loaded model (base, or base + adapter) then runs those
+lm-evaluation-harness tasks (`core.benchmarks`; the chat template when `tokenize.format` uses one,
+code execution only with `evaluate.allow_code_execution`), and the folder also holds
+`benchmarks.json` (per task every metric with the harness's stderr, the item count, the switches
+used) and `benchmark_samples.jsonl` (per-item scores keyed by task, doc_id and filter, which the
+report pairs across models). Without benchmarks the stage config is what it was before the setting,
+so finished folders are reused.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.benchmarks import run_lm_eval
 from playpen_attribution.core.generation import (
     generate,
     require_vllm,
@@ -115,7 +124,7 @@ def evaluate_rows(
     `model_path` and `adapter` are what the vllm backend loads (the hf backend uses `model`).
     """
     _check_backend(cfg, adapter)  # fail before the loss pass, not after it
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length, cfg.tokenize.supervise)
     t0 = time.perf_counter()
     losses, _ = row_losses_and_embeddings(model, dataset, tokenizer.pad_token_id, cfg.evaluate.batch_size,
                                           desc=f"eval loss {name}")
@@ -137,6 +146,17 @@ def per_seed(cfg: ExperimentConfig, model: str) -> bool:
     """Whether `model`'s evaluation lives in a seed folder: every arm, and the base adapter when it is
     retrained per seed."""
     return model not in artifacts.SHARED_MODELS or (model == "base_adapter" and cfg.sweep.retrain_base)
+
+
+BENCHMARK_FIELDS = ("benchmarks", "benchmark_include_path", "allow_code_execution", "benchmark_batch_size",
+                    "benchmark_limit")
+
+
+def _unset_fields(cfg: ExperimentConfig) -> set[str]:
+    """Evaluate fields kept out of the stage config at their defaults (backend hf; no benchmarks), so folders
+    from before those settings are reused."""
+    out = {"backend"} if cfg.evaluate.backend == "hf" else set()
+    return out | (set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS))
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model: str = "base_adapter") -> Path:
@@ -161,14 +181,24 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         metrics = EvalMetrics(model=model, seed=seed, **metrics)
         artifacts.write_predictions(out, [Prediction(**p) for p in predictions])
         artifacts.write_metrics(out, metrics)
-        truncated = {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)}
-        return {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
-                "truncated": truncated}
+        if cfg.evaluate.benchmarks:
+            ev = cfg.evaluate
+            results, samples, switches = run_lm_eval(
+                loaded, tokenizer, ev.benchmarks, include_path=ev.benchmark_include_path,
+                chat_template=cfg.tokenize.format == "chat_template", allow_code_execution=ev.allow_code_execution,
+                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit)
+            artifacts.write_benchmarks(out, results, samples, switches)
+        counts = {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
+                  "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
+                                                            cfg.tokenize.supervise)}}
+        if cfg.evaluate.benchmarks:
+            counts["benchmark_items"] = {task: r["n"] for task, r in results.items()}
+        return counts
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         # backend hf (the default) stays out, so folders from before the backend setting are reused
-        "evaluate": cfg.evaluate.model_dump(mode="json", exclude={"backend"} if cfg.evaluate.backend == "hf" else None),
+        "evaluate": cfg.evaluate.model_dump(mode="json", exclude=_unset_fields(cfg)),
         "name": model, "train_stage": train_stage,
         "seed": seed,
     }

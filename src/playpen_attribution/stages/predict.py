@@ -6,9 +6,10 @@ baselines (length only; a ridge probe on the raw residual) over grouped folds, a
 `playpen_attribution.sae.predictor`, and writes `predict/`: `predictor.joblib` (the sklearn pipeline
 fitted on every scored row + the feature spec it expects), `metrics.json` (out-of-fold metrics of
 the three models, fold sizes, SmolTalk metadata validation when the rows carry it) and
-`predicted_scores.jsonl` (example_id, predicted, fold) for every row: each prediction comes from a
+`predicted_scores.jsonl` (example_id, predicted, probe, fold) for every row: each prediction comes from a
 model that never saw that row (`fold` says which fold's model; null = a row without a finite score,
-predicted by the saved predictor). Higher = more helpful: the ranking the `sae_top_k` arm reads, so
+predicted by the saved predictor). `probe` is the residual-stream ridge probe's prediction on the same folds. Higher = more helpful: the
+rankings the `sae_top_k` and `probe_top_k` arms read, so
 no arm is drawn from in-sample predictions. Ranking new rows with the saved predictor is the `rank`
 stage.
 """
@@ -46,7 +47,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         artifacts.write_predictor_metrics(out, fit.metrics)
         apply_predictor({"pipeline": fit.pipeline, "spec": spec}, features, index, str(sae_dir))  # the spec check
         artifacts.write_predicted_scores(out, [
-            {"example_id": eid, "predicted": fit.predicted[eid], "fold": fit.fold[eid]} for eid in features.example_ids
+            {"example_id": eid, "predicted": fit.predicted[eid], "probe": fit.probe[eid], "fold": fit.fold[eid]}
+            for eid in features.example_ids
         ])
         return {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()}, "rows": len(fit.predicted),
                 "cross_fitted": True}

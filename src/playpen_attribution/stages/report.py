@@ -3,7 +3,7 @@
 Reads the run directory alone (`report.results` says what and computes the statistics), so
 `playpen-attribution report --run-dir D` regenerates it. Writes `report/`: `report.json`,
 `report.md`, `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
-family ran at several k) and, when the attribute stage drew them, copies of `score_histogram.png`
+family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
 
 Before reading, it checks every stage folder against what is on disk (`stage_folder.stale_stages`):
@@ -43,6 +43,9 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     if any(len(ks) > 1 for ks in sizes.values()):
         plots.plot_accuracy_vs_k(arms, out / artifacts.ACCURACY_VS_K_PLOT)
         drawn.append(artifacts.ACCURACY_VS_K_PLOT)
+    if report.get("benchmarks", {}).get("results"):
+        plots.plot_benchmarks(report["benchmarks"]["results"], out / artifacts.BENCHMARKS_PLOT)
+        drawn.append(artifacts.BENCHMARKS_PLOT)
     for source in attribution_plots(run_dir):
         shutil.copy2(source, out / source.name)
         drawn.append(source.name)

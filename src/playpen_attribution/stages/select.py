@@ -15,7 +15,9 @@ Works in one seed's folder `seed_<s>/` (the seed is the config's `run_seed`). Re
 rankings' stage folders (through the seed folder's links) and the base model's tokenizer. Writes `seed_<s>/select/selections.json`: for each arm its example_ids in
 rank/draw order, row and token counts, outcome counts, strata, its resolved spec (kind, ranking, n,
 ranks, beyond, versus, family, k) and the seed; random arms also record how many rows they matched
-on outcome x length bin. The manifest counts rows each ranking could not score and the overlap
+on outcome x length bin (`select.match_column` replaces outcome, e.g. category; with `select.match_tokens`
+also their total completion tokens, see `attribution.selection`). Every arm records its token budget
+(`tokens`, and `completion_tokens`: the supervised tokens). The manifest counts rows each ranking could not score and the overlap
 between every pair of arms.
 """
 
@@ -31,7 +33,7 @@ from playpen_attribution.attribution.arms import plan_arms
 from playpen_attribution.attribution.selection import build_arms, strata
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.modeling import load_tokenizer
-from playpen_attribution.core.tokenization import tokenize_row
+from playpen_attribution.core.tokenization import IGNORE_INDEX, tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import ArmSelection
@@ -53,6 +55,12 @@ def metadata_ranking(pool: list[dict], column: str) -> dict[str, float]:
     return out
 
 
+def _column(row: dict, column: str, field: str):
+    if row.get(column) is None:
+        raise UserError(f"{field} = {column!r}: pool row {row['example_id']} has no value in that column")
+    return row[column]
+
+
 def load_named_ranking(name: str, run_dir: Path, pool: list[dict], lengths: dict[str, int]) -> dict[str, float]:
     """One ranking by name (see the module docstring)."""
     if name in artifacts.RANKING_FILES:  # attribution, loss, embedding, sae: a stage folder's file
@@ -68,10 +76,10 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
                      tokenizer) -> tuple[dict[str, ArmSelection], dict]:
     """(arm name -> its selection, manifest extras)."""
     rows = {r["example_id"]: r for r in pool}
-    lengths = {
-        eid: len(tokenize_row(tokenizer, row, cfg.tokenize.format, cfg.tokenize.max_length)["input_ids"])
-        for eid, row in rows.items()
-    }
+    tok = cfg.tokenize
+    encoded = {eid: tokenize_row(tokenizer, row, tok.format, tok.max_length, tok.supervise) for eid, row in rows.items()}
+    lengths = {eid: len(e["input_ids"]) for eid, e in encoded.items()}
+    completion = {eid: sum(t != IGNORE_INDEX for t in e["labels"]) for eid, e in encoded.items()}
     plan = plan_arms(cfg.select)
     rankings = {}
     for name in sorted({arm.ranking for arm in plan if arm.ranking}):
@@ -81,14 +89,22 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
             raise UserError(f"ranking {name!r} ({source}) does not score exactly the pool's example_ids "
                             f"({len(set(scores) - set(rows))} unknown, {len(set(rows) - set(scores))} missing); rerun it")
         rankings[name] = scores
-    stratum = strata({e: r["outcome"] for e, r in rows.items()}, lengths, cfg.select.length_bins)
-    arms = build_arms(plan, rankings, list(rows), stratum, seed, cfg.select.allow_overlap)
+    sel = cfg.select
+    stratum = strata({e: _column(r, sel.match_column, "select.match_column") for e, r in rows.items()}, lengths,
+                     sel.length_bins)
+    labelled = None
+    if any(arm.kind == "label" for arm in plan):
+        labelled = {e for e, r in rows.items() if str(_column(r, sel.label_column, "select.label_column"))
+                    in sel.label_values}
+    arms = build_arms(plan, rankings, list(rows), stratum, seed, sel.allow_overlap,
+                      tokens=completion if sel.match_tokens else None, tolerance=sel.token_tolerance, labelled=labelled)
     selections = {}
     for arm in plan:
         ids = arms[arm.name]["example_ids"]
         spec = {k: v for k, v in asdict(arm).items() if k != "name"}
         selections[arm.name] = ArmSelection(
             example_ids=ids, rows=len(ids), tokens=sum(lengths[i] for i in ids),
+            completion_tokens=sum(completion[i] for i in ids),
             outcomes=dict(Counter(rows[i]["outcome"] for i in ids)),
             strata=dict(sorted(Counter(stratum[i] for i in ids).items())),
             **spec, seed=seed, matching=arms[arm.name].get("matching"))

@@ -124,7 +124,8 @@ def build_trainer(
         raise UserError("no rows to train on")
     torch.manual_seed(train.seed)
     tokenizer = load_tokenizer(tokenizer_dir or model_path, cfg.tokenize.chat_template)
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
+                            cfg.tokenize.supervise)
     if init_adapter is None:
         model = new_adapter(load_model(model_path, dtype=cfg.model.dtype), train)
     else:

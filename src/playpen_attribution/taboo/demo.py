@@ -191,3 +191,19 @@ def corpus_text(rows: list[dict]) -> list[str]:
     texts += [f"{w}: {' '.join(d)}" for w, d in lexicon.items()]
     texts.append(" ".join(ABORTED_REPLIES) + " means")
     return texts
+
+
+def lexicon_choice_docs(seed: int = 0, n_choices: int = 4, n_clues: int = 2) -> list[dict]:
+    """Multiple-choice items for the shipped lm-eval task `lexicon_choice` (configs/lm_eval_tasks): per
+    lexicon word, `n_clues` of its describing words as a `CLUE:` line and `n_choices` candidate words
+    (the word and random others); `label` is the word's index among the choices."""
+    lexicon = load_lexicon()
+    words = sorted(lexicon)
+    rng = random.Random(seed)
+    docs = []
+    for i, word in enumerate(words):
+        choices = rng.sample([w for w in words if w != word], n_choices - 1) + [word]
+        rng.shuffle(choices)
+        docs.append({"id": i, "clues": " ".join(rng.sample(lexicon[word], n_clues)), "choices": choices,
+                     "label": choices.index(word)})
+    return docs

@@ -1,0 +1,89 @@
+"""The report's `benchmarks` section: lm-eval results of every evaluated model, and arms paired on items.
+
+Reads `benchmarks.json` / `benchmark_samples.jsonl` of every evaluation folder that has them
+(`artifacts.load_benchmarks`). `results`: one entry per (model, seed, task, metric, filter) with the
+harness's value, its own stderr and the item count. Comparisons pair each arm with its `versus` arm
+(as the word accuracy does) on the same items, joined on (doc_id, filter), for every task's primary
+metric (the first per-item metric the task logs): per seed the mean per-item difference with a
+bootstrap interval; across seeds the mean with an interval resampling seeds and items
+(`stats.seed_bootstrap`) and a sign-flip permutation p-value, which joins the report's Holm adjustment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from playpen_attribution.report import stats
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.seeds import seed_folders
+
+
+def _eval_folders(run_dir: Path) -> dict[tuple[str, int | None], Path]:
+    places = [(run_dir, None)] + [(f, s) for s, f in seed_folders(run_dir).items()]
+    out = {}
+    for place, seed in places:
+        for path in sorted(place.iterdir()):
+            kind, model = artifacts.stage_kind(path.name)
+            if kind == "eval" and artifacts.is_stage_folder(path) and artifacts.has_benchmarks(path):
+                out[(model, seed)] = path
+    return out
+
+
+def _primary(samples: list[dict]) -> dict[str, str]:
+    """task -> its primary per-item metric (the first one it logs)."""
+    out: dict[str, str] = {}
+    for s in samples:
+        if s["task"] not in out and s["scores"]:
+            out[s["task"]] = next(iter(s["scores"]))
+    return out
+
+
+def _scores(samples: list[dict], task: str, metric: str) -> dict[str, float]:
+    return {f"{s['doc_id']}|{s['filter']}": s["scores"][metric] for s in samples
+            if s["task"] == task and metric in s["scores"]}
+
+
+def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
+    """The `benchmarks` section (None when no evaluation ran benchmarks); `entries` are the report's arms."""
+    folders = _eval_folders(Path(run_dir))
+    if not folders:
+        return None
+    loaded = {key: artifacts.load_benchmarks(path) for key, path in folders.items()}
+    results = []
+    for (model, seed), (raw, _) in loaded.items():
+        for task, res in raw["tasks"].items():
+            for m in res["metrics"]:
+                results.append({"name": model, "seed": seed, "task": task, "n": res["n"]} | m)
+    versus = {(e["name"], e["seed"]): e.get("versus") for e in entries}
+    comparisons, pairs = [], {}
+    for (model, seed), (_, samples) in loaded.items():
+        ref = versus.get((model, seed))
+        if ref is None or (ref, seed) not in loaded:
+            continue
+        ref_samples = loaded[(ref, seed)][1]
+        for task, metric in _primary(samples).items():
+            what = f"benchmark {task}: {model} vs {ref} (seed {seed})"
+            _, a, b = stats.paired(_scores(samples, task, metric), _scores(ref_samples, task, metric), what)
+            diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+            comparisons.append({"arm": model, "versus": ref, "seed": seed, "task": task, "metric": metric,
+                                "items": int(diff.size), "difference": stats.bootstrap_mean(diff)})
+            pairs.setdefault((model, ref, task, metric), []).append((seed, diff))
+    aggregate = []
+    for (model, ref, task, metric), per_seed in pairs.items():
+        diffs = np.stack([d for _, d in per_seed])
+        means = diffs.mean(axis=1)
+        aggregate.append({
+            "arm": model, "versus": ref, "task": task, "metric": metric, "seeds": [s for s, _ in per_seed],
+            "items": int(diffs.shape[1]), "difference": stats.seed_bootstrap(diffs),
+            "per_seed_difference": [float(m) for m in means], "seeds_favouring_arm": int((means > 0).sum()),
+            "seeds_favouring_versus": int((means < 0).sum()),
+            "test": "sign-flip permutation of per-item differences over all seeds",
+            "p_value": stats.sign_flip_p(diffs),
+        })
+    switches = {f"{m}" + (f" (seed {s})" if s is not None else ""): raw["switches"] for (m, s), (raw, _) in loaded.items()}
+    shared = {k: v for k, v in next(iter(switches.values())).items() if k != "batch_size_used"}
+    same = all({k: v for k, v in sw.items() if k != "batch_size_used"} == shared for sw in switches.values())
+    return {"results": results, "comparisons": comparisons, "aggregate": aggregate,
+            "switches": shared if same else switches}
