@@ -23,7 +23,8 @@ VOCAB = 200
 MAX_POS = 128
 FAST = {"projection_dim": 8, "token_batch_size": MAX_POS}  # 64 numbers per module: quick Hessians
 DEFAULTS = {"mode": "mean", "projection_dim": 32, "preconditioning": "query", "mixing_coefficient": 0.99, "unit_normalize": True,
-                "loss_reduction": "sum", "label_smoothing": 0.0, "token_batch_size": 512, "precision": "fp32"}
+                "loss_reduction": "sum", "label_smoothing": 0.0, "token_batch_size": 512, "precision": "fp32",
+            "nproc_per_node": 1, "nnode": 1}
 
 
 def settings_of(model, **fields) -> bs.ScoringSettings:
