@@ -6,8 +6,8 @@
 - `local`: submitit's `LocalExecutor`, each job its own process (`python -m submitit.core._submit`), at
   most `workers` at a time (a thread pool of that width waits on them; submitit's local executor has
   no limit of its own). With CUDA GPUs each of the `workers` slots is pinned to one GPU (slot i ->
-  GPU i mod the GPU count, submitit's `visible_gpus`); without, each job sets torch to its share of the
-  CPU threads (cores // workers).
+  GPU i mod the GPU count, submitit's `visible_gpus`; without GPUs submitit hides them all), and each
+  job sets torch to its share of the CPU threads (cores // workers).
 - `slurm`: submitit's `AutoExecutor(cluster="slurm")`, all jobs submitted as one job array
   (`slurm_array_parallelism` = `workers`) with the `launcher.slurm` settings.
 
@@ -150,7 +150,10 @@ def _failure(submitted) -> str | None:
     error = submitted.exception()
     if error is None:
         return None
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = str(error)
+    parts = text.split("-" * 22)  # submitit's FailedJobError: the job's traceback between two dashed lines
+    trace = parts[1] if len(parts) >= 3 else text
+    lines = [line.strip() for line in trace.splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
 
 
@@ -160,15 +163,15 @@ def _run_local(cfg: LauncherConfig, jobs: list[Job], folder: Path) -> list[tuple
 
     executor = submitit.LocalExecutor(folder=folder)
     gpus = gpu_count()
-    threads = None if gpus else cpu_threads(cfg.workers)
+    threads = cpu_threads(cfg.workers)  # with GPUs too: tokenization and data loading run on the CPU
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(cfg.workers):
         slots.put(slot)
     lock, stop = threading.Lock(), threading.Event()
     running: dict[str, object] = {}
     if gpus:
-        logger.info("[launcher] %d job(s), %d at a time, each on one of %d GPU(s); logs in %s",
-                    len(jobs), cfg.workers, gpus, folder)
+        logger.info("[launcher] %d job(s), %d at a time, each on one of %d GPU(s) with %d CPU thread(s); logs in %s",
+                    len(jobs), cfg.workers, gpus, threads, folder)
         if cfg.workers > gpus:
             logger.warning("[launcher] %d workers share %d GPU(s)", cfg.workers, gpus)
     else:
