@@ -138,3 +138,17 @@ def build_tiny_gemma(out_dir: Path, tokenizer_dir: Path | None = None, seed: int
     if tokenizer_dir is not None:
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
     return out_dir
+
+
+def record_job(path: Path, fail: bool = False) -> None:
+    """A launcher test job (run in its own process): writes what it was given -- torch's thread count, the
+    GPUs it sees, its pid -- to `path` as JSON, or fails."""
+    import json
+    import os
+
+    import torch
+
+    if fail:
+        raise RuntimeError(f"planned failure of {path.name}")
+    path.write_text(json.dumps({"threads": torch.get_num_threads(), "pid": os.getpid(),
+                                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))

@@ -4,4 +4,5 @@ import sys
 
 from playpen_attribution.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # Bergson's worker processes (attribute.nproc_per_node > 1) re-import this module
+    sys.exit(main())

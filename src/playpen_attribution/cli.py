@@ -1,6 +1,6 @@
 """`playpen-attribution`: run the whole experiment, or one stage of it.
 
-    playpen-attribution run [CONFIG] [--run-dir D] [--overwrite]
+    playpen-attribution run [CONFIG] [--run-dir D] [--overwrite] [--workers N]
     playpen-attribution {data,model,train,attribute,baselines,sae,predict,select,evaluate,rank} --config C --run-dir D
     playpen-attribution report --run-dir D
     playpen-attribution synth --output-dir D --describer-model M --guesser-models A B ...
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", type=Path, help="experiment YAML (default: the offline demo)")
     run.add_argument("--run-dir", type=Path, help="output folder (default: runs/<config name>)")
     run.add_argument("--overwrite", action="store_true", help="replace stage folders whose config changed")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="run the arm x seed jobs as N local processes at a time (launcher kind local, workers N)")
     for stage in STAGES:
         p = sub.add_parser(stage, help=f"run the {stage} stage alone")
         p.add_argument("--config", type=Path, required=stage != "report", help="experiment YAML")
@@ -150,6 +152,13 @@ def _stage(args: argparse.Namespace) -> Path | None:
     return stage.run(*where, overwrite=overwrite)
 
 
+def _with_workers(cfg, workers: int):
+    """`run --workers N`: the config with `launcher: {kind: local, workers: N}`."""
+    if workers < 1:
+        raise UserError(f"--workers {workers}: need at least 1")
+    return cfg.model_copy(update={"launcher": cfg.launcher.model_copy(update={"kind": "local", "workers": workers})})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -170,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
             config_path = args.config or demo_config_path()
             cfg = load_config(config_path)
+            if args.workers is not None:
+                cfg = _with_workers(cfg, args.workers)
             run_dir = args.run_dir or Path("runs") / (cfg.name if args.config else "demo")
             run_experiment(cfg, run_dir, args.overwrite)
             return 0

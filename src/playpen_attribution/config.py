@@ -16,6 +16,7 @@ from playpen_attribution.core import yaml_config
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
+from playpen_attribution.run.launcher import LauncherConfig
 from playpen_attribution.sae.config import PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
@@ -169,6 +170,14 @@ class AttributeConfig(_Section):
         description="Folder of reusable query indexes keyed by content; None = $XDG_CACHE_HOME (or "
         "~/.cache)/playpen-attribution/query_index.",
     )
+    nproc_per_node: int = Field(
+        1, gt=0, description="Bergson worker processes per node (one per GPU; Gloo on CPU); 1 = in this process. "
+        "Scores equal 1 process's to float tolerance; not part of the stage's fingerprint.",
+    )
+    nnode: int = Field(
+        1, gt=0, description="Nodes Bergson spreads over; each node runs the attribute stage, its rank from "
+        "SLURM_NODEID / GROUP_RANK / NODE_RANK, the rendezvous at MASTER_ADDR:MASTER_PORT.",
+    )
     allow_untracked_modules: bool = Field(
         False,
         description="Score an adapter that trains modules in full (modules_to_save) although Bergson tracks only "
@@ -236,6 +245,9 @@ class ExperimentConfig(_Section):
     )
     predict: PredictConfig | None = Field(
         None, description="Regressor from SAE features to attribution (stage `predict`); null = no predictor."
+    )
+    launcher: LauncherConfig = Field(
+        default_factory=LauncherConfig, description="Where the arm x seed jobs run: inline, local processes or SLURM."
     )
 
     @model_validator(mode="after")

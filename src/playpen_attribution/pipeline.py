@@ -13,6 +13,11 @@ reused when its config and inputs are unchanged, so an interrupted sweep resumes
 the folder they are handed: the pipeline makes the seed folders (`run.seeds.seed_folder`).
 `experiment.yaml` is written once every stage has accepted the config (reused or built it): a run
 refused by a stage leaves the previous one in place.
+
+`launcher.kind` (`run.launcher`) says where those (arm, seed) units run: `inline`, one after another
+in this process; `local` / `slurm`, each as its own job (`run_unit`) through submitit, after every
+shared stage and each seed's selection ran here, and before the report. A unit whose folders are
+finished is checked here (reused, or refused when its config changed), so only missing units become jobs.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
+from playpen_attribution.run.launcher import Job, run_jobs
 from playpen_attribution.run.seeds import seed_folder
 from playpen_attribution.stages import (
     attribute,
@@ -66,8 +72,35 @@ def _eta(durations: list[float], to_build: int) -> str:
     return f"about {mean * to_build:.0f} s left ({to_build} to build, {mean:.1f} s each on average so far)"
 
 
+def run_unit(cfg: ExperimentConfig, run_dir: Path, seed: int, arm: str, overwrite: bool = False) -> None:
+    """One (arm, seed): the arm's training and evaluation in the seed's folder (what a launcher job runs)."""
+    seed_dir = seed_folder(run_dir, seed, cfg.sweep.retrain_base)
+    train.run(cfg.for_seed(seed), seed_dir, arm=arm, overwrite=overwrite)
+    evaluate.run(cfg.for_seed(seed), seed_dir, model=arm, overwrite=overwrite)
+
+
+def launch_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> None:
+    """Per seed the shared stages here, then every missing (arm, seed) as a job of `cfg.launcher`."""
+    jobs = []
+    for seed in cfg.seeds:
+        seed_cfg, seed_dir = cfg.for_seed(seed), seed_folder(run_dir, seed, cfg.sweep.retrain_base)
+        if cfg.sweep.retrain_base:
+            base_adapter_stages(seed_cfg, seed_dir, overwrite)
+        select.run(seed_cfg, seed_dir, overwrite=overwrite)
+        for arm in plan_arms(cfg.select):
+            if _unit_done(seed_dir, arm) and not overwrite:
+                run_unit(cfg, run_dir, seed, arm)  # reused (or refused, if its config changed) right here
+            else:
+                jobs.append(Job(f"{arm}, seed {seed}", run_unit, (cfg, Path(run_dir).resolve(), seed, arm, overwrite)))
+    logger.info("[sweep] %d of %d (arm, seed) units to build as %s jobs", len(jobs),
+                len(cfg.seeds) * len(plan_arms(cfg.select)), cfg.launcher.kind)
+    run_jobs(cfg.launcher, jobs, run_dir / artifacts.JOBS)
+
+
 def run_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> None:
     """Per seed: the selection, then each arm's training and evaluation, logging progress and time left."""
+    if cfg.launcher.kind != "inline":
+        return launch_sweep(cfg, run_dir, overwrite)
     plan = plan_arms(cfg.select)
     units = [(seed, arm.name) for seed in cfg.seeds for arm in plan]
     durations: list[float] = []

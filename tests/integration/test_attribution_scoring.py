@@ -23,7 +23,8 @@ VOCAB = 200
 MAX_POS = 128
 FAST = {"projection_dim": 8, "token_batch_size": MAX_POS}  # 64 numbers per module: quick Hessians
 DEFAULTS = {"mode": "mean", "projection_dim": 32, "preconditioning": "query", "mixing_coefficient": 0.99, "unit_normalize": True,
-                "loss_reduction": "sum", "label_smoothing": 0.0, "token_batch_size": 512, "precision": "fp32"}
+                "loss_reduction": "sum", "label_smoothing": 0.0, "token_batch_size": 512, "precision": "fp32",
+            "nproc_per_node": 1, "nnode": 1}
 
 
 def settings_of(model, **fields) -> bs.ScoringSettings:
@@ -292,3 +293,19 @@ def test_token_batch_size_changes_speed_not_scores(tiny, tmp_path):
     b = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "l", large)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a.row_losses, b.row_losses, rtol=1e-5)
+
+
+def test_two_bergson_processes_score_like_one_and_share_the_query_cache(tiny, preconditioned, tmp_path):
+    """`nproc_per_node: 2`: Bergson's own two worker processes (Gloo on CPU) give the one-process scores and row
+    losses, and the query index (and Hessian) they cached is reused as is by one process."""
+    one, _ = preconditioned
+    cache = tmp_path / "cache"
+    wide = settings_of(tiny["model"], preconditioning="query", nproc_per_node=2, **FAST)
+    two = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "two", wide, cache)
+    assert not two.reused_query_index
+    np.testing.assert_allclose(two.scores, one, rtol=0, atol=1e-5)
+    narrow = settings_of(tiny["model"], preconditioning="query", **FAST)
+    again = bs.score_pool(tiny["model"], tiny["adapter"], tiny["pool"], tiny["query"], tmp_path / "one", narrow, cache)
+    assert again.reused_query_index
+    np.testing.assert_allclose(again.scores, one, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(two.row_losses, again.row_losses, rtol=1e-5)

@@ -228,3 +228,16 @@ def test_untracked_modules_allowed_explicitly_are_recorded_and_bergson_is_heard(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("allow_untracked_modules" in w for w in warnings)
     assert any("Adapter parameter" in w and "lm_head" in w and "not found" in w for w in warnings)  # Bergson's line
+
+
+def test_bergson_width_is_recorded_but_not_fingerprinted(small):
+    """How many Bergson processes scored changes speed, not scores (to float tolerance): a finished attribute/
+    is reused at another width, and its manifest says which width built it."""
+    out = _run(small, "mean_none", **CASES["mean_none"])
+    manifest = artifacts.load_manifest(out)
+    assert manifest.fields["bergson_processes"] == {"nproc_per_node": 1, "nnode": 1}
+    wider = _config(small, **CASES["mean_none"]).attribute.model_copy(update={"nproc_per_node": 2, "nnode": 1})
+    cfg = _config(small, **CASES["mean_none"]).model_copy(update={"attribute": wider})
+    assert attribute.run(cfg, out.parent) == out
+    assert artifacts.load_manifest(out).fields["finished"] == manifest.fields["finished"]  # reused, not rebuilt
+    assert "nproc_per_node" not in artifacts.load_stage_config(out)["attribute"]

@@ -70,6 +70,11 @@ class ScoringSettings:
     tokenizer: str
     """Where Bergson loads a tokenizer from (it only reads the context length: rows arrive pre-tokenized);
     the model's folder unless the run names another (`model.tokenizer`)."""
+    nproc_per_node: int
+    """Bergson worker processes per node (its ``DistributedConfig.nproc_per_node``); 1 = in this process."""
+    nnode: int
+    """Nodes Bergson spreads over (``DistributedConfig.nnode``); the node rank comes from SLURM_NODEID,
+    GROUP_RANK or NODE_RANK and the rendezvous from MASTER_ADDR / MASTER_PORT (Bergson reads them)."""
 
 
 def build_query_side(model_path, adapter_path, query_dir: Path, out: Path, settings: ScoringSettings) -> None:
@@ -197,7 +202,8 @@ def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path
         model=str(adapter_path or model_path),  # Bergson loads the base model named by the adapter
         tokenizer=settings.tokenizer,  # only read for max length: rows arrive pre-tokenized
         precision=settings.precision,
-        distributed=DistributedConfig(nproc_per_node=1),  # run in this process, never spawn ranks
+        # 1 x 1: in this process; more: Bergson spawns its own ranks (Gloo on CPU, NCCL on GPUs)
+        distributed=DistributedConfig(nproc_per_node=settings.nproc_per_node, nnode=settings.nnode),
         data=DataConfig(dataset=str(data_dir)),
         drop_columns=False,  # keep example_id in Bergson's data.hf so consumed_ids can read it back
         projection_dim=settings.projection_dim,

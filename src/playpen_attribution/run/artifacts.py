@@ -31,6 +31,7 @@ SAE = "sae"
 PREDICT = "predict"
 SELECT = "select"
 REPORT = "report"
+JOBS = "jobs"  # the launcher's job logs and submitit pickles (launcher kind local / slurm); not a stage folder
 SHARED_MODELS = ("base", "base_adapter")
 """Evaluated models that are not arms: the base model and the base adapter."""
 

@@ -3,7 +3,9 @@
 Reads `data/` (train_base pool and attr_query split), the base model and `train_base/adapter`.
 Both splits go through the one tokenization function and reach Bergson as pre-tokenized
 `input_ids` + `labels` (never Bergson's own prompt/completion templating), so attribution sees
-exactly the tokens the fine-tune trained on. Bergson runs in this process: one start-up per stage.
+exactly the tokens the fine-tune trained on. Bergson runs in this process: one start-up per stage; with
+`attribute.nproc_per_node` > 1 (or `nnode` > 1) Bergson spawns that many worker processes itself (Gloo
+on CPU, NCCL and one GPU each on GPUs) for every build, Hessian and score step.
 
 How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.attribution.scoring`):
 
@@ -64,6 +66,10 @@ from playpen_attribution.run.model_paths import TINY, tokenizer_path, with_base_
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 
+PROCESS_FIELDS = ("nproc_per_node", "nnode")
+"""How many Bergson processes score: speed only (scores agree to float tolerance), so recorded in the
+manifest but kept out of the stage's fingerprint: a finished attribute/ is reused at any width."""
+
 CPU_TOKEN_BATCH = 2048
 """`token_batch_size: auto` on CPU: min(max_position_embeddings, this), never below the longest row."""
 
@@ -87,6 +93,7 @@ def settings_for(
         token_batch_size=token_batch_size(cfg, model_path, rows),
         precision="bf16" if torch_dtype(cfg.model.dtype) == torch.bfloat16 else "fp32",
         tokenizer=str(tokenizer or cfg.model.tokenizer or model_path or cfg.model.base),
+        nproc_per_node=a.nproc_per_node, nnode=a.nnode,
     )
 
 
@@ -154,6 +161,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
     inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
+        check_processes(cfg)
         pool = artifacts.load_split(data_dir, "train_base")
         query = artifacts.load_split(data_dir, "attr_query")
         if not query:
@@ -207,15 +215,26 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
                             "cache_dir": str(cache_dir(cfg))},
             "token_batch_size": settings.token_batch_size,  # resolved (an int, also for `auto`)
             "precision": settings.precision,
+            "bergson_processes": {"nproc_per_node": settings.nproc_per_node, "nnode": settings.nnode},
             "untracked_modules": untracked,  # trained in full but not seen by Bergson (allowed explicitly)
         }
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        "attribute": cfg.attribute.model_dump(mode="json"), "k": cfg.select.k,
+        "attribute": cfg.attribute.model_dump(mode="json", exclude=set(PROCESS_FIELDS)), "k": cfg.select.k,
     }
     command = cli_command("attribute", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
     return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, command=command, overwrite=overwrite)
+
+
+def check_processes(cfg: ExperimentConfig) -> None:
+    """On a GPU machine Bergson gives each of its nproc_per_node processes one visible GPU: refuse more processes."""
+    import torch
+
+    wanted, gpus = cfg.attribute.nproc_per_node, torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and wanted > gpus:
+        raise UserError(f"attribute.nproc_per_node = {wanted}, but this node has {gpus} GPU(s); "
+                        "Bergson runs one process per GPU")
 
 
 def untracked_modules(cfg: ExperimentConfig, adapter: Path) -> list[str]:
