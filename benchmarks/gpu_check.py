@@ -183,7 +183,8 @@ def write_inputs(sizes: Sizes, tiny: bool, work: Path) -> tuple[Path, dict[str, 
     return model_dir, paths
 
 
-def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], on_cpu: bool):
+def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], on_cpu: bool,
+                      token_batch: int | None = None):
     """The experiment the stages run: project defaults except sizes and the synthetic source.
 
     The CPU checks (--tiny, --model on a CPU) project gradients to 16 per side (the demo's width) instead of 32: on a CPU
@@ -201,7 +202,7 @@ def experiment_config(sizes: Sizes, model_dir: Path, paths: dict[str, Path], on_
                 "batch_size": sizes.sae_batch},
         "evaluate": {"max_new_tokens": sizes.new_tokens, "batch_size": sizes.eval_batch},
         "select": {"k": max(1, sizes.pool_rows // 4)},  # the attribute stage's top-k summary
-        "attribute": {"projection_dim": 16} if on_cpu else {},
+        "attribute": ({"projection_dim": 16} if on_cpu else {}) | ({"token_batch_size": token_batch} if token_batch else {}),
     }, source="benchmarks/gpu_check.py")
 
 
@@ -241,6 +242,44 @@ def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: in
     first, first_seconds = timed(step, 0)
     rest, rest_seconds = timed(lambda: sum(step(i) for i in range(1, steps)))  # model freed on return
     return first + rest, first_seconds + rest_seconds, rest_seconds
+
+
+def head_cost(cfg, model_path: str, adapter: Path, rows: list[dict], batch: int) -> dict[str, float]:
+    """Seconds of a LoRA forward+backward over the rows with the LM head applied at every position (as
+    Bergson's loss does: `model(x).logits`) and at the supervised positions only (as the train stage
+    does): where attribution's time goes on a large vocabulary."""
+    import torch
+
+    tokenizer = load_tokenizer(model_path)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    model = load_model(model_path, adapter, dtype=cfg.model.dtype, trainable=True)
+    dev = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    pairs = list(zip(dataset["input_ids"], dataset["labels"]))
+
+    def loss_of(ids, labels, everywhere: bool):
+        if everywhere:
+            logits = model(input_ids=ids).logits[:, :-1]
+            return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten())
+        hidden = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, :-1]
+        keep = labels[:, 1:] != -100
+        return torch.nn.functional.cross_entropy(head(hidden[keep]).float(), labels[:, 1:][keep])
+
+    out = {}
+    for everywhere in (True, False):
+        def run(everywhere: bool = everywhere) -> None:
+            for start in range(0, len(pairs), batch):
+                chunk = pairs[start : start + batch]
+                width = max(len(i) for i, _ in chunk)
+                ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+                labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+                for row, (i, lab) in enumerate(chunk):
+                    ids[row, : len(i)], labels[row, : len(lab)] = torch.tensor(i), torch.tensor(lab)
+                loss_of(ids.to(dev), labels.to(dev), everywhere).backward()
+                model.zero_grad(set_to_none=True)
+
+        out["every position" if everywhere else "supervised positions"] = timed(run)[1]
+    return out
 
 
 def plain_forward(cfg, model_path: str, adapter: Path, rows: list[dict], batch: int) -> tuple[int, float]:
@@ -348,6 +387,13 @@ def check_attribute(cfg, run_dir: Path, model_path: str, work: Path) -> float:
           "seconds": round(stage_seconds, 3), "tokens_per_s": round(tokens / stage_seconds, 1),
           "reference": "bare bergson command", "ratio": round(bare_seconds / stage_seconds, 3),
           "seconds_ratio": round(stage_seconds / bare_seconds, 3), "target": "seconds_ratio <= 1.1"})
+    pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
+    costs = head_cost(cfg, model_path, adapter, pool, cfg.train.batch_size)
+    emit({"check": "attribute", "path": "where its time goes: LoRA fwd+bwd, LM head at every position (Bergson's loss)",
+          "rows": len(pool), "seconds": round(costs["every position"], 3),
+          "reference": "the same with the LM head at the supervised positions only (the train stage's loss)",
+          "reference_seconds": round(costs["supervised positions"], 3),
+          "ratio": round(costs["every position"] / costs["supervised positions"], 3)})
     return stage_seconds
 
 
@@ -465,7 +511,9 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = Path(args.model)
     else:
         (model_dir, paths), seconds = timed(write_inputs, sizes, args.tiny and not args.full_shape, work)
-    cfg = experiment_config(sizes, model_dir, paths, args.tiny or real_cpu)
+    # a real 262k vocabulary on a CPU: 1,024 tokens per Bergson batch (2,048 took 13 GB in the bare
+    # command, beside this process's own, and was killed for memory on a 24 GB machine)
+    cfg = experiment_config(sizes, model_dir, paths, args.tiny or real_cpu, 1024 if real_cpu else None)
     model_path = str(model_dir.resolve())
     data.run(cfg, run_dir, overwrite=True)
     emit({"check": "setup", "path": "synthetic rows written" + ("" if args.model else " + random model"),

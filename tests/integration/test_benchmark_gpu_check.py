@@ -19,6 +19,7 @@ EXPECTED = [  # (check, start of path): every measurement line the script must p
     ("train", "train stage: end to end"),
     ("attribute", "bare bergson command"),
     ("attribute", "attribute stage"),
+    ("attribute", "where its time goes"),
     ("sae", "plain forward pass"),
     ("sae", "sae stage (forward to block"),
     ("sae", "sae stage vs gradient scoring"),
