@@ -105,7 +105,8 @@ class TrainConfig(_Section):
     max_steps: int = Field(-1, description="Optimizer steps; -1 = use epochs.")
     save_steps: int = Field(
         0, ge=0, description="Checkpoint every N optimizer steps inside the stage's .part folder, so a killed "
-        "training resumes from the last one; 0 = about two per epoch.",
+        "training resumes from the last one; 0 = no checkpoints (a killed training restarts from step 0, which "
+        "reproduces the uninterrupted run exactly; a resumed one is close but not yet bit-identical in sweeps).",
     )
     batch_size: int = Field(1, gt=0, description="Rows per device batch.")
     auto_batch: bool = Field(

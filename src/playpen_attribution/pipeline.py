@@ -87,7 +87,7 @@ def launch_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) 
         if cfg.sweep.retrain_base:
             base_adapter_stages(seed_cfg, seed_dir, overwrite)
         select.run(seed_cfg, seed_dir, overwrite=overwrite)
-        for arm in plan_arms(cfg.select):
+        for arm in (planned.name for planned in plan_arms(cfg.select)):
             if _unit_done(seed_dir, arm) and not overwrite:
                 run_unit(cfg, run_dir, seed, arm)  # reused (or refused, if its config changed) right here
             else:

@@ -156,3 +156,16 @@ def test_killed_training_resumes_from_its_checkpoint(setup, tmp_path, monkeypatc
     a, b = (load_file(d / artifacts.ADAPTER_DIR / "adapter_model.safetensors") for d in (tmp_path / "whole", out))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
     assert not (out / artifacts.TRAINER_SCRATCH).exists()
+
+
+def test_a_checkpoint_cut_short_by_the_kill_is_not_resumed_from(tmp_path):
+    from playpen_attribution.stages.train import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "absent") is None
+    for step, complete in ((4, True), (8, False)):  # killed while writing checkpoint-8
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"

@@ -12,7 +12,7 @@ Rows are tokenized by `tokenization.tokenize_rows` and handed to the trainer as 
 Writes `adapter/` (PEFT folder naming its base model), `train_log.json` (loss per logging step),
 optionally `merged/` (adapter merged into a full model), `config.yaml`, `manifest.json`.
 
-Checkpoints: the trainer saves every `train.save_steps` optimizer steps (default about two per epoch)
+Checkpoints (opt-in, `train.save_steps: N`): the trainer saves every N optimizer steps
 into `_trainer/` inside the stage's `.part` folder, which `run_stage` keeps for a rerun with the same
 fingerprint (`resumable`); a rerun after a kill resumes from the last checkpoint (logged with its step,
 `resumed_from_step` in the manifest) and `_trainer/` is removed once the adapter is saved. The
@@ -51,8 +51,8 @@ from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 
 def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
-    """The SFTConfig for one training run: checkpoints every `train.save_steps` (default about two per
-    epoch; the last one kept) in `output_dir`, no hub, no external loggers."""
+    """The SFTConfig for one training run: checkpoints every `train.save_steps` (0: none; the last one
+    kept) in `output_dir`, no hub, no external loggers."""
     from trl import SFTConfig
 
     on_gpu = device() == "cuda"
@@ -75,8 +75,8 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
         use_cpu=not on_gpu,
         train_sampling_strategy="group_by_length" if train.batching == "length_grouped" else "random",
         padding_free=train.batching == "padding_free",
-        save_strategy="steps",
-        save_steps=train.save_steps or max(1, steps_per_epoch // 2),
+        save_strategy="steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,  # unused with save_strategy "no"
         save_total_limit=1,
         report_to="none",
         logging_steps=max(1, steps_per_epoch // 4),
@@ -223,10 +223,18 @@ def completion_only_head() -> Iterator[None]:
 
 
 def last_checkpoint(scratch: Path) -> Path | None:
-    """The trainer's newest complete checkpoint in `scratch` (left by a killed build), or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The trainer's newest complete checkpoint in `scratch` (left by a killed build), or None. The
+    trainer writes a checkpoint's files one by one and `trainer_state.json` last, so a folder without it
+    was cut short by the kill (resuming from it would silently skip the optimizer state); the one before
+    it still exists then, because the trainer removes old checkpoints only after a save completes."""
+    from transformers.trainer import TRAINER_STATE_NAME
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-    return Path(found) if scratch.is_dir() and (found := get_last_checkpoint(str(scratch))) else None
+    if not scratch.is_dir():
+        return None
+    complete = [d for d in scratch.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                if d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit() and (d / TRAINER_STATE_NAME).is_file()]
+    return max(complete, key=lambda d: int(d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")), default=None)
 
 
 def train_rows(
