@@ -31,10 +31,10 @@ def _three_turn(rows):
 @pytest.mark.parametrize("fmt", ["chat_template", "raw"])
 def test_trainer_trains_on_every_assistant_turn_exactly_as_tokenized(setup, tmp_path, fmt):
     cfg, rows, model_dir = setup
-    if fmt == "raw":  # the raw prompt must hold the messages' text, as a source renders it
-        rows = [r | {"prompt": "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in tm["prompt_messages"])
-                     + "\n\nASSISTANT:"} for r, tm in zip(rows, _three_turn(rows))]
     rows = _three_turn(rows)
+    if fmt == "raw":  # the raw prompt must hold the messages' text, as a source renders it
+        rows = [r | {"prompt": "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in r["prompt_messages"])
+                     + "\n\nASSISTANT:"} for r in rows]
     cfg = cfg.model_copy(update={"tokenize": cfg.tokenize.model_copy(
         update={"format": fmt, "supervise": "all_assistant_turns", "max_length": 128})})
     trainer = build_trainer(rows, model_dir, cfg.train, cfg, tmp_path / fmt)
