@@ -152,3 +152,18 @@ def record_job(path: Path, fail: bool = False) -> None:
         raise RuntimeError(f"planned failure of {path.name}")
     path.write_text(json.dumps({"threads": torch.get_num_threads(), "pid": os.getpid(),
                                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+
+
+def rerecord(folder: Path) -> None:
+    """Record a test's deliberate edit of a finished stage folder in its manifest (files and content
+    hash), as if the stage had written it: reuse verifies the files against the manifest."""
+    import json
+
+    from playpen_attribution.run import artifacts
+    from playpen_attribution.run.stage_folder import _content_hash, _produced
+
+    path = Path(folder) / artifacts.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["produced"] = _produced(Path(folder))
+    manifest["content_hash"] = _content_hash(manifest["produced"])
+    path.write_text(json.dumps(manifest, indent=1))

@@ -83,7 +83,7 @@ def test_report_on_a_missing_folder_or_a_file(tmp_path, cli_log):
     assert main(["report", "--run-dir", str(tmp_path / "nope")]) == 2
     (tmp_path / "file").write_text("x")
     assert main(["report", "--run-dir", str(tmp_path / "file")]) == 2
-    assert "no such folder" in cli_log.text and "not a folder" in cli_log.text
+    assert "no such folder" in cli_log.text and "is a file, expected a run folder" in cli_log.text
 
 
 def test_logs_are_a_line_or_two_per_stage(run_copy, tmp_path, caplog):

@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import small_demo_dict
+from helpers import rerecord, small_demo_dict
 
 from playpen_attribution.attribution import bergson_runs as runs
 from playpen_attribution.core.jsonl import read_jsonl, write_jsonl
@@ -47,6 +47,7 @@ def small(tmp_path_factory):
         data={"source": {"kind": "demo", "n_train": POOL_ROWS, "n_query": QUERY_ROWS, "n_eval": 10,
                          "n_targets": 20, "aborted_fraction": 0.0}},
         train={**small_demo_dict()["train"], "epochs": 1},
+        select={**small_demo_dict()["select"], "k": 20},  # the data stage checks k against the 80-row pool
     ))
     root = tmp_path_factory.mktemp("attr_stage")
     base = root / "base"
@@ -54,6 +55,7 @@ def small(tmp_path_factory):
     query = artifacts.load_split(base / artifacts.DATA, "attr_query")
     query = [dict(r, group_id=f"group{i % N_GROUPS}") for i, r in enumerate(query)]
     write_jsonl(artifacts.split_path(base / artifacts.DATA, "attr_query"), query)
+    rerecord(base / artifacts.DATA)  # the regrouped query is now what the data stage holds
     base_model.run(cfg, base)
     model_path = base_model_path(cfg.model.base, base)
     train.run(cfg, base)
@@ -177,6 +179,7 @@ def test_second_run_reuses_the_cached_query_index(small, caplog):
 def test_empty_query_split_is_a_user_error(small):
     run_dir = _copy_run(small, "empty_query")
     write_jsonl(artifacts.split_path(run_dir / artifacts.DATA, "attr_query"), [])
+    rerecord(run_dir / artifacts.DATA)
     with pytest.raises(UserError, match="attr_query.jsonl: the attr_query split is empty"):
         attribute.run(_config(small, mode="mean"), run_dir)
 

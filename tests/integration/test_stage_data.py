@@ -26,7 +26,7 @@ def _splits(run_dir):
 
 @pytest.mark.skipif(not CLEMBENCH.is_dir(), reason=f"shared clembench records absent ({CLEMBENCH})")
 def test_clembench_records_through_the_data_stage(tmp_path):
-    cfg = parse_config({"data": {"source": {"kind": "clembench", "path": str(CLEMBENCH)}}})
+    cfg = parse_config({"data": {"source": {"kind": "clembench", "path": str(CLEMBENCH)}}, "select": {"k": 10}})
     data.run(cfg, tmp_path)
     splits = _splits(tmp_path)
     manifest = artifacts.load_manifest(tmp_path / "data")
@@ -46,7 +46,8 @@ def test_generic_jsonl_through_the_data_stage(tmp_path):
     rows = [{"prompt": f"CLUE: thing {i}", "completion": f"GUESS: w{i}", "group": f"g{i % 10}"} for i in range(60)]
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = parse_config({"data": {"source": {"kind": "generic", "path": str(path), "group_column": "group"}}})
+    cfg = parse_config({"data": {"source": {"kind": "generic", "path": str(path), "group_column": "group"}},
+                        "select": {"k": 10}})
     data.run(cfg, tmp_path / "run")
     splits = _splits(tmp_path / "run")
     assert sum(len(s) for s in splits.values()) == 60
@@ -57,7 +58,7 @@ def test_empty_completion_in_a_generic_file_names_file_and_row(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"prompt": "p", "completion": "GUESS: a"}) + "\n" + json.dumps({"prompt": "p", "completion": ""}) + "\n")
     cfg = parse_config({"data": {"source": {"kind": "generic", "path": str(path)}}})
-    with pytest.raises(UserError, match=r"rows.jsonl.*row 1"):
+    with pytest.raises(UserError, match=r"rows.jsonl line 2: empty completion"):
         data.run(cfg, tmp_path / "run")
 
 
@@ -74,7 +75,7 @@ def test_synth_rows_append_to_the_demo_pool_with_drops_counted(tmp_path, monkeyp
     cfg = parse_config({"data": {
         "source": {"kind": "demo", "n_train": 200, "n_query": 20, "n_eval": 200, "n_targets": 30},
         "synthetic": {"path": str(out / "rows_wordguesser.jsonl")},
-    }})
+    }, "select": {"k": 10}})
     data.run(cfg, tmp_path / "run")
     manifest = artifacts.load_manifest(tmp_path / "run" / "data")
     pool = artifacts.load_split(tmp_path / "run" / "data", "train_base")
