@@ -31,6 +31,10 @@ OUTCOMES: tuple[str, ...] = ("success", "failure", "aborted")
 SPLITS: tuple[str, ...] = ("train_base", "attr_query", "eval")
 """The three splits the data stage writes: the training pool, the attribution query set, the eval set."""
 
+CANDIDATES = "candidates"
+"""The optional fourth split (`data.candidates`): new rows never scored by gradients, which the
+predictor ranks and the predictor arms (sae_top_k, probe_top_k) are drawn from."""
+
 
 def make_example_id(*parts: object) -> str:
     """A stable id from the parts that identify a row (source name, experiment, task, turn, text...).

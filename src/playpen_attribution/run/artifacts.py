@@ -98,6 +98,8 @@ SAE_FEATURES = "features.npz"         # sae, rank_<name>
 SAE_INDEX = "index.json"
 PREDICTOR_FILE = "predictor.joblib"   # predict
 PREDICTED_SCORES = "predicted_scores.jsonl"
+CANDIDATE_SCORES = "candidate_scores.jsonl"  # predict, when data/ has a candidates split
+CANDIDATES_DIR = "candidates"         # sae: the candidates split's features (same files as sae/ itself)
 RANKED_FILE = "ranked.jsonl"          # rank_<name>
 SELECTIONS_FILE = "selections.json"   # select
 PREDICTIONS_FILE = "predictions.jsonl"  # evaluate
@@ -273,6 +275,12 @@ def write_predicted_scores(predict_dir: Path, records: list[dict]) -> None:
     write_jsonl(Path(predict_dir) / PREDICTED_SCORES, records)
 
 
+def write_candidate_scores(predict_dir: Path, records: list[dict]) -> None:
+    """example_id, predicted, probe for every row of the candidates split: the predictor and the probe
+    fitted on every scored pool row (a candidate never reaches a fit, so no cross-fitting is needed)."""
+    write_jsonl(Path(predict_dir) / CANDIDATE_SCORES, records)
+
+
 def write_ranked(rank_folder: Path, predicted: dict[str, float]) -> None:
     """The rows best first: example_id, predicted, rank."""
     ranked = sorted(predicted.items(), key=lambda kv: -kv[1])
@@ -299,6 +307,19 @@ RANKING_FILES = {"attribution": (ATTRIBUTE, SCORES_FILE, "score"),
                  "sae": (PREDICT, PREDICTED_SCORES, "predicted"),
                  "probe": (PREDICT, PREDICTED_SCORES, "probe")}
 """Ranking read from a stage folder -> (stage, file, field)."""
+
+CANDIDATE_RANKING_FILES = {"sae": (PREDICT, CANDIDATE_SCORES, "predicted"),
+                           "probe": (PREDICT, CANDIDATE_SCORES, "probe")}
+"""Ranking of the candidates split (rows never scored by gradients) -> (stage, file, field)."""
+
+
+def load_candidate_ranking(run_dir: Path, name: str) -> dict[str, float]:
+    """A predictor's ranking of the candidates split (CANDIDATE_RANKING_FILES), from `run_dir`."""
+    stage, file, column = CANDIDATE_RANKING_FILES[name]
+    path = Path(run_dir) / stage / file
+    if not path.is_file():
+        raise UserError(f"{path}: no ranking of the candidates split; rerun `predict` (data/ has a candidates split)")
+    return load_ranking(path, column)
 
 
 def load_stage_ranking(run_dir: Path, name: str) -> dict[str, float]:
