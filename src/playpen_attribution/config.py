@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from playpen_attribution.attribution.arms import SelectConfig, plan_arms
 from playpen_attribution.core import yaml_config
@@ -53,6 +53,36 @@ Outcome = Literal["success", "failure", "aborted"]
 Source = DemoSource | PlaypenDataSource | ClembenchSource | SmolTalkSource | GenericSource
 
 
+class CandidatesConfig(_Section):
+    """New rows never scored by gradients (the `candidates` split): the predictor ranks them, and the
+    predictor arms (sae_top_k, probe_top_k) and their controls are drawn from them."""
+
+    source: Source | None = Field(
+        None, discriminator="kind",
+        description="Any data source (kind: demo, instruct_demo, playpen_data, clembench, smoltalk, generic); the rows "
+        "of its `split` become candidates. null = only the synthetic rows.",
+    )
+    split: Literal["train_base", "attr_query", "eval"] = Field(
+        "train_base", description="Which split of that source the candidates are taken from."
+    )
+    seed: int = Field(
+        7, description="Seed the candidates' source runs with (a generator or sampler gives new rows with a seed "
+        "other than data.seed; rows equal to a pool, query or eval row are removed and counted anyway).",
+    )
+    synthetic: SyntheticAppend | None = Field(
+        None, description="The synth command's rows (new synthetic games) as candidates, filtered as data.synthetic is."
+    )
+    max_rows: int | None = Field(
+        None, gt=0, description="Keep at most this many candidates (a seeded random sample; the rest counted); null = all."
+    )
+
+    @model_validator(mode="after")
+    def _some_rows(self) -> CandidatesConfig:
+        if self.source is None and self.synthetic is None:
+            raise ValueError("data.candidates needs a `source`, a `synthetic` file or both")
+        return self
+
+
 class DataConfig(_Section):
     """Where rows come from and how the data stage splits them."""
 
@@ -77,6 +107,18 @@ class DataConfig(_Section):
         description="Outcomes kept in the eval set; failed games stay by default, as in the published eval "
         "(word accuracy is then read against the target word).",
     )
+    candidates: CandidatesConfig | None = Field(
+        None, description="A fourth split of new rows never scored by gradients, ranked by the predictor "
+        "(stage predict) and the pool the predictor arms are drawn from; null = none.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_no_candidates(self, handler):
+        """`candidates: null` (the default) stays out of dumps, so data folders from before it still match."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("candidates") is None:
+            data.pop("candidates", None)
+        return data
 
 
 class LoraSettings(_Section):

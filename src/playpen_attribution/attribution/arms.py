@@ -144,6 +144,11 @@ class SelectConfig(_Section):
     label_values: list[str] = Field(
         default_factory=lambda: ["good", "excellent"], description="Values of label_column a label_k row may have."
     )
+    predictor_split: Literal["auto", "train_base", "candidates"] = Field(
+        "auto", description="Rows the predictor arms (ranked by sae or probe, and their matched controls) are drawn "
+        "from: candidates (new rows never scored by gradients, data.candidates), train_base (the scored pool, "
+        "cross-fitted predictions); auto = candidates when data has that split, else the pool.",
+    )
 
     @model_serializer(mode="wrap")
     def _without_new_defaults(self, handler):
@@ -184,7 +189,20 @@ class SelectConfig(_Section):
 
 
 NEW_FIELD_DEFAULTS = {"match_column": "outcome", "match_tokens": False, "token_tolerance": 0.02, "label_column": None,
-                      "label_values": ["good", "excellent"]}
+                      "label_values": ["good", "excellent"], "predictor_split": "auto"}
+
+PREDICTOR_RANKINGS = ("sae", "probe")
+"""Rankings a predictor computes without gradients: the only ones that can rank the candidates split."""
+
+
+def arm_split(select: SelectConfig, arm: PlannedArm, has_candidates: bool) -> str:
+    """The split an arm's rows are drawn from: `candidates` for a predictor arm (its ranking is sae or probe,
+    a matched control included) when `select.predictor_split` says so (auto: when data has candidates)."""
+    if arm.ranking not in PREDICTOR_RANKINGS or select.predictor_split == "train_base":
+        return "train_base"
+    if select.predictor_split == "candidates" or has_candidates:
+        return "candidates"
+    return "train_base"
 
 
 def plan_arms(select: SelectConfig) -> list[PlannedArm]:
@@ -230,18 +248,18 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
     return planned
 
 
-def size_problems(plan: list[PlannedArm], pool_rows: int) -> list[str]:
-    """Arms that cannot be drawn from a pool of `pool_rows` rows (checked by the data stage, as soon as
-    the pool size is known, not after training and attribution): n or a window beyond the pool, or no
+def size_problems(plan: list[PlannedArm], pool_rows: int, pool: str = "the pool") -> list[str]:
+    """Arms that cannot be drawn from `pool_rows` rows (`pool` names them; checked by the data stage, as
+    soon as the size is known, not after training and attribution): n or a window beyond them, or no
     n rows ranked beyond `beyond`."""
     out = []
     for arm in plan:
         if arm.ranks is not None and arm.ranks[1] > pool_rows:
-            out.append(f"arm {arm.name!r}: ranks {arm.ranks[0]}..{arm.ranks[1]} reach beyond the pool ({pool_rows} rows)")
+            out.append(f"arm {arm.name!r}: ranks {arm.ranks[0]}..{arm.ranks[1]} reach beyond {pool} ({pool_rows} rows)")
         elif arm.beyond is not None and pool_rows - arm.beyond < (arm.n or 0):
             out.append(f"arm {arm.name!r}: only {max(pool_rows - arm.beyond, 0)} rows rank beyond {arm.beyond}, "
                        f"fewer than n = {arm.n}")
         elif arm.n is not None and arm.n > pool_rows:
-            what = f"select.k = {arm.n}" if arm.k is not None else f"n = {arm.n}"
-            out.append(f"arm {arm.name!r}: {what} is larger than the pool ({pool_rows} rows)")
+            what = f"select.k = {arm.k}" if arm.k is not None and arm.n == arm.k else f"n = {arm.n}"
+            out.append(f"arm {arm.name!r}: {what} is larger than {pool} ({pool_rows} rows)")
     return out

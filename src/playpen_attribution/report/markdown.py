@@ -79,6 +79,10 @@ def _setup_lines(report: dict) -> list[str]:
         rows = report["data"]["rows"]
         lines.append(f"- Data: {rows.get('train_base')} pool rows, {rows.get('attr_query')} attribution queries, "
                      f"{rows.get('eval')} eval rows; dropped: {report['data']['dropped'] or 'none'}.")
+        if rows.get("candidates") is not None:
+            lines.append(f"- Candidates: {rows['candidates']} new rows never scored by gradients; the predictor "
+                         "arms (and their matched controls) are drawn from them, ranked by the predictor fitted on "
+                         "the scored pool.")
     select = setup.get("select") or {}
     ks = [select.get("k"), *select.get("extra_k", [])]
     lines.append(f"- Arms: k = {', '.join(str(k) for k in ks)}; "
@@ -215,7 +219,8 @@ def _selection_lines(report: dict) -> list[str]:
     for name, spec in arms.items():
         coverage = spec.get("eval_target_coverage")
         budget = f"{spec['tokens']} ({spec['completion_tokens']})" if spec.get("completion_tokens") is not None else spec["tokens"]
-        cells = [name, _describe_arm(spec), spec["rows"], budget, spec["outcomes"], spec.get("groups", "n/a"),
+        what = _describe_arm(spec) + (" (from the candidates)" if spec.get("split") == "candidates" else "")
+        cells = [name, what, spec["rows"], budget, spec["outcomes"], spec.get("groups", "n/a"),
                  spec.get("target_words", "n/a"), "n/a" if coverage is None else f"{coverage:.2f}"]
         if planted:
             cells += [spec.get("planted"), f"{spec['clean_fraction']:.3f}" if "clean_fraction" in spec else "n/a"]

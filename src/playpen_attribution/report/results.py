@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.report import stats
 from playpen_attribution.report.benchmarks import collect_benchmarks
 from playpen_attribution.run import artifacts
@@ -235,6 +236,15 @@ def collect(run_dir: Path) -> dict:
         if planted:
             source["planted_rows"] = {kind: len(ids) for kind, ids in planted.items()}
         report["data"] = {k: manifest.get(k) for k in ("rows", "outcomes", "dropped")} | {"source": source}
+        if manifest.get("candidates"):  # their source's planted rows count for the arms drawn from them
+            candidates = dict(manifest["candidates"])
+            cand_source = dict(candidates.get("source") or {})
+            cand_planted = cand_source.pop("planted", None) or {}
+            if cand_planted:
+                cand_source["planted_rows"] = {kind: len(ids) for kind, ids in cand_planted.items()}
+                planted = {kind: planted.get(kind, []) + cand_planted.get(kind, [])
+                           for kind in dict.fromkeys([*planted, *cand_planted])}
+            report["data"]["candidates"] = candidates | {"source": cand_source}
     if selections:
         report["selection"] = {s: {n: a.summary() for n, a in sel.items()} for s, sel in selections.items()}
         if artifacts.is_stage_folder(run_dir / artifacts.DATA):
@@ -250,8 +260,10 @@ def arm_contents(selections: dict[int, dict[str, ArmSelection]], data_dir: Path,
                  planted: dict[str, list[str]]) -> dict[int, dict[str, dict]]:
     """Per seed and arm: distinct groups and target words, the share of eval target words the arm's rows
     cover, and (when the source planted harmful rows) how many planted rows of each kind it holds and the
-    share of clean rows."""
+    share of clean rows. Arms drawn from the candidates split are looked up there."""
     pool = {r["example_id"]: r for r in artifacts.load_split(data_dir, "train_base")}
+    if artifacts.split_path(data_dir, CANDIDATES).is_file():
+        pool |= {r["example_id"]: r for r in artifacts.load_split(data_dir, CANDIDATES)}
     eval_targets = {str(r["target_word"]).lower() for r in artifacts.load_split(data_dir, "eval") if r.get("target_word")}
     planted_sets = {kind: set(ids) for kind, ids in planted.items()}
     out: dict[int, dict[str, dict]] = {}

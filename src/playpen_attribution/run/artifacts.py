@@ -351,16 +351,21 @@ class ArmSelection:
     """Random arms matched on strata: matched, unmatched_filled, shortfall_by_stratum (and token matching)."""
     completion_tokens: int | None = None
     """Supervised tokens of the arm's rows (its completion-token budget); None in selections from before it."""
+    split: str = "train_base"
+    """The split of data/ the rows come from: train_base (the pool), or candidates for a predictor arm."""
 
     def summary(self) -> dict:
         """Everything but the ids (for manifests and the report)."""
         return {k: v for k, v in asdict(self).items()
-                if k != "example_ids" and (k not in ("matching", "completion_tokens") or v is not None)}
+                if k != "example_ids" and (k not in ("matching", "completion_tokens") or v is not None)
+                and (k != "split" or v != "train_base")}
 
 
 def write_selections(select_dir: Path, selections: dict[str, ArmSelection]) -> None:
+    """The selection file; `matching` only where set, `split` only where not the pool (files from before it)."""
     _write_json(Path(select_dir) / SELECTIONS_FILE, {
-        name: {k: v for k, v in asdict(arm).items() if k != "matching" or v is not None}
+        name: {k: v for k, v in asdict(arm).items()
+               if (k != "matching" or v is not None) and (k != "split" or v != "train_base")}
         for name, arm in selections.items()})
 
 

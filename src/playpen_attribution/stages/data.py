@@ -6,18 +6,26 @@ Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_at
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
 stay in the eval set, as in the published eval), plus whatever the source records (e.g. the demo's
-planted row ids). Every arm's size is checked against the pool here (`arms.size_problems`), so a k
-larger than the pool stops the run before any training.
+planted row ids). Every arm's size is checked against the rows it is drawn from here
+(`arms.size_problems`), so a k larger than the pool stops the run before any training.
+
+With `data.candidates`, also `splits/candidates.jsonl`: new rows never scored by gradients, from any
+source run with the candidates' own seed (its `split`) and/or the synth command's rows (`build_candidates`).
+They keep the pool's outcomes; a row equal to a pool, query or eval row (same prompt, prompt messages and
+completion), a repeated one, or one whose example_id another split holds is removed; `max_rows` keeps a
+seeded sample. Every removal is counted under `dropped` as `candidates:<reason>`, and the manifest's
+`candidates` records the source's own info (e.g. its planted ids).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
-from playpen_attribution.attribution.arms import plan_arms, size_problems
+from playpen_attribution.attribution.arms import arm_split, plan_arms, size_problems
 from playpen_attribution.config import ExperimentConfig
-from playpen_attribution.core.rows import OUTCOMES, ROW_COLUMNS, SPLITS, SourceRows
+from playpen_attribution.core.rows import CANDIDATES, OUTCOMES, ROW_COLUMNS, SPLITS, SourceRows
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import TINY
@@ -26,13 +34,16 @@ from playpen_attribution.sources.clembench import load_clembench
 from playpen_attribution.sources.generic import load_generic
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
+from playpen_attribution.sources.splitting import sample_rows
 from playpen_attribution.sources.synthetic import append_synthetic
 from playpen_attribution.taboo.demo import generate_demo
 
 
-def load_source(cfg: ExperimentConfig) -> SourceRows:
-    """The one seam where sources plug in; each source returns rows already split."""
-    source, seed = cfg.data.source, cfg.data.seed
+def load_source(cfg: ExperimentConfig, source=None, seed: int | None = None) -> SourceRows:
+    """The one seam where sources plug in; each source returns rows already split. `source` / `seed`
+    replace `data.source` / `data.seed` (the candidates' source)."""
+    source = cfg.data.source if source is None else source
+    seed = cfg.data.seed if seed is None else seed
     if source.kind == "demo":
         return generate_demo(source, seed)
     if source.kind == "playpen_data":
@@ -109,6 +120,52 @@ def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, l
     return splits, dict(dropped)
 
 
+def content_key(row: dict) -> str:
+    """What makes two rows the same example: prompt, prompt messages (when a source kept them) and completion."""
+    return json.dumps([row.get("prompt"), row.get("prompt_messages"), row.get("completion")], sort_keys=True)
+
+
+def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tuple[list[dict], dict[str, int], dict]:
+    """The candidates split (`data.candidates`): (rows, dropped counts keyed `candidates:<reason>`, info)."""
+    cand = cfg.data.candidates
+    rows: list[dict] = []
+    dropped: Counter = Counter()
+    info: dict = {"seed": cand.seed}
+    if cand.source is not None:
+        loaded = load_source(cfg, cand.source, cand.seed)
+        if cand.split not in loaded.splits:
+            raise UserError(f"data.candidates.split = {cand.split!r}: the candidates' source gave no such split")
+        rows = list(loaded.splits[cand.split])
+        info |= {"source": {"kind": cand.source.kind, **loaded.info}, "split": cand.split}
+    if cand.synthetic is not None:
+        rows, synth_dropped = append_synthetic(rows, cand.synthetic, splits["eval"])
+        dropped.update({f"synthetic:{k}": v for k, v in synth_dropped.items()})
+        info["synthetic_path"] = str(cand.synthetic.path)
+    taken_ids = {r["example_id"] for split in splits.values() for r in split}
+    taken = {content_key(r): name for name, split in splits.items() for r in split}
+    kept, seen = [], set()
+    for row in rows:
+        key = content_key(row)
+        if row.get("outcome") not in cfg.data.pool_outcomes:
+            dropped[str(row.get("outcome"))] += 1
+        elif key in taken:
+            dropped[f"same_as_{taken[key]}"] += 1
+        elif key in seen:
+            dropped["duplicate"] += 1
+        elif row.get("example_id") in taken_ids:
+            dropped["example_id_in_another_split"] += 1
+        else:
+            seen.add(key)
+            kept.append(row)
+    if cand.max_rows is not None and len(kept) > cand.max_rows:
+        dropped["over_max_rows"] += len(kept) - cand.max_rows
+        kept = sample_rows(kept, cand.max_rows, cand.seed)
+    if not kept:
+        raise UserError(f"data.candidates: no candidate row is left ({len(rows)} read; removed: {dict(dropped)})")
+    check_rows(kept, CANDIDATES)
+    return kept, {f"{CANDIDATES}:{k}": v for k, v in dropped.items()}, info
+
+
 def shared_groups(splits: dict[str, list[dict]]) -> dict[str, int]:
     """How many `group_id`s two splits share (0 for a grouped split; the demo shares its target words on
     purpose: its eval asks for seen words with clue combinations never seen)."""
@@ -117,14 +174,31 @@ def shared_groups(splits: dict[str, list[dict]]) -> dict[str, int]:
     return {f"{a}&{b}": len(groups[a] & groups[b]) for i, a in enumerate(names) for b in names[i + 1:]}
 
 
+def check_arm_sizes(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> None:
+    """Every arm against the rows it is drawn from (the pool, or the candidates for predictor arms)."""
+    plan = plan_arms(cfg.select)
+    where = {"train_base": "data.source gives {} pool rows", CANDIDATES: "data.candidates gives {} candidate rows"}
+    for split in (s for s in ("train_base", CANDIDATES) if s in splits):
+        arms = [a for a in plan if arm_split(cfg.select, a, CANDIDATES in splits) == split]
+        problems = size_problems(arms, len(splits[split]), "the candidates" if split == CANDIDATES else "the pool")
+        if problems:
+            raise UserError(f"{problems[0]} ({where[split].format(len(splits[split]))})"
+                            + (f"; also {len(problems) - 1} more arm(s)" if len(problems) > 1 else ""))
+
+
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     def build(out: Path) -> dict:
         source = with_synthetic(cfg, load_source(cfg))
         splits, dropped = clean_splits(cfg, source)
-        problems = size_problems(plan_arms(cfg.select), len(splits["train_base"]))
-        if problems:
-            raise UserError(f"{problems[0]} (data.source gives {len(splits['train_base'])} pool rows)"
-                            + (f"; also {len(problems) - 1} more arm(s)" if len(problems) > 1 else ""))
+        extra = {}
+        if cfg.data.candidates is not None:
+            candidates, cand_dropped, cand_info = build_candidates(cfg, splits)
+            dropped = dropped | cand_dropped
+            extra["candidates"] = cand_info | {"rows": len(candidates)}
+            splits = splits | {CANDIDATES: candidates}
+        elif cfg.select.predictor_split == CANDIDATES:
+            raise UserError("select.predictor_split = 'candidates' but the config has no data.candidates section")
+        check_arm_sizes(cfg, splits)
         for split, rows in splits.items():
             artifacts.write_split(out, split, rows)
         return {
@@ -133,7 +207,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             "outcomes": {s: dict(Counter(r["outcome"] for r in rows)) for s, rows in splits.items()},
             "dropped": dropped,
             "source": {"kind": cfg.data.source.kind, **source.info},
-        }
+        } | extra
 
     stage_cfg = {"data": cfg.data.model_dump(mode="json")}
     return run_stage(run_dir, artifacts.DATA, stage_cfg, {}, build, command=cli_command("data", run_dir),

@@ -11,6 +11,12 @@ A ranking maps example_id -> score, higher first (`ranking`):
 Arms are `attribution.arms.PlannedArm`s (`plan_arms(select)`): top n, matched random, rank window, random beyond a
 rank, full pool (`selection.build_arms`). Random arms are drawn with the sweep seed.
 
+Predictor arms (ranked by `sae` or `probe`, and their matched controls) are drawn from the
+`candidates` split when data/ has one (`select.predictor_split`; `arms.arm_split`), ranked by
+`predict/candidate_scores.jsonl` (the predictor fitted on the scored pool, applied to rows it never
+saw): their strata, token matching and draws use the candidates alone, and each selection records
+`split: candidates`. Without candidates they rank the pool by the cross-fitted predictions.
+
 Works in one seed's folder `seed_<s>/` (the seed is the config's `run_seed`). Reads its `data/`, the
 rankings' stage folders (through the seed folder's links) and the base model's tokenizer. Writes `seed_<s>/select/selections.json`: for each arm its example_ids in
 rank/draw order, row and token counts, outcome counts, strata, its resolved spec (kind, ranking, n,
@@ -29,10 +35,11 @@ from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 
-from playpen_attribution.attribution.arms import plan_arms
+from playpen_attribution.attribution.arms import arm_split, plan_arms
 from playpen_attribution.attribution.selection import build_arms, strata
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.modeling import load_tokenizer
+from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.core.tokenization import IGNORE_INDEX, tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
@@ -72,24 +79,26 @@ def load_named_ranking(name: str, run_dir: Path, pool: list[dict], lengths: dict
     raise UserError(f"ranking {name!r} is not known")
 
 
-def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir: Path,
-                     tokenizer) -> tuple[dict[str, ArmSelection], dict]:
-    """(arm name -> its selection, manifest extras)."""
-    rows = {r["example_id"]: r for r in pool}
-    tok = cfg.tokenize
+def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, run_dir: Path, tokenizer,
+          split: str) -> tuple[dict[str, ArmSelection], dict[str, int]]:
+    """The arms of `plan` drawn from `rows` (one split): (arm -> selection, rows each ranking could not score)."""
+    tok, sel = cfg.tokenize, cfg.select
     encoded = {eid: tokenize_row(tokenizer, row, tok.format, tok.max_length, tok.supervise) for eid, row in rows.items()}
     lengths = {eid: len(e["input_ids"]) for eid, e in encoded.items()}
     completion = {eid: sum(t != IGNORE_INDEX for t in e["labels"]) for eid, e in encoded.items()}
-    plan = plan_arms(cfg.select)
+    pool = list(rows.values())
     rankings = {}
     for name in sorted({arm.ranking for arm in plan if arm.ranking}):
-        scores = load_named_ranking(name, run_dir, pool, lengths)
-        if set(scores) != set(rows):
+        if split == CANDIDATES:
+            scores = artifacts.load_candidate_ranking(run_dir, name)
+            source = run_dir / artifacts.CANDIDATE_RANKING_FILES[name][0] / artifacts.CANDIDATE_RANKING_FILES[name][1]
+        else:
+            scores = load_named_ranking(name, run_dir, pool, lengths)
             source = run_dir / artifacts.RANKING_FILES.get(name, ("",))[0]
-            raise UserError(f"ranking {name!r} ({source}) does not score exactly the pool's example_ids "
+        if set(scores) != set(rows):
+            raise UserError(f"ranking {name!r} ({source}) does not score exactly the {split} split's example_ids "
                             f"({len(set(scores) - set(rows))} unknown, {len(set(rows) - set(scores))} missing); rerun it")
         rankings[name] = scores
-    sel = cfg.select
     stratum = strata({e: _column(r, sel.match_column, "select.match_column") for e, r in rows.items()}, lengths,
                      sel.length_bins)
     labelled = None
@@ -107,13 +116,34 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
             completion_tokens=sum(completion[i] for i in ids),
             outcomes=dict(Counter(rows[i]["outcome"] for i in ids)),
             strata=dict(sorted(Counter(stratum[i] for i in ids).items())),
-            **spec, seed=seed, matching=arms[arm.name].get("matching"))
+            **spec, seed=seed, matching=arms[arm.name].get("matching"), split=split)
+    unscored = {name: sum(not math.isfinite(v) for v in s.values()) for name, s in rankings.items()}
+    return selections, unscored
+
+
+def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir: Path, tokenizer,
+                     candidates: list[dict] | None = None) -> tuple[dict[str, ArmSelection], dict]:
+    """(arm name -> its selection, manifest extras). With `candidates`, the predictor arms
+    (`arms.arm_split`) are drawn from them, every other arm from the pool."""
+    plan = plan_arms(cfg.select)
+    by_split = {"train_base": {r["example_id"]: r for r in pool}}
+    if candidates is not None:
+        by_split[CANDIDATES] = {r["example_id"]: r for r in candidates}
+    drawn: dict[str, ArmSelection] = {}
+    extra: dict = {"seed": seed, "unscored_rows": {}}
+    for split, rows in by_split.items():
+        arms = [a for a in plan if arm_split(cfg.select, a, candidates is not None) == split]
+        if not arms:
+            continue
+        selections, unscored = _draw(cfg, arms, rows, seed, run_dir, tokenizer, split)
+        drawn |= selections
+        key = "unscored_rows" if split == "train_base" else "unscored_candidates"
+        extra[key] = extra.get(key, {}) | unscored
+    selections = {arm.name: drawn[arm.name] for arm in plan}
     sets = {name: set(s.example_ids) for name, s in selections.items()}
-    extra = {
-        "seed": seed,
-        "unscored_rows": {name: sum(not math.isfinite(v) for v in s.values()) for name, s in rankings.items()},
-        "overlaps": {f"{a}&{b}": len(sets[a] & sets[b]) for a, b in combinations(sets, 2) if sets[a] & sets[b]},
-    }
+    extra["overlaps"] = {f"{a}&{b}": len(sets[a] & sets[b]) for a, b in combinations(sets, 2) if sets[a] & sets[b]}
+    if candidates is not None:
+        extra["drawn_from_candidates"] = [name for name, s in selections.items() if s.split == CANDIDATES]
     return selections, extra
 
 
@@ -127,8 +157,14 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
+        has_candidates = artifacts.split_path(data_dir, CANDIDATES).is_file()
+        if cfg.select.predictor_split == CANDIDATES and not has_candidates:
+            raise UserError(f"select.predictor_split = 'candidates' but {data_dir} has no candidates split "
+                            "(add data.candidates)")
+        uses = has_candidates and any(arm_split(cfg.select, a, True) == CANDIDATES for a in plan)
+        candidates = artifacts.load_split(data_dir, CANDIDATES) if uses else None
         tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
-        selections, extra = build_selections(cfg, pool, seed, run_dir, tokenizer)
+        selections, extra = build_selections(cfg, pool, seed, run_dir, tokenizer, candidates)
         artifacts.write_selections(out, selections)
         return extra | {"arms": {name: arm.summary() for name, arm in selections.items()}}
 

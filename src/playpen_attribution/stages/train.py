@@ -2,8 +2,8 @@
 
 Base adapter (`train_base/`): reads `data/` (the whole `train_base` pool) and the base model,
 starts a fresh LoRA adapter and trains it with `cfg.train`.
-Arm (`train_<arm>/`, in a seed's folder): reads `data/` and `select/` (the arm's example_ids) and
-trains on the arm's rows only with `cfg.arm_train`: by default (`init: base`, as the published runs)
+Arm (`train_<arm>/`, in a seed's folder): reads `data/` and `select/` (the arm's example_ids, from
+the split its selection names: the pool, or the candidates for a predictor arm) and trains on the arm's rows only with `cfg.arm_train`: by default (`init: base`, as the published runs)
 a fresh LoRA of `arm_train.lora` on the base model; with `init: base_adapter` it continues
 `train_base/adapter` instead (which it then also reads). One training path for all of them.
 
@@ -320,7 +320,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
             selections = artifacts.load_selections(run_dir / artifacts.SELECT)
             if arm not in selections:
                 raise UserError(f"arm {arm!r} not in {run_dir / artifacts.SELECT} (have: {', '.join(selections)})")
-            by_id = {r["example_id"]: r for r in pool}
+            split = selections[arm].split  # the pool, or the candidates for a predictor arm
+            by_id = {r["example_id"]: r for r in (pool if split == "train_base" else artifacts.load_split(data_dir, split))}
             pool = [by_id[i] for i in selections[arm].example_ids]
         return train_rows(pool, model_path, train, cfg, out, init,
                           tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
