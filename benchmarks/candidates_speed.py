@@ -39,7 +39,7 @@ from playpen_attribution.core.yaml_config import read_mapping
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import tokenizer_path
 from playpen_attribution.sae.config import PredictConfig, SaeConfig
-from playpen_attribution.sae.features import extract_split, open_extraction
+from playpen_attribution.sae.features import extract_split, feature_index, open_extraction
 from playpen_attribution.sae.models import layer_of
 from playpen_attribution.sae.predictor import apply_predictor
 from playpen_attribution.stages import attribute, predict, sae
@@ -78,7 +78,7 @@ def predictor_side(cfg, run_dir: Path, model_path: str, rows: list[dict]) -> int
                                  tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
     layer = layer_of(cfg.predict.model)
     features, index = extract_split(extraction, rows, "candidates")[extraction.layer if layer is None else layer]
-    return len(apply_predictor(bundle, features, index, "candidates"))
+    return len(apply_predictor(bundle, features, feature_index(index), "candidates"))
 
 
 def gradient_side(cfg, run_dir: Path, model_path: str, rows: list[dict], work: Path, cache: Path) -> int:
@@ -141,6 +141,8 @@ def main() -> None:
     say(f"| gradients: Bergson per-row gradients + scores (query index cached) | {grad:.2f} | {len(rows) / grad:.1f} | "
         f"{grad / pred:.2f} |")
     say(f"predictor speed-up over gradient scoring: {grad / pred:.1f}x")
+    if args.run_dir is None:  # the temp folder built for this call
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":  # Bergson's worker processes re-import this module

@@ -3,8 +3,9 @@
 No other module spells an artifact's file name or reads or writes one by hand; stages join on
 `example_id`, never on row order. Loaders return small records (dataclasses) or id-keyed mappings;
 a missing file is a UserError naming it. The folder names of per-model stages are derived here too
-(`train_<arm>`, `eval_<model>`, `rank_<name>`, `seed_<s>`), and `training_stage` is the one mapping
-from an evaluated model's name to the training stage whose adapter it loads.
+(`train_<arm>`, `eval_<model>`, `rank_<name>`, `seed_<s>`, and `layer_<L>` inside `sae/`), and
+`training_stage` is the one mapping from an evaluated model's name to the training stage whose
+adapter it loads.
 """
 
 from __future__ import annotations

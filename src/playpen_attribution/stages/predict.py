@@ -53,20 +53,28 @@ def _load_layers(folder: Path, index: dict) -> dict[int, tuple]:
             for layer in index.get("extra_layers", [])}
 
 
-def rank_candidates(sae_dir: Path, data_dir: Path, fit: Fit, bundle: dict, index: dict, pooling: str,
-                    pool_ids: list[str]) -> list[dict] | None:
-    """(example_id, predicted, probe) of every candidate, by the final fits; None when data/ has no candidates."""
+def candidate_features(sae_dir: Path, data_dir: Path, pool_ids: list[str]) -> tuple | None:
+    """(features, index, folder) of the candidates, checked before any fit; None when data/ has no candidates
+    split, () when it has an empty one."""
     folder, split = sae_dir / artifacts.CANDIDATES_DIR, artifacts.split_path(data_dir, CANDIDATES)
     if not folder.is_dir():
         if split.is_file() and artifacts.load_split(data_dir, CANDIDATES):
             raise UserError(f"{split}: data/ has a candidates split but {sae_dir} holds no candidates' features "
                             "(built before the split); rerun `sae`")
-        return [] if split.is_file() else None
-    features, cand_index = artifacts.load_features(folder)
+        return () if split.is_file() else None
+    features, index = artifacts.load_features(folder)
     shared = sorted(set(features.example_ids) & set(pool_ids))
     if shared:
         raise UserError(f"{folder}: {len(shared)} candidate(s) are also scored pool rows (e.g. {shared[:3]}); a "
                         "candidate must be a row no fit has seen")
+    return features, index, folder
+
+
+def rank_candidates(candidates: tuple, fit: Fit, bundle: dict, index: dict, pooling: str) -> list[dict]:
+    """(example_id, predicted, probe) of every candidate, by the final fits, after the spec checks."""
+    if not candidates:
+        return []
+    features, cand_index, folder = candidates
     check_spec({k: index[k] for k in SPEC_KEYS}, cand_index, str(folder))  # the probe reads the main layer
     layer = layer_of(fit.model)
     if layer is None:
@@ -90,6 +98,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         features, index = artifacts.load_features(sae_dir)
         layers = _load_layers(sae_dir, index)
         rows = {r["example_id"]: r for r in artifacts.load_split(data_dir, index["split"])}
+        candidates = candidate_features(sae_dir, data_dir, features.example_ids)
         files = {"features": str(sae_dir / artifacts.SAE_INDEX), "scores": str(attr_dir / artifacts.SCORES_FILE),
                  "rows": str(artifacts.split_path(data_dir, index["split"]))}
         fit = fit_and_evaluate(features, rows, artifacts.load_scores(attr_dir), cfg.predict, files,
@@ -109,11 +118,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         manifest = {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()},
                     "rows": len(fit.predicted), "cross_fitted": True, "predicted_by": cfg.predict.model,
                     "probe": {"pooling": cfg.predict.probe_pooling, "alpha": probe["alpha"]}}
-        candidates = rank_candidates(sae_dir, data_dir, fit, bundle, index, cfg.predict.probe_pooling,
-                                     features.example_ids)
         if candidates is not None:
-            artifacts.write_candidate_scores(out, candidates)
-            manifest["candidates_ranked"] = len(candidates)
+            ranked = rank_candidates(candidates, fit, bundle, index, cfg.predict.probe_pooling)
+            artifacts.write_candidate_scores(out, ranked)
+            manifest["candidates_ranked"] = len(ranked)
         return manifest
 
     stage_cfg = {"predict": cfg.predict.model_dump(mode="json")}
