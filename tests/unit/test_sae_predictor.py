@@ -82,6 +82,7 @@ def test_planted_signal_is_recovered_well_above_length():
     assert logistic["kind"] == "classifier" and logistic["auroc_top_decile"] > 0.85 and logistic["auroc"] > 0.8
     assert logistic["pearson"] is None and logistic["r2"] is None and logistic["spearman"] > 0.5
     assert "sae_logistic" in fit.metrics["null_metrics"] and logistic["C"] in PredictConfig().cs
+    assert "skipped_models" not in fit.metrics
     assert len(logistic["fold_C"]) == 5 and len(models["sae"]["fold_alpha"]) == 5
     for name in VARIANTS - {"sae_logistic"}:
         assert models[name]["kind"] == "regressor" and models[name]["alpha"] in PredictConfig().alphas
@@ -169,7 +170,7 @@ def test_top_k_variant_reads_only_the_top_features():
     assert (np.where(kept, -np.inf, features.feature_mean).max(1) <= smallest).all()
     old = RowFeatures(**{**features.__dict__, "topk_ids": None, "topk_values": None})  # a file from before top-K
     fit = fit_and_evaluate(old, rows, _planted(features, rng), PredictConfig(**FAST), FILES)
-    assert "sae_topk" not in fit.metrics["models"]
+    assert "sae_topk" not in fit.metrics["models"] and "no top-K ids" in fit.metrics["skipped_models"]["sae_topk"]
     with pytest.raises(UserError, match=r"predict.model = 'sae_topk', but sae/index.json has features for sae, "
                                         r"sae_logistic only; rerun `sae`"):
         fit_and_evaluate(old, rows, _planted(features, rng), PredictConfig(model="sae_topk", **FAST), FILES)
@@ -333,3 +334,17 @@ def test_variant_fields_are_checked():
     with pytest.raises(UserError, match=r"predict.model = 'sae@2' names layer 2, which is not in sae.extra_layers \(\[1\]\)"):
         parse_config({"sae": {"layer": 0, "extra_layers": [1]}, "predict": {"model": "sae@2"}}, "c.yaml")
     assert parse_config({"sae": {"layer": 0, "extra_layers": [1]}, "predict": {"model": "sae@1"}}).predict.model == "sae@1"
+
+
+def test_the_report_table_lists_every_model_with_what_feeds_the_arms():
+    from playpen_attribution.report.markdown import _predictor_lines
+
+    _, _, _, fit = _planted_fit()
+    lines = _predictor_lines({"predictor": fit.metrics | {"candidates_ranked": 30}})
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| predictor")]
+    assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == [
+        "sae (ranks sae_top_k)", "sae_topk", "sae_logistic", "length", "residual (mean pooling; ranks probe_top_k)"]
+    logistic = next(r for r in rows if r.startswith("| sae_logistic"))
+    assert logistic.split(" | ")[2:4] == ["n/a", "n/a"] and f"C = {fit.metrics['models']['sae_logistic']['C']:g}" in logistic
+    assert any(line.startswith("sae_logistic: Pearson and R² are not computed") for line in lines)
+    assert any(line.startswith("30 candidate rows (never scored by gradients) ranked by sae") for line in lines)

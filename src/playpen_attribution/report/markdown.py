@@ -277,6 +277,8 @@ def _predictor_lines(report: dict) -> list[str]:
                    "sae@L: the sae design on block L; length, residual: the baselines.")]
     for name, why in (predictor.get("null_metrics") or {}).items():
         lines.append(f"{name}: {why}.")
+    for name, why in (predictor.get("skipped_models") or {}).items():
+        lines.append(f"{name} not fitted: {why}.")
     if predictor.get("candidates_ranked") is not None:
         lines.append(f"{predictor['candidates_ranked']} candidate rows (never scored by gradients) ranked by {fed} and "
                      "the probe fitted on every scored row (predict/candidate_scores.jsonl).")

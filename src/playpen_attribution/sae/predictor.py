@@ -236,6 +236,9 @@ def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[
         "null_metrics": {m: "Pearson and R² are not computed for a classifier: its score is P(top decile), not on "
                          "the target's scale" for m in names if m in CLASSIFIERS},
     }
+    if features.topk_ids is None:
+        metrics["skipped_models"] = {"sae_topk": f"{files['features']} has no top-K ids (built before them); rerun "
+                                                 "`sae` with --overwrite"}
     meta = metadata_report([rows[ids[i]] for i in scored], y_true,
                            np.array([crossfitted[cfg.model][ids[i]] for i in scored]))
     if meta:

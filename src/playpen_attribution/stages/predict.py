@@ -12,7 +12,9 @@ grouped folds, as described in `playpen_attribution.sae.predictor` and `sae.mode
   feature spec it expects (the `rank` stage reads it);
 - `metrics.json`: out-of-fold metrics of every model (Spearman, Pearson, R², top-k overlap, AUROC
   top-vs-rest and top decile, the regularisation chosen; Pearson and R² null for the classifier,
-  said so under `null_metrics`), fold sizes, SmolTalk metadata validation when the rows carry it;
+  said so under `null_metrics`; `skipped_models` names a variant the features cannot feed, e.g.
+  sae_topk on an sae folder built before top-K ids), fold sizes, SmolTalk metadata validation when
+  the rows carry it;
 - `predicted_scores.jsonl` (example_id, predicted, probe, fold) for every row: each prediction comes
   from a model that never saw that row (`fold` says which fold's model; null = a row without a
   finite score, predicted by the final fit). `predicted` is the `predict.model` variant, `probe` the
