@@ -17,7 +17,7 @@ from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.run.launcher import LauncherConfig
-from playpen_attribution.sae.config import PredictConfig, SaeConfig
+from playpen_attribution.sae.config import PREDICTOR_VARIANT, PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
 from playpen_attribution.sources.playpen_data import PlaypenDataSource
@@ -305,6 +305,11 @@ class ExperimentConfig(_Section):
         if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
             raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
                              "probe_top_k); it needs the `sae` and `predict` sections")
+        layer = PREDICTOR_VARIANT.match(self.predict.model).group(2) if self.predict is not None else None
+        if layer is not None and (self.sae is None or int(layer) not in self.sae.extra_layers):
+            extra = self.sae.extra_layers if self.sae is not None else "no sae section"
+            raise ValueError(f"predict.model = {self.predict.model!r} names layer {layer}, which is not in "
+                             f"sae.extra_layers ({extra})")
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""SAE feature extraction on a tiny model: where the residual is read, early stop, statistics, clear errors."""
+"""SAE feature extraction on a tiny model: where the residual is read, early stop, statistics, top-K pooling,
+the last pooled token's residual, several layers in one pass, clear errors."""
 
 from __future__ import annotations
 
@@ -10,15 +11,21 @@ from playpen_attribution.config import parse_config
 from playpen_attribution.core.tiny_model import TinyModelConfig, build_tiny_model
 from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_rows
 from playpen_attribution.errors import UserError
+from playpen_attribution.run.artifacts import FEATURE_ARRAYS, OPTIONAL_FEATURE_ARRAYS
 from playpen_attribution.sae.config import SaeConfig
 from playpen_attribution.sae.features import (
     STAT_NAMES,
     decoder_layers,
     extract_features,
+    extract_layers,
     extract_rows,
+    extract_split,
     load_sae,
+    open_extraction,
     pooled_statistics,
     residual_after_block,
+    residuals_after_blocks,
+    top_k_features,
 )
 from playpen_attribution.taboo.demo import DemoSource, corpus_text, generate_demo
 
@@ -104,7 +111,7 @@ def _reference(acts: np.ndarray, resid: np.ndarray, pooled: np.ndarray, seq_len:
     stats = [seq_len, active.mean(), active.any(0).mean(), vals.mean(), vals.std(), vals.max(),
              per_token.mean(), per_token.std(), per_token.std() / per_token.mean(), ((sums / sums.sum()) ** 2).sum()]
     return {"stats": np.array(stats), "feature_mean": a.mean(0), "feature_presence": active.mean(0),
-            "residual_mean": r.mean(0)}
+            "residual_mean": r.mean(0), "residual_last": resid[np.flatnonzero(pooled)[-1]]}
 
 
 def test_pooled_statistics_match_a_per_row_reference():
@@ -120,6 +127,84 @@ def test_pooled_statistics_match_a_per_row_reference():
         for name, value in ref.items():
             np.testing.assert_allclose(got[name][row].numpy(), value, rtol=1e-5, atol=1e-6, err_msg=name)
     assert got["pooled_tokens"].tolist() == [7, 3, 5]
+
+
+def test_last_pooled_token_residual_and_a_row_with_none():
+    resid = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    pool = torch.tensor([[False, True, False, True], [False, False, False, False]])
+    got = pooled_statistics(torch.zeros(2, 4, 5), resid, pool, torch.tensor([4, 4]))
+    np.testing.assert_array_equal(got["residual_last"][0].numpy(), resid[0, 3].numpy())  # position 3, not 1
+    np.testing.assert_array_equal(got["residual_last"][1].numpy(), np.zeros(3))  # nothing pooled: zeros
+    assert got["pooled_tokens"].tolist() == [2, 0]
+
+
+def test_top_k_features_of_a_hand_built_activation_tensor():
+    """Two rows, 3 tokens, 6 features: the mean over the pooled tokens, then the K largest, largest first."""
+    acts = torch.tensor([
+        [[0.0, 2.0, 0.0, 1.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0, 3.0, 0.0], [9.0, 9.0, 9.0, 9.0, 9.0, 9.0]],
+        [[0.5, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]],
+    ])
+    pool = torch.tensor([[True, True, False], [True, True, True]])  # row 0's third token is not pooled
+    mean = pooled_statistics(acts, torch.zeros(2, 3, 2), pool, torch.tensor([3, 3]))["feature_mean"].numpy()
+    np.testing.assert_allclose(mean[0], [0, 3, 0, 0.5, 1.5, 0])
+    ids, values = top_k_features(mean, 3)
+    assert ids.tolist() == [[1, 4, 3], [0, -1, -1]]  # row 1 has one active feature: the rest is padding
+    np.testing.assert_allclose(values, [[3, 1.5, 0.5], [0.5 / 3, 0, 0]], rtol=1e-6)
+    assert ids.dtype == np.int32 and values.dtype == np.float32
+    ids, values = top_k_features(mean, 100)  # capped at d_sae
+    assert ids.shape == (2, 6) and ids[0].tolist() == [1, 4, 3, -1, -1, -1]
+    tied = np.array([[1.0, 2.0, 2.0, 1.0]], dtype=np.float32)
+    assert top_k_features(tied, 3)[0].tolist() == [[1, 2, 0]]  # ties: the lower id first
+
+
+def test_several_layers_in_one_pass_equal_each_layer_alone(loaded):
+    model, tokenizer, dataset = loaded
+    saes = {0: load_sae(SaeConfig(layer=0, d_sae=16), WIDTH), 2: load_sae(SaeConfig(layer=2, d_sae=16), WIDTH)}
+    calls = {"forward": 0}
+    handle = model.model.embed_tokens.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1))
+    try:
+        both = extract_layers(model, saes, dataset, "completion", 64, 8, tokenizer.pad_token_id, top_k=5)
+    finally:
+        handle.remove()
+    assert calls["forward"] == 3  # 24 rows in batches of 8: one forward pass per batch for both layers
+    for layer, sae in saes.items():
+        alone = extract_features(model, sae, layer, dataset, "completion", 64, 8, tokenizer.pad_token_id, top_k=5)
+        for name in FEATURE_ARRAYS + OPTIONAL_FEATURE_ARRAYS:
+            np.testing.assert_array_equal(getattr(both[layer], name), getattr(alone, name), err_msg=f"{layer} {name}")
+    assert not np.allclose(both[0].residual_mean, both[2].residual_mean)
+
+
+def test_hooked_layers_stop_after_the_deepest(loaded):
+    model, tokenizer, dataset = loaded
+    ids, mask = _batch(tokenizer, dataset)
+    seen = []
+    handles = [block.register_forward_hook(lambda m, a, o, i=i: seen.append(i)) for i, block in enumerate(decoder_layers(model))]
+    try:
+        with torch.no_grad():
+            out = residuals_after_blocks(model, [1, 0], ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    assert sorted(out) == [0, 1] and 2 not in seen
+    assert torch.equal(out[0], residual_after_block(model, 0, ids, mask))
+
+
+def test_extra_layers_get_the_random_sae_of_their_own_layer(tiny):
+    path, rows = tiny
+    cfg = SaeConfig(layer=0, d_sae=16, extra_layers=[2], top_k_features=4)
+    extraction = open_extraction(cfg, TokenizeConfig(max_length=64), path, None)
+    assert list(extraction.saes) == [0, 2] and extraction.layer == 0
+    assert torch.equal(extraction.saes[2].W_enc, load_sae(SaeConfig(layer=2, d_sae=16), WIDTH).W_enc)
+    by_layer = extract_split(extraction, rows[:6], "test rows")
+    (features, info), (extra, extra_info) = by_layer[0], by_layer[2]
+    assert (info["hook_name"], extra_info["hook_name"]) == ("blocks.0.hook_resid_post", "blocks.2.hook_resid_post")
+    assert info["top_k_features"] == 4 and features.topk_ids.shape == (6, 4)
+    single, single_info = extract_rows(SaeConfig(layer=2, d_sae=16, top_k_features=4), TokenizeConfig(max_length=64),
+                                       path, None, rows[:6])
+    np.testing.assert_array_equal(single.feature_mean, extra.feature_mean)
+    assert single_info == extra_info
+    with pytest.raises(UserError, match=r"sae.extra_layers = \[3\]: \[3\] out of range, the model has 3 blocks"):
+        open_extraction(SaeConfig(layer=0, d_sae=16, extra_layers=[3]), TokenizeConfig(max_length=64), path, None)
 
 
 def test_prompt_and_completion_pooling_split_the_tokens(loaded):

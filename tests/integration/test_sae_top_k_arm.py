@@ -35,8 +35,13 @@ def test_sae_top_k_arm_runs_end_to_end(tmp_path):
     assert (tmp_path / "seed_1" / "eval_sae_top_k" / "metrics.json").is_file()
     report = json.loads((tmp_path / "report.json").read_text())
     assert "sae_top_k" in {a["name"] for a in report["arms"]}
-    assert len(report["predictor"]["models"]) == 3  # the SAE predictor and its two baselines
-    assert "## SAE predictor of attribution" in (tmp_path / "report.md").read_text()
+    assert list(report["predictor"]["models"]) == ["sae", "sae_topk", "sae_logistic", "length", "residual"]
+    assert "candidates_ranked" not in report["predictor"] and not (tmp_path / "predict" / "candidate_scores.jsonl").exists()
+    assert not (tmp_path / "sae" / "candidates").exists() and "candidates" not in artifacts.load_manifest(tmp_path / "sae").fields
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## SAE predictor of attribution" in markdown
+    assert "| sae (ranks sae_top_k) |" in markdown and "| residual (mean pooling; ranks probe_top_k) |" in markdown
+    assert "sae_logistic: Pearson and R² are not computed for a classifier" in markdown
 
 
 def test_sae_arm_without_sae_sections_is_refused():

@@ -187,7 +187,7 @@ def test_sae_batch_tokens_give_the_same_features(tiny_model_dir):
     plain = extract_features(model, sae, 0, dataset, "all", 64, 8, tokenizer.pad_token_id)
     packed = extract_features(model, sae, 0, dataset, "all", 64, 8, tokenizer.pad_token_id, batch_tokens=100)
     assert packed.example_ids == plain.example_ids
-    for name in ("stats", "feature_mean", "feature_presence", "residual_mean"):
+    for name in ("stats", "feature_mean", "feature_presence", "residual_mean", "residual_last", "topk_values"):
         np.testing.assert_allclose(getattr(packed, name), getattr(plain, name), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(packed.pooled_tokens, plain.pooled_tokens)
     assert SaeConfig(layer=0).batch_tokens is None

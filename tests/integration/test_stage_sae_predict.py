@@ -1,4 +1,6 @@
-"""Integration: the sae and predict stages (and ranking a new file) on the small demo run, through the CLI."""
+"""Integration: the sae and predict stages (and ranking a new file) on the small demo run, through the CLI:
+with a candidates split and an extra layer, the candidates ranked by the final fits exactly as `rank` ranks
+the same rows file."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import rerecord
 
 from playpen_attribution.cli import main
 from playpen_attribution.core.jsonl import read_jsonl, write_jsonl
@@ -20,7 +23,8 @@ from playpen_attribution.sae.features import STAT_NAMES
 from playpen_attribution.stages import predict, rank
 
 UPSTREAM = (artifacts.DATA, artifacts.BASE_MODEL, artifacts.TRAIN_BASE, artifacts.ATTRIBUTE)
-D_SAE = 64
+D_SAE, TOP_K, N_CANDIDATES = 64, 16, 30
+FEATURE_FILES = {"features.npz", "index.json"}
 
 
 def _linked_run(src, dst, names=UPSTREAM):
@@ -31,14 +35,27 @@ def _linked_run(src, dst, names=UPSTREAM):
     return dst
 
 
+def _with_candidates(src, dst):
+    """A copy of the demo run's data/ with a candidates split: pool and eval rows under new example_ids (rows
+    never scored by gradients), recorded in its manifest as if the data stage had written it."""
+    shutil.copytree(src / artifacts.DATA, dst / artifacts.DATA)
+    pool = artifacts.load_split(dst / artifacts.DATA, "train_base")[:20]
+    held = artifacts.load_split(dst / artifacts.DATA, "eval")[: N_CANDIDATES - 20]
+    artifacts.write_split(dst / artifacts.DATA, "candidates", [r | {"example_id": "cand_" + r["example_id"]}
+                                                                for r in pool + held])
+    rerecord(dst / artifacts.DATA)
+
+
 @pytest.fixture(scope="module")
 def sae_run(demo_run, tmp_path_factory):
-    """(cfg, run_dir, config_path) after `sae` and `predict` ran through the CLI on the demo run's folders."""
+    """(cfg, run_dir, config_path) after `sae` (main layer 0, extra layer 1, a candidates split) and `predict`
+    ran through the CLI on the demo run's folders."""
     cfg, src = demo_run
     tmp = tmp_path_factory.mktemp("sae_stage")
-    run_dir = _linked_run(src, tmp / "run")
+    run_dir = _linked_run(src, tmp / "run", UPSTREAM[1:])
+    _with_candidates(src, run_dir)
     cfg = cfg.model_copy(update={
-        "sae": SaeConfig(layer=0, d_sae=D_SAE, model="base_adapter", batch_size=32),
+        "sae": SaeConfig(layer=0, d_sae=D_SAE, model="base_adapter", batch_size=32, extra_layers=[1], top_k_features=TOP_K),
         "predict": PredictConfig(group_key="target_word", folds=5, cv_folds=3),
     })
     config = tmp / "config.yaml"
@@ -55,8 +72,10 @@ def _files(folder):
 def test_stages_write_exactly_their_files(sae_run):
     _, run_dir, _ = sae_run
     common = {artifacts.CONFIG_FILE, artifacts.MANIFEST_FILE}
-    assert _files(run_dir / "sae") == common | {"features.npz", "index.json"}
-    assert _files(run_dir / "predict") == common | {"predictor.joblib", "metrics.json", "predicted_scores.jsonl"}
+    every_layer = FEATURE_FILES | {f"layer_1/{f}" for f in FEATURE_FILES}
+    assert _files(run_dir / "sae") == common | every_layer | {f"candidates/{f}" for f in every_layer}
+    assert _files(run_dir / "predict") == common | {"predictor.joblib", "metrics.json", "predicted_scores.jsonl",
+                                                    "candidate_scores.jsonl"}
     for stage in ("sae", "predict"):
         assert set(artifacts.load_manifest(run_dir / stage).fields["produced"]) == _files(run_dir / stage) - {"manifest.json"}
 
@@ -74,9 +93,30 @@ def test_features_are_keyed_by_example_id_with_the_expected_shapes(sae_run):
     lengths = [len(ids) for ids in tokenize_rows(tokenizer, pool, "raw", cfg.tokenize.max_length)["input_ids"]]
     np.testing.assert_array_equal(features.stats[:, 0], lengths)
     assert ((features.feature_presence >= 0) & (features.feature_presence <= 1)).all()
-    recorded = artifacts.load_manifest(run_dir / "sae").fields["sae"]
+    manifest = artifacts.load_manifest(run_dir / "sae").fields
+    recorded = manifest["sae"]
     assert (recorded["release"], recorded["hook_name"], recorded["layer"], recorded["d_sae"]) == (
         "random", "blocks.0.hook_resid_post", 0, D_SAE)
+    assert manifest["extra_layers"] == {"1": "blocks.1.hook_resid_post"}
+    assert manifest["candidates"] == {"rows": N_CANDIDATES, "empty_pooled_rows": 0}
+    assert features.topk_ids.shape == features.topk_values.shape == (n, TOP_K) and index["top_k_features"] == TOP_K
+    assert features.residual_last.shape == (n, cfg.model.tiny.hidden_size) and index["extra_layers"] == [1]
+    layer1, index1 = artifacts.load_features(run_dir / "sae" / "layer_1")
+    assert layer1.example_ids == features.example_ids and (index1["layer"], index1["split"]) == (1, "train_base")
+    assert not np.allclose(layer1.residual_mean, features.residual_mean)
+
+
+def test_candidates_get_features_in_their_own_folder(sae_run):
+    _, run_dir, _ = sae_run
+    candidates = artifacts.load_split(run_dir / "data", "candidates")
+    pool, _ = artifacts.load_features(run_dir / "sae")
+    for sub in ("candidates", "candidates/layer_1"):
+        features, index = artifacts.load_features(run_dir / "sae" / sub)
+        assert features.example_ids == [r["example_id"] for r in candidates] and index["split"] == "candidates"
+        assert index["layer"] == (1 if sub.endswith("layer_1") else 0)
+    features, _ = artifacts.load_features(run_dir / "sae" / "candidates")
+    row = pool.example_ids.index(candidates[0]["example_id"].removeprefix("cand_"))  # the same tokens as a pool row
+    np.testing.assert_allclose(features.feature_mean[0], pool.feature_mean[row], rtol=1e-5, atol=1e-6)
 
 
 def test_predictions_are_cross_fitted_and_no_group_spans_two_folds(sae_run):
@@ -95,10 +135,17 @@ def test_predictions_are_cross_fitted_and_no_group_spans_two_folds(sae_run):
 def test_metrics_hold_the_predictor_and_both_baselines(sae_run):
     _, run_dir, _ = sae_run
     metrics = json.loads((run_dir / "predict" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"sae", "length", "residual"}
-    for model in metrics["models"].values():
-        assert {"spearman", "pearson", "r2", "top_k", "top_k_overlap", "auroc", "alpha"} <= set(model)
+    assert list(metrics["models"]) == ["sae", "sae_topk", "sae_logistic", "sae@1", "length", "residual"]
+    for name, model in metrics["models"].items():
+        regularisation = "C" if name == "sae_logistic" else "alpha"
+        assert {"spearman", "pearson", "r2", "top_k", "top_k_overlap", "auroc", "auroc_top_decile",
+                regularisation, f"fold_{regularisation}"} <= set(model)
         assert model["top_k"] == round(0.2 * metrics["scored_rows"])
+        assert model["auroc"] is not None and model["auroc_top_decile"] is not None
+    assert metrics["models"]["sae_logistic"]["pearson"] is None and "sae_logistic" in metrics["null_metrics"]
+    assert (metrics["predicted_by"], metrics["probe_pooling"]) == ("sae", "mean")
+    manifest = artifacts.load_manifest(run_dir / "predict").fields
+    assert manifest["candidates_ranked"] == N_CANDIDATES and manifest["probe"]["alpha"] == metrics["models"]["residual"]["alpha"]
     assert "metadata" not in metrics  # the demo rows carry no SmolTalk metadata
 
 
@@ -131,6 +178,80 @@ def test_new_rows_are_ranked_without_gradients(sae_run, tmp_path, monkeypatch):
     assert [r["predicted"] for r in ranked] == sorted((r["predicted"] for r in ranked), reverse=True)
     for row in ranked:  # the same tokens give the same prediction as the saved predictor's on the pool
         assert row["predicted"] == pytest.approx(in_sample[row["example_id"].removeprefix("new_")], rel=1e-4, abs=1e-6)
+
+
+def test_candidates_are_ranked_by_the_final_fits_as_rank_ranks_them(sae_run):
+    """candidate_scores.jsonl holds exactly the candidates, `predicted` as `rank` gives for the same rows file
+    (same model, SAE and saved predictor); candidates with a pool row's tokens get that row's in-sample
+    prediction and probe (the final fits, never a cross-fitted one)."""
+    _, run_dir, config = sae_run
+    scores = read_jsonl(run_dir / "predict" / "candidate_scores.jsonl")
+    candidates = artifacts.load_split(run_dir / "data", "candidates")
+    assert [r["example_id"] for r in scores] == [r["example_id"] for r in candidates]
+    assert all(set(r) == {"example_id", "predicted", "probe"} for r in scores)
+    assert artifacts.load_candidate_ranking(run_dir, "sae") == {r["example_id"]: r["predicted"] for r in scores}
+    rows_file = artifacts.split_path(run_dir / "data", "candidates")
+    assert main(["rank", "--config", str(config), "--run-dir", str(run_dir), "--rows", str(rows_file)]) == 0
+    ranked = {r["example_id"]: r["predicted"] for r in read_jsonl(run_dir / "rank_candidates" / "ranked.jsonl")}
+    assert ranked.keys() == {r["example_id"] for r in scores}
+    for row in scores:
+        assert row["predicted"] == pytest.approx(ranked[row["example_id"]], rel=1e-6, abs=1e-9)
+    in_sample = rank.rank_new_rows(run_dir / "predict", run_dir / "sae")
+    for row in scores[:20]:  # the ones copied from the pool
+        assert row["predicted"] == pytest.approx(in_sample[row["example_id"].removeprefix("cand_")], rel=1e-4, abs=1e-6)
+    probe = {r["example_id"]: r["probe"] for r in read_jsonl(run_dir / "predict" / "predicted_scores.jsonl")}
+    assert max(abs(r["probe"] - probe[r["example_id"].removeprefix("cand_")]) for r in scores[:20]) > 1e-6
+
+
+def test_an_extra_layer_predictor_ranks_candidates_and_new_rows_from_its_layer(sae_run, tmp_path):
+    """predict.model: sae@1 feeds `predicted` and the saved predictor; `rank` then extracts block 1 alone
+    (the random SAE `layer: 1` builds), which gives the candidates the scores the two-layer pass gave them."""
+    cfg, src, _ = sae_run
+    run_dir = _linked_run(src, tmp_path / "run", UPSTREAM[1:] + (artifacts.DATA, artifacts.SAE))
+    cfg = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"model": "sae@1"})})
+    config = tmp_path / "config.yaml"
+    config.write_text(dump(cfg))
+    assert main(["predict", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    bundle = artifacts.load_predictor(run_dir / "predict")
+    assert (bundle["spec"]["predictor"], bundle["spec"]["layer"], bundle["spec"]["hook_name"]) == (
+        "sae@1", 1, "blocks.1.hook_resid_post")
+    metrics = artifacts.load_predictor_metrics(run_dir / "predict")
+    predicted = read_jsonl(run_dir / "predict" / "predicted_scores.jsonl")
+    assert metrics["predicted_by"] == "sae@1"
+    before = read_jsonl(src / "predict" / "predicted_scores.jsonl")
+    assert [r["probe"] for r in predicted] == [r["probe"] for r in before]  # the same probe on the same folds
+    assert max(abs(a["predicted"] - b["predicted"]) for a, b in zip(predicted, before)) > 1e-6
+    rows_file = artifacts.split_path(run_dir / "data", "candidates")
+    assert main(["rank", "--config", str(config), "--run-dir", str(run_dir), "--rows", str(rows_file)]) == 0
+    ranked = {r["example_id"]: r["predicted"] for r in read_jsonl(run_dir / "rank_candidates" / "ranked.jsonl")}
+    for row in read_jsonl(run_dir / "predict" / "candidate_scores.jsonl"):
+        assert row["predicted"] == pytest.approx(ranked[row["example_id"]], rel=1e-6, abs=1e-9)
+    assert artifacts.load_features(run_dir / "rank_candidates")[1]["layer"] == 1
+
+
+def test_a_candidate_that_is_a_pool_row_is_refused(sae_run, demo_run, tmp_path):
+    cfg, src, _ = sae_run
+    run_dir = _linked_run(src, tmp_path / "run", UPSTREAM[1:])
+    shutil.copytree(src / "data", run_dir / "data")
+    shutil.copytree(src / "sae", run_dir / "sae")
+    index = json.loads((run_dir / "sae" / "candidates" / "index.json").read_text())
+    pool_id = index["example_ids"][0].removeprefix("cand_")
+    index["example_ids"][0] = pool_id
+    (run_dir / "sae" / "candidates" / "index.json").write_text(json.dumps(index))
+    rerecord(run_dir / "sae")
+    with pytest.raises(UserError, match=rf"candidates: 1 candidate\(s\) are also scored pool rows \(e.g. \['{pool_id}'\]\)"):
+        predict.run(cfg, run_dir)
+
+
+def test_a_candidates_split_without_candidate_features_is_named(sae_run, demo_run, tmp_path):
+    cfg, src, _ = sae_run
+    run_dir = _linked_run(src, tmp_path / "run", UPSTREAM[1:] + (artifacts.DATA,))
+    shutil.copytree(src / "sae", run_dir / "sae")
+    shutil.rmtree(run_dir / "sae" / "candidates")
+    rerecord(run_dir / "sae")
+    with pytest.raises(UserError, match=r"candidates.jsonl: data/ has a candidates split but .*sae holds no "
+                                        r"candidates' features"):
+        predict.run(cfg, run_dir)
 
 
 def test_feature_file_whose_ids_do_not_match_the_scores_is_named(sae_run, demo_run, tmp_path):

@@ -254,19 +254,39 @@ def _cost_lines(report: dict) -> list[str]:
 
 
 def _predictor_lines(report: dict) -> list[str]:
-    """The SAE predictor next to its two baselines, on the same held-out rows."""
-    models = (report.get("predictor") or {}).get("models")
+    """Every predictor variant next to the baselines, on the same held-out rows (predict/metrics.json)."""
+    predictor = report.get("predictor") or {}
+    models = predictor.get("models")
     if not models:
         return []
 
     def num(value) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
+    def regularisation(m: dict) -> str:
+        return f"C = {m['C']:g}" if "C" in m else (f"alpha = {m['alpha']:g}" if "alpha" in m else "n/a")
+
+    fed = predictor.get("predicted_by", "sae")
     lines = ["## SAE predictor of attribution (cross-fitted: each row predicted by a model that never saw it)", "",
-             "| predictor | Spearman | Pearson | R² | top-k overlap | AUROC top-vs-rest |", "|---|---|---|---|---|---|"]
+             "| predictor | Spearman | Pearson | R² | top-k overlap | AUROC top-vs-rest | AUROC top decile | chosen |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in models.items():
-        lines.append(f"| {name} | {num(m.get('spearman'))} | {num(m.get('pearson'))} | {num(m.get('r2'))} | "
-                     f"{num(m.get('top_k_overlap'))} | {num(m.get('auroc'))} |")
+        label = name + (" (ranks sae_top_k)" if name == fed else "") + (
+            f" ({predictor.get('probe_pooling', 'mean')} pooling; ranks probe_top_k)" if name == "residual" else "")
+        lines.append(f"| {label} | {num(m.get('spearman'))} | {num(m.get('pearson'))} | {num(m.get('r2'))} | "
+                     f"{num(m.get('top_k_overlap'))} | {num(m.get('auroc'))} | {num(m.get('auroc_top_decile'))} | "
+                     f"{regularisation(m)} |")
+    lines += ["", (f"Top-k: the top {next(iter(models.values()))['top_k']} rows of {predictor.get('scored_rows')}; "
+                   "every model on the same grouped folds. sae: stats + feature means; sae_topk: stats + each row's "
+                   "top-K features; sae_logistic: a classifier of the top decile (its score is P(top decile)); "
+                   "sae@L: the sae design on block L; length, residual: the baselines.")]
+    for name, why in (predictor.get("null_metrics") or {}).items():
+        lines.append(f"{name}: {why}.")
+    for name, why in (predictor.get("skipped_models") or {}).items():
+        lines.append(f"{name} not fitted: {why}.")
+    if predictor.get("candidates_ranked") is not None:
+        lines.append(f"{predictor['candidates_ranked']} candidate rows (never scored by gradients) ranked by {fed} and "
+                     "the probe fitted on every scored row (predict/candidate_scores.jsonl).")
     return lines + [""]
 
 

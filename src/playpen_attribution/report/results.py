@@ -2,8 +2,8 @@
 
 Reads every `eval_*/` (shared models) and `seed_<s>/eval_*/` (metrics and per-row predictions),
 each seed's `select/` (arm specs: kind, ranking, size, the arm each is tested against), the
-attribution summary and the predictor metrics, the stage configs (for the setup) and every manifest
-(for wall times and throughput).
+attribution summary and the predictor metrics (with the number of candidates the predict stage
+ranked), the stage configs (for the setup) and every manifest (for wall times and throughput).
 
 Statistics (`report.stats`): per model and seed word accuracy with a Wilson 95% interval; per seed,
 each arm against its `versus` arm (default matched_random_k) on the same eval rows joined by
@@ -221,7 +221,8 @@ def collect(run_dir: Path) -> dict:
         report["attribution"] = summary
     predictor = _find(run_dir, artifacts.PREDICT, artifacts.load_predictor_metrics)
     if predictor is not None:
-        report["predictor"] = predictor
+        ranked = _find(run_dir, artifacts.PREDICT, lambda f: artifacts.load_manifest(f).fields.get("candidates_ranked"))
+        report["predictor"] = predictor | ({"candidates_ranked": ranked} if ranked is not None else {})
     benchmarks = collect_benchmarks(run_dir, entries)
     if benchmarks is not None:
         report["benchmarks"] = benchmarks

@@ -3,8 +3,9 @@
 No other module spells an artifact's file name or reads or writes one by hand; stages join on
 `example_id`, never on row order. Loaders return small records (dataclasses) or id-keyed mappings;
 a missing file is a UserError naming it. The folder names of per-model stages are derived here too
-(`train_<arm>`, `eval_<model>`, `rank_<name>`, `seed_<s>`), and `training_stage` is the one mapping
-from an evaluated model's name to the training stage whose adapter it loads.
+(`train_<arm>`, `eval_<model>`, `rank_<name>`, `seed_<s>`, and `layer_<L>` inside `sae/`), and
+`training_stage` is the one mapping from an evaluated model's name to the training stage whose
+adapter it loads.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def eval_dir(model_name: str) -> str:
 def rank_dir(name: str) -> str:
     """Folder of a ranking of new rows by a saved predictor (features + predictions, no gradients)."""
     return f"rank_{name}"
+
+
+def sae_layer_dir(layer: int) -> str:
+    """Subfolder of `sae/` (and of `sae/candidates/`) holding the features of an extra layer (`sae.extra_layers`)."""
+    return f"layer_{layer}"
 
 
 def seed_dir(seed: int) -> str:
@@ -451,6 +457,8 @@ def load_benchmarks(eval_folder: Path) -> tuple[dict, list[dict]]:
 
 # --- sae and rank_<name>: features -----------------------------------------------------------------
 FEATURE_ARRAYS = ("stats", "feature_mean", "feature_presence", "residual_mean", "pooled_tokens")
+OPTIONAL_FEATURE_ARRAYS = ("residual_last", "topk_ids", "topk_values")
+"""Arrays added later: feature files written before them lack them (loaded as None)."""
 
 
 @dataclass
@@ -463,12 +471,21 @@ class RowFeatures:
     feature_presence: np.ndarray  # rows x d_sae
     residual_mean: np.ndarray  # rows x d_model
     pooled_tokens: np.ndarray  # rows
+    residual_last: np.ndarray | None = None
+    """rows x d_model: the residual at each row's last pooled token (zeros for a row with none)."""
+    topk_ids: np.ndarray | None = None
+    """rows x K (int): the K features of largest mean activation, largest first; -1 pads a row with fewer
+    than K active features."""
+    topk_values: np.ndarray | None = None
+    """rows x K: their mean activations (0 where the id is -1)."""
 
 
 def write_features(folder: Path, features: RowFeatures, index: dict) -> None:
     """`features.npz` (arrays in row order) and `index.json` (example_ids in that order, plus `index`)."""
     folder = Path(folder)
-    np.savez_compressed(folder / SAE_FEATURES, **{name: getattr(features, name) for name in FEATURE_ARRAYS})
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {name: getattr(features, name) for name in FEATURE_ARRAYS + OPTIONAL_FEATURE_ARRAYS}
+    np.savez_compressed(folder / SAE_FEATURES, **{k: v for k, v in arrays.items() if v is not None})
     _write_json(folder / SAE_INDEX, {"example_ids": features.example_ids, **index})
 
 
@@ -480,7 +497,10 @@ def load_features(folder: Path) -> tuple[RowFeatures, dict]:
         raise UserError(f"{folder} holds no SAE features ({SAE_FEATURES} + {SAE_INDEX}); run `sae`")
     index = json.loads(index_path.read_text())
     with np.load(npz_path) as npz:
-        arrays = {name: npz[name] for name in FEATURE_ARRAYS}
+        missing = [name for name in FEATURE_ARRAYS if name not in npz.files]
+        if missing:
+            raise UserError(f"{npz_path}: no array(s) {', '.join(missing)}; rerun `sae` with --overwrite")
+        arrays = {name: npz[name] for name in FEATURE_ARRAYS + OPTIONAL_FEATURE_ARRAYS if name in npz.files}
     ids = index["example_ids"]
     for name, value in arrays.items():
         if value.shape[0] != len(ids):

@@ -1,14 +1,28 @@
-"""Config sections of the SAE-fingerprint stages: `sae` (feature extraction) and `predict` (regressor).
+"""Config sections of the SAE-fingerprint stages: `sae` (feature extraction) and `predict` (the predictors).
 
 Validated data only; building a config never touches disk, network or the SAE itself. What can only
-be checked against the model or the SAE (width, layer range) is checked when the stage runs.
+be checked against the model or the SAE (width, layer range) is checked when the stage runs. Fields
+added after the first sae/predict folders were built stay out of the dumps at their defaults
+(`NEW_SAE_DEFAULTS`, `NEW_PREDICT_DEFAULTS`), so those folders' fingerprints still match.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+PREDICTOR_VARIANT = re.compile(r"^(sae|sae_topk|sae_logistic|sae@(\d+))$")
+"""The SAE predictor variants `predict.model` may name (sae@<L>: the sae design on an extra layer L)."""
+
+
+def _drop_defaults(data, defaults: dict):
+    if isinstance(data, dict):
+        for name, default in defaults.items():
+            if name in data and data[name] == default:
+                data.pop(name)
+    return data
 
 
 class SaeConfig(BaseModel):
@@ -52,6 +66,20 @@ class SaeConfig(BaseModel):
         "auto", description="Model weights dtype for the forward pass: auto = bfloat16 on a CUDA GPU, float32 on "
         "CPU (the SAE always runs in float32)."
     )
+    top_k_features: int = Field(
+        256, gt=0, description="K of the top-K feature pooling: per row the K features of largest mean activation "
+        "(ids and values; capped at d_sae), the design of the sae_topk predictor.",
+    )
+    extra_layers: list[int] = Field(
+        default_factory=list,
+        description="More blocks encoded in the same forward pass (release: random only; each by the random SAE "
+        "`layer: L` would build), written to sae/layer_<L>/ and evaluated as predictor sae@<L>.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_new_defaults(self, handler):
+        """top_k_features and extra_layers stay out of dumps at their defaults (sae folders from before them match)."""
+        return _drop_defaults(handler(self), NEW_SAE_DEFAULTS)
 
     @model_validator(mode="after")
     def _check_release(self) -> SaeConfig:
@@ -59,11 +87,21 @@ class SaeConfig(BaseModel):
             raise ValueError("release 'random' needs a layer (the block whose output is encoded)")
         if self.release == "random" and self.sae_id is not None:
             raise ValueError(f"sae_id = {self.sae_id!r} given with release 'random'; expected null")
+        if self.extra_layers and self.release != "random":
+            raise ValueError(f"extra_layers = {self.extra_layers} needs release 'random': a SAELens release has one "
+                             "SAE per sae_id, so encode another layer in another run (another sae_id)")
+        bad = [layer for layer in self.extra_layers if layer < 0]
+        if bad or len(set(self.extra_layers)) != len(self.extra_layers) or self.layer in self.extra_layers:
+            raise ValueError(f"extra_layers = {self.extra_layers}: expected distinct blocks >= 0 other than "
+                             f"layer = {self.layer}")
         return self
 
 
+NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": []}
+
+
 class PredictConfig(BaseModel):
-    """A ridge regressor from SAE features to the attribution target, cross-fitted over groups."""
+    """Predictors of attribution from SAE features (and baselines), cross-fitted over groups."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -89,10 +127,33 @@ class PredictConfig(BaseModel):
         0.2, gt=0, lt=1, description="k of the top-k overlap and AUROC, as a share of the scored rows."
     )
     seed: int = Field(0, description="Seed of the random projection.")
+    model: str = Field(
+        "sae", description="The variant whose cross-fitted predictions are `predicted` (the sae_top_k ranking), "
+        "the saved predictor and the candidates' `predicted`: sae, sae_topk, sae_logistic or sae@<L> "
+        "(L in sae.extra_layers).",
+    )
+    probe_pooling: Literal["mean", "last_token"] = Field(
+        "mean", description="The residual probe's input: mean = the residual averaged over the pooled tokens; "
+        "last_token = the residual at each row's last pooled token.",
+    )
+    cs: list[float] = Field(
+        default_factory=lambda: [10.0**e for e in range(-4, 3)], min_length=1,
+        description="Candidate inverse regularisation strengths C of the top-decile logistic classifier (sae_logistic).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_new_defaults(self, handler):
+        """model, probe_pooling and cs stay out of dumps at their defaults (predict folders from before them match)."""
+        return _drop_defaults(handler(self), NEW_PREDICT_DEFAULTS)
 
     @model_validator(mode="after")
     def _check_alphas(self) -> PredictConfig:
-        bad = [a for a in self.alphas if a <= 0]
+        bad = [a for a in self.alphas if a <= 0] + [c for c in self.cs if c <= 0]
         if bad:
-            raise ValueError(f"alphas must be > 0, got {bad}")
+            raise ValueError(f"alphas and cs must be > 0, got {bad}")
+        if not PREDICTOR_VARIANT.match(self.model):
+            raise ValueError(f"model = {self.model!r}: expected sae, sae_topk, sae_logistic or sae@<L>")
         return self
+
+
+NEW_PREDICT_DEFAULTS = {"model": "sae", "probe_pooling": "mean", "cs": [10.0**e for e in range(-4, 3)]}

@@ -10,10 +10,14 @@ with `last_hidden_state`, which Llama and Gemma 3 compute *after* the final norm
 `hidden_states[-1]` is not the last block's resid_post. The hook has no such exception.
 
 Stopping early. The hook raises once it has the block's output, so the blocks after L, the final
-norm and the LM head never run (a test hooks block L+1 and checks it never fires). The model runs in
+norm and the LM head never run (a test hooks block L+1 and checks it never fires). With
+`sae.extra_layers` every listed block is hooked in the same forward pass, which stops after the
+deepest; each extra layer is encoded by the random SAE that `layer: L` alone would build (same seed
+and width), so its features equal a single-layer run on that layer. The model runs in
 `sae.dtype` (auto = bfloat16 on a CUDA GPU, float32 on CPU); the SAE and the statistics in float32.
 Rows run sorted by length, `sae.batch_size` rows per batch, or with `sae.batch_tokens` as many as
-fit in that many padded tokens (`batch_sizing.length_batches`).
+fit in that many padded tokens (`batch_sizing.length_batches`). `open_extraction` loads the model
+and the SAEs once; `extract_split` runs one row set through them (the sae stage: pool, then candidates).
 
 Per row (only the pooled positions: all tokens, prompt tokens (labels -100) or completion tokens;
 a token's feature is *active* when its SAE activation is > 0):
@@ -26,15 +30,20 @@ a token's feature is *active* when its SAE activation is > 0):
 - `feature_mean` (d_sae): each feature's activation averaged over the pooled tokens;
 - `feature_presence` (d_sae): the fraction of pooled tokens on which each feature is active;
 - `residual_mean` (d_model): the raw residual stream averaged over the pooled tokens (the no-SAE
-  baseline reads it).
+  probe reads it, or `residual_last`);
+- `residual_last` (d_model): the raw residual stream at the row's last pooled token;
+- `topk_ids` / `topk_values` (K = min(`sae.top_k_features`, d_sae)): the K features of largest
+  `feature_mean`, largest first (ties: lower id first), and those means; a row with fewer than K
+  active features pads with id -1 and value 0.
 
 A row with no pooled token (e.g. `pool: completion` and a token cap that cuts the completion off)
-keeps zeros and is counted (`empty_pooled_rows`), never dropped.
+keeps zeros (residual_last too) and is counted (`empty_pooled_rows`), never dropped.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +58,6 @@ from playpen_attribution.core.tokenization import (
 )
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import RowFeatures
 from playpen_attribution.sae.config import SaeConfig
 
@@ -78,24 +86,37 @@ def decoder_layers(model):
     raise UserError(f"cannot find the decoder blocks of {type(base).__name__} (looked for model.layers)")
 
 
-def residual_after_block(model, layer: int, input_ids, attention_mask):
-    """Output of decoder block `layer` (blocks.L.hook_resid_post); the blocks after it never run."""
+def residuals_after_blocks(model, layers, input_ids, attention_mask) -> dict:
+    """Outputs of decoder blocks `layers` (blocks.L.hook_resid_post), one forward pass; the blocks after the
+    deepest never run."""
     captured = {}
+    deepest = max(layers)
 
-    def hook(module, args, output):
-        captured["resid"] = output[0] if isinstance(output, tuple) else output
-        raise _StopForward
+    def hook_of(layer: int):
+        def hook(module, args, output):
+            captured[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == deepest:
+                raise _StopForward
+        return hook
 
-    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    blocks = decoder_layers(model)
+    handles = [blocks[layer].register_forward_hook(hook_of(layer)) for layer in sorted(set(layers))]
     try:
         model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _StopForward:
         pass
     finally:
-        handle.remove()
-    if "resid" not in captured:
-        raise RuntimeError(f"block {layer} never ran")
-    return captured["resid"]
+        for handle in handles:
+            handle.remove()
+    missing = sorted(set(layers) - set(captured))
+    if missing:
+        raise RuntimeError(f"block(s) {missing} never ran")
+    return captured
+
+
+def residual_after_block(model, layer: int, input_ids, attention_mask):
+    """Output of decoder block `layer` (blocks.L.hook_resid_post); the blocks after it never run."""
+    return residuals_after_blocks(model, [layer], input_ids, attention_mask)[layer]
 
 
 def hook_name(layer: int) -> str:
@@ -162,6 +183,10 @@ def pooled_statistics(acts, resid, pool_mask, seq_len) -> dict:
     sums = (acts * m.unsqueeze(-1)).sum(1)  # (B, F)
     total = sums.sum(1, keepdim=True)
     herfindahl = ((sums / total.clamp(min=1e-30)).pow(2)).sum(1) * (total.squeeze(1) > 0)
+    positions = torch.arange(pool_mask.shape[1], device=pool_mask.device)
+    last = torch.where(pool_mask, positions, -1).amax(1)  # last pooled position, -1 for none
+    residual_last = resid[torch.arange(resid.shape[0], device=resid.device), last.clamp(min=0)]
+    residual_last = residual_last * (last >= 0).unsqueeze(1).to(resid.dtype)
     stats = torch.stack([
         seq_len.to(acts.dtype), n_active / (denom * n_features), active.any(1).to(acts.dtype).sum(1) / n_features,
         act_mean, act_var.sqrt(), vals.amax((1, 2)), l0_mean, l0_std,
@@ -170,15 +195,28 @@ def pooled_statistics(acts, resid, pool_mask, seq_len) -> dict:
     return {
         "stats": stats, "feature_mean": sums / denom.unsqueeze(1), "feature_presence": af.sum(1) / denom.unsqueeze(1),
         "residual_mean": (resid * m.unsqueeze(-1)).sum(1) / denom.unsqueeze(1), "pooled_tokens": n_pool,
+        "residual_last": residual_last,
     }
 
 
-def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int, batch_size: int,
-                     pad_token_id: int, desc: str = "sae features", batch_tokens: int | None = None) -> RowFeatures:
-    """Features of every row of a tokenized dataset (input_ids, labels), in its row order.
+def top_k_features(feature_mean: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, values), rows x min(k, d_sae): each row's features of largest mean activation, largest first (ties:
+    the lower id first); slots beyond a row's active (> 0) features hold id -1 and value 0."""
+    k = min(k, feature_mean.shape[1])
+    ids = np.argsort(-feature_mean, axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(feature_mean, ids, axis=1).astype(np.float32)
+    active = values > 0
+    return np.where(active, ids, -1).astype(np.int32), np.where(active, values, 0).astype(np.float32)
+
+
+def extract_layers(model, saes: dict, dataset, pool: str, max_tokens: int, batch_size: int, pad_token_id: int,
+                   desc: str = "sae features", batch_tokens: int | None = None, top_k: int = 256) -> dict[int, RowFeatures]:
+    """Features of every row of a tokenized dataset (input_ids, labels), in its row order, for every
+    layer -> SAE of `saes`, from one forward pass per batch that stops after the deepest layer.
 
     Rows run sorted by length, at most `batch_size` per batch and, with `batch_tokens`, at most that
     many padded tokens per batch (`batch_sizing.length_batches`; None = plain batch_size chunks).
+    `top_k`: K of the top-K feature ids and values (`top_k_features`).
     """
     import torch
 
@@ -186,7 +224,7 @@ def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int
     ids_list, labels_list = columns["input_ids"], columns["labels"]
     n = len(ids_list)
     batches = length_batches([len(ids) for ids in ids_list], batch_size, batch_tokens, cap=max_tokens)
-    out = {name: None for name in artifacts.FEATURE_ARRAYS}
+    out = {layer: {} for layer in saes}
     dev = next(model.parameters()).device
     model.eval()
     for idx in tqdm(batches, desc=desc, unit="batch"):
@@ -195,45 +233,104 @@ def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int
         ids, labels, mask = batch.input_ids, batch.labels, batch.attention_mask.bool()
         pool_mask = mask if pool == "all" else mask & ((labels == IGNORE_INDEX) == (pool == "prompt"))
         with torch.no_grad():
-            resid = residual_after_block(model, layer, ids.to(dev), mask.long().to(dev)).float()
-            acts = sae.encode(resid.to(sae.W_enc.device))
-            batch = pooled_statistics(acts, resid, pool_mask.to(acts.device), mask.sum(1).to(acts.device))
-        for name, value in batch.items():
-            value = value.float().cpu().numpy()
-            if out[name] is None:
-                out[name] = np.zeros((n, *value.shape[1:]), dtype=np.float32)
-            out[name][idx] = value
-    out["pooled_tokens"] = out["pooled_tokens"].astype(np.int64)
-    return RowFeatures(example_ids=columns["example_id"], **out)
+            resids = residuals_after_blocks(model, list(saes), ids.to(dev), mask.long().to(dev))
+        for layer, sae in saes.items():
+            with torch.no_grad():
+                resid = resids[layer].float()
+                acts = sae.encode(resid.to(sae.W_enc.device))
+                pooled = pooled_statistics(acts, resid, pool_mask.to(acts.device), mask.sum(1).to(acts.device))
+            for name, value in pooled.items():
+                value = value.float().cpu().numpy()
+                if name not in out[layer]:
+                    out[layer][name] = np.zeros((n, *value.shape[1:]), dtype=np.float32)
+                out[layer][name][idx] = value
+    features = {}
+    for layer, arrays in out.items():
+        arrays["pooled_tokens"] = arrays["pooled_tokens"].astype(np.int64)
+        arrays["topk_ids"], arrays["topk_values"] = top_k_features(arrays["feature_mean"], top_k)
+        features[layer] = RowFeatures(example_ids=columns["example_id"], **arrays)
+    return features
+
+
+def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int, batch_size: int,
+                     pad_token_id: int, desc: str = "sae features", batch_tokens: int | None = None,
+                     top_k: int = 256) -> RowFeatures:
+    """`extract_layers` for one layer."""
+    return extract_layers(model, {layer: sae}, dataset, pool, max_tokens, batch_size, pad_token_id, desc,
+                          batch_tokens, top_k)[layer]
+
+
+@dataclass
+class Extraction:
+    """A model and its SAEs loaded once (the main layer first, then `sae.extra_layers`), for several row sets."""
+
+    cfg: SaeConfig
+    tokenize: TokenizeConfig
+    tokenizer: object
+    model: object
+    saes: dict
+    """block L -> its SAE; the first key is the main layer (`sae.layer`, or the SAE's hook)."""
+    d_model: int
+
+    @property
+    def layer(self) -> int:
+        return next(iter(self.saes))
+
+
+def open_extraction(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adapter_path: Path | None,
+                    tokenizer_dir: str | None = None) -> Extraction:
+    """Load the tokenizer, the model and every SAE `cfg` names, checked against the model (width, layer range)."""
+    tokenizer = load_tokenizer(tokenizer_dir or model_path, tokenize.chat_template)
+    model = load_model(model_path, adapter_path, dtype=cfg.dtype)
+    text_config = model.config.get_text_config()
+    d_model, n_layers = text_config.hidden_size, len(decoder_layers(model))
+    bad = [layer for layer in cfg.extra_layers if not 0 <= layer < n_layers]
+    if bad:
+        raise UserError(f"sae.extra_layers = {cfg.extra_layers}: {bad} out of range, the model has {n_layers} blocks "
+                        f"(0..{n_layers - 1})")
+    saes = {}
+    for layer_cfg in [cfg, *(cfg.model_copy(update={"layer": extra, "extra_layers": []}) for extra in cfg.extra_layers)]:
+        sae = load_sae(layer_cfg, d_model)
+        where = sae_layer(layer_cfg, sae, d_model, n_layers)
+        saes[where] = sae.eval()
+    return Extraction(cfg, tokenize, tokenizer, model, saes, int(d_model))
+
+
+def extract_split(extraction: Extraction, rows: list[dict], what: str) -> dict[int, tuple[RowFeatures, dict]]:
+    """Tokenize rows with the one tokenization rule, run model + SAEs; per layer (main first) the features and
+    what was used (the index fields `artifacts.write_features` stores beside them). `what` names the rows."""
+    cfg, tokenize = extraction.cfg, extraction.tokenize
+    if not rows:
+        raise UserError(f"no rows to extract SAE features from ({what})")
+    dataset = tokenize_rows(extraction.tokenizer, rows, tokenize.format, tokenize.max_length, tokenize.supervise)
+    max_tokens = cfg.max_tokens or tokenize.max_length
+    by_layer = extract_layers(extraction.model, extraction.saes, dataset, cfg.pool, max_tokens, cfg.batch_size,
+                              extraction.tokenizer.pad_token_id, desc=f"sae features ({what})",
+                              batch_tokens=cfg.batch_tokens, top_k=cfg.top_k_features)
+    empty = int((by_layer[extraction.layer].pooled_tokens == 0).sum())
+    if empty:
+        logger.warning("%s: %d rows have no %s token within the first %d tokens; their SAE features (and "
+                       "residual_last) are zeros", what, empty, cfg.pool, max_tokens)
+    out = {}
+    for layer, features in by_layer.items():
+        sae = extraction.saes[layer]
+        out[layer] = features, {
+            "release": cfg.release, "sae_id": cfg.sae_id, "hook_name": hook_name(layer), "layer": layer,
+            "d_sae": int(sae.cfg.d_sae), "d_model": extraction.d_model, "pool": cfg.pool, "max_tokens": max_tokens,
+            "model": cfg.model, "rows": len(rows), "empty_pooled_rows": empty,
+            "top_k_features": int(features.topk_ids.shape[1]),
+        }
+    return out
 
 
 def extract_rows(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adapter_path: Path | None,
                  rows: list[dict], tokenizer_dir: str | None = None) -> tuple[RowFeatures, dict]:
-    """Tokenize rows with the one tokenization rule, run model + SAE, return features and what was used
-    (the index fields `artifacts.write_features` stores beside them)."""
+    """The main layer's features of rows and what was used (`extract_split`; extra layers are not run)."""
     if not rows:
         raise UserError(f"no rows to extract SAE features from (sae.split = {cfg.split!r})")
-    tokenizer = load_tokenizer(tokenizer_dir or model_path, tokenize.chat_template)
-    dataset = tokenize_rows(tokenizer, rows, tokenize.format, tokenize.max_length, tokenize.supervise)
-    model = load_model(model_path, adapter_path, dtype=cfg.dtype)
-    text_config = model.config.get_text_config()
-    d_model, n_layers = text_config.hidden_size, len(decoder_layers(model))
-    sae = load_sae(cfg, d_model)
-    layer = sae_layer(cfg, sae, d_model, n_layers)
-    sae.eval()
-    max_tokens = cfg.max_tokens or tokenize.max_length
-    features = extract_features(model, sae, layer, dataset, cfg.pool, max_tokens, cfg.batch_size,
-                                tokenizer.pad_token_id, batch_tokens=cfg.batch_tokens)
-    empty = int((features.pooled_tokens == 0).sum())
-    if empty:
-        logger.warning("%d rows have no %s token within the first %d tokens; their SAE features are zeros",
-                       empty, cfg.pool, max_tokens)
-    info = {
-        "release": cfg.release, "sae_id": cfg.sae_id, "hook_name": hook_name(layer), "layer": layer,
-        "d_sae": int(sae.cfg.d_sae), "d_model": int(d_model), "pool": cfg.pool, "max_tokens": max_tokens,
-        "model": cfg.model, "rows": len(rows), "empty_pooled_rows": empty,
-    }
-    return features, info
+    extraction = open_extraction(cfg.model_copy(update={"extra_layers": []}), tokenize, model_path, adapter_path,
+                                 tokenizer_dir)
+    return extract_split(extraction, rows, f"sae.split = {cfg.split!r}")[extraction.layer]
 
 
 def feature_index(info: dict) -> dict:

@@ -4,24 +4,22 @@ The target is the attribution percentile (`rank`: scipy `rankdata / n` over the 
 finite score, 1 = the most helpful row) or the raw `score`. Rows whose score is not finite are left
 out of fitting and evaluation and counted. The scored rows are cut into `folds` groups of groups
 (`GroupKFold` on the configured group column), so no group is in two folds; each fold is predicted
-by a model fitted on the other folds (its percentile target computed from those rows alone, so a
-row's own label never reaches the model that predicts it), with the ridge regularisation chosen by
-RidgeCV over grouped folds inside that fit. The saved predictor, for new rows, is fitted on every
-scored row. Rows without a finite score are predicted by it too (they have no label to leak).
-
-Three models share the folds:
-
-- `sae`: the ten sample statistics + the per-feature mean activation (optionally through a sparse
-  random projection to `projection_dim`), standardised, RidgeCV;
-- `length`: the row's token count alone (the length baseline);
-- `residual`: the mean-pooled raw residual stream of the same layer, standardised, RidgeCV (the
-  no-SAE probe); its cross-fitted predictions are the `probe` ranking of the `probe_top_k` arm.
+by a model fitted on the other folds (its target, or the classifier's top-decile label, computed
+from those rows alone, so a row's own label never reaches the model that predicts it), with the
+regularisation chosen by grouped folds inside that fit. Every model (`sae.models`: the SAE variants
+`sae`, `sae_topk`, `sae_logistic`, `sae@<L>` and the baselines `length` and `residual`) runs on the
+same folds. The saved predictor (`predict.model`, `sae` by default), for new rows, is fitted on
+every scored row, and so is the probe that ranks the candidates. Rows without a finite score are
+predicted by those final fits too (they have no label to leak).
 
 Out-of-fold metrics per model, over every scored row: Spearman, Pearson, R^2, top-k overlap (k =
-`top_fraction` of the rows; |predicted top-k & true top-k| / k) and AUROC of the prediction for "in
-the true top-k". When the rows carry SmolTalk metadata, `metadata` relates both rankings
-(percentiles, 1 = top) to `reward_model_score` (Spearman) and to each level of `quality`,
-`difficulty` and `category` (mean percentile per level).
+`top_fraction` of the rows; |predicted top-k & true top-k| / k), AUROC of the prediction for "in
+the true top-k" and for "in the true top decile", and the regularisation chosen by the final fit
+and by each fold's. For the classifier, Pearson and R^2 are null: its score is a probability, not
+on the target's scale (Spearman, overlap and AUROC compare rankings and stay). When the rows carry
+SmolTalk metadata, `metadata` relates both rankings (the `predict.model` variant's; percentiles,
+1 = top) to `reward_model_score` (Spearman) and to each level of `quality`, `difficulty` and
+`category` (mean percentile per level).
 """
 
 from __future__ import annotations
@@ -34,67 +32,54 @@ import numpy as np
 from playpen_attribution.errors import UserError
 from playpen_attribution.run.artifacts import RowFeatures
 from playpen_attribution.sae.config import PredictConfig
-from playpen_attribution.sae.features import STAT_NAMES
+from playpen_attribution.sae.models import (
+    CLASSIFIERS,
+    TOP_DECILE,
+    chosen,
+    design,
+    design_name,
+    features_for,
+    fit_model,
+    model_names,
+    score,
+    targets,
+)
 
-MODELS = ("sae", "length", "residual")
 LEVEL_COLUMNS = ("quality", "difficulty", "category")
 SPEC_KEYS = ("release", "sae_id", "hook_name", "layer", "d_sae", "pool", "model", "stat_names")
-"""Index fields a feature file must share with the features a predictor was fitted on."""
+"""Index fields a feature file must share with the features a predictor was fitted on (and, for
+`sae_topk`, `top_k_features`)."""
 
 
 @dataclass
 class Fit:
-    """The SAE predictor fitted on every scored row, every row's cross-fitted prediction and the metrics."""
+    """Every model fitted on every scored row, every row's cross-fitted prediction and the metrics."""
 
-    pipeline: object
-    predicted: dict[str, float]
-    """example_id -> prediction by a model that never saw the row (out of fold; unscored rows: `pipeline`)."""
+    pipelines: dict[str, object]
+    """model -> its pipeline fitted on every scored row (what ranks rows outside the fit: candidates, new rows)."""
+    crossfitted: dict[str, dict[str, float]]
+    """model -> example_id -> prediction by a model that never saw the row (out of fold; unscored rows: the
+    final fit)."""
     fold: dict[str, int | None]
-    """example_id -> the fold whose model predicted it (None: an unscored row, predicted by `pipeline`)."""
+    """example_id -> the fold whose model predicted it (None: an unscored row, predicted by the final fit)."""
     metrics: dict
-    probe: dict[str, float] | None = None
-    """example_id -> the residual-stream probe's prediction, cross-fitted on the same folds (the probe_top_k ranking)."""
+    model: str = "sae"
+    """The variant that feeds `predicted` (predict.model)."""
 
+    @property
+    def pipeline(self):
+        """The saved predictor: the `model` variant fitted on every scored row."""
+        return self.pipelines[self.model]
 
-def design(features: RowFeatures, model: str) -> np.ndarray:
-    """The input columns of one model, rows in the features' order."""
-    if model == "sae":
-        return np.hstack([features.stats, features.feature_mean]).astype(np.float64)
-    if model == "length":
-        return features.stats[:, [STAT_NAMES.index("seq_len")]].astype(np.float64)
-    return features.residual_mean.astype(np.float64)
+    @property
+    def predicted(self) -> dict[str, float]:
+        """The `model` variant's cross-fitted predictions (the sae_top_k ranking)."""
+        return self.crossfitted[self.model]
 
-
-def build_pipeline(model: str, cfg: PredictConfig, cv: list):
-    """StandardScaler -> RidgeCV, with the sparse random projection of the feature means when asked."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.random_projection import SparseRandomProjection
-
-    ridge = RidgeCV(alphas=list(cfg.alphas), cv=cv)
-    if model == "sae" and cfg.projection_dim is not None:
-        n = len(STAT_NAMES)
-        project = ColumnTransformer([
-            ("stats", "passthrough", slice(0, n)),
-            ("means", SparseRandomProjection(cfg.projection_dim, random_state=cfg.seed), slice(n, None)),
-        ])
-        return make_pipeline(project, StandardScaler(), ridge)
-    return make_pipeline(StandardScaler(), ridge)
-
-
-def targets(scores: dict[str, float], ids: list[str], kind: str) -> np.ndarray:
-    """Attribution target per id: percentile among finite scores (rank) or the score; NaN if not finite."""
-    from scipy.stats import rankdata
-
-    values = np.array([scores[i] for i in ids], dtype=np.float64)
-    if kind == "score":
-        return values
-    finite = np.isfinite(values)
-    out = np.full(len(values), np.nan)
-    out[finite] = rankdata(values[finite]) / finite.sum()
-    return out
+    @property
+    def probe(self) -> dict[str, float]:
+        """The residual-stream probe's cross-fitted predictions on the same folds (the probe_top_k ranking)."""
+        return self.crossfitted["residual"]
 
 
 def check_ids(feature_ids: list[str], score_ids, features_file: str, scores_file: str) -> None:
@@ -188,69 +173,106 @@ def grouped_folds(groups: np.ndarray, n_folds: int) -> np.ndarray:
     return fold
 
 
-def _fit(x: np.ndarray, scores: np.ndarray, groups: np.ndarray, model: str, cfg: PredictConfig):
-    """One model fitted on these rows: the target computed from them alone, alpha by grouped RidgeCV."""
-    from sklearn.model_selection import GroupKFold
-
-    y = targets(dict(enumerate(scores)), list(range(len(scores))), cfg.target)
-    n_inner = min(cfg.cv_folds, len(set(groups)))
-    if n_inner < 2:
-        raise UserError(f"predict: a fit has {n_inner} group(s); RidgeCV needs at least 2 (lower predict.folds)")
-    cv = list(GroupKFold(n_splits=n_inner).split(np.zeros(len(groups)), groups=groups))
-    return build_pipeline(model, cfg, cv).fit(x, y)
+def model_metrics(y_true: np.ndarray, y_pred: np.ndarray, model: str, top_fraction: float) -> dict:
+    """`heldout_metrics` plus the top-decile AUROC; a classifier's Pearson and R^2 are null (not on the target's scale)."""
+    out = heldout_metrics(y_true, y_pred, top_fraction)
+    out["auroc_top_decile"] = heldout_metrics(y_true, y_pred, TOP_DECILE)["auroc"]
+    if model in CLASSIFIERS:
+        out |= {"kind": "classifier", "pearson": None, "r2": None}
+    else:
+        out["kind"] = "regressor"
+    return out
 
 
 def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[str, float], cfg: PredictConfig,
-                     files: dict[str, str]) -> Fit:
-    """Cross-fit the three models over grouped folds; `files` names the features, scores and rows files."""
+                     files: dict[str, str], layers: dict[int, RowFeatures] | None = None) -> Fit:
+    """Cross-fit every model over the same grouped folds; `files` names the features, scores and rows files;
+    `layers` holds the extra layers' features (same rows), for the sae@<L> models."""
+    layers = layers or {}
     ids = features.example_ids
     check_ids(ids, scores.keys(), files["features"], files["scores"])
+    for layer, other in layers.items():
+        if other.example_ids != ids:
+            raise UserError(f"{files['features']}: the features of layer {layer} list other rows than the main layer's")
+    names = model_names(features, layers)
+    if cfg.model not in names:
+        raise UserError(f"predict.model = {cfg.model!r}, but {files['features']} has features for "
+                        f"{', '.join(n for n in names if n not in ('length', 'residual'))} only; rerun `sae`")
     raw = np.array([scores[i] for i in ids], dtype=np.float64)
     scored = np.flatnonzero(np.isfinite(raw))
     groups = row_groups(ids, rows, cfg.group_key, files["rows"])
     fold = grouped_folds(groups[scored], cfg.folds)
     y_true = targets(scores, [ids[i] for i in scored], cfg.target)  # over every scored row, for the metrics
-    models, out_of_fold, final = {}, {}, {}
-    for model in MODELS:
-        x = design(features, model)
-        pred = np.empty(len(scored))
+    unscored = np.setdiff1d(np.arange(len(ids)), scored)
+    models, pipelines, crossfitted = {}, {}, {}
+    for model in names:
+        x = design(features_for(model, features, layers), model, cfg.probe_pooling)
+        pred, per_fold = np.empty(len(scored)), []
         for f in range(cfg.folds):
             fit_rows, held = scored[fold != f], fold == f
-            pred[held] = _fit(x[fit_rows], raw[fit_rows], groups[fit_rows], model, cfg).predict(x[scored[held]])
-        final[model] = _fit(x[scored], raw[scored], groups[scored], model, cfg)
-        models[model] = heldout_metrics(y_true, pred, cfg.top_fraction) | {"alpha": float(final[model][-1].alpha_)}
-        out_of_fold[model] = pred
-    unscored = np.setdiff1d(np.arange(len(ids)), scored)
+            fitted = fit_model(x[fit_rows], raw[fit_rows], groups[fit_rows], model, cfg)
+            pred[held] = score(fitted, model, x[scored[held]])
+            per_fold.append(chosen(fitted, model))
+        pipelines[model] = fit_model(x[scored], raw[scored], groups[scored], model, cfg)
+        final = chosen(pipelines[model], model)
+        models[model] = model_metrics(y_true, pred, model, cfg.top_fraction) | final | {
+            f"fold_{key}": [c[key] for c in per_fold] for key in final}
+        out = dict.fromkeys(ids, float("nan"))
+        if unscored.size:
+            for i, value in zip(unscored, score(pipelines[model], model, x[unscored])):
+                out[ids[i]] = float(value)
+        for i, value in zip(scored, pred):
+            out[ids[i]] = float(value)
+        crossfitted[model] = out
     fold_of: dict[str, int | None] = dict.fromkeys(ids)
     for i, f in zip(scored, fold):
         fold_of[ids[i]] = int(f)
-
-    def crossfitted(model: str) -> dict[str, float]:
-        out = dict.fromkeys(ids, float("nan"))
-        if unscored.size:
-            for i, value in zip(unscored, final[model].predict(design(features, model)[unscored])):
-                out[ids[i]] = float(value)
-        for i, value in zip(scored, out_of_fold[model]):
-            out[ids[i]] = float(value)
-        return out
-
-    predicted = crossfitted("sae")
     metrics = {
         "target": cfg.target, "group_key": cfg.group_key, "rows": len(ids), "rows_without_finite_score": len(unscored),
         "scored_rows": len(scored), "groups": len(set(groups[scored])), "folds": cfg.folds,
         "rows_per_fold": np.bincount(fold, minlength=cfg.folds).tolist(), "cv_folds": cfg.cv_folds,
-        "cross_fitted": True, "models": models,
+        "cross_fitted": True, "predicted_by": cfg.model, "probe_pooling": cfg.probe_pooling,
+        "top_decile": TOP_DECILE, "models": models,
+        "null_metrics": {m: "Pearson and R² are not computed for a classifier: its score is P(top decile), not on "
+                         "the target's scale" for m in names if m in CLASSIFIERS},
     }
-    meta = metadata_report([rows[ids[i]] for i in scored], y_true, out_of_fold["sae"])
+    if features.topk_ids is None:
+        metrics["skipped_models"] = {"sae_topk": f"{files['features']} has no top-K ids (built before them); rerun "
+                                                 "`sae` with --overwrite"}
+    meta = metadata_report([rows[ids[i]] for i in scored], y_true,
+                           np.array([crossfitted[cfg.model][ids[i]] for i in scored]))
     if meta:
         metrics["metadata"] = meta
-    return Fit(pipeline=final["sae"], predicted=predicted, fold=fold_of, metrics=metrics, probe=crossfitted("residual"))
+    return Fit(pipelines=pipelines, crossfitted=crossfitted, fold=fold_of, metrics=metrics, model=cfg.model)
+
+
+def predictor_spec(index: dict, cfg: PredictConfig) -> dict:
+    """The spec saved beside a predictor: the feature index fields it was fitted on (SPEC_KEYS; for sae@<L>
+    that layer's index), the target, its design and the variant's name."""
+    spec = {k: index[k] for k in SPEC_KEYS} | {"target": cfg.target, "design": design_name(cfg.model),
+                                               "predictor": cfg.model}
+    if cfg.model == "sae_topk":
+        spec["top_k_features"] = index["top_k_features"]
+    return spec
+
+
+def check_spec(spec: dict, index: dict, where: str) -> None:
+    """Refuse features extracted differently from the ones the predictor (spec) was fitted on."""
+    keys = SPEC_KEYS + (("top_k_features",) if spec.get("predictor") == "sae_topk" else ())
+    differ = [f"{k}: {spec.get(k)!r} vs {index.get(k)!r}" for k in keys if spec.get(k) != index.get(k)]
+    if differ:
+        raise UserError(f"{where}: features were extracted differently from the predictor's ({'; '.join(differ)})")
 
 
 def apply_predictor(bundle: dict, features: RowFeatures, index: dict, where: str) -> np.ndarray:
-    """Predictions for rows whose features were extracted exactly as the predictor's training features."""
+    """Predictions for rows whose features were extracted exactly as the predictor's training features
+    (for a sae@<L> predictor: that layer's features)."""
     spec = bundle["spec"]
-    differ = [f"{k}: {spec.get(k)!r} vs {index.get(k)!r}" for k in SPEC_KEYS if spec.get(k) != index.get(k)]
-    if differ:
-        raise UserError(f"{where}: features were extracted differently from the predictor's ({'; '.join(differ)})")
-    return bundle["pipeline"].predict(design(features, "sae"))
+    check_spec(spec, index, where)
+    model = spec.get("predictor", "sae")  # predictors saved before the variants are all `sae`
+    return score(bundle["pipeline"], model, design(features, model))
+
+
+def apply_probe(pipeline, features: RowFeatures, probe_pooling: str) -> np.ndarray:
+    """The residual probe's predictions for rows (check their spec against the main layer's first)."""
+    return score(pipeline, "residual", design(features, "residual", probe_pooling))

@@ -2,7 +2,8 @@
 
 Reads the rows of any JSONL file (example_id, prompt, completion), the base model (and, with
 `sae.model: base_adapter`, `train_base/adapter`) and `predict/predictor.joblib`: one forward pass up
-to block L + SAE + regressor per row. Writes `rank_<name>/` (name: the rows file's stem unless
+to block L + SAE + the saved predictor per row (L: the layer the predictor reads, an extra layer for
+a `sae@<L>` predictor). Writes `rank_<name>/` (name: the rows file's stem unless
 given): the rows' `features.npz` + `index.json` and `ranked.jsonl` (example_id, predicted, rank;
 best first). `rank_new_rows` applies a saved predictor to any feature folder.
 """
@@ -19,6 +20,7 @@ from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.sae.config import SaeConfig
 from playpen_attribution.sae.features import extract_rows, feature_index
 from playpen_attribution.sae.predictor import apply_predictor
 
@@ -29,6 +31,14 @@ def rank_new_rows(predict_dir: Path, features_dir: Path) -> dict[str, float]:
     features, index = artifacts.load_features(features_dir)
     predicted = apply_predictor(bundle, features, index, str(features_dir))
     return {eid: float(p) for eid, p in zip(features.example_ids, predicted)}
+
+
+def _sae_for(sae: SaeConfig, spec: dict) -> SaeConfig:
+    """The sae section that extracts the layer the saved predictor reads: a sae@<L> predictor reads extra layer
+    L (with the random SAE `layer: L` builds); every other predictor the main layer."""
+    if sae.release == "random" and spec.get("layer") in sae.extra_layers:
+        return sae.model_copy(update={"layer": spec["layer"], "extra_layers": []})
+    return sae
 
 
 def _read_rows(rows_path: Path) -> list[dict]:
@@ -62,8 +72,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
 
     def build(out: Path) -> dict:
         new_rows = _read_rows(rows_path)
-        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, new_rows,
-                                       tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
+        features, info = extract_rows(_sae_for(cfg.sae, artifacts.load_predictor(predict_dir)["spec"]), cfg.tokenize,
+                                      model_path, adapter, new_rows,
+                                      tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
         artifacts.write_features(out, features, feature_index(info | {"split": str(rows_path)}))
         artifacts.write_ranked(out, rank_new_rows(predict_dir, out))
         return {"sae": info, "rows": len(new_rows)}

@@ -1,15 +1,23 @@
-"""Stage `sae`: SAE fingerprints of every row of one split, from one forward pass up to block L.
+"""Stage `sae`: SAE fingerprints of every row of one split (and of the candidates), from one forward pass.
 
-Reads `data/` (the `sae.split` rows, the pool by default), the base model and, with
-`sae.model: base_adapter`, `train_base/adapter`. Rows go through the one tokenization function; the
-model runs only up to block L, whose output (blocks.L.hook_resid_post) is encoded by the SAE (a
-SAELens release, a SAELens folder, or a random JumpReLU SAE); `playpen_attribution.sae.features`
-says exactly what is computed and how it maps onto Hugging Face `hidden_states`.
+Reads `data/` (the `sae.split` rows, the pool by default, and the `candidates` split when data/ has
+one), the base model and, with `sae.model: base_adapter`, `train_base/adapter`. Rows go through the
+one tokenization function; the model runs only up to the deepest block it needs (block L, and with
+`sae.extra_layers` every extra block, all hooked in the same forward pass), whose output
+(blocks.L.hook_resid_post) is encoded by the SAE (a SAELens release, a SAELens folder, or a random
+JumpReLU SAE; an extra layer gets the random SAE that `layer: L` would build);
+`playpen_attribution.sae.features` says exactly what is computed and how it maps onto Hugging Face
+`hidden_states`. The model and the SAEs are loaded once for both row sets.
 
 Writes `sae/`: `features.npz` (`stats` rows x 10, `feature_mean` and `feature_presence` rows x
-d_sae, `residual_mean` rows x d_model, `pooled_tokens` rows) and `index.json` (`example_ids` in
-the arrays' row order, the statistic names, SAE release/id, hook name, layer and widths); the
-manifest records the SAE, hook, layer and the count of rows with no pooled token.
+d_sae, `residual_mean` and `residual_last` rows x d_model, `pooled_tokens` rows, `topk_ids` and
+`topk_values` rows x K) and `index.json` (`example_ids` in the arrays' row order, the statistic
+names, SAE release/id, hook name, layer, widths, K, the split); per extra layer the same two files in
+`sae/layer_<L>/`; with a candidates split, the candidates' features in `sae/candidates/` (and
+`sae/candidates/layer_<L>/`), index `split: candidates`. The manifest records the SAE, hook,
+layer, the extra layers, the count of rows with no pooled token (zeros, never dropped) and the
+number of candidates. Without a candidates split and extra layers, the stage config is what it was
+before them, so earlier sae folders are reused.
 """
 
 from __future__ import annotations
@@ -17,12 +25,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
-from playpen_attribution.sae.features import extract_rows, feature_index
+from playpen_attribution.sae.features import extract_split, feature_index, open_extraction
+
+
+def _write_layers(folder: Path, by_layer: dict, main: int, split: str, extra_layers: list[int]) -> None:
+    """The main layer's features in `folder`, each extra layer's in `folder/layer_<L>/`."""
+    for layer, (features, info) in by_layer.items():
+        index = info | {"split": split} | ({"extra_layers": extra_layers} if layer == main and extra_layers else {})
+        target = folder if layer == main else folder / artifacts.sae_layer_dir(layer)
+        artifacts.write_features(target, features, feature_index(index))
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
@@ -39,10 +56,24 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     def build(out: Path) -> dict:
         rows = artifacts.load_split(data_dir, cfg.sae.split)
-        features, info = extract_rows(cfg.sae, cfg.tokenize, model_path, adapter, rows,
-                                       tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
-        artifacts.write_features(out, features, feature_index(info | {"split": cfg.sae.split}))
-        return {"sae": info}
+        has_candidates = cfg.sae.split != CANDIDATES and artifacts.split_path(data_dir, CANDIDATES).is_file()
+        candidates = artifacts.load_split(data_dir, CANDIDATES) if has_candidates else []
+        extraction = open_extraction(cfg.sae, cfg.tokenize, model_path, adapter,
+                                     tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
+        extra = sorted(layer for layer in extraction.saes if layer != extraction.layer)
+        pool = extract_split(extraction, rows, f"sae.split = {cfg.sae.split!r}")
+        _write_layers(out, pool, extraction.layer, cfg.sae.split, extra)
+        info = pool[extraction.layer][1]
+        manifest = {"sae": info}
+        if extra:
+            manifest["extra_layers"] = {str(layer): pool[layer][1]["hook_name"] for layer in extra}
+        if has_candidates:
+            manifest["candidates"] = {"rows": len(candidates), "empty_pooled_rows": 0}
+            if candidates:
+                found = extract_split(extraction, candidates, f"{CANDIDATES} split")
+                _write_layers(out / artifacts.CANDIDATES_DIR, found, extraction.layer, CANDIDATES, extra)
+                manifest["candidates"]["empty_pooled_rows"] = found[extraction.layer][1]["empty_pooled_rows"]
+        return manifest
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
