@@ -5,9 +5,10 @@ and, when `data.synthetic` is set, the synth command's rows, appended to the poo
 Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
-stay in the eval set, as in the published eval), plus whatever the source records (e.g. the demo's
-planted row ids). Every arm's size is checked against the pool here (`arms.size_problems`), so a k
-larger than the pool stops the run before any training.
+stay in the eval set, as in the published eval; then, for every source, exact duplicate rows within
+and across splits, `sources.duplicates`, whose eval copy and then query copy are the ones kept), plus
+whatever the source records (e.g. the demo's planted row ids). Every arm's size is checked against
+the pool here (`arms.size_problems`), so a k larger than the pool stops the run before any training.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import TINY
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sources.clembench import load_clembench
+from playpen_attribution.sources.duplicates import drop_duplicate_rows
 from playpen_attribution.sources.generic import load_generic
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
@@ -85,7 +87,8 @@ OUTCOME_FIELDS = {"train_base": "pool_outcomes", "attr_query": "query_outcomes",
 
 def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """Keep each split's configured outcomes (`data.pool_outcomes`, `query_outcomes`, `eval_outcomes`),
-    counting every dropped row by split and outcome."""
+    then drop exact duplicate rows (`without_duplicates`), counting every dropped row by split and
+    reason, and check the rows left (`check_rows`; an example_id repeated with other content is refused)."""
     missing = [s for s in SPLITS if s not in source.splits]
     if missing:
         raise UserError(f"data source produced no split(s) {', '.join(missing)}")
@@ -101,12 +104,27 @@ def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, l
         if not kept:
             raise UserError(f"split {split} is empty after filtering (source gave {len(rows)} rows; "
                             f"data.{OUTCOME_FIELDS[split]} keeps {keep[split]})")
-        check_rows(kept, split)
         splits[split] = kept
+    splits = without_duplicates(splits, dropped)
+    for split, rows in splits.items():
+        check_rows(rows, split)
     all_ids = [r["example_id"] for s in splits.values() for r in s]
     if len(all_ids) != len(set(all_ids)):
         raise UserError("the same example_id appears in more than one split")
     return splits, dict(dropped)
+
+
+def without_duplicates(splits: dict[str, list[dict]], dropped: Counter) -> dict[str, list[dict]]:
+    """The splits without exact duplicate rows (`sources.duplicates`: the eval copy kept first, then the
+    query's), each removal added to `dropped`; a split left empty is refused."""
+    before = {split: len(rows) for split, rows in splits.items()}
+    splits, removed = drop_duplicate_rows(splits)
+    dropped.update(removed)
+    for split, rows in splits.items():
+        if not rows:
+            raise UserError(f"split {split} is empty once exact duplicates are removed ({before[split]} rows, "
+                            f"each a copy of an earlier row or of a row in another split)")
+    return splits
 
 
 def shared_groups(splits: dict[str, list[dict]]) -> dict[str, int]:
