@@ -15,8 +15,8 @@ from playpen_attribution.config import parse_config
 from playpen_attribution.core.jsonl import write_jsonl
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
+from playpen_attribution.sources.duplicates import content_key
 from playpen_attribution.stages import data
-from playpen_attribution.stages.data import content_key
 from playpen_attribution.stages.select import build_selections
 
 SMALL_DEMO = {"kind": "demo", "n_train": 300, "n_query": 20, "n_eval": 30, "n_targets": 30,
@@ -50,7 +50,7 @@ def test_candidates_are_new_rows_with_every_removal_counted(tmp_path):
 
 def test_candidates_from_the_pools_own_generator_and_seed_are_all_removed_and_the_message_says_why(tmp_path):
     cfg = _cfg({"source": SMALL_DEMO, "seed": 42})  # data.seed: the same rows as the pool
-    with pytest.raises(UserError, match=r"data.candidates: no candidate row is left .*same_as_train_base"):
+    with pytest.raises(UserError, match=r"data.candidates: no candidate row is left .*duplicate_of_train_base"):
         data.run(cfg, tmp_path)
 
 
@@ -66,7 +66,7 @@ def test_synthetic_candidates_drop_copies_of_pool_rows_and_cap_at_max_rows(tmp_p
     data.run(cfg, tmp_path / "run")
     cands = artifacts.load_split(tmp_path / "run" / "data", "candidates")
     dropped = artifacts.load_manifest(tmp_path / "run" / "data").fields["dropped"]
-    assert len(cands) == 4 and dropped["candidates:same_as_train_base"] == 1 and dropped["candidates:over_max_rows"] == 2
+    assert len(cands) == 4 and dropped["candidates:duplicate_of_train_base"] == 1 and dropped["candidates:over_max_rows"] == 2
     assert all(r["example_id"].startswith("synth-") and r["example_id"] != "synth-copy" for r in cands)
 
 

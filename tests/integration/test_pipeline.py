@@ -73,10 +73,20 @@ def test_data_stage_drops_and_counts_aborted_rows(demo_run):
     manifest = artifacts.load_manifest(run_dir / "data")
     pool = artifacts.load_split(run_dir / "data", "train_base")
     assert manifest.fields["dropped"]["train_base:aborted"] > 0
-    assert len(pool) + manifest.fields["dropped"]["train_base:aborted"] == cfg.data.source.n_train
+    removed = sum(n for reason, n in manifest.fields["dropped"].items() if reason.startswith("train_base:"))
+    assert len(pool) + removed == cfg.data.source.n_train  # aborted games and exact repeats, each counted
     assert {r["outcome"] for r in pool} == {"success", "failure"}
     for split in ("attr_query", "eval"):
         assert {r["outcome"] for r in artifacts.load_split(run_dir / "data", split)} == {"success"}
+
+
+def test_stages_count_the_rows_the_token_limit_cuts(demo_run):
+    _, run_dir = demo_run
+    attribute = artifacts.load_manifest(run_dir / "attribute").fields["truncated"]
+    evaluate = artifacts.load_manifest(run_dir / "eval_base").fields["truncated"]
+    assert set(attribute) == {"train_base", "attr_query"} and set(evaluate) == {"eval"}
+    for counts in (*attribute.values(), *evaluate.values()):
+        assert set(counts) == {"completion", "prompt"} and all(isinstance(n, int) for n in counts.values())
 
 
 def test_eval_reuses_training_targets_with_new_clues(demo_run):

@@ -85,3 +85,38 @@ def test_synth_rows_append_to_the_demo_pool_with_drops_counted(tmp_path, monkeyp
     assert manifest.fields["source"]["synthetic_rows_added"] == len(synthetic)
     dropped = {k: v for k, v in manifest.fields["dropped"].items() if k.startswith("synthetic:")}
     assert sum(dropped.values()) + len(synthetic) == 6  # six games, each kept or counted
+
+
+def test_exact_duplicates_are_removed_within_and_across_splits_and_counted(tmp_path):
+    def rows(prefix, n):
+        return [{"prompt": f"CLUE: {prefix} {i}", "completion": f"GUESS: {prefix}{i}"} for i in range(n)]
+
+    pool, query, evals = rows("pool", 20), rows("query", 5), rows("eval", 6)
+    pool += [dict(pool[0]), dict(pool[1]), dict(evals[0]), dict(evals[1]), dict(query[0])]  # 2 repeats, 3 leaks
+    query += [dict(evals[2])]                                                              # a query row from eval
+    evals += [dict(evals[3])]                                                              # a repeat in eval
+    paths = {}
+    for split, split_rows in {"train_base": pool, "attr_query": query, "eval": evals}.items():
+        paths[split] = tmp_path / f"{split}.jsonl"
+        paths[split].write_text("".join(json.dumps(r) + "\n" for r in split_rows))
+    cfg = parse_config({"data": {"source": {"kind": "generic", "splits": {k: str(v) for k, v in paths.items()}}},
+                        "select": {"k": 10}})
+    data.run(cfg, tmp_path / "run")
+    splits = _splits(tmp_path / "run")
+    manifest = artifacts.load_manifest(tmp_path / "run" / "data")
+    assert manifest.fields["dropped"] == {"train_base:duplicate": 2, "train_base:duplicate_of_eval": 2,
+                                          "train_base:duplicate_of_attr_query": 1, "attr_query:duplicate_of_eval": 1,
+                                          "eval:duplicate": 1}
+    assert manifest.fields["rows"] == {"train_base": 20, "attr_query": 5, "eval": 6}
+    keys = [(r["prompt"], r["completion"]) for s in splits.values() for r in s]
+    assert len(keys) == len(set(keys))  # no row twice, none shared by two splits
+    assert [r["prompt"] for r in splits["eval"]] == [f"CLUE: eval {i}" for i in range(6)]  # every eval row kept
+
+
+def test_the_demo_source_goes_through_the_same_duplicate_rule(tmp_path, small_cfg):
+    source = data.load_source(small_cfg)
+    splits, dropped = data.clean_splits(small_cfg, source)
+    pool = [r for r in source.splits["train_base"] if r["outcome"] in small_cfg.data.pool_outcomes]
+    repeats = len(pool) - len({(r["prompt"], r["completion"]) for r in pool})
+    assert repeats > 0 and dropped["train_base:duplicate"] == repeats  # the demo draws a few games twice
+    assert len(splits["train_base"]) == len(pool) - repeats

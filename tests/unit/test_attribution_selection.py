@@ -112,7 +112,7 @@ def test_metadata_ranking_keeps_rows_without_a_value_last_and_refuses_text():
     assert rank_ids(ranking) == ["c", "a", "b"] and math.isnan(ranking["b"])
     with pytest.raises(UserError, match="no pool row has that column"):
         metadata_ranking(pool, "quality")
-    with pytest.raises(UserError, match=r"pool row 1 \(b\): score = 'high' is not a number"):
+    with pytest.raises(UserError, match=r"pool row 2 \(b\): score = 'high' is not a number"):  # 1-based
         metadata_ranking([pool[0], {"example_id": "b", "score": "high"}], "score")
 
 

@@ -136,3 +136,24 @@ def test_raw_prompt_missing_a_message_is_named(tokenizer):
     row = dict(THREE_TURN_ROW, prompt="USER: something else\n\nASSISTANT:")
     with pytest.raises(UserError, match=r"row 'm3': prompt_messages content"):
         tokenize_row(tokenizer, row, "raw", 128, "all_assistant_turns")
+
+
+def test_a_template_out_of_turn_order_names_the_1_based_message(tokenizer):
+    import copy
+
+    reversed_turns = copy.deepcopy(tokenizer)
+    reversed_turns.chat_template = ("{% for m in messages|reverse %}{{ m['content'] }}\n{% endfor %}"
+                                    "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    with pytest.raises(UserError, match=r"row 'm3': the chat template does not render message 2 \(an assistant"):
+        tokenize_row(reversed_turns, THREE_TURN_ROW, "chat_template", 128, "all_assistant_turns")
+
+
+def test_truncation_counts_say_which_rows_the_rule_cut(tokenizer):
+    from playpen_attribution.core.tokenization import truncation_counts
+
+    long_completion = dict(ROW, example_id="c", completion=" ".join(["apple"] * 20))
+    rows = [ROW, dict(ROW, example_id="b"), long_completion]
+    full = len(tokenize_row(tokenizer, ROW, "raw", 64)["input_ids"])
+    assert truncation_counts(tokenizer, rows[:2], "raw", full) == {"completion": 0, "prompt": 0}
+    assert truncation_counts(tokenizer, rows[:2], "raw", full - 1) == {"completion": 0, "prompt": 2}
+    assert truncation_counts(tokenizer, rows, "raw", full) == {"completion": 1, "prompt": 1}  # it also loses prompt

@@ -137,13 +137,20 @@ def test_empty_outcome_is_refused(tmp_path):
         load_generic(GenericSource(path=path), seed=0)
 
 
-def test_exact_duplicates_are_removed_before_splitting_and_counted(tmp_path):
+def test_exact_duplicates_are_left_to_the_data_stage(tmp_path):
+    """The source keeps every row it read (the data stage removes exact duplicates for every source, counted
+    per split); an id given twice is refused unless the two rows are exact copies."""
     path = tmp_path / "rows.jsonl"
     rows = _pairs(20)
     write_jsonl(path, rows + [dict(r) for r in rows[:5]])
     out = load_generic(GenericSource(path=path), seed=0)
-    keys = [(r["prompt"], r["completion"]) for part in out.splits.values() for r in part]
-    assert len(keys) == len(set(keys)) == 20 and out.dropped == {"duplicate": 5}
+    assert sum(len(part) for part in out.splits.values()) == 25 and out.dropped == {}
+    with_ids = [dict(r, example_id=f"id-{i}") for i, r in enumerate(rows)]
+    write_jsonl(path, with_ids + with_ids[:2])  # repeated lines, ids included
+    assert sum(len(part) for part in load_generic(GenericSource(path=path), seed=0).splits.values()) == 22
+    write_jsonl(path, with_ids + [dict(with_ids[3], completion="another answer")])
+    with pytest.raises(UserError, match=r"example_id 'id-3' occurs twice with different rows"):
+        load_generic(GenericSource(path=path), seed=0)
 
 
 def test_blank_lines_keep_line_numbers(tmp_path):

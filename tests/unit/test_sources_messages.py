@@ -32,8 +32,8 @@ def test_no_assistant_turn_names_the_row():
 
 
 def test_malformed_message_names_the_row():
-    with pytest.raises(UserError, match="row 3: message 0"):
-        split_at_last_assistant([{"role": "user"}], where="row 3")
+    with pytest.raises(UserError, match="row 3: message 2 must"):  # 1-based
+        split_at_last_assistant([{"role": "user", "content": "hi"}, {"role": "user"}], where="row 3")
     with pytest.raises(UserError, match="row 3: 'messages' must be a list"):
         split_at_last_assistant("hello", where="row 3")
 

@@ -144,8 +144,8 @@ def test_missing_assistant_turn_names_the_row(tmp_path):
     bad = _episode(1)
     bad["messages"] = bad["messages"][:1]
     for split in ("train", "validation"):
-        (folder / f"{split}.jsonl").write_text(json.dumps(bad) + "\n")
-    with pytest.raises(UserError, match="train row 0: no assistant message"):
+        (folder / f"{split}.jsonl").write_text(json.dumps(_episode(0)) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(UserError, match="train row 2: no assistant message"):  # 1-based, like every row number
         load_playpen_data(PlaypenDataSource(dataset=str(folder)), seed=1)
 
 

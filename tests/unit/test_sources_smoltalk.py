@@ -227,3 +227,14 @@ def test_query_builder_stratifies_without_quotas_and_counts_a_shortfall(mixed_qu
     assert counts["short"] == {"a": {"asked": 15, "got": 10}}
     with pytest.raises(UserError, match=r"query.filters: no scanned row has column\(s\) \['score'\]"):
         build_query(rows, QueryBuilder(filters={"score": ["1"]}), 0)
+
+
+def test_a_bad_row_is_named_by_its_1_based_row_number(tmp_path):
+    folder = tmp_path / "smoltalk"
+    folder.mkdir()
+    rows = _rows(3)
+    rows[1]["messages"] = rows[1]["messages"][:2]  # no assistant turn in the second row
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"train row 2: no assistant message"):
+        load_smoltalk(_cfg(folder, token_cap=None, pool_size=1, query_size=1, eval_size=1), seed=0)

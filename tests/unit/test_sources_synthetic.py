@@ -97,8 +97,8 @@ def test_missing_column_and_duplicate_id(tmp_path):
     path = tmp_path / "synth.jsonl"
     bad = _synth("river", "river")
     del bad["group_id"]
-    write_jsonl(path, [bad])
-    with pytest.raises(UserError, match=r"synth\.jsonl row 0: missing column 'group_id'"):
+    write_jsonl(path, [_synth("lake", "lake"), bad])
+    with pytest.raises(UserError, match=r"synth\.jsonl line 2: missing column 'group_id'"):  # 1-based
         append_synthetic(POOL, SyntheticAppend(path=path), EVAL)
     write_jsonl(path, [_synth("river", "river"), _synth("river", "river")])
     with pytest.raises(UserError, match="already in the pool"):

@@ -179,11 +179,11 @@ def test_parse_clembench_instances_and_json_list():
 
 
 def test_bad_word_source_names_the_entry():
-    with pytest.raises(UserError, match=r"f.json: experiment 'e1', game_instances\[1\].*target_word"):
+    with pytest.raises(UserError, match=r"f.json: experiment 'e1', game instance 2.*target_word"):  # 1-based
         parse_targets({"experiments": [{"name": "e1", "game_instances": [
             {"target_word": "a", "related_word": []}, {"related_word": []}]}]}, "f.json")
-    with pytest.raises(UserError, match="entry 0.*related_words"):
-        parse_targets([{"target_word": "a", "related_words": 3}], "f.json")
+    with pytest.raises(UserError, match="entry 2.*related_words"):
+        parse_targets([{"target_word": "b", "related_words": []}, {"target_word": "a", "related_words": 3}], "f.json")
 
 
 def test_default_targets_and_exclusions(tmp_path):

@@ -147,8 +147,8 @@ def assistant_spans(tokenizer, row: dict, fmt: str, text: str) -> list[tuple[int
         through = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False).rstrip()
         if not (text.startswith(before) and text.startswith(through) and len(through) > len(before)):
             raise UserError(
-                f"{where}: the chat template does not render turn {i} as a prefix of the whole prompt; "
-                "tokenize.supervise: all_assistant_turns needs a template that renders turns in order"
+                f"{where}: the chat template does not render message {i + 1} (an assistant turn) as a prefix of "
+                "the whole prompt; tokenize.supervise: all_assistant_turns needs a template that renders turns in order"
             )
         spans.append((len(before), len(through)))
     return spans

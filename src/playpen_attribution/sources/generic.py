@@ -4,9 +4,9 @@ chat rows, plus `open_dataset`, the hub-id-or-local-path loader the hub sources 
 Either one path per split (`splits: {train_base, attr_query, eval}`) or one `path` split by
 fractions, seeded, by group (`group_column`, default one group per row). Rows keep their own
 `example_id` (an integer id becomes its string); a row without one gets a content hash. Exact duplicate
-rows (same prompt and completion) are removed before splitting and counted (`dropped.duplicate`); with
-one file per split a duplicate within a file is removed the same way. Messages name the file and the
-1-based line (JSONL) or row (Parquet, saved datasets).
+rows are not this module's business: the data stage removes them for every source, within and across
+splits, and counts them (`sources.duplicates`). Messages name the file and the 1-based line (JSONL) or
+row (Parquet, saved datasets).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from playpen_attribution.core.rows import (
     make_example_id,
 )
 from playpen_attribution.errors import UserError
+from playpen_attribution.sources.duplicates import content_key
 from playpen_attribution.sources.messages import render_raw_prompt, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 
@@ -206,25 +207,15 @@ def _row(raw: dict, index: int, where: str, path: Path, cfg: GenericSource) -> d
 
 
 def _check_unique(splits: dict[str, list[dict]]) -> None:
-    seen: dict[str, str] = {}
+    """An example_id names one row: a second row with that id is refused, unless it is an exact copy
+    (`duplicates.content_key`), which the data stage drops and counts."""
+    seen: dict[str, tuple[str, tuple]] = {}
     for split, rows in splits.items():
         for row in rows:
-            if row["example_id"] in seen:
-                raise UserError(
-                    f"example_id {row['example_id']!r} occurs twice (in {seen[row['example_id']]} and {split})"
-                )
-            seen[row["example_id"]] = split
-
-
-def drop_duplicates(rows: list[dict]) -> tuple[list[dict], int]:
-    """The rows without exact repeats of an earlier row's (prompt, completion), and how many were removed."""
-    seen, kept = set(), []
-    for row in rows:
-        key = (str(row["prompt"]), str(row["completion"]))
-        if key not in seen:
-            seen.add(key)
-            kept.append(row)
-    return kept, len(rows) - len(kept)
+            first = seen.setdefault(row["example_id"], (split, content_key(row)))
+            if first[1] != content_key(row):
+                raise UserError(f"example_id {row['example_id']!r} occurs twice with different rows "
+                                f"(in {first[0]} and {split})")
 
 
 def load_generic(cfg: GenericSource, seed: int, tokenizer=None) -> SourceRows:
@@ -234,14 +225,10 @@ def load_generic(cfg: GenericSource, seed: int, tokenizer=None) -> SourceRows:
         paths = {"train_base": cfg.splits.train_base, "attr_query": cfg.splits.attr_query, "eval": cfg.splits.eval}
         splits = {}
         for name, p in paths.items():
-            splits[name], removed = drop_duplicates(_convert(p, cfg))
-            if removed:
-                dropped[f"{name}:duplicate"] = removed
+            splits[name] = _convert(p, cfg)
         info = {"paths": {name: str(p) for name, p in paths.items()}}
     else:
-        rows, removed = drop_duplicates(_convert(cfg.path, cfg))
-        if removed:
-            dropped["duplicate"] = removed
+        rows = _convert(cfg.path, cfg)
         fractions = {
             "train_base": 1 - cfg.query_fraction - cfg.eval_fraction,
             "attr_query": cfg.query_fraction,

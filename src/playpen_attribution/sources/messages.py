@@ -15,7 +15,7 @@ def check_messages(messages: object, where: str) -> list[dict]:
     """The messages as a list of {role, content} dicts with string values, or a UserError naming `where`."""
     if not isinstance(messages, list):
         raise UserError(f"{where}: 'messages' must be a list of {{role, content}}, got {type(messages).__name__}")
-    for i, msg in enumerate(messages):
+    for i, msg in enumerate(messages, start=1):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str) or not isinstance(msg.get("content"), str):
             raise UserError(f"{where}: message {i} must have string 'role' and 'content', got {msg!r}")
     return [{"role": m["role"], "content": m["content"]} for m in messages]

@@ -65,7 +65,7 @@ def _convert(ds, split: str, cfg: PlaypenDataSource, dropped: Counter) -> list[d
     keep = _keep_indices(ds["meta"], cfg, dropped)
     rows = []
     for index, example in zip(keep, ds.select(keep), strict=True):
-        where = f"{cfg.dataset} {split} row {index}"
+        where = f"{cfg.dataset} {split} row {index + 1}"  # 1-based in messages; the id keeps the 0-based index
         meta = example["meta"]
         outcome = OUTCOME_NAMES.get(str(meta.get("outcome")))
         if outcome is None:

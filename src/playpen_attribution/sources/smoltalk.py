@@ -70,7 +70,7 @@ def _category(row: dict) -> str:
 
 
 def _convert(example: dict, split: str, index: int, cfg: SmolTalkSource) -> dict | None:
-    where = f"{cfg.dataset} {split} row {index}"
+    where = f"{cfg.dataset} {split} row {index + 1}"  # 1-based in messages; id and task_id keep the 0-based index
     column = "messages" if "messages" in example else "conversation" if "conversation" in example else None
     if column is None:
         raise UserError(f"smoltalk.dataset = {cfg.dataset!r}: {split} rows have no 'messages' column")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from playpen_attribution.core.rows import OUTCOMES, ROW_COLUMNS
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.sources.generic import read_table
+from playpen_attribution.sources.generic import numbered_table
 
 GUESS_RE = re.compile(r"GUESS:\s*([^\n]*)", re.IGNORECASE)
 # The whole line after `GUESS:`, not `taboo.guess.extract_guess`'s first word: a placeholder guess such
@@ -55,15 +55,16 @@ def eval_words(eval_rows: list[dict]) -> set[str]:
 
 
 def read_synthetic(path: Path) -> list[dict]:
-    """Synthetic rows, checked for the row columns and allowed outcomes."""
-    rows = read_table(Path(path))
-    for index, row in enumerate(rows):
+    """Synthetic rows, checked for the row columns and allowed outcomes (a message names the 1-based
+    line of a JSONL file, the 1-based row of a saved folder)."""
+    numbered = numbered_table(Path(path))
+    for where, row in numbered:
         for column in ROW_COLUMNS:
             if column not in row:
-                raise UserError(f"{path} row {index}: missing column {column!r}")
+                raise UserError(f"{path} {where}: missing column {column!r}")
         if row["outcome"] not in OUTCOMES:
-            raise UserError(f"{path} row {index}: outcome {row['outcome']!r} is not one of {list(OUTCOMES)}")
-    return rows
+            raise UserError(f"{path} {where}: outcome {row['outcome']!r} is not one of {list(OUTCOMES)}")
+    return [row for _, row in numbered]
 
 
 def append_synthetic(

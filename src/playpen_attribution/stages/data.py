@@ -5,21 +5,23 @@ and, when `data.synthetic` is set, the synth command's rows, appended to the poo
 Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
-stay in the eval set, as in the published eval), plus whatever the source records (e.g. the demo's
-planted row ids). Every arm's size is checked against the rows it is drawn from here
-(`arms.size_problems`), so a k larger than the pool stops the run before any training.
+stay in the eval set, as in the published eval; then, for every source, exact duplicate rows within
+and across splits, `sources.duplicates`, whose eval copy and then query copy are the ones kept), plus
+whatever the source records (e.g. the demo's planted row ids). Every arm's size is checked against
+the rows it is drawn from here (`arms.size_problems`), so a k larger than the pool stops the run
+before any training.
 
 With `data.candidates`, also `splits/candidates.jsonl`: new rows never scored by gradients, from any
 source run with the candidates' own seed (its `split`) and/or the synth command's rows (`build_candidates`).
-They keep the pool's outcomes; a row equal to a pool, query or eval row (same prompt, prompt messages and
-completion), a repeated one, or one whose example_id another split holds is removed; `max_rows` keeps a
-seeded sample. Every removal is counted under `dropped` as `candidates:<reason>`, and the manifest's
-`candidates` records the source's own info (e.g. its planted ids).
+They keep the pool's outcomes; a row equal to a pool, query or eval row or to an earlier candidate
+(the same rule, `sources.duplicates`: candidates rank below every other split) or one whose example_id
+another split holds is removed; `max_rows` keeps a seeded sample. Every removal is counted under
+`dropped` as `candidates:<reason>`, and the manifest's `candidates` records the source's own info (e.g.
+its planted ids).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import TINY
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sources.clembench import load_clembench
+from playpen_attribution.sources.duplicates import drop_duplicate_rows
 from playpen_attribution.sources.generic import load_generic
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
@@ -96,7 +99,8 @@ OUTCOME_FIELDS = {"train_base": "pool_outcomes", "attr_query": "query_outcomes",
 
 def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, list[dict]], dict[str, int]]:
     """Keep each split's configured outcomes (`data.pool_outcomes`, `query_outcomes`, `eval_outcomes`),
-    counting every dropped row by split and outcome."""
+    then drop exact duplicate rows (`without_duplicates`), counting every dropped row by split and
+    reason, and check the rows left (`check_rows`; an example_id repeated with other content is refused)."""
     missing = [s for s in SPLITS if s not in source.splits]
     if missing:
         raise UserError(f"data source produced no split(s) {', '.join(missing)}")
@@ -112,17 +116,27 @@ def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, l
         if not kept:
             raise UserError(f"split {split} is empty after filtering (source gave {len(rows)} rows; "
                             f"data.{OUTCOME_FIELDS[split]} keeps {keep[split]})")
-        check_rows(kept, split)
         splits[split] = kept
+    splits = without_duplicates(splits, dropped)
+    for split, rows in splits.items():
+        check_rows(rows, split)
     all_ids = [r["example_id"] for s in splits.values() for r in s]
     if len(all_ids) != len(set(all_ids)):
         raise UserError("the same example_id appears in more than one split")
     return splits, dict(dropped)
 
 
-def content_key(row: dict) -> str:
-    """What makes two rows the same example: prompt, prompt messages (when a source kept them) and completion."""
-    return json.dumps([row.get("prompt"), row.get("prompt_messages"), row.get("completion")], sort_keys=True)
+def without_duplicates(splits: dict[str, list[dict]], dropped: Counter) -> dict[str, list[dict]]:
+    """The splits without exact duplicate rows (`sources.duplicates`: the eval copy kept first, then the
+    query's), each removal added to `dropped`; a split left empty is refused."""
+    before = {split: len(rows) for split, rows in splits.items()}
+    splits, removed = drop_duplicate_rows(splits)
+    dropped.update(removed)
+    for split, rows in splits.items():
+        if not rows:
+            raise UserError(f"split {split} is empty once exact duplicates are removed ({before[split]} rows, "
+                            f"each a copy of an earlier row or of a row in another split)")
+    return splits
 
 
 def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tuple[list[dict], dict[str, int], dict]:
@@ -141,22 +155,14 @@ def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tu
         rows, synth_dropped = append_synthetic(rows, cand.synthetic, splits["eval"])
         dropped.update({f"synthetic:{k}": v for k, v in synth_dropped.items()})
         info["synthetic_path"] = str(cand.synthetic.path)
+    kept = [r for r in rows if r.get("outcome") in cfg.data.pool_outcomes]
+    dropped.update(Counter(str(r.get("outcome")) for r in rows if r.get("outcome") not in cfg.data.pool_outcomes))
+    kept, removed = drop_duplicate_rows(splits | {CANDIDATES: kept})  # the other splits are duplicate-free already
+    dropped.update({k.removeprefix(f"{CANDIDATES}:"): v for k, v in removed.items()})
     taken_ids = {r["example_id"] for split in splits.values() for r in split}
-    taken = {content_key(r): name for name, split in splits.items() for r in split}
-    kept, seen = [], set()
-    for row in rows:
-        key = content_key(row)
-        if row.get("outcome") not in cfg.data.pool_outcomes:
-            dropped[str(row.get("outcome"))] += 1
-        elif key in taken:
-            dropped[f"same_as_{taken[key]}"] += 1
-        elif key in seen:
-            dropped["duplicate"] += 1
-        elif row.get("example_id") in taken_ids:
-            dropped["example_id_in_another_split"] += 1
-        else:
-            seen.add(key)
-            kept.append(row)
+    dropped["example_id_in_another_split"] += sum(r["example_id"] in taken_ids for r in kept[CANDIDATES])
+    kept = [r for r in kept[CANDIDATES] if r["example_id"] not in taken_ids]
+    dropped = +dropped  # counts of zero stay out
     if cand.max_rows is not None and len(kept) > cand.max_rows:
         dropped["over_max_rows"] += len(kept) - cand.max_rows
         kept = sample_rows(kept, cand.max_rows, cand.seed)

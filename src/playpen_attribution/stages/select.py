@@ -54,7 +54,7 @@ def metadata_ranking(pool: list[dict], column: str) -> dict[str, float]:
         raise UserError(f"select.metadata_column = {column!r}: no pool row has that column "
                         f"(columns of the first row: {', '.join(sorted(pool[0])) if pool else 'none'})")
     out = {}
-    for index, row in enumerate(pool):
+    for index, row in enumerate(pool, start=1):
         value = row.get(column)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise UserError(f"pool row {index} ({row['example_id']}): {column} = {value!r} is not a number")

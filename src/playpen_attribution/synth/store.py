@@ -46,6 +46,11 @@ class JsonlAppender:
 
 def _parse_lines(path: Path, data: bytes) -> list[dict]:
     """Objects of complete lines; a malformed complete line is a UserError naming file and line."""
+    return [record for _, record in _numbered_lines(path, data)]
+
+
+def _numbered_lines(path: Path, data: bytes) -> list[tuple[int, dict]]:
+    """(1-based line number, object) of every non-blank complete line (`_parse_lines`)."""
     records = []
     for line_no, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
@@ -56,7 +61,7 @@ def _parse_lines(path: Path, data: bytes) -> list[dict]:
             raise UserError(f"{path}:{line_no}: malformed JSON line ({err}); fix or delete it") from err
         if not isinstance(record, dict):
             raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
+        records.append((line_no, record))
     return records
 
 
@@ -97,9 +102,9 @@ def load_synth_rows(path: str | Path) -> list[dict]:
             f"{path}:{line_no}: last line is cut off (a synth run was stopped while writing); rerun the "
             "same synth command to repair the file"
         )
-    rows = _parse_lines(path, data)
-    for line_no, row in enumerate(rows, start=1):
+    numbered = _numbered_lines(path, data)
+    for line_no, row in numbered:
         missing = [column for column in ROW_COLUMNS if column not in row]
         if missing:
-            raise UserError(f"{path}: row {line_no} lacks column(s) {', '.join(missing)}")
-    return rows
+            raise UserError(f"{path}:{line_no}: row lacks column(s) {', '.join(missing)}")
+    return [row for _, row in numbered]

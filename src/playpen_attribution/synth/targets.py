@@ -71,17 +71,17 @@ def parse_targets(data: object, source: str) -> list[Target]:
     """Targets from the parsed JSON of a word source (`source` names it in errors)."""
     if isinstance(data, dict) and "experiments" in data:
         found = []
-        for e_index, experiment in enumerate(data["experiments"]):
+        for e_index, experiment in enumerate(data["experiments"], start=1):
             name = experiment.get("name", e_index) if isinstance(experiment, dict) else e_index
             instances = experiment.get("game_instances") if isinstance(experiment, dict) else None
             if not isinstance(instances, list):
                 raise UserError(f"{source}: experiment {name!r} has no 'game_instances' list")
-            for i_index, instance in enumerate(instances):
-                where = f"{source}: experiment {name!r}, game_instances[{i_index}]"
+            for i_index, instance in enumerate(instances, start=1):
+                where = f"{source}: experiment {name!r}, game instance {i_index}"
                 found.append(_target_from(instance, "related_word", where))
         return found
     if isinstance(data, list):
-        return [_target_from(item, "related_words", f"{source}: entry {i}") for i, item in enumerate(data)]
+        return [_target_from(item, "related_words", f"{source}: entry {i}") for i, item in enumerate(data, start=1)]
     raise UserError(
         f"{source}: expected a clembench instances file ({{'experiments': [...]}}) or a JSON list of "
         "{'target_word', 'related_words'} objects"
