@@ -20,6 +20,7 @@ from playpen_attribution.run.launcher import LauncherConfig
 from playpen_attribution.sae.config import PREDICTOR_VARIANT, PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
+from playpen_attribution.sources.instruct_demo import InstructDemoSource
 from playpen_attribution.sources.playpen_data import PlaypenDataSource
 from playpen_attribution.sources.smoltalk import SmolTalkSource
 from playpen_attribution.sources.synthetic import SyntheticAppend
@@ -50,7 +51,7 @@ class ModelConfig(_Section):
 
 Outcome = Literal["success", "failure", "aborted"]
 
-Source = DemoSource | PlaypenDataSource | ClembenchSource | SmolTalkSource | GenericSource
+Source = DemoSource | InstructDemoSource | PlaypenDataSource | ClembenchSource | SmolTalkSource | GenericSource
 
 
 class CandidatesConfig(_Section):
@@ -88,7 +89,8 @@ class DataConfig(_Section):
 
     source: Source = Field(
         default_factory=DemoSource, discriminator="kind",
-        description="The data source (kind: demo, playpen_data, clembench, smoltalk, generic) and its options.",
+        description="The data source (kind: demo, instruct_demo, playpen_data, clembench, smoltalk, generic) and its "
+        "options.",
     )
     synthetic: SyntheticAppend | None = Field(
         None, description="Synthetic rows (the synth command's output) appended to the training pool."

@@ -1,6 +1,6 @@
 """Stage `data`: build the dataset manifest and the three splits.
 
-Reads: the configured source (`data.source.kind`: demo, playpen_data, clembench, smoltalk, generic)
+Reads: the configured source (`data.source.kind`: demo, instruct_demo, playpen_data, clembench, smoltalk, generic)
 and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering.
 Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
@@ -35,6 +35,7 @@ from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sources.clembench import load_clembench
 from playpen_attribution.sources.duplicates import drop_duplicate_rows
 from playpen_attribution.sources.generic import load_generic
+from playpen_attribution.sources.instruct_demo import generate_instruct_demo
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
 from playpen_attribution.sources.splitting import sample_rows
@@ -49,6 +50,8 @@ def load_source(cfg: ExperimentConfig, source=None, seed: int | None = None) -> 
     seed = cfg.data.seed if seed is None else seed
     if source.kind == "demo":
         return generate_demo(source, seed)
+    if source.kind == "instruct_demo":
+        return generate_instruct_demo(source, seed)
     if source.kind == "playpen_data":
         return load_playpen_data(source, seed)
     if source.kind == "clembench":

@@ -151,8 +151,8 @@ def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
             planted["mislabeled"].append(pool[-1]["example_id"])
         else:
             pool.append(_row("train", i, target, clues, target, "success"))
-    query = [_row("query", i, t, fresh_clues(t), t, "success") for i, t in enumerate(_cycle(targets, cfg.n_query, rng))]
-    evals = [_row("eval", i, t, fresh_clues(t), t, "success") for i, t in enumerate(_cycle(targets, cfg.n_eval, rng))]
+    query = [_row("query", i, t, fresh_clues(t), t, "success") for i, t in enumerate(cycle_evenly(targets, cfg.n_query, rng))]
+    evals = [_row("eval", i, t, fresh_clues(t), t, "success") for i, t in enumerate(cycle_evenly(targets, cfg.n_eval, rng))]
     return SourceRows(
         splits={"train_base": pool, "attr_query": query, "eval": evals},
         info={"targets": len(targets), "lexicon_words": len(lexicon), "group_key": "group_id = demo::<target word>",
@@ -160,7 +160,7 @@ def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
     )
 
 
-def _cycle(targets: list[str], n: int, rng: random.Random) -> list[str]:
+def cycle_evenly(targets: list[str], n: int, rng: random.Random) -> list[str]:
     """n targets covering the list evenly (each reshuffled round uses every target once)."""
     out: list[str] = []
     while len(out) < n:
@@ -184,10 +184,12 @@ def description_rows(seed: int, per_word: int) -> list[dict]:
 
 
 def corpus_text(rows: list[dict]) -> list[str]:
-    """Texts the tiny tokenizer is trained on: prompts, completions, the whole lexicon and the
-    pretraining format's own word."""
+    """Texts the tiny tokenizer is trained on: prompts, completions, the role names of rows that keep
+    their messages (`prompt_messages`, which a chat template renders as written: `user`, `assistant`),
+    the whole lexicon and the pretraining format's own word."""
     lexicon = load_lexicon()
     texts = [r["prompt"] + " " + r["completion"] for r in rows]
+    texts += sorted({m["role"] for r in rows for m in r.get("prompt_messages") or []})
     texts += [f"{w}: {' '.join(d)}" for w, d in lexicon.items()]
     texts.append(" ".join(ABORTED_REPLIES) + " means")
     return texts
