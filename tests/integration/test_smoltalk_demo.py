@@ -18,6 +18,7 @@ CONFIG = REPO / "configs" / "smoltalk_demo.yaml"
 ARMS = {"top_k", "matched_random_k", "random_k", "random_2x_k", "random_4x_k", "label_k", "metadata_k",
         "matched_random_metadata_k", "probe_top_k", "matched_random_probe_top_k", "sae_top_k",
         "matched_random_sae_top_k"}
+PREDICTOR_ARMS = {"probe_top_k", "matched_random_probe_top_k", "sae_top_k", "matched_random_sae_top_k"}
 
 
 def _shrunken() -> dict:
@@ -25,6 +26,7 @@ def _shrunken() -> dict:
     data["model"]["tiny"] |= {"hidden_size": 64, "intermediate_size": 128, "pretrain_epochs": 1,
                               "pretrain_rows_per_word": 4}
     data["data"]["source"] |= {"n_train": 100, "n_query": 12, "n_eval": 16}
+    data["data"]["candidates"]["source"] |= {"n_train": 80, "n_query": 12, "n_eval": 16}
     data["train"]["epochs"] = 1
     data["arm_train"]["epochs"] = 1
     data["select"]["k"] = 20
@@ -66,3 +68,12 @@ def test_shrunken_smoltalk_demo_reports_benchmarks_and_token_budgets_for_every_a
     assert metrics.accuracy is not None and metrics.eval_loss is not None
     assert report["attribution"]["planted"]["planted_in_pool"].keys() == {"wrong_answer", "off_task"}
     assert "instruct_guess" in (tmp_path / artifacts.REPORT_MD).read_text()
+    # the predictor arms and their controls come from the candidates (never scored by gradients), the rest from the pool
+    candidates = {r["example_id"] for r in artifacts.load_split(tmp_path / artifacts.DATA, "candidates")}
+    pool = {r["example_id"] for r in artifacts.load_split(tmp_path / artifacts.DATA, "train_base")}
+    selections = artifacts.load_selections(tmp_path / "seed_1" / artifacts.SELECT)
+    for name, sel in selections.items():
+        from_candidates = name in PREDICTOR_ARMS
+        assert sel.split == ("candidates" if from_candidates else "train_base"), name
+        assert set(sel.example_ids) <= (candidates if from_candidates else pool), name
+    assert report["predictor"]["candidates_ranked"] == len(candidates)
