@@ -1,13 +1,18 @@
 """The package's one logger. The package never prints; the CLI configures this logger.
 
-`setup_logging` also silences the third-party warnings we know to be harmless (each named below, with
-why), so a run's output is our INFO lines, progress bars and real problems. Resolved stage configs go
-to DEBUG (and to each stage folder's config.yaml), trainer metrics to train_log.json.
+`setup_logging` also silences the third-party warnings and log records we know to be harmless (each
+named below, with why), so a run's output is our INFO lines, progress bars and real problems. Resolved
+stage configs go to DEBUG (and to each stage folder's config.yaml), trainer metrics to train_log.json,
+Bergson's own log lines to DEBUG (`attribution.bergson_runs.run_command`); the package's per-stage
+progress bars are cleared when done (the stage's 'done' line follows) and the libraries' short ones are
+off (`quiet_library_bars`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 HARMLESS_WARNINGS = (
@@ -18,7 +23,29 @@ HARMLESS_WARNINGS = (
 )
 """(category, message regex) of third-party warnings that say nothing about our run."""
 
+HARMLESS_LOGGERS = {
+    # bitsandbytes (a PEFT dependency) warns on import, on CPUs with AVX512-BF16, that its optional 4-bit CPU
+    # kernel package is missing; nothing here quantizes to 4 bits
+    "bitsandbytes.backends.cpu.ops": logging.ERROR,
+}
+"""Third-party logger -> the lowest level of its records that is still shown."""
+
 logger = logging.getLogger("playpen_attribution")
+
+
+def quiet_library_bars() -> None:
+    """No progress bars from datasets (Map, Saving the dataset, Flattening the indices: milliseconds each,
+    several per stage; also in job and Bergson worker processes, which inherit the environment) or from
+    transformers' own loops (Loading weights, Writing model shards: one per model load); the package's and
+    the trainer's bars, and huggingface_hub's download bars, stay."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is imported
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -27,6 +54,9 @@ def setup_logging(level: int = logging.INFO) -> None:
         return
     for category, message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name, lowest in HARMLESS_LOGGERS.items():
+        logging.getLogger(name).setLevel(lowest)
+    quiet_library_bars()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     logger.addHandler(handler)

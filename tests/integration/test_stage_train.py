@@ -35,7 +35,13 @@ def test_same_loss_as_padded_batches(setup, tmp_path, batching):
 def test_length_grouped_sampler_is_used(setup, tmp_path):
     cfg, rows, model_dir = setup
     trainer = build_trainer(rows, model_dir, cfg.train.model_copy(update={"batching": "length_grouped"}), cfg, tmp_path)
-    assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+    sampler = trainer._get_train_sampler()
+    assert type(sampler).__name__ == "EpochOrder" and type(sampler.sampler).__name__ == "LengthGroupedSampler"
+    orders = []
+    for epoch in (0, 1, 0):  # each epoch's order is a function of (seed, epoch), whatever came before
+        sampler.set_epoch(epoch)
+        orders.append(list(sampler))
+    assert orders[0] == orders[2] and sorted(orders[0]) == list(range(len(rows)))
 
 
 def _first_batch_loss(trainer) -> tuple[float, dict]:
@@ -116,8 +122,13 @@ def test_the_train_stage_records_the_turn_end_token_and_its_embedding_twins(demo
     assert turn_end["embedding_twins"] == 0  # pretrained in the model stage: an embedding of its own
 
 
-def test_killed_training_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch, caplog):
-    """A build killed mid-epoch resumes from its last checkpoint and ends with the uninterrupted adapter."""
+@pytest.mark.parametrize(("save_steps", "kill_at", "checkpoint"), [(2, 5, 4), (3, 5, 3), (5, 6, 5)],
+                         ids=["epoch_boundary", "inside_the_first_epoch", "inside_a_later_epoch"])
+def test_killed_training_resumes_from_its_checkpoint(setup, tmp_path, monkeypatch, caplog, save_steps, kill_at,
+                                                     checkpoint):
+    """A build killed mid-epoch resumes from its last checkpoint, at an epoch boundary or inside an epoch (the
+    trainer then skips the batches it already saw: the epoch's order must be the one the killed build drew),
+    and ends with the uninterrupted adapter."""
     from safetensors.torch import load_file
     from transformers import TrainerCallback
 
@@ -125,13 +136,13 @@ def test_killed_training_resumes_from_its_checkpoint(setup, tmp_path, monkeypatc
     from playpen_attribution.stages import train as train_stage
 
     cfg, rows, model_dir = setup
-    train = cfg.train.model_copy(update={"batch_size": 2, "grad_accum": 1, "epochs": 2, "save_steps": 2,
-                                         "auto_batch": False})
+    train = cfg.train.model_copy(update={"batch_size": 2, "grad_accum": 1, "epochs": 2, "save_steps": save_steps,
+                                         "auto_batch": False})  # 8 rows: 4 steps an epoch
     whole = train_stage.train_rows(rows, model_dir, train, cfg, tmp_path / "whole")
 
     class Kill(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 5:  # mid second epoch; the last checkpoint is step 4
+            if state.global_step == kill_at:  # mid second epoch
                 raise KeyboardInterrupt("killed")
 
     original = train_stage.build_trainer
@@ -145,12 +156,12 @@ def test_killed_training_resumes_from_its_checkpoint(setup, tmp_path, monkeypatc
     out.mkdir()
     with pytest.raises(KeyboardInterrupt):
         train_stage.train_rows(rows, model_dir, train, cfg, out)
-    assert train_stage.last_checkpoint(out / artifacts.TRAINER_SCRATCH).name == "checkpoint-4"
+    assert train_stage.last_checkpoint(out / artifacts.TRAINER_SCRATCH).name == f"checkpoint-{checkpoint}"
     monkeypatch.setattr(train_stage, "build_trainer", original)
     with caplog.at_level("INFO", logger="playpen_attribution"):
         resumed = train_stage.train_rows(rows, model_dir, train, cfg, out)
-    assert "resuming from checkpoint-4 (step 4" in caplog.text
-    assert resumed["steps"] == whole["steps"] == 8 and resumed["resumed_from_step"] == 4
+    assert f"resuming from checkpoint-{checkpoint} (step {checkpoint}" in caplog.text
+    assert resumed["steps"] == whole["steps"] == 8 and resumed["resumed_from_step"] == checkpoint
     logs = [artifacts.load_train_log(d) for d in (tmp_path / "whole", out)]
     assert logs[1][-1]["loss"] == pytest.approx(logs[0][-1]["loss"], abs=1e-6)
     a, b = (load_file(d / artifacts.ADAPTER_DIR / "adapter_model.safetensors") for d in (tmp_path / "whole", out))

@@ -4,7 +4,7 @@
 onto Bergson's options). `index_config` turns it into Bergson's `IndexConfig`; `hessian`, `build`,
 `mixed_hessian` and `build_query_side` run Bergson's Hessian and Build commands (and mix two
 Hessians the way Bergson's `Mix` does); `run_command` executes one command with its stdout sent to
-our logger; `consumed_ids`, `read_scores` and `read_row_losses` read a Bergson run folder back,
+our logger (Bergson's log lines included); `consumed_ids`, `read_scores` and `read_row_losses` read a Bergson run folder back,
 joined on `example_id`. The folder and file names of a work_dir are named here once.
 """
 
@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -213,13 +214,33 @@ def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path
     )
 
 
+@contextlib.contextmanager
+def _root_handlers_to(stream) -> Iterator[None]:
+    """Point the root logger's handlers that write to stdout at `stream` for the duration. Importing
+    Bergson configures the root logger (`logging.basicConfig(force=True)`, INFO, to the stdout of that
+    moment), so its loggers' INFO lines (every tracked module's name, ...) bypass `redirect_stdout`."""
+    import logging
+    import sys
+
+    moved = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__)]
+    before = [h.stream for h in moved]
+    for handler in moved:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        for handler, old in zip(moved, before):
+            handler.setStream(old)
+
+
 def run_command(command, what: str) -> None:
-    """Execute one Bergson command with its stdout sent to our logger instead of the terminal: the
-    full output at DEBUG, and every line saying a parameter was "not found" (a module Bergson does not
-    track, e.g. one in modules_to_save) as a WARNING, once per distinct line."""
+    """Execute one Bergson command with its stdout (its prints and its loggers' lines) sent to our logger
+    instead of the terminal: the full output at DEBUG, and every line saying a parameter was "not found" (a
+    module Bergson does not track, e.g. one in modules_to_save) as a WARNING, once per distinct line."""
     buffer, start = io.StringIO(), time.perf_counter()
     try:
-        with contextlib.redirect_stdout(buffer):
+        with _root_handlers_to(buffer), contextlib.redirect_stdout(buffer):
             command.execute()
     finally:
         output = buffer.getvalue()
@@ -227,4 +248,4 @@ def run_command(command, what: str) -> None:
             logger.debug("bergson %s output:\n%s", what, output.rstrip())
         for line in dict.fromkeys(line.strip() for line in output.splitlines() if "not found" in line):
             logger.warning("bergson %s: %s", what, line)
-    logger.info("bergson %s: %.1f s", what, time.perf_counter() - start)
+    logger.debug("bergson %s: %.1f s", what, time.perf_counter() - start)

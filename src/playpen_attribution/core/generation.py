@@ -42,7 +42,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     out: list[str] = [""] * len(prompts)
     model.eval()
     dev = next(model.parameters()).device
-    for idx in tqdm(length_batches([len(p) for p in prompts], batch_size), desc=desc, unit="batch"):
+    for idx in tqdm(length_batches([len(p) for p in prompts], batch_size), desc=desc, unit="batch", leave=False):
         batch = pad_batch([prompts[i] for i in idx], tokenizer.pad_token_id, left=True)
         ids, mask = batch.input_ids, batch.attention_mask
         width = ids.shape[1]

@@ -57,7 +57,7 @@ def row_losses_and_embeddings(
     pooled: np.ndarray | None = None
     dev = next(model.parameters()).device
     model.eval()
-    for idx in tqdm(length_batches([len(ids) for ids in ids_list], batch_size), desc=desc, unit="batch"):
+    for idx in tqdm(length_batches([len(ids) for ids in ids_list], batch_size), desc=desc, unit="batch", leave=False):
         batch = pad_batch([ids_list[i] for i in idx], pad_token_id, labels=[labels_list[i] for i in idx])
         ids, labels, mask = batch.input_ids.to(dev), batch.labels.to(dev), batch.attention_mask.to(dev)
         with torch.no_grad():

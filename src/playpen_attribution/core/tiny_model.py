@@ -110,7 +110,7 @@ def pretrain(model, tokenizer, rows: list[dict], cfg: TinyModelConfig) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     order, rng, losses = list(range(len(encoded))), random.Random(cfg.seed), []
     model.train()
-    for _ in tqdm(range(cfg.pretrain_epochs), desc="pretrain tiny model", unit="epoch"):
+    for _ in tqdm(range(cfg.pretrain_epochs), desc="pretrain tiny model", unit="epoch", leave=False):
         rng.shuffle(order)
         total = 0.0
         for start in range(0, len(order), cfg.pretrain_batch_size):

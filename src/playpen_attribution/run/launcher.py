@@ -11,7 +11,7 @@
 - `slurm`: submitit's `AutoExecutor(cluster="slurm")`, all jobs submitted as one job array
   (`slurm_array_parallelism` = `workers`) with the `launcher.slurm` settings.
 
-Both show a progress bar over finished jobs. A failed job stops new submissions; the jobs already
+Both show a progress bar over finished jobs (log lines are written above it). A failed job stops new submissions; the jobs already
 running finish, then `JobFailed` names the failed job and its log. Logs and submitit's pickles live in
 the folder handed in (the run's `jobs/`). Interrupting the parent (Ctrl-C) cancels the running jobs.
 Whatever a job finished stays finished: the run folder is what coordinates the jobs.
@@ -19,6 +19,7 @@ Whatever a job finished stays finished: the run folder is what coordinates the j
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -145,6 +146,20 @@ def run_jobs(cfg: LauncherConfig, jobs: list[Job], folder: Path) -> None:
         raise JobFailed(f"job '{name}' failed: {why}; its log: {log}{others}")
 
 
+def _lines_above(bar_class):
+    """While the jobs bar runs, the package's console log lines are written above it (tqdm's redirect), not
+    into the bar's line; a logger without a console handler (the package used as a library) is left alone."""
+    import logging
+    import sys
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    console = [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)]
+    if not console:
+        return contextlib.nullcontext()
+    return logging_redirect_tqdm(loggers=[logger], tqdm_class=bar_class)
+
+
 def _failure(submitted) -> str | None:
     """Why a finished submitit job failed (its error's last line), or None when it succeeded."""
     error = submitted.exception()
@@ -202,13 +217,14 @@ def _run_local(cfg: LauncherConfig, jobs: list[Job], folder: Path) -> list[tuple
     pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="launcher")
     try:
         futures = [pool.submit(one, job) for job in jobs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="jobs", unit="job"):
-            job, log, why = future.result()
-            if why is None:
-                logger.info("[launcher] %s: done (log %s)", job.name, log)
-            elif log is not None:
-                logger.error("[launcher] %s: failed (%s); log %s", job.name, why, log)
-                failed.append((job.name, log, why))
+        with _lines_above(tqdm):
+            for future in tqdm(as_completed(futures), total=len(futures), desc="jobs", unit="job"):
+                job, log, why = future.result()
+                if why is None:
+                    logger.info("[launcher] %s: done (log %s)", job.name, log)
+                elif log is not None:
+                    logger.error("[launcher] %s: failed (%s); log %s", job.name, why, log)
+                    failed.append((job.name, log, why))
     finally:
         stop.set()
         with lock:
@@ -230,11 +246,13 @@ def _run_slurm(cfg: LauncherConfig, jobs: list[Job], folder: Path) -> list[tuple
                 len(jobs), submitted[0].job_id.split("_")[0], cfg.workers, folder)
     failed = []
     try:
-        for done in tqdm(jobs_completed(submitted, poll_frequency=30), total=len(submitted), desc="jobs", unit="job"):
-            why = _failure(done)
-            if why is not None:
-                logger.error("[launcher] %s: failed (%s); log %s", names[id(done)], why, done.paths.stderr)
-                failed.append((names[id(done)], done.paths.stderr, why))
+        with _lines_above(tqdm):
+            for done in tqdm(jobs_completed(submitted, poll_frequency=30), total=len(submitted), desc="jobs",
+                             unit="job"):
+                why = _failure(done)
+                if why is not None:
+                    logger.error("[launcher] %s: failed (%s); log %s", names[id(done)], why, done.paths.stderr)
+                    failed.append((names[id(done)], done.paths.stderr, why))
     except KeyboardInterrupt:
         for s in submitted:
             s.cancel(check=False)

@@ -227,7 +227,7 @@ def extract_layers(model, saes: dict, dataset, pool: str, max_tokens: int, batch
     out = {layer: {} for layer in saes}
     dev = next(model.parameters()).device
     model.eval()
-    for idx in tqdm(batches, desc=desc, unit="batch"):
+    for idx in tqdm(batches, desc=desc, unit="batch", leave=False):
         width = min(max(len(ids_list[i]) for i in idx), max_tokens)
         batch = pad_batch([ids_list[i] for i in idx], pad_token_id, labels=[labels_list[i] for i in idx], width=width)
         ids, labels, mask = batch.input_ids, batch.labels, batch.attention_mask.bool()
