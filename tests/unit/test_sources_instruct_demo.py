@@ -14,6 +14,7 @@ from playpen_attribution.config import parse_config
 from playpen_attribution.core.rows import ROW_COLUMNS
 from playpen_attribution.core.tiny_model import train_word_tokenizer
 from playpen_attribution.core.tokenization import tokenize_row
+from playpen_attribution.errors import UserError
 from playpen_attribution.sources.instruct_demo import (
     CATEGORIES,
     GUESSING,
@@ -156,6 +157,9 @@ def test_each_seed_gives_its_own_rows_and_the_same_seed_the_same_rows():
 def test_fractions_are_checked():
     with pytest.raises(ValidationError, match="wrong_fraction \\+ off_task_fraction = 1"):
         InstructDemoSource(wrong_fraction=0.6, off_task_fraction=0.4)
+    too_many = InstructDemoSource(n_train=10, n_query=4 * len(LEXICON), n_eval=4 * len(LEXICON))
+    with pytest.raises(UserError, match="more questions about .* than it has held-out clue sets; lower n_query or n_eval"):
+        generate_instruct_demo(too_many, seed=0)
 
 
 def test_the_data_stage_reads_the_source_and_the_tiny_tokenizer_covers_every_token(source):

@@ -82,6 +82,7 @@ OPENINGS = (("Hello! Can you help with a word puzzle?", "Of course."), ("Let us 
             ("I have riddles for you.", "Happy to help."))
 OFF_TASK = ("I am not sure.", "Let us talk about the weather.", "Sorry, I can not help.", "I would rather tell a story.")
 CONFUSION_SEED = 0
+"""Seed of the one derangement (`confusion`) every wrong_answer row follows, whatever the data seed."""
 EXCHANGES = {1: 0.5, 2: 0.3, 3: 0.2}
 """Earlier exchanges before the final user turn -> share of rows (an opening exchange counts as one)."""
 
