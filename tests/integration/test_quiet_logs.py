@@ -9,7 +9,6 @@ the line they belong to.
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 from helpers import REPO
