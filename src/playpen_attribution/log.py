@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -27,8 +28,29 @@ HARMLESS_LOGGERS = {
     # bitsandbytes (a PEFT dependency) warns on import, on CPUs with AVX512-BF16, that its optional 4-bit CPU
     # kernel package is missing; nothing here quantizes to 4 bits
     "bitsandbytes.backends.cpu.ops": logging.ERROR,
+    # matplotlib says once per machine that it built its font cache (the first plot of a fresh install)
+    "matplotlib.font_manager": logging.WARNING,
 }
 """Third-party logger -> the lowest level of its records that is still shown."""
+
+HARMLESS_RECORDS = {
+    # we hand lm-eval the model we loaded, in this one process, on purpose (core/benchmarks.py); the
+    # kwargs it says may be ignored are ones we do not pass
+    "lm_eval.models.huggingface": r"Passed an already-initialized model through `pretrained`"
+                                  r"|`pretrained` model kwarg is not of type `str`",
+    # a generic hint, per task, on how to pass task kwargs from lm-eval's own command line
+    "lm_eval.api.task": r"Custom kwargs can be passed to `--metadata`",
+}
+"""Third-party logger -> a regex of the messages of it that are dropped (everything else it says stays)."""
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, pattern: str):
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
 
 logger = logging.getLogger("playpen_attribution")
 
@@ -56,6 +78,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name, lowest in HARMLESS_LOGGERS.items():
         logging.getLogger(name).setLevel(lowest)
+    for name, pattern in HARMLESS_RECORDS.items():
+        logging.getLogger(name).addFilter(_DropMessage(pattern))
     quiet_library_bars()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))

@@ -1,8 +1,11 @@
 """Quiet logs: a demo run through the CLI prints a line or two per stage folder and a few progress bars,
 nothing else (no metric dicts, no YAML configs, no third-party warnings or chatter).
 
-The demo is shrunk (fewer rows, two seeds, one epoch) but keeps configs/demo.yaml's stages and arms; the
-run's output is read the way a terminal shows it: one line per newline, a progress bar's `\\r` redraws on
+The demo is shrunk (fewer rows, two seeds, one epoch) but keeps configs/demo.yaml's stages and arms, and
+adds what the SmolTalk configs run: a (random) SAE with its predictor, and the local lm-eval task on every
+model. Importing SAELens raises the transformers log level, after which a trainer left to its defaults
+prints every metric dict; the harness warns about things we do on purpose and prints its batch-size
+search. The run's output is read the way a terminal shows it: one line per newline, a progress bar's `\\r` redraws on
 the line they belong to.
 """
 
@@ -22,7 +25,12 @@ SHRINK = {
     "train": {"epochs": 1}, "arm_train": {"epochs": 1},
     "select": {"k": 20},
     "sweep": {"seeds": [1, 2]},
+    "sae": {"release": "random", "layer": 1, "d_sae": 64, "model": "base_adapter"},
+    "predict": {"cv_folds": 3},
+    "evaluate": {"benchmarks": ["lexicon_choice"], "benchmark_include_path": "configs/lm_eval_tasks"},
 }
+HARNESS_BARS = 3
+"""lm-eval's bars per evaluation: building the task's requests, tokenizing them, running them."""
 
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
@@ -70,7 +78,7 @@ def test_a_demo_run_prints_a_line_or_two_per_stage(tmp_path):
     built = [m.parent for m in [*run_dir.glob("*/manifest.json"), *run_dir.glob("seed_*/*/manifest.json")]
              if not m.parent.is_symlink()]  # a seed folder links the shared stages
     folders = len(built)
-    assert folders == 8 + len(cfg.seeds) * (1 + 2 * len(plan_arms(cfg.select)))  # every stage folder was built
+    assert folders == 10 + len(cfg.seeds) * (1 + 2 * len(plan_arms(cfg.select)))  # every stage folder was built
 
     logged = [line for line in lines if LOG_LINE.match(line)]
     bars = [line for line in lines if not LOG_LINE.match(line) and BAR.search(line)]
@@ -79,10 +87,13 @@ def test_a_demo_run_prints_a_line_or_two_per_stage(tmp_path):
     for what, pattern in FORBIDDEN.items():
         found = [line for line in logged + bars if pattern.search(line)]
         assert not found, f"{what} in the output: {found[:3]}"
+    evaluations = 2 + units  # base, base adapter, every (arm, seed)
     # a built stage: 'start' and 'done'; the inline sweep adds a progress line per (arm, seed) unit, the
-    # attribute stage one about its query cache, the run one at the end
-    assert len(logged) <= 2 * folders + units + 2, "\n".join(logged)
+    # attribute stage one about its query cache, each evaluation one naming its lm-eval tasks, the run one
+    # at the end
+    assert len(logged) <= 2 * folders + units + evaluations + 2, "\n".join(logged)
     assert all(" INFO " in line for line in logged), [line for line in logged if " INFO " not in line]
-    # the package's bars are cleared when done; what stays is Bergson's, a few in the attribute stage
-    assert len(bars) <= 5, "\n".join(bars)
-    assert len(lines) - lines.count("") < 150
+    # the package's bars are cleared when done; what stays is Bergson's, a few in the attribute stage, and
+    # the harness's
+    assert len(bars) <= 5 + HARNESS_BARS * evaluations, "\n".join(bars)
+    assert len(lines) - lines.count("") < 150 + (1 + HARNESS_BARS) * evaluations

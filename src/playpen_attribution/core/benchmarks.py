@@ -10,14 +10,16 @@ config allows it: then `HF_ALLOW_CODE_EVAL=1` is set and the harness's `confirm_
 otherwise the harness refuses them and the refusal becomes one line naming the config field.
 
 Results per task: every `metric,filter` the harness reports with its own stderr (`metric_stderr,filter`),
-the number of items, and the switches used (recorded beside them).
+the number of items, and the switches used (recorded beside them). What the harness `print`s (its batch-size
+search) goes to DEBUG: the size it settled on is recorded as `batch_size_used`.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from playpen_attribution.errors import UserError
@@ -37,6 +39,19 @@ def _code_eval_env(allowed: bool):
                 os.environ.pop("HF_ALLOW_CODE_EVAL", None)
             else:
                 os.environ["HF_ALLOW_CODE_EVAL"] = old
+
+
+@contextmanager
+def _printed_to_debug():
+    """The harness prints to stdout (`batch_size: auto`'s search); those lines go to DEBUG instead."""
+    printed = io.StringIO()
+    try:
+        with redirect_stdout(printed):
+            yield
+    finally:
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                logger.debug("lm-eval printed: %s", line)
 
 
 def task_manager(tasks: list[str], include_path: str | Path | None):
@@ -112,7 +127,7 @@ def run_lm_eval(
                 "HF_ALLOW_CODE_EVAL": allow_code_execution, "batch_size": str(batch_size), "limit": limit,
                 "log_samples": True, "lm_eval_version": lm_eval.__version__}
     logger.info("lm-eval: %s on %s (chat template %s)", tasks, type(model).__name__, chat_template)
-    with _code_eval_env(allow_code_execution):
+    with _code_eval_env(allow_code_execution), _printed_to_debug():
         try:
             out = lm_eval.simple_evaluate(
                 model=lm, tasks=list(tasks), task_manager=manager, log_samples=True, limit=limit,

@@ -2,7 +2,7 @@
 
 Reads `benchmarks.json` / `benchmark_samples.jsonl` of every evaluation folder that has them
 (`artifacts.load_benchmarks`). `results`: one entry per (model, seed, task, metric, filter) with the
-harness's value, its own stderr and the item count. Comparisons pair each arm with its `versus` arm
+harness's value, its own stderr and the item count, in the report's model order. Comparisons pair each arm with its `versus` arm
 (as the word accuracy does) on the same items, joined on (doc_id, filter), for every task's primary
 metric (the first per-item metric the task logs): per seed the mean per-item difference with a
 bootstrap interval; across seeds the mean with an interval resampling seeds and items
@@ -82,6 +82,14 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
             "test": "sign-flip permutation of per-item differences over all seeds",
             "p_value": stats.sign_flip_p(diffs),
         })
+    order = {name: i for i, name in enumerate(dict.fromkeys(e["name"] for e in entries))}
+
+    def place(name: str) -> int:  # the report's model order (base, base adapter, the config's arms)
+        return order.get(name, len(order))
+
+    results.sort(key=lambda r: (r["seed"] is not None, r["seed"] or 0, place(r["name"])))
+    comparisons.sort(key=lambda c: (c["seed"] or 0, place(c["arm"])))
+    aggregate.sort(key=lambda a: place(a["arm"]))
     switches = {f"{m}" + (f" (seed {s})" if s is not None else ""): raw["switches"] for (m, s), (raw, _) in loaded.items()}
     shared = {k: v for k, v in next(iter(switches.values())).items() if k != "batch_size_used"}
     same = all({k: v for k, v in sw.items() if k != "batch_size_used"} == shared for sw in switches.values())

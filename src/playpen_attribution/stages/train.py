@@ -81,6 +81,8 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
         save_steps=train.save_steps or 500,  # unused with save_strategy "no"
         save_total_limit=1,
         report_to="none",
+        disable_tqdm=False,  # its default follows the transformers log level, which importing SAELens raises:
+                             # then a PrinterCallback prints every metric dict (they go to train_log.json)
         logging_steps=max(1, steps_per_epoch // 4),
         dataloader_num_workers=train.dataloader_workers if on_gpu else 0,
     )
