@@ -68,6 +68,10 @@ def test_shrunken_smoltalk_demo_reports_benchmarks_and_token_budgets_for_every_a
     assert metrics.accuracy is not None and metrics.eval_loss is not None
     assert report["attribution"]["planted"]["planted_in_pool"].keys() == {"wrong_answer", "off_task"}
     assert "instruct_guess" in (tmp_path / artifacts.REPORT_MD).read_text()
+    efficiency = report["data_efficiency"]  # one seed here: the arms, no verdict
+    assert [(r["arm"], r["rows"]) for r in efficiency["random"]] == [("random_k", 20), ("random_2x_k", 40), ("random_4x_k", 80)]
+    assert [r.get("verdict") for r in efficiency["random"]] == [None, "one seed", "one seed"]
+    assert efficiency["worth_at_least"] is None and "## Data efficiency" in (tmp_path / artifacts.REPORT_MD).read_text()
     # the predictor arms and their controls come from the candidates (never scored by gradients), the rest from the pool
     candidates = {r["example_id"] for r in artifacts.load_split(tmp_path / artifacts.DATA, "candidates")}
     pool = {r["example_id"] for r in artifacts.load_split(tmp_path / artifacts.DATA, "train_base")}

@@ -6,8 +6,7 @@ differences read `+0.0300 [-0.0200, +0.0800]` (mean, bootstrap 95% interval).
 
 from __future__ import annotations
 
-ALPHA = 0.05
-"""Verdict level, after the Holm adjustment."""
+from playpen_attribution.report.results import favoured
 
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
@@ -121,16 +120,12 @@ def _answer_lines(report: dict) -> list[str]:
         if "accuracy_difference" not in agg:
             lines += _loss_answer(agg, tests)
             continue
-        d, n = agg["accuracy_difference"], len(agg["seeds"])
+        d, n, side = agg["accuracy_difference"], len(agg["seeds"]), favoured(agg)
         p_holm = agg.get("p_holm", 1.0)
-        if n < 2:
-            verdict = f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)"
-        elif d["ci_low"] > 0 and p_holm < ALPHA:
-            verdict = f"**{agg['arm']} beats {agg['versus']}**"
-        elif d["ci_high"] < 0 and p_holm < ALPHA:
-            verdict = f"**{agg['arm']} is worse than {agg['versus']}**"
-        else:
-            verdict = f"**no reliable difference between {agg['arm']} and {agg['versus']}**"
+        verdict = {"one_seed": f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)",
+                   "arm": f"**{agg['arm']} beats {agg['versus']}**",
+                   "versus": f"**{agg['arm']} is worse than {agg['versus']}**",
+                   "none": f"**no reliable difference between {agg['arm']} and {agg['versus']}**"}[side]
         lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s), McNemar over all seeds "
                      f"p = {_p(agg['p_value'])}, Holm-adjusted over {tests} tests p_holm = {_p(p_holm)}; seeds "
                      f"favouring {agg['arm']} / {agg['versus']} / tied: {agg['seeds_favouring_arm']} / "
@@ -146,14 +141,10 @@ def _loss_answer(agg: dict, tests: int) -> list[str]:
     if not d:
         return []
     p_holm, n = agg.get("p_holm", 1.0), len(agg["seeds"])
-    if n < 2:
-        verdict = f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)"
-    elif d["ci_high"] < 0 and p_holm < ALPHA:
-        verdict = f"**{agg['arm']} has a lower eval loss than {agg['versus']}**"
-    elif d["ci_low"] > 0 and p_holm < ALPHA:
-        verdict = f"**{agg['arm']} has a higher eval loss than {agg['versus']}**"
-    else:
-        verdict = f"**no reliable eval-loss difference between {agg['arm']} and {agg['versus']}**"
+    verdict = {"one_seed": f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)",
+               "arm": f"**{agg['arm']} has a lower eval loss than {agg['versus']}**",
+               "versus": f"**{agg['arm']} has a higher eval loss than {agg['versus']}**",
+               "none": f"**no reliable eval-loss difference between {agg['arm']} and {agg['versus']}**"}[favoured(agg)]
     return [(f"- {verdict}: eval-loss difference {_diff(d)} over {n} seed(s), p_holm = {_p(p_holm)} "
             f"(Holm over {tests} tests).")]
 
@@ -313,9 +304,46 @@ def _benchmark_lines(report: dict) -> list[str]:
     return lines
 
 
+def _efficiency_lines(report: dict) -> list[str]:
+    """How many random rows top_k's k rows are worth: random arms at 1x, 2x, 4x k beside top_k."""
+    eff = report.get("data_efficiency")
+    if not eff:
+        return []
+    accuracy = eff["metric"] == "accuracy"
+    what = "word accuracy" if accuracy else "eval loss"
+    top = eff["top_k"]
+    lines = ["## Data efficiency", "",
+             f"| arm | rows | tokens (first seed) | {what} (mean over seeds) | Δ vs top_k [95% CI] | p_holm | verdict |",
+             "|---|---|---|---|---|---|---|",
+             f"| top_k | {top['rows']} | {top['tokens']} | {_loss(top['mean'])} | | | |"]
+    for r in eff["random"]:
+        lines.append(f"| {r['arm']} ({r['multiple']}x k) | {r['rows']} | {r['tokens']} | {_loss(r['mean'])} | "
+                     f"{_diff(r['difference']) if 'difference' in r else 'not tested'} | "
+                     f"{_p(r['p_holm']) if r.get('p_holm') is not None else ''} | {r.get('verdict', '')} |")
+    tested = [r for r in eff["random"] if "verdict" in r]
+    worth, beats = eff.get("worth_at_least"), eff.get("beats_up_to")
+    if not tested:
+        sentence = "No random arm at a multiple of k was tested against top_k (add random_2x_k / random_4x_k)."
+    elif worth is None and tested[0]["verdict"] == "one seed":
+        sentence = "One seed: how many random rows top_k is worth needs at least two (sweep.seeds)."
+    elif worth is None:
+        first = tested[0]
+        sentence = (f"top_k at k = {top['rows']} rows is worth less than {first['multiple']}x k random rows: "
+                    f"{first['arm']} is reliably better.")
+    else:
+        sentence = (f"top_k at k = {top['rows']} rows matches random rows at {worth}x k: no random arm up to "
+                    f"{worth}x k is reliably better on {what}")
+        sentence += (f", and top_k is reliably better than random at {beats}x k." if beats else ".")
+        beyond = [r for r in tested if r["multiple"] > worth and r["verdict"] == "random better"]
+        if beyond:
+            sentence += f" At {beyond[0]['multiple']}x k random rows are reliably better."
+    return lines + ["", sentence + " Δ = random − top_k" + (" (a negative Δ eval loss favours random)."
+                                                            if not accuracy else "."), ""]
+
+
 def render_markdown(report: dict, name: str) -> str:
     lines = [f"# {name}: which training rows teach the task?", ""]
-    lines += _setup_lines(report) + _answer_lines(report)
+    lines += _setup_lines(report) + _answer_lines(report) + _efficiency_lines(report)
     if report["aggregate"]:
         lines += _aggregate_table(report)
     lines += _seed_tables(report)

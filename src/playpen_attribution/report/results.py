@@ -31,6 +31,72 @@ ALPHA = 0.05
 """Level of the report's verdicts, after the Holm adjustment."""
 
 
+def favoured(agg: dict) -> str:
+    """The verdict of an across-seeds comparison: 'arm' or 'versus' (the side reliably better: an interval
+    that excludes zero and p_holm < ALPHA, over at least two seeds), 'none', or 'one_seed'. On word accuracy
+    when the run generated, else on eval loss (lower is better)."""
+    if len(agg["seeds"]) < 2:
+        return "one_seed"
+    p_holm = agg.get("p_holm", 1.0)
+    if "accuracy_difference" in agg:
+        d, sign = agg["accuracy_difference"], 1
+    elif agg.get("loss_difference"):
+        d, sign = agg["loss_difference"], -1
+    else:
+        return "none"
+    if p_holm >= ALPHA:
+        return "none"
+    low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
+    return "arm" if low > 0 else "versus" if high < 0 else "none"
+
+
+def data_efficiency(report: dict) -> dict | None:
+    """top_k at k against the random arms (kind random: `random_k`, `random_2x_k`, `random_4x_k`, at n / k
+    times k): each one's mean over seeds, rows and tokens, and for the multiples tested against top_k the
+    difference and verdict. `worth_at_least`: the largest multiple m such that random rows at no tested
+    multiple up to m are reliably better than top_k ("top_k at k matches random at m x k"); `beats_up_to`:
+    the largest multiple at which top_k is reliably better. None when top_k or every random arm is missing."""
+    entries = [e for e in report["arms"] if e["seed"] is not None]
+    top = next((e for e in entries if e["name"] == "top_k"), None)
+    multiples = {e["name"]: e["n"] / e["k"] for e in entries  # random arms of top_k's k: n rows = n / k times k
+                 if top is not None and e.get("kind") == "random" and e.get("n") and e.get("k") == top.get("k")}
+    multiples = {name: int(m) if float(m).is_integer() else m for name, m in multiples.items()}
+    names = {e["name"] for e in entries}
+    if not multiples:
+        return None
+    use_accuracy = any(e.get("accuracy") is not None for e in entries if e["name"] == "top_k")
+    key = "accuracy" if use_accuracy else "eval_loss"
+
+    def summary(name: str) -> dict:
+        values = [e[key] for e in entries if e["name"] == name and e.get(key) is not None]
+        first = next(e for e in entries if e["name"] == name)
+        return {"arm": name, "rows": first.get("rows"), "tokens": first.get("tokens"),
+                "mean": float(np.mean(values)) if values else None, "seeds": len(values)}
+
+    tested = {a["arm"]: a for a in report["aggregate"] if a["versus"] == "top_k"}
+    out = {"metric": key, "top_k": summary("top_k"), "random": []}
+    worth, beats, blocked = None, None, False
+    for name, m in sorted(multiples.items(), key=lambda item: item[1]):
+        if name not in names:
+            continue
+        entry = summary(name) | {"multiple": m}
+        agg = tested.get(name)
+        if agg is not None:
+            entry["difference"] = agg.get("accuracy_difference" if use_accuracy else "loss_difference")
+            entry["p_holm"] = agg.get("p_holm")
+            entry["verdict"] = {"arm": "random better", "versus": "top_k better", "none": "no reliable difference",
+                                "one_seed": "one seed"}[favoured(agg)]
+            if entry["verdict"] == "top_k better":
+                beats = m
+            if entry["verdict"] == "random better" or entry["verdict"] == "one seed":
+                blocked = True
+            elif not blocked:
+                worth = m
+        out["random"].append(entry)
+    out["worth_at_least"], out["beats_up_to"] = worth, beats
+    return out
+
+
 def stage_folders(run_dir: Path) -> dict[str, Path]:
     """'name' or 'seed_<s>/name' -> every finished stage folder except the report (seed links skipped)."""
     out = {}
@@ -254,6 +320,9 @@ def collect(run_dir: Path) -> dict:
                 for name, fields in arms.items():
                     report["selection"][s][name] |= fields
     adjust_for_multiple_tests(report)
+    efficiency = data_efficiency(report)
+    if efficiency is not None:
+        report["data_efficiency"] = efficiency
     return report
 
 

@@ -1,0 +1,84 @@
+"""The report's data-efficiency answer: how many random rows top_k's k rows are worth, from the random arms
+at 1x, 2x and 4x k and their across-seeds tests against top_k (`report.results.data_efficiency`)."""
+
+from playpen_attribution.report.markdown import _efficiency_lines
+from playpen_attribution.report.results import data_efficiency, favoured
+
+
+def _arm(name, seed, accuracy, rows, loss=1.0):
+    return {"name": name, "seed": seed, "accuracy": accuracy, "eval_loss": loss, "rows": rows, "tokens": rows * 10,
+            "kind": "top" if name == "top_k" else "random", "n": rows, "k": 100}
+
+
+def _agg(arm, mean, low, high, p_holm, seeds=(1, 2), key="accuracy_difference"):
+    return {"arm": arm, "versus": "top_k", "seeds": list(seeds), "p_holm": p_holm,
+            key: {"mean": mean, "ci_low": low, "ci_high": high}}
+
+
+def _report(aggregates, accuracy=True):
+    arms = []
+    for seed in (1, 2):
+        arms += [_arm("top_k", seed, 0.6 if accuracy else None, 100, loss=2.0),
+                 _arm("random_k", seed, 0.1 if accuracy else None, 100, loss=3.0),
+                 _arm("random_2x_k", seed, 0.5 if accuracy else None, 200, loss=2.5),
+                 _arm("random_4x_k", seed, 0.7 if accuracy else None, 400, loss=1.9)]
+    return {"arms": arms, "aggregate": aggregates}
+
+
+def test_no_reliable_difference_up_to_4x_means_top_k_is_worth_4x():
+    eff = data_efficiency(_report([_agg("random_2x_k", -0.1, -0.2, 0.01, 0.001),
+                                   _agg("random_4x_k", 0.05, -0.01, 0.1, 0.2)]))
+    assert eff["metric"] == "accuracy" and eff["top_k"]["mean"] == 0.6
+    assert [r["arm"] for r in eff["random"]] == ["random_k", "random_2x_k", "random_4x_k"]
+    assert "verdict" not in eff["random"][0] and eff["random"][0]["mean"] == 0.1  # random_k: not tested vs top_k
+    assert [r["verdict"] for r in eff["random"][1:]] == ["no reliable difference"] * 2
+    assert eff["worth_at_least"] == 4 and eff["beats_up_to"] is None
+
+
+def test_top_k_beats_2x_and_matches_4x():
+    eff = data_efficiency(_report([_agg("random_2x_k", -0.1, -0.2, -0.05, 0.001),
+                                   _agg("random_4x_k", 0.05, -0.01, 0.1, 0.2)]))
+    assert eff["worth_at_least"] == 4 and eff["beats_up_to"] == 2
+    text = "\n".join(_efficiency_lines({"data_efficiency": eff}))
+    assert "matches random rows at 4x k" in text and "reliably better than random at 2x k" in text
+
+
+def test_random_better_at_4x_stops_the_worth_at_2x():
+    eff = data_efficiency(_report([_agg("random_2x_k", 0.0, -0.1, 0.1, 0.5),
+                                   _agg("random_4x_k", 0.2, 0.1, 0.3, 0.001)]))
+    assert eff["random"][2]["verdict"] == "random better"
+    assert eff["worth_at_least"] == 2
+
+
+def test_random_better_at_2x_means_worth_less_than_2x():
+    eff = data_efficiency(_report([_agg("random_2x_k", 0.2, 0.1, 0.3, 0.001),
+                                   _agg("random_4x_k", 0.0, -0.1, 0.1, 0.5)]))
+    assert eff["worth_at_least"] is None  # a later 'no difference' does not rescue it
+    text = "\n".join(_efficiency_lines({"data_efficiency": eff}))
+    assert "worth less than 2x k random rows" in text
+
+
+def test_an_interval_off_zero_without_holm_significance_is_no_verdict():
+    assert favoured(_agg("random_2x_k", 0.2, 0.1, 0.3, 0.2)) == "none"
+    assert favoured(_agg("random_2x_k", 0.2, 0.1, 0.3, 0.001, seeds=(1,))) == "one_seed"
+
+
+def test_loss_only_runs_judge_by_eval_loss_lower_is_better():
+    aggs = [_agg("random_2x_k", 0.3, 0.2, 0.4, 0.001, key="loss_difference"),   # random's loss higher: top_k better
+            _agg("random_4x_k", -0.3, -0.4, -0.2, 0.001, key="loss_difference")]  # random's loss lower: random better
+    eff = data_efficiency(_report(aggs, accuracy=False))
+    assert eff["metric"] == "eval_loss" and eff["top_k"]["mean"] == 2.0
+    assert [r["verdict"] for r in eff["random"][1:]] == ["top_k better", "random better"]
+    assert eff["worth_at_least"] == 2 and eff["beats_up_to"] == 2
+
+
+def test_random_arms_of_another_k_are_left_out():
+    report = _report([])
+    report["arms"] += [_arm("random_k_k50", 1, 0.2, 50) | {"k": 50}, _arm("random_k_k50", 2, 0.2, 50) | {"k": 50}]
+    assert [r["arm"] for r in data_efficiency(report)["random"]] == ["random_k", "random_2x_k", "random_4x_k"]
+
+
+def test_without_top_k_or_random_arms_there_is_no_answer():
+    report = _report([])
+    assert data_efficiency({"arms": [a for a in report["arms"] if a["name"] != "top_k"], "aggregate": []}) is None
+    assert data_efficiency({"arms": [a for a in report["arms"] if a["name"] == "top_k"], "aggregate": []}) is None
