@@ -275,3 +275,65 @@ def test_stages_without_their_config_section_are_named(demo_run, tmp_path):
         sae.run(cfg, tmp_path)
     with pytest.raises(UserError, match="no 'predict' section"):
         predict.run(cfg, tmp_path)
+
+
+def _saved_sae(folder, d_in: int, layer: int, seed: int) -> str:
+    """A SAELens folder (`save_model`) holding a JumpReLU SAE of block `layer`, as a trained one is shipped."""
+    import torch
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(seed)
+    meta = SAEMetadata(hook_name=f"blocks.{layer}.hook_resid_post")
+    JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=D_SAE, metadata=meta)).save_model(folder)
+    return str(folder)
+
+
+def test_saelens_saes_of_other_blocks_from_extra_sae_ids(sae_run, demo_run, tmp_path):
+    """sae.extra_sae_ids: SAELens SAEs (here folders; on the hub, more ids of the release) of other blocks are
+    encoded in the same pass; each layer's index names its own SAE, predict.model sae@<L> fits on it, and
+    `rank` extracts that SAE alone and gives the candidates the scores predict gave them."""
+    cfg, src, _ = sae_run
+    width = demo_run[0].model.tiny.hidden_size
+    main_sae, extra_sae = _saved_sae(tmp_path / "sae0", width, 0, 1), _saved_sae(tmp_path / "sae1", width, 1, 2)
+    run_dir = _linked_run(src, tmp_path / "run", UPSTREAM[1:] + (artifacts.DATA,))
+    cfg = cfg.model_copy(update={
+        "sae": SaeConfig(release=main_sae, extra_sae_ids=[extra_sae], model="base_adapter", batch_size=32,
+                         top_k_features=TOP_K),
+        "predict": cfg.predict.model_copy(update={"model": "sae@1"})})
+    config = tmp_path / "config.yaml"
+    config.write_text(dump(cfg))
+    assert main(["sae", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    assert artifacts.load_manifest(run_dir / "sae").fields["extra_layers"] == {"1": "blocks.1.hook_resid_post"}
+    for folder, (release, layer) in {"sae": (main_sae, 0), "sae/layer_1": (extra_sae, 1),
+                                     "sae/candidates/layer_1": (extra_sae, 1)}.items():
+        index = artifacts.load_features(run_dir / folder)[1]
+        assert (index["release"], index["sae_id"], index["layer"]) == (release, None, layer), folder
+    assert main(["predict", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    assert artifacts.load_predictor(run_dir / "predict")["spec"]["release"] == extra_sae
+    assert "sae@1" in artifacts.load_predictor_metrics(run_dir / "predict")["models"]
+    rows_file = artifacts.split_path(run_dir / "data", "candidates")
+    assert main(["rank", "--config", str(config), "--run-dir", str(run_dir), "--rows", str(rows_file)]) == 0
+    ranked = {r["example_id"]: r["predicted"] for r in read_jsonl(run_dir / "rank_candidates" / "ranked.jsonl")}
+    for row in read_jsonl(run_dir / "predict" / "candidate_scores.jsonl"):
+        assert row["predicted"] == pytest.approx(ranked[row["example_id"]], rel=1e-6, abs=1e-9)
+    assert artifacts.load_features(run_dir / "rank_candidates")[1]["release"] == extra_sae
+
+
+def test_two_saes_on_one_block_and_a_missing_predictor_layer_are_named(sae_run, demo_run, tmp_path, caplog):
+    cfg, src, _ = sae_run
+    width = demo_run[0].model.tiny.hidden_size
+    first, second = _saved_sae(tmp_path / "a", width, 0, 1), _saved_sae(tmp_path / "b", width, 0, 2)
+    run_dir = _linked_run(src, tmp_path / "run", UPSTREAM[1:] + (artifacts.DATA,))
+    config = tmp_path / "config.yaml"
+    config.write_text(dump(cfg.model_copy(update={"sae": SaeConfig(release=first, extra_sae_ids=[second])})))
+    assert main(["sae", "--config", str(config), "--run-dir", str(run_dir)]) == 2
+    assert "sae: two SAEs read block 0" in caplog.text
+    one = cfg.model_copy(update={"sae": SaeConfig(release=first, extra_sae_ids=[_saved_sae(tmp_path / "c", width, 1, 3)],
+                                                  model="base_adapter"),
+                                 "predict": cfg.predict.model_copy(update={"model": "sae@1"})})
+    config.write_text(dump(one))
+    assert main(["sae", "--config", str(config), "--run-dir", str(run_dir)]) == 0
+    config.write_text(dump(one.model_copy(update={"predict": one.predict.model_copy(update={"model": "sae@2"})})))
+    assert main(["predict", "--config", str(config), "--run-dir", str(run_dir)]) == 2
+    assert "predict.model = 'sae@2', but" in caplog.text and "sae@1 only" in caplog.text

@@ -348,3 +348,24 @@ def test_the_report_table_lists_every_model_with_what_feeds_the_arms():
     assert logistic.split(" | ")[2:4] == ["n/a", "n/a"] and f"C = {fit.metrics['models']['sae_logistic']['C']:g}" in logistic
     assert any(line.startswith("sae_logistic: Pearson and R² are not computed") for line in lines)
     assert any(line.startswith("30 candidate rows (never scored by gradients) ranked by sae") for line in lines)
+
+
+def test_extra_sae_ids_name_more_saes_of_a_release_or_more_folders():
+    from playpen_attribution.config import parse_config
+    from playpen_attribution.sae.config import SaeConfig
+
+    hub = SaeConfig(release="gemma-scope-2-1b-it-res", sae_id="layer_17_width_16k_l0_small",
+                    extra_sae_ids=["layer_12_width_16k_l0_small"])
+    (extra,) = hub.extra_saes()
+    assert (extra.release, extra.sae_id, extra.layer, extra.extra_sae_ids) == (
+        "gemma-scope-2-1b-it-res", "layer_12_width_16k_l0_small", None, [])
+    folder = SaeConfig(release="/saes/l17", extra_sae_ids=["/saes/l12"])
+    assert [(e.release, e.sae_id) for e in folder.extra_saes()] == [("/saes/l12", None)]
+    assert [e.layer for e in SaeConfig(layer=0, extra_layers=[1, 2]).extra_saes()] == [1, 2]
+    assert "extra_sae_ids" not in SaeConfig(layer=0).model_dump() and hub.model_dump()["extra_sae_ids"]
+    with pytest.raises(UserError, match=r"extra_sae_ids = \['x'\] with release 'random'"):
+        parse_config({"sae": {"layer": 0, "extra_sae_ids": ["x"]}}, "c.yaml")
+    with pytest.raises(UserError, match=r"expected distinct SAEs other than the main one"):
+        parse_config({"sae": {"release": "r", "sae_id": "a", "extra_sae_ids": ["a"]}}, "c.yaml")
+    # sae@<L> of an SAE named by id: its block is known only once loaded (the predict stage checks it)
+    parse_config({"sae": {"release": "r", "sae_id": "a", "extra_sae_ids": ["b"]}, "predict": {"model": "sae@12"}}, "c.yaml")

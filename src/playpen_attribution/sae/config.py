@@ -76,9 +76,27 @@ class SaeConfig(BaseModel):
         "`layer: L` would build), written to sae/layer_<L>/ and evaluated as predictor sae@<L>.",
     )
 
+    extra_sae_ids: list[str] = Field(
+        default_factory=list,
+        description="More SAEs encoded in the same forward pass, for a SAELens release or folder (extra_layers is "
+        "the random SAEs' form): with sae_id set, more ids of the same release (e.g. GemmaScope's "
+        "layer_12_width_16k_l0_small beside layer_17_...); with a folder release, more SAELens folders. Each SAE's "
+        "block L comes from its hook; it is written to sae/layer_<L>/ and evaluated as predictor sae@<L>.",
+    )
+
+    def extra_saes(self) -> list[SaeConfig]:
+        """One sae section per extra SAE (extra_layers or extra_sae_ids), each naming just that SAE."""
+        plain = {"extra_layers": [], "extra_sae_ids": []}
+        if self.release == "random":
+            return [self.model_copy(update=plain | {"layer": layer}) for layer in self.extra_layers]
+        if self.sae_id is not None:
+            return [self.model_copy(update=plain | {"sae_id": sae_id, "layer": None}) for sae_id in self.extra_sae_ids]
+        return [self.model_copy(update=plain | {"release": folder, "layer": None}) for folder in self.extra_sae_ids]
+
     @model_serializer(mode="wrap")
     def _without_new_defaults(self, handler):
-        """top_k_features and extra_layers stay out of dumps at their defaults (sae folders from before them match)."""
+        """top_k_features, extra_layers and extra_sae_ids stay out of dumps at their defaults (sae folders from
+        before them match)."""
         return _drop_defaults(handler(self), NEW_SAE_DEFAULTS)
 
     @model_validator(mode="after")
@@ -89,7 +107,13 @@ class SaeConfig(BaseModel):
             raise ValueError(f"sae_id = {self.sae_id!r} given with release 'random'; expected null")
         if self.extra_layers and self.release != "random":
             raise ValueError(f"extra_layers = {self.extra_layers} needs release 'random': a SAELens release has one "
-                             "SAE per sae_id, so encode another layer in another run (another sae_id)")
+                             "SAE per sae_id, so name the other layers' SAEs in extra_sae_ids")
+        if self.extra_sae_ids and self.release == "random":
+            raise ValueError(f"extra_sae_ids = {self.extra_sae_ids} with release 'random': random SAEs of other "
+                             "blocks are named by extra_layers")
+        known = [self.sae_id if self.sae_id is not None else self.release, *self.extra_sae_ids]
+        if len(set(known)) != len(known):
+            raise ValueError(f"extra_sae_ids = {self.extra_sae_ids}: expected distinct SAEs other than the main one")
         bad = [layer for layer in self.extra_layers if layer < 0]
         if bad or len(set(self.extra_layers)) != len(self.extra_layers) or self.layer in self.extra_layers:
             raise ValueError(f"extra_layers = {self.extra_layers}: expected distinct blocks >= 0 other than "
@@ -97,7 +121,7 @@ class SaeConfig(BaseModel):
         return self
 
 
-NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": []}
+NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": [], "extra_sae_ids": []}
 
 
 class PredictConfig(BaseModel):
@@ -130,7 +154,7 @@ class PredictConfig(BaseModel):
     model: str = Field(
         "sae", description="The variant whose cross-fitted predictions are `predicted` (the sae_top_k ranking), "
         "the saved predictor and the candidates' `predicted`: sae, sae_topk, sae_logistic or sae@<L> "
-        "(L in sae.extra_layers).",
+        "(L in sae.extra_layers, or the block of an SAE in sae.extra_sae_ids).",
     )
     probe_pooling: Literal["mean", "last_token"] = Field(
         "mean", description="The residual probe's input: mean = the residual averaged over the pooled tokens; "

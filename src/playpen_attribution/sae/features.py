@@ -13,7 +13,9 @@ Stopping early. The hook raises once it has the block's output, so the blocks af
 norm and the LM head never run (a test hooks block L+1 and checks it never fires). With
 `sae.extra_layers` every listed block is hooked in the same forward pass, which stops after the
 deepest; each extra layer is encoded by the random SAE that `layer: L` alone would build (same seed
-and width), so its features equal a single-layer run on that layer. The model runs in
+and width), so its features equal a single-layer run on that layer. `sae.extra_sae_ids` names the
+extra SAEs of a SAELens release (more ids) or more SAELens folders; each one's block comes from its
+hook, two SAEs on one block are refused, and each layer's index records its own release and id. The model runs in
 `sae.dtype` (auto = bfloat16 on a CUDA GPU, float32 on CPU); the SAE and the statistics in float32.
 Rows run sorted by length, `sae.batch_size` rows per batch, or with `sae.batch_tokens` as many as
 fit in that many padded tokens (`batch_sizing.length_batches`). `open_extraction` loads the model
@@ -43,7 +45,7 @@ keeps zeros (residual_last too) and is counted (`empty_pooled_rows`), never drop
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -262,7 +264,8 @@ def extract_features(model, sae, layer: int, dataset, pool: str, max_tokens: int
 
 @dataclass
 class Extraction:
-    """A model and its SAEs loaded once (the main layer first, then `sae.extra_layers`), for several row sets."""
+    """A model and its SAEs loaded once (the main layer first, then `sae.extra_layers` / `sae.extra_sae_ids`),
+    for several row sets."""
 
     cfg: SaeConfig
     tokenize: TokenizeConfig
@@ -271,6 +274,8 @@ class Extraction:
     saes: dict
     """block L -> its SAE; the first key is the main layer (`sae.layer`, or the SAE's hook)."""
     d_model: int
+    configs: dict = field(default_factory=dict)
+    """block L -> the sae section naming just its SAE (release and id recorded in that layer's index)."""
 
     @property
     def layer(self) -> int:
@@ -288,12 +293,19 @@ def open_extraction(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, a
     if bad:
         raise UserError(f"sae.extra_layers = {cfg.extra_layers}: {bad} out of range, the model has {n_layers} blocks "
                         f"(0..{n_layers - 1})")
-    saes = {}
-    for layer_cfg in [cfg, *(cfg.model_copy(update={"layer": extra, "extra_layers": []}) for extra in cfg.extra_layers)]:
+    saes, named = {}, {}
+    for layer_cfg in [cfg, *cfg.extra_saes()]:
         sae = load_sae(layer_cfg, d_model)
         where = sae_layer(layer_cfg, sae, d_model, n_layers)
-        saes[where] = sae.eval()
-    return Extraction(cfg, tokenize, tokenizer, model, saes, int(d_model))
+        if where in saes:
+            raise UserError(f"sae: two SAEs read block {where} ({_name(named[where])} and {_name(layer_cfg)}); "
+                            "name one SAE per block")
+        saes[where], named[where] = sae.eval(), layer_cfg
+    return Extraction(cfg, tokenize, tokenizer, model, saes, int(d_model), named)
+
+
+def _name(cfg: SaeConfig) -> str:
+    return cfg.release if cfg.sae_id is None else f"{cfg.release} {cfg.sae_id}"
 
 
 def extract_split(extraction: Extraction, rows: list[dict], what: str) -> dict[int, tuple[RowFeatures, dict]]:
@@ -313,9 +325,9 @@ def extract_split(extraction: Extraction, rows: list[dict], what: str) -> dict[i
                        "residual_last) are zeros", what, empty, cfg.pool, max_tokens)
     out = {}
     for layer, features in by_layer.items():
-        sae = extraction.saes[layer]
+        sae, own = extraction.saes[layer], extraction.configs.get(layer, cfg)
         out[layer] = features, {
-            "release": cfg.release, "sae_id": cfg.sae_id, "hook_name": hook_name(layer), "layer": layer,
+            "release": own.release, "sae_id": own.sae_id, "hook_name": hook_name(layer), "layer": layer,
             "d_sae": int(sae.cfg.d_sae), "d_model": extraction.d_model, "pool": cfg.pool, "max_tokens": max_tokens,
             "model": cfg.model, "rows": len(rows), "empty_pooled_rows": empty,
             "top_k_features": int(features.topk_ids.shape[1]),
@@ -328,8 +340,8 @@ def extract_rows(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, adap
     """The main layer's features of rows and what was used (`extract_split`; extra layers are not run)."""
     if not rows:
         raise UserError(f"no rows to extract SAE features from (sae.split = {cfg.split!r})")
-    extraction = open_extraction(cfg.model_copy(update={"extra_layers": []}), tokenize, model_path, adapter_path,
-                                 tokenizer_dir)
+    extraction = open_extraction(cfg.model_copy(update={"extra_layers": [], "extra_sae_ids": []}), tokenize,
+                                 model_path, adapter_path, tokenizer_dir)
     return extract_split(extraction, rows, f"sae.split = {cfg.split!r}")[extraction.layer]
 
 

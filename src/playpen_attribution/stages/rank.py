@@ -35,9 +35,15 @@ def rank_new_rows(predict_dir: Path, features_dir: Path) -> dict[str, float]:
 
 def _sae_for(sae: SaeConfig, spec: dict) -> SaeConfig:
     """The sae section that extracts the layer the saved predictor reads: a sae@<L> predictor reads extra layer
-    L (with the random SAE `layer: L` builds); every other predictor the main layer."""
+    L (with the random SAE `layer: L` builds, or the SAE of extra_sae_ids its spec names); every other
+    predictor the main layer."""
+    plain = {"extra_layers": [], "extra_sae_ids": []}
     if sae.release == "random" and spec.get("layer") in sae.extra_layers:
-        return sae.model_copy(update={"layer": spec["layer"], "extra_layers": []})
+        return sae.model_copy(update=plain | {"layer": spec["layer"]})
+    if sae.release != "random" and (spec.get("release"), spec.get("sae_id")) != (sae.release, sae.sae_id):
+        for extra in sae.extra_saes():  # a sae@<L> predictor of an SAE in extra_sae_ids: its index names it
+            if (extra.release, extra.sae_id) == (spec.get("release"), spec.get("sae_id")):
+                return extra
     return sae
 
 
