@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import SWEEP_PLAN, SWEEP_SEEDS, small_demo_dict
+from scipy.stats import ttest_1samp
 
 from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.log import logger
@@ -68,11 +69,16 @@ def test_report_statistics_per_seed_and_across_seeds(demo_run):
         assert agg["seeds"] == SWEEP_SEEDS and d["ci_low"] <= d["mean"] <= d["ci_high"]
         assert agg["seeds_favouring_arm"] + agg["seeds_favouring_versus"] + agg["seeds_tied"] == len(SWEEP_SEEDS)
         assert d["mean"] == pytest.approx(np.mean(agg["per_seed_accuracy_difference"]))
-    tests = report["comparisons"] + report["aggregate"]  # one Holm family: every test of the report
-    assert report["multiple_testing"] == {"method": "holm", "tests": len(tests), "alpha": 0.05}
-    assert [t["p_holm"] for t in tests] == pytest.approx(holm([t["p_value"] for t in tests]))
-    for agg in report["aggregate"]:  # the across-seed test pools every seed's discordant rows
-        per_seed = [c["mcnemar"] for c in report["comparisons"] if c["arm"] == agg["arm"]]
+    # two Holm families: the across-seed tests (the verdicts') and, apart, the per-seed ones
+    verdicts, per_seed_tests = report["aggregate"], report["comparisons"]
+    assert report["multiple_testing"] == {"method": "holm", "tests": len(verdicts),
+                                          "per_seed_tests": len(per_seed_tests), "alpha": 0.05}
+    for family in (verdicts, per_seed_tests):
+        assert [t["p_holm"] for t in family] == pytest.approx(holm([t["p_value"] for t in family]))
+    for agg in report["aggregate"]:  # the across-seed test: a t-test of the per-seed differences
+        assert agg["p_value"] == pytest.approx(ttest_1samp(agg["per_seed_accuracy_difference"], 0.0).pvalue)
+        assert agg["accuracy_difference"]["df"] == len(SWEEP_SEEDS) - 1
+        per_seed = [c["mcnemar"] for c in report["comparisons"] if c["arm"] == agg["arm"]]  # descriptive, pooled
         assert agg["mcnemar"]["a_only"] == sum(m["a_only"] for m in per_seed)
 
 
@@ -241,4 +247,4 @@ def test_verdicts_need_two_seeds_an_interval_off_zero_and_a_small_adjusted_p():
     assert "**one seed: training variance not measured**" in one_seed and "beats" not in one_seed
     adjusted_away = render_markdown(_one_aggregate([1, 2], (0.1, 0.5), 0.09), "r")  # raw p 0.03, Holm 0.09
     assert "**no reliable difference between top_k and matched_random_k**" in adjusted_away
-    assert "p_holm = 0.090" in adjusted_away and "Holm-adjusted over 3 tests" in adjusted_away
+    assert "p_holm = 0.090" in adjusted_away and "Holm-adjusted over 3 across-seed tests" in adjusted_away

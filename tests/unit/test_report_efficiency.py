@@ -73,7 +73,7 @@ def test_loss_only_runs_judge_by_eval_loss_lower_is_better():
 
 
 def test_random_arms_of_another_k_are_left_out():
-    report = _report([])
+    report = _report([_agg("random_2x_k", 0.0, -0.1, 0.1, 0.5)])
     report["arms"] += [_arm("random_k_k50", 1, 0.2, 50) | {"k": 50}, _arm("random_k_k50", 2, 0.2, 50) | {"k": 50}]
     assert [r["arm"] for r in data_efficiency(report)["random"]] == ["random_k", "random_2x_k", "random_4x_k"]
 
@@ -82,3 +82,5 @@ def test_without_top_k_or_random_arms_there_is_no_answer():
     report = _report([])
     assert data_efficiency({"arms": [a for a in report["arms"] if a["name"] != "top_k"], "aggregate": []}) is None
     assert data_efficiency({"arms": [a for a in report["arms"] if a["name"] == "top_k"], "aggregate": []}) is None
+    only_1x = [a for a in report["arms"] if a["name"] in ("top_k", "random_k")]  # the demo's arms: nothing to answer
+    assert data_efficiency({"arms": only_1x, "aggregate": []}) is None

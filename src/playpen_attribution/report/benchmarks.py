@@ -5,8 +5,8 @@ Reads `benchmarks.json` / `benchmark_samples.jsonl` of every evaluation folder t
 harness's value, its own stderr and the item count, in the report's model order. Comparisons pair each arm with its `versus` arm
 (as the word accuracy does) on the same items, joined on (doc_id, filter), for every task's primary
 metric (the first per-item metric the task logs): per seed the mean per-item difference with a
-bootstrap interval; across seeds the mean with an interval resampling seeds and items
-(`stats.seed_bootstrap`) and a sign-flip permutation p-value, which joins the report's Holm adjustment.
+bootstrap interval; across seeds the mean with a t interval and t-test over seeds (`stats.seed_t_test`:
+seed-to-seed plus item variance), whose p-value joins the report's Holm adjustment.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
     aggregate = []
     for (model, ref, task, metric), per_seed in pairs.items():
         diffs = np.stack([d for _, d in per_seed])
-        means = diffs.mean(axis=1)
+        means, test = diffs.mean(axis=1), stats.seed_t_test(diffs)
         aggregate.append({
             "arm": model, "versus": ref, "task": task, "metric": metric, "seeds": [s for s, _ in per_seed],
-            "items": int(diffs.shape[1]), "difference": stats.seed_bootstrap(diffs),
+            "items": int(diffs.shape[1]), "difference": {k: v for k, v in test.items() if k != "p_value"},
             "per_seed_difference": [float(m) for m in means], "seeds_favouring_arm": int((means > 0).sum()),
             "seeds_favouring_versus": int((means < 0).sum()),
-            "test": "sign-flip permutation of per-item differences over all seeds",
-            "p_value": stats.sign_flip_p(diffs),
+            "test": "t-test over seeds (per-seed mean item differences; seed-to-seed and item variance)",
+            "p_value": test["p_value"],
         })
     order = {name: i for i, name in enumerate(dict.fromkeys(e["name"] for e in entries))}
 

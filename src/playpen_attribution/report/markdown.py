@@ -106,9 +106,11 @@ def _setup_lines(report: dict) -> list[str]:
     tests = (report.get("multiple_testing") or {}).get("tests", 0)
     lines += [("- Statistics: Wilson 95% intervals on accuracy; per seed, exact McNemar (binomial on discordant rows) "
                "against the `vs` arm on the same eval rows and a paired bootstrap 95% interval of the eval-loss "
-               "difference; across seeds, the mean paired difference with a bootstrap 95% interval resampling seeds "
-               "and eval rows, and exact McNemar on the discordant rows of all seeds. "
-               f"p-values are Holm-Bonferroni adjusted over all {tests} tests of this report (`p_holm`); a verdict "
+               "difference; across seeds, the mean of the per-seed differences with a 95% t interval and a t-test "
+               "over seeds (seeds - 1 degrees of freedom; variance: seed to seed, where a seed redraws the random "
+               "arms and retrains, plus the shared eval rows). "
+               f"The {tests} across-seed tests (word accuracy or eval loss, and benchmarks) are Holm-Bonferroni "
+               "adjusted together (`p_holm`), the per-seed tests apart (descriptive); a verdict "
                "needs an interval that excludes zero and p_holm < 0.05, and at least two seeds."), ""]
     return lines
 
@@ -126,8 +128,8 @@ def _answer_lines(report: dict) -> list[str]:
                    "arm": f"**{agg['arm']} beats {agg['versus']}**",
                    "versus": f"**{agg['arm']} is worse than {agg['versus']}**",
                    "none": f"**no reliable difference between {agg['arm']} and {agg['versus']}**"}[side]
-        lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s), McNemar over all seeds "
-                     f"p = {_p(agg['p_value'])}, Holm-adjusted over {tests} tests p_holm = {_p(p_holm)}; seeds "
+        lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s), t-test over seeds "
+                     f"p = {_p(agg['p_value'])}, Holm-adjusted over {tests} across-seed tests p_holm = {_p(p_holm)}; seeds "
                      f"favouring {agg['arm']} / {agg['versus']} / tied: {agg['seeds_favouring_arm']} / "
                      f"{agg['seeds_favouring_versus']} / {agg['seeds_tied']}.")
     if len(lines) == 2:
@@ -146,7 +148,7 @@ def _loss_answer(agg: dict, tests: int) -> list[str]:
                "versus": f"**{agg['arm']} has a higher eval loss than {agg['versus']}**",
                "none": f"**no reliable eval-loss difference between {agg['arm']} and {agg['versus']}**"}[favoured(agg)]
     return [(f"- {verdict}: eval-loss difference {_diff(d)} over {n} seed(s), p_holm = {_p(p_holm)} "
-            f"(Holm over {tests} tests).")]
+            f"(Holm over {tests} across-seed tests).")]
 
 
 def _aggregate_table(report: dict) -> list[str]:
@@ -163,8 +165,9 @@ def _aggregate_table(report: dict) -> list[str]:
         tested = f"{_p(agg['p_value'])} | {_p(agg['p_holm'])}" if "p_holm" in agg else "n/a | n/a"
         lines.append(f"| {agg['arm']} | {agg['versus']} | {len(agg['seeds'])} | {acc} | {tested} | "
                      f"{_diff(agg.get('loss_difference'))} |")
-    lines += ["", ("Δ = arm − vs; a negative Δ eval loss favours the arm. p: exact McNemar over all seeds' discordant "
-              "rows (eval-loss sign-flip test for loss-only runs); p_holm: Holm-adjusted over every test in this report."),
+    lines += ["", ("Δ = arm − vs; a negative Δ eval loss favours the arm. p: t-test over seeds of the accuracy "
+              "difference (of the eval-loss difference for loss-only runs); p_holm: Holm-adjusted over the "
+              "report's across-seed tests."),
               ""]
     return lines
 
@@ -299,7 +302,7 @@ def _benchmark_lines(report: dict) -> list[str]:
                          f"{_diff(a['difference'])} | {a['seeds_favouring_arm']} / {a['seeds_favouring_versus']} | "
                          f"{_p(a['p_value'])} | {_p(a['p_holm']) if 'p_holm' in a else 'n/a'} |")
         lines += ["", ("Δ = arm − vs on the same items (doc_id, filter), per-item scores from lm-eval's log_samples; "
-                  "the interval resamples seeds and items; p: sign-flip permutation; p_holm over every test here.")]
+                  "interval and p: t over seeds; p_holm with the report's other across-seed tests.")]
     lines += ["", f"Harness switches: {b['switches']}", ""]
     return lines
 
@@ -322,9 +325,7 @@ def _efficiency_lines(report: dict) -> list[str]:
                      f"{_p(r['p_holm']) if r.get('p_holm') is not None else ''} | {r.get('verdict', '')} |")
     tested = [r for r in eff["random"] if "verdict" in r]
     worth, beats = eff.get("worth_at_least"), eff.get("beats_up_to")
-    if not tested:
-        sentence = "No random arm at a multiple of k was tested against top_k (add random_2x_k / random_4x_k)."
-    elif worth is None and tested[0]["verdict"] == "one seed":
+    if worth is None and tested[0]["verdict"] == "one seed":
         sentence = "One seed: how many random rows top_k is worth needs at least two (sweep.seeds)."
     elif worth is None:
         first = tested[0]

@@ -8,8 +8,9 @@ ranked), the stage configs (for the setup) and every manifest (for wall times an
 Statistics (`report.stats`): per model and seed word accuracy with a Wilson 95% interval; per seed,
 each arm against its `versus` arm (default matched_random_k) on the same eval rows joined by
 example_id: exact McNemar on word correctness and a paired bootstrap interval of the eval-loss
-difference; across seeds, the mean paired difference with a bootstrap interval resampling seeds and
-rows, and how many seeds favour each side.
+difference; across seeds, the mean paired difference with a t interval and t-test over seeds
+(`stats.seed_t_test`), and how many seeds favour each side. Holm: the verdicts' family (every across-seed
+test, word accuracy or eval loss and benchmarks) and, apart, the per-seed tests (descriptive).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def data_efficiency(report: dict) -> dict | None:
     times k): each one's mean over seeds, rows and tokens, and for the multiples tested against top_k the
     difference and verdict. `worth_at_least`: the largest multiple m such that random rows at no tested
     multiple up to m are reliably better than top_k ("top_k at k matches random at m x k"); `beats_up_to`:
-    the largest multiple at which top_k is reliably better. None when top_k or every random arm is missing."""
+    the largest multiple at which top_k is reliably better. None when no random arm is tested against top_k."""
     entries = [e for e in report["arms"] if e["seed"] is not None]
     top = next((e for e in entries if e["name"] == "top_k"), None)
     multiples = {e["name"]: e["n"] / e["k"] for e in entries  # random arms of top_k's k: n rows = n / k times k
@@ -93,6 +94,8 @@ def data_efficiency(report: dict) -> dict | None:
             elif not blocked:
                 worth = m
         out["random"].append(entry)
+    if not any("verdict" in r for r in out["random"]):
+        return None  # random_k alone is only tested against matched_random_k: no multiple of k to answer with
     out["worth_at_least"], out["beats_up_to"] = worth, beats
     return out
 
@@ -180,10 +183,18 @@ def compare(arm: dict, ref: dict, preds: dict) -> dict:
     return out
 
 
+SEED_TEST = "t-test over seeds (of the per-seed mean differences)"
+"""The across-seed test: `stats.seed_t_test`."""
+
+
+def _interval(test: dict) -> dict:
+    return {k: test[k] for k in ("mean", "ci_low", "ci_high", "se", "df")}
+
+
 def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, metric: str | None) -> dict:
-    """Across seeds: mean paired difference (seeds and rows resampled), seeds favouring each side, and the
-    across-seed test (`p_value`: exact McNemar on every seed's discordant rows, or for loss-only runs a
-    sign-flip permutation of the eval-loss differences)."""
+    """Across seeds: the mean paired difference with its t interval, seeds favouring each side, the
+    discordant rows of all seeds (`mcnemar`, descriptive) and the across-seed test (`p_value`:
+    `stats.seed_t_test` on word accuracy, or on eval loss for loss-only runs)."""
     out = {"arm": arm_name, "versus": ref_name, "seeds": seeds}
     what = f"{arm_name} vs {ref_name}"
     fields = (metric or "loss", "loss")
@@ -194,29 +205,34 @@ def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, metri
         tables = [stats.mcnemar_exact(ca.astype(bool), cb.astype(bool)) for (_, ca, cb), _ in rows]
         out |= {"arm_accuracy_mean": float(np.mean([ca.mean() for (_, ca, _), _ in rows])),
                 "versus_accuracy_mean": float(np.mean([cb.mean() for (_, _, cb), _ in rows])),
-                "accuracy_difference": stats.seed_bootstrap(diff),
+                "accuracy_difference": _interval(stats.seed_t_test(diff)),
                 "per_seed_accuracy_difference": [float(d) for d in per_seed],
                 "seeds_favouring_arm": int((per_seed > 0).sum()), "seeds_favouring_versus": int((per_seed < 0).sum()),
                 "seeds_tied": int((per_seed == 0).sum()), "mcnemar": stats.mcnemar_pooled(tables)}
-        out |= {"test": "exact McNemar over all seeds", "p_value": out["mcnemar"]["p_value"]}
+        out |= {"test": SEED_TEST, "p_value": stats.seed_t_test(diff)["p_value"]}
     losses = np.stack([la - lb for _, (_, la, lb) in rows])
     finite = np.isfinite(losses).all(axis=0)
     if finite.any():
-        out["loss_difference"] = stats.seed_bootstrap(losses[:, finite])
+        loss_test = stats.seed_t_test(losses[:, finite])
+        out["loss_difference"] = _interval(loss_test)
         out["loss_rows_excluded"] = int((~finite).sum())
         if "p_value" not in out:
-            out |= {"test": "sign-flip permutation of eval loss over all seeds",
-                    "p_value": stats.sign_flip_p(losses[:, finite])}
+            out |= {"test": SEED_TEST + " (eval loss)", "p_value": loss_test["p_value"]}
     return out
 
 
 def adjust_for_multiple_tests(report: dict) -> None:
-    """Holm-Bonferroni over every test in the report (per seed and across seeds): each gets `p_holm`."""
-    tests = [t for t in report["comparisons"] + report["aggregate"] + report.get("benchmarks", {}).get("aggregate", [])
-             if "p_value" in t]
-    for test, adjusted in zip(tests, stats.holm([t["p_value"] for t in tests])):
-        test["p_holm"] = adjusted
-    report["multiple_testing"] = {"method": "holm", "tests": len(tests), "alpha": ALPHA}
+    """Holm-Bonferroni, each test gets `p_holm`: over the across-seed tests (word accuracy or eval loss, and
+    benchmarks: the ones a verdict is drawn from), and separately over the per-seed tests (descriptive:
+    each is conditional on one seed's trainings; in the verdicts' family they would make every added seed
+    cost the verdicts power)."""
+    verdicts = [t for t in report["aggregate"] + report.get("benchmarks", {}).get("aggregate", []) if "p_value" in t]
+    per_seed = [t for t in report["comparisons"] + report.get("benchmarks", {}).get("comparisons", []) if "p_value" in t]
+    for family in (verdicts, per_seed):
+        for test, adjusted in zip(family, stats.holm([t["p_value"] for t in family])):
+            test["p_holm"] = adjusted
+    report["multiple_testing"] = {"method": "holm", "tests": len(verdicts), "per_seed_tests": len(per_seed),
+                                  "alpha": ALPHA}
 
 
 def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:

@@ -4,13 +4,16 @@
 - `mcnemar_exact`: exact McNemar test of two models on the same rows: a two-sided binomial test
   (p = 1/2) on the discordant pairs (scipy.stats.binomtest).
 - `bootstrap_mean`: a percentile bootstrap interval of the mean of paired per-row differences.
-- `seed_bootstrap`: an interval for the mean difference across seeds, resampling seeds and eval rows
-  (the same rows for every seed, as the eval set is shared): it reflects both seed-to-seed spread and
-  the finite eval set, which matters when there are only a few seeds.
+- `seed_t_test`: the across-seed interval and test of a mean difference: a t interval / t-test with
+  seeds - 1 degrees of freedom on the per-seed mean differences. The seed is the replication (a seed
+  redraws the random arms and retrains); tests that treat every (seed, row) pair as independent
+  (pooled McNemar, sign flips of every pair, a bootstrap over 3 seeds) ignore that spread, and an A/A
+  control of two identically drawn arms got p_holm < 0.001 from them.
 - `paired`: joins two models' per-row values on example_id (both must hold the same rows).
-- `mcnemar_pooled`: exact McNemar over several seeds' tables (the across-seed test of accuracy).
-- `sign_flip_p`: a paired permutation test of a mean difference (the test of eval loss), flipping the
-  sign of each (seed, row) difference.
+- `mcnemar_pooled`: exact McNemar over several seeds' tables (descriptive: the discordant rows of all
+  seeds; not the across-seed test).
+- `sign_flip_p`: a paired permutation test of a mean difference, flipping the sign of each row's
+  difference (the per-seed test of eval loss in loss-only runs).
 - `holm`: Holm-Bonferroni adjusted p-values of a family of tests (every test in one report).
 
 Bootstrap draws use a fixed generator seed, so a report is reproducible.
@@ -81,24 +84,31 @@ def bootstrap_mean(
     return {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
 
 
-def seed_bootstrap(
-    differences: np.ndarray, level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
-) -> dict:
-    """Mean over seeds of per-row paired differences ([seeds, rows]), resampling seeds and rows."""
+def seed_t_test(differences: np.ndarray, level: float = 0.95) -> dict:
+    """Across seeds, per-row paired differences [seeds, rows] on the same eval rows: the mean of the
+    per-seed mean differences, a t interval and a two-sided one-sample t-test of the per-seed means with
+    seeds - 1 degrees of freedom. The seed is the replication: a seed redraws the random arms and
+    retrains, and its mean difference carries that variation and the eval rows' noise; the eval set is
+    held fixed, as in the per-seed tests. (Adding the eval rows' variance of the seed-averaged
+    differences on top counts their noise twice: on simulated A/A runs that test called 0.35% instead of
+    5%.) One seed: the rows' variance alone (rows - 1 degrees of freedom); no verdict is drawn from it."""
+    from scipy.stats import t as student_t
+
     values = np.asarray(differences, dtype=float)
     if values.ndim != 2 or values.size == 0:
-        raise ValueError("seed_bootstrap needs a non-empty [seeds, rows] array")
+        raise ValueError("seed_t_test needs a non-empty [seeds, rows] array")
     n_seeds, n_rows = values.shape
-    rng = np.random.default_rng(seed)
-    means = np.empty(draws)
-    for start in range(0, draws, 200):
-        stop = min(draws, start + 200)
-        rows = rng.integers(0, n_rows, (stop - start, n_rows))
-        per_seed = values[:, rows].mean(axis=2)                      # [seeds, draws]
-        seeds = rng.integers(0, n_seeds, (stop - start, n_seeds))
-        means[start:stop] = np.take_along_axis(per_seed.T, seeds, axis=1).mean(axis=1)
-    low, high = _interval(means, level)
-    return {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
+    per_seed = values.mean(axis=1)
+    mean = float(per_seed.mean())
+    if n_seeds > 1:
+        se, df = math.sqrt(per_seed.var(ddof=1) / n_seeds), n_seeds - 1
+    else:
+        se, df = (math.sqrt(values[0].var(ddof=1) / n_rows) if n_rows > 1 else 0.0), max(n_rows - 1, 1)
+    if se == 0.0:
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "p_value": 1.0 if mean == 0 else 0.0, "se": 0.0, "df": df}
+    half = float(student_t.ppf(0.5 + level / 2, df)) * se
+    p_value = float(2 * student_t.sf(abs(mean) / se, df))
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p_value": p_value, "se": se, "df": df}
 
 
 def paired(a: dict[str, object], b: dict[str, object], what: str) -> tuple[list[str], list, list]:
