@@ -132,6 +132,8 @@ def test_seed_t_test_finds_a_real_difference_and_handles_one_seed_and_no_spread(
     assert seed_t_test(real)["p_value"] == pytest.approx(ttest_1samp(per_seed, 0.0).pvalue)
     assert seed_t_test(np.zeros((3, 5)))["p_value"] == 1.0
     assert seed_t_test(np.ones((2, 4)))["p_value"] == 0.0
+    same = seed_t_test(np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]))  # both seeds +0.25: the rows' spread stands in
+    assert same["mean"] == 0.25 and 0.05 < same["p_value"] < 1 and same["df"] == 1
     with pytest.raises(ValueError):
         seed_t_test(np.zeros(3))
 

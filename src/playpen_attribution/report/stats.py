@@ -91,7 +91,8 @@ def seed_t_test(differences: np.ndarray, level: float = 0.95) -> dict:
     retrains, and its mean difference carries that variation and the eval rows' noise; the eval set is
     held fixed, as in the per-seed tests. (Adding the eval rows' variance of the seed-averaged
     differences on top counts their noise twice: on simulated A/A runs that test called 0.35% instead of
-    5%.) One seed: the rows' variance alone (rows - 1 degrees of freedom); no verdict is drawn from it."""
+    5%.) One seed: the rows' variance alone (rows - 1 degrees of freedom); no verdict is drawn from it.
+    Seeds with identical mean differences: the rows' variance stands in for the seeds' (zero) spread."""
     from scipy.stats import t as student_t
 
     values = np.asarray(differences, dtype=float)
@@ -100,10 +101,13 @@ def seed_t_test(differences: np.ndarray, level: float = 0.95) -> dict:
     n_seeds, n_rows = values.shape
     per_seed = values.mean(axis=1)
     mean = float(per_seed.mean())
+    row_se = math.sqrt(values.mean(axis=0).var(ddof=1) / n_rows) if n_rows > 1 else 0.0
     if n_seeds > 1:
         se, df = math.sqrt(per_seed.var(ddof=1) / n_seeds), n_seeds - 1
+        if se == 0.0:  # seeds that agree to the last row say nothing of their spread: the rows' variance stands in
+            se = row_se
     else:
-        se, df = (math.sqrt(values[0].var(ddof=1) / n_rows) if n_rows > 1 else 0.0), max(n_rows - 1, 1)
+        se, df = row_se, max(n_rows - 1, 1)
     if se == 0.0:
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "p_value": 1.0 if mean == 0 else 0.0, "se": 0.0, "df": df}
     half = float(student_t.ppf(0.5 + level / 2, df)) * se
