@@ -33,6 +33,7 @@ PREDICT = "predict"
 SELECT = "select"
 REPORT = "report"
 JOBS = "jobs"  # the launcher's job logs and submitit pickles (launcher kind local / slurm); not a stage folder
+TRACKING = "tracking"  # experiment tracking (`tracking.backend`): TensorBoard event files, wandb's offline runs
 SHARED_MODELS = ("base", "base_adapter")
 """Evaluated models that are not arms: the base model and the base adapter."""
 
@@ -83,6 +84,9 @@ def stage_kind(folder_name: str) -> tuple[str, str | None]:
 
 # --- files ---------------------------------------------------------------------------------------
 EXPERIMENT_FILE = "experiment.yaml"   # the run's whole resolved config, in the run directory
+OVERRIDES_FILE = "overrides.yaml"     # ... the config file, its --set overrides and the command line given
+RUN_LOG = "run.log"                   # ... every command's log records at DEBUG, appended
+TRAINING_LOSS_PLOT = "training_loss.png"  # report: loss per logged step of every training
 CONFIG_FILE = "config.yaml"           # every stage folder: the stage's resolved config
 MANIFEST_FILE = "manifest.json"       # every stage folder: inputs, outputs, hashes, versions, times
 BUILDING_MARK = ".building"           # every <stage>.part while it is built: the build's fingerprint
