@@ -147,7 +147,7 @@ def test_cli_trains_one_arm_of_one_seed_and_needs_the_seed(demo_run, tmp_path):
     config.write_text(yaml.safe_dump(small_demo_dict(name="small_demo")))
     stamp = artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"]
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
-    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--model", "top_k", "--seed", "2"]) == 0
+    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
     assert artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"] == stamp  # reused
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k"]) == 2
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "9"]) == 2

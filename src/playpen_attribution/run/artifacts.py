@@ -150,6 +150,11 @@ def write_experiment_config(run_dir: Path, config_yaml: str) -> None:
     atomic.write_text(Path(run_dir) / EXPERIMENT_FILE, config_yaml)
 
 
+def write_overrides(run_dir: Path, origin_yaml: str) -> None:
+    """The config file a run was given, its --set overrides and the command line (beside experiment.yaml)."""
+    atomic.write_text(Path(run_dir) / OVERRIDES_FILE, origin_yaml)
+
+
 def write_building_mark(part_dir: Path, fingerprint: str) -> None:
     (Path(part_dir) / BUILDING_MARK).write_text(fingerprint + "\n")
 

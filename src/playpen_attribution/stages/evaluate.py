@@ -203,4 +203,4 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         "seed": seed,
     }
     return run_stage(run_dir, artifacts.eval_dir(model), stage_cfg, inputs, build,
-                     command=cli_command("evaluate", run_dir, model=model, seed=seed), overwrite=overwrite)
+                     command=cli_command("evaluate", run_dir, arm=model, seed=seed), overwrite=overwrite)

@@ -3,7 +3,8 @@
 Reads the run directory alone (`report.results` says what and computes the statistics), so
 `playpen-attribution report --run-dir D` regenerates it. Writes `report/`: `report.json`,
 `report.md`, `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
-family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran) and, when the attribute stage drew them, copies of `score_histogram.png`
+family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran), `training_loss.png` (every
+training's train_log.json) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
 
 Before reading, it checks every stage folder against what is on disk (`stage_folder.stale_stages`):
@@ -26,6 +27,21 @@ from playpen_attribution.run import artifacts
 from playpen_attribution.run.stage_folder import run_stage, stale_stages
 
 
+def training_curves(folders: dict[str, Path]) -> list[dict]:
+    """{name, seed, steps, losses} of every training folder among `folders` (label -> folder), from its
+    train_log.json: the base adapter first, then each arm by seed."""
+    curves = []
+    for label, folder in folders.items():
+        kind, arm = artifacts.stage_kind(folder.name)
+        if kind != "train":
+            continue
+        seed = folder.parent.name.removeprefix("seed_") if "/" in label else None
+        logged = [e for e in artifacts.load_train_log(folder) if e.get("loss") is not None]
+        curves.append({"name": arm or "base_adapter", "seed": int(seed) if seed is not None else None,
+                       "steps": [e.get("step") for e in logged], "losses": [e["loss"] for e in logged]})
+    return sorted(curves, key=lambda c: (c["name"] != "base_adapter", c["seed"] if c["seed"] is not None else -1))
+
+
 def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     """Write the plots into `out`; the file names, in reading order."""
     arms = report["arms"]
@@ -46,6 +62,10 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     if report.get("benchmarks", {}).get("results"):
         plots.plot_benchmarks(report["benchmarks"]["results"], out / artifacts.BENCHMARKS_PLOT)
         drawn.append(artifacts.BENCHMARKS_PLOT)
+    curves = training_curves(stage_folders(run_dir))
+    if curves:
+        plots.plot_training_loss(curves, out / artifacts.TRAINING_LOSS_PLOT)
+        drawn.append(artifacts.TRAINING_LOSS_PLOT)
     for source in attribution_plots(run_dir):
         shutil.copy2(source, out / source.name)
         drawn.append(source.name)
