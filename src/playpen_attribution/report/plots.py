@@ -168,12 +168,13 @@ def plot_training_loss(curves: list[dict], path: Path) -> None:
                     label="shared" if c["seed"] is None else f"seed {c['seed']}")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("optimizer step", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("training loss")
-    axes.flat[0].legend(fontsize=7)
     fig.suptitle("Training loss per logged step, by model and seed")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -5,8 +5,9 @@ logging step; they also go to `train_log.json` whatever the backend) through the
 integrations (`report_to`): TensorBoard event files in `<run_dir>/tracking/<stage>` (`seed_<s>/<stage>`
 for an arm; `tensorboard --logdir <run_dir>/tracking`), Weights & Biases in offline mode unless
 `WANDB_MODE` says otherwise (runs under `<run_dir>/tracking/wandb`, `wandb sync` uploads them),
-trackio's local store. Each training is one tracked run named `<run_name>/<stage>`. Tracking is not part
-of any stage's fingerprint: turning it on or off retrains nothing.
+trackio's local store. Each training is one tracked run named `<run_name>/<stage>`. With wandb, lm-eval's
+own logger also sends each evaluation's benchmark results (`benchmark_logging`; lm-eval has no logger for
+the other two). Tracking is not part of any stage's fingerprint: turning it on or off retrains nothing.
 """
 
 from __future__ import annotations
@@ -54,13 +55,30 @@ def trainer_reporting(tracking: TrackingConfig, tracking_dir: Path, stage: str, 
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(tracking_dir / stage)
         return {"report_to": "tensorboard", "run_name": run_name}
     if backend == "wandb":
-        import wandb
-
-        if wandb.run is not None:  # the trainer reuses an open run: close the previous training's
-            wandb.finish()
-        tracking_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ["WANDB_DIR"] = str(tracking_dir)
-        os.environ["WANDB_PROJECT"] = project
+        _fresh_wandb(tracking_dir, project)
         return {"report_to": "wandb", "run_name": run_name}
     return {"report_to": "trackio", "run_name": run_name, "project": project}
+
+
+def benchmark_logging(tracking: TrackingConfig, tracking_dir: Path, stage: str, name: str) -> dict | None:
+    """`wandb.init` arguments for lm-eval's own logger of benchmark results (`WandbLogger`: wandb is the one
+    tracker lm-eval logs to) with `tracking.backend: wandb`; None otherwise."""
+    if tracking.backend != "wandb":
+        return None
+    project = tracking.project or name
+    _fresh_wandb(tracking_dir, project)
+    return {"project": project, "name": f"{tracking.run_name or name}/{stage}", "dir": str(tracking_dir),
+            "job_type": "eval"}
+
+
+def _fresh_wandb(tracking_dir: Path, project: str) -> None:
+    """Offline by default, under `tracking_dir`, with no run left open (the trainer and lm-eval's logger
+    would log into the previous one)."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+    tracking_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ["WANDB_DIR"] = str(tracking_dir)
+    os.environ["WANDB_PROJECT"] = project

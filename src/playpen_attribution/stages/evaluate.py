@@ -51,6 +51,7 @@ from playpen_attribution.run.artifacts import EvalMetrics, Prediction
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.tracking import benchmark_logging
 from playpen_attribution.taboo.guess import extract_guess, gold_word
 
 
@@ -159,6 +160,13 @@ def _unset_fields(cfg: ExperimentConfig) -> set[str]:
     return out | (set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS))
 
 
+def _tracked_as(folder: Path, model: str, seed: int | None) -> tuple[Path, str]:
+    """(the run's tracking folder, the evaluation's name there: eval_<model>, or seed_<s>/eval_<model>)."""
+    if seed is None:
+        return folder / artifacts.TRACKING, artifacts.eval_dir(model)
+    return folder.parent / artifacts.TRACKING, f"{folder.name}/{artifacts.eval_dir(model)}"
+
+
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model: str = "base_adapter") -> Path:
     """Evaluate `model` (base, base_adapter or an arm) in the folder `run_dir`."""
     run_dir = Path(run_dir)
@@ -186,7 +194,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
             results, samples, switches = run_lm_eval(
                 loaded, tokenizer, ev.benchmarks, include_path=ev.benchmark_include_path,
                 chat_template=cfg.tokenize.format == "chat_template", allow_code_execution=ev.allow_code_execution,
-                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit)
+                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit,
+                wandb_init=benchmark_logging(cfg.tracking, *_tracked_as(run_dir, model, seed), cfg.name))
             artifacts.write_benchmarks(out, results, samples, switches)
         counts = {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
                   "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
