@@ -99,7 +99,7 @@ def unknown_model(tmp_path):
 
 def yaml_syntax_error(tmp_path):
     (tmp_path / "c.yaml").write_text("name: x\nselect:\n  k: [1, 2\ntrain: {}\n")
-    return ["plan", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r")], "c.yaml:4:1: not valid YAML"
+    return ["plan", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r")], "c.yaml:4:6: not valid YAML: expected ',' or ']'"
 
 
 def extends_cycle(tmp_path):
