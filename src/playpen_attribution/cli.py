@@ -176,14 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from playpen_attribution.config import load_config
             from playpen_attribution.pipeline import run_experiment
+            from playpen_attribution.run import artifacts
 
             config_path = args.config or demo_config_path()
             cfg = load_config(config_path)
             if args.workers is not None:
                 cfg = _with_workers(cfg, args.workers)
             run_dir = args.run_dir or Path("runs") / (cfg.name if args.config else "demo")
-            run_experiment(cfg, run_dir, args.overwrite)
-            return 0
+            report_dir = run_experiment(cfg, run_dir, args.overwrite)
+            control = artifacts.load_report(report_dir).get("control")
+            return 1 if control is not None and not control["passed"] else 0  # a failed control fails the run
         _stage(args)
         return 0
     except UserError as exc:

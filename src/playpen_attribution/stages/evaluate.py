@@ -37,6 +37,7 @@ import numpy as np
 
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.benchmarks import run_lm_eval
+from playpen_attribution.core.choice import choice_log_likelihoods
 from playpen_attribution.core.generation import (
     generate,
     require_vllm,
@@ -45,13 +46,19 @@ from playpen_attribution.core.generation import (
 )
 from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import prompt_ids, stop_ids, tokenize_rows, truncation_counts
+from playpen_attribution.core.tokenization import (
+    prompt_and_completions,
+    prompt_ids,
+    stop_ids,
+    tokenize_rows,
+    truncation_counts,
+)
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import EvalMetrics, Prediction
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
-from playpen_attribution.taboo.guess import extract_guess, gold_word
+from playpen_attribution.taboo.guess import choice_words, extract_guess, gold_word, row_choices, with_guess
 
 
 def _generate_texts(
@@ -107,6 +114,37 @@ def word_predictions(
     return predictions, metrics
 
 
+def choice_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer) -> tuple[list[dict], dict]:
+    """The format-robust metric: each row's target word ranked among its choices (`taboo.guess.row_choices`:
+    every eval target word, or `evaluate.choices` of them) by the summed log-likelihood of the row's completion
+    with that word as the guess. Rank 1 is `choice_correct`; a tie counts against the target. Rows without a
+    target word or a guess to substitute are skipped and counted (`choice_skipped`)."""
+    tok, n = cfg.tokenize, None if cfg.evaluate.choices == "all" else cfg.evaluate.choices
+    words = choice_words(rows)
+    scored, prompts, options = [], [], []
+    for index, row in enumerate(rows):
+        choices = row_choices(row, words, n)
+        if choices is None or len(choices) < 2:
+            continue
+        texts = [with_guess(row["completion"], word) for word in choices]
+        prompt, ids = prompt_and_completions(tokenizer, row, texts, tok.format, tok.max_length, tok.supervise)
+        scored.append(index)
+        prompts.append(prompt)
+        options.append(ids)
+    predictions: list[dict] = [{} for _ in rows]
+    if not scored:
+        return predictions, {"choice_skipped": len(rows)}
+    ranks = []
+    for index, values in zip(scored, choice_log_likelihoods(model, prompts, options, tokenizer.pad_token_id)):
+        rank = 1 + int((values[1:] >= values[0]).sum())
+        ranks.append(rank)
+        predictions[index] = {"choice_rank": rank, "choice_correct": rank == 1, "choices": len(values)}
+    correct = sum(rank == 1 for rank in ranks)
+    return predictions, {"choice_correct": correct, "choice_total": len(ranks), "choice_accuracy": correct / len(ranks),
+                         "choice_mrr": float(np.mean([1 / rank for rank in ranks])),
+                         "choice_skipped": len(rows) - len(ranks)}
+
+
 def _check_backend(cfg: ExperimentConfig, adapter: Path | None) -> None:
     """UserError when generation needs vLLM and it is missing or cannot serve the adapter."""
     if cfg.evaluate.generate and cfg.evaluate.backend == "vllm":
@@ -134,6 +172,12 @@ def evaluate_rows(
                "loss_rows": int(finite.sum()), "loss_non_finite": int((~finite).sum())}
     predictions = [{"example_id": r["example_id"], "loss": float(v) if np.isfinite(v) else None}
                    for r, v in zip(rows, losses)]
+    if cfg.evaluate.choices is not None:
+        t0 = time.perf_counter()
+        choices, choice_metrics = choice_predictions(cfg, rows, model, tokenizer)
+        predictions = [p | c for p, c in zip(predictions, choices)]
+        metrics |= choice_metrics
+        speed["choice_rows_per_s"] = _rate(choice_metrics.get("choice_total", 0), time.perf_counter() - t0)
     if cfg.evaluate.generate:
         words, word_metrics = word_predictions(cfg, rows, model, tokenizer, name, model_path, adapter)
         predictions = [p | w for p, w in zip(predictions, words)]
