@@ -58,6 +58,7 @@ def run(name: str, config: Path, run_dir: Path, kernels: str | None, borrow: Pat
         env["ATEN_CPU_CAPABILITY"] = kernels
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "playpen_attribution", "run", str(config), "--run-dir", str(run_dir)],
+                          check=False,
                           env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
     report_path = run_dir / "report.json"

@@ -70,7 +70,7 @@ def test_report_statistics_per_seed_and_across_seeds(demo_run):
     assert [a["arm"] for a in report["aggregate"]] == TESTED
     for agg in report["aggregate"]:
         assert agg["seeds"] == SWEEP_SEEDS
-        for name, t in agg["metrics"].items():
+        for t in agg["metrics"].values():
             assert t["ci_low"] <= t["mean"] <= t["ci_high"] and t["status"] == "tested"
             assert t["seeds_favouring_arm"] + t["seeds_favouring_versus"] + t["seeds_tied"] == len(SWEEP_SEEDS)
             assert t["mean"] == pytest.approx(np.mean(t["per_seed"]))

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: completion loss on the eval split, and greedy generation with word accuracy.
+"""Stage `evaluate`: completion loss on the eval split, choice accuracy, and greedy generation with word accuracy.
 
 Reads `data/` (the eval split), the base model, and for anything but `base` the adapter of its
 training stage (`artifacts.training_stage`: `train_base/` for `base_adapter`, `train_<arm>/` for an
@@ -9,11 +9,17 @@ Every row's completion loss (mean token NLL of completion + EOS, the one tokeniz
 batched forward pass through `row_forward`) is measured for every dataset. With `evaluate.generate`
 (the default) prompts are also generated from greedily, batched with left padding, and the word after
 `GUESS:` is compared with the gold completion's word (and with the target word where known).
+With `evaluate.choices` (default `all`), each row whose completion holds a `GUESS:` and that has a
+target word also gets the format-robust metric: its completion with every eval target word (or the
+target and `choices - 1` of them) as the guess is scored by log-likelihood (`core.choice`, one cached
+forward over the prompt) and the target's rank is kept (`choice_rank`, `choice_correct`; metrics
+`choice_accuracy`, `choice_mrr`, rows skipped counted in `choice_skipped`). Word accuracy reads
+whether a model learned to write the answer format as well as the word; choice accuracy reads the word.
 Generation runs on `evaluate.backend` (see `generation`): `hf`, transformers generate batched by
 prompt length with the KV cache (bf16 on a GPU), or `vllm`, vLLM's offline engine on the same token
 ids and greedy settings (optional extra; adapters with modules_to_save are refused).
 Writes `eval_<name>/`: `predictions.jsonl` (example_id, loss; with generation also generated text,
-predicted, gold and target word, correct) and `metrics.json` (model, seed, eval_loss over the rows
+predicted, gold and target word, correct; with choices choice_rank, choice_correct, choices) and `metrics.json` (model, seed, eval_loss over the rows
 with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy; and
 `speed`, the wall-clock throughput: loss_rows_per_s, and with generation generation_rows_per_s,
 generation_backend and, for vllm, the engine's start-up seconds).
