@@ -236,12 +236,14 @@ def _plan(cfg, run_dir: Path) -> None:
                 " (run refuses stale folders; run --overwrite rebuilds them)" if counts["stale"] else "")
 
 
-def _experiment(args: argparse.Namespace, argv: list[str]) -> None:
-    """`run`, `plan` or a stage: load the config, then log to the run folder's run.log while it works."""
+def _experiment(args: argparse.Namespace, argv: list[str]) -> int:
+    """`run`, `plan` or a stage: load the config, then log to the run folder's run.log while it works.
+    The exit status: 1 when `run`'s control (`report.expect`) FAILED, else 0."""
     cfg, path, run_dir = _load(args)
     _check_run_dir(run_dir)
     if args.command == "plan":
-        return _plan(cfg, run_dir)
+        _plan(cfg, run_dir)
+        return 0
     if args.command == "report" and not run_dir.is_dir():
         _stage(args, cfg, run_dir)  # refuses: no run folder to report on
     try:
@@ -254,14 +256,16 @@ def _experiment(args: argparse.Namespace, argv: list[str]) -> None:
         logger.debug("command: %s (playpen-attribution %s, cwd %s)", command, __version__, Path.cwd())
         if args.command != "run":
             _stage(args, cfg, run_dir)
-            return None
+            return 0
         from playpen_attribution.pipeline import run_experiment
+        from playpen_attribution.run import artifacts
 
         if args.workers is not None:
             cfg = _with_workers(cfg, args.workers)
         origin = {"config": str(path), "overrides": list(args.overrides), "command": command}
-        run_experiment(cfg, run_dir, args.overwrite, origin)
-    return None
+        report_dir = run_experiment(cfg, run_dir, args.overwrite, origin)
+    control = artifacts.load_report(report_dir).get("control")
+    return 1 if control is not None and not control["passed"] else 0  # a failed control fails the run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
             prepare_model(args.name, args.out_dir, args.overwrite)
             return 0
-        _experiment(args, argv)
-        return 0
+        return _experiment(args, argv)
     except UserError as exc:
         logger.error("%s", exc)
         return 2

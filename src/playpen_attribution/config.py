@@ -17,6 +17,7 @@ from playpen_attribution.core import yaml_config
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
+from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.run.launcher import LauncherConfig
 from playpen_attribution.run.tracking import TrackingConfig
 from playpen_attribution.sae.config import PREDICTOR_VARIANT, PredictConfig, SaeConfig
@@ -170,10 +171,24 @@ class TrainConfig(_Section):
     dataloader_workers: int = Field(2, ge=0, description="Worker processes feeding the GPU (0 on CPU).")
     grad_accum: int = Field(16, gt=0, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
-    scheduler: str = Field("cosine", description="transformers lr scheduler name (cosine, linear, constant...).")
+    scheduler: str = Field(
+        "cosine", description="transformers lr scheduler name (cosine, linear, constant, constant_with_warmup, "
+        "cosine_with_min_lr: cosine down to a floor, min_lr_ratio...).",
+    )
+    min_lr_ratio: float = Field(
+        0.0, ge=0, lt=1, description="cosine_with_min_lr only: the floor the rate decays to, as a share of the peak "
+        "(a schedule with a floor keeps a training that learns late from ending with a rate near zero).",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     seed: int = Field(42, description="Training seed (data order, dropout, LoRA init).")
     merge: bool = Field(False, description="Also write the adapter merged into a full model.")
+
+    @model_validator(mode="after")
+    def _floor_needs_its_scheduler(self) -> TrainConfig:
+        if self.min_lr_ratio > 0 and self.scheduler != "cosine_with_min_lr":
+            raise ValueError(f"min_lr_ratio = {self.min_lr_ratio} applies to scheduler cosine_with_min_lr only "
+                             f"(scheduler is {self.scheduler!r})")
+        return self
 
 
 class ArmTrainConfig(TrainConfig):
@@ -239,6 +254,11 @@ class EvaluateConfig(_Section):
     generate: bool = Field(
         True, description="Generate, extract GUESS: and score word accuracy; false = eval loss only (e.g. SmolTalk)."
     )
+    choices: Annotated[int, Field(ge=2)] | Literal["all"] | None = Field(
+        "all", description="The format-robust metric: rank each eval row's target word among the eval's target words "
+        "(all) or among itself and n - 1 of them drawn per row (an int), by the log-likelihood of the row's completion "
+        "with that word as the guess; null = off. Rows without a target word or a `GUESS:` are skipped and counted.",
+    )
     max_new_tokens: int = Field(16, gt=0, description="Tokens generated per row.")
     batch_size: int = Field(8, gt=0, description="Rows per batch, for generation (left padded) and loss/embedding passes.")
     backend: Literal["hf", "vllm"] = Field(
@@ -302,6 +322,7 @@ class ExperimentConfig(_Section):
         default_factory=TrackingConfig, description="Experiment tracking of every training (TensorBoard, wandb, trackio); "
         "in no stage's fingerprint.",
     )
+    report: ReportConfig = Field(default_factory=ReportConfig, description="The primary comparison and a control's answer.")
 
     @model_serializer(mode="wrap")
     def _without_no_tracking(self, handler):
@@ -329,6 +350,22 @@ class ExperimentConfig(_Section):
             extra = self.sae.extra_layers if self.sae is not None else "no sae section"
             raise ValueError(f"predict.model = {self.predict.model!r} names layer {layer}, which is not in "
                              f"sae.extra_layers ({extra})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_primary(self) -> ExperimentConfig:
+        primary = self.report.primary
+        if primary is None:
+            return self
+        plan = {arm.name: arm for arm in plan_arms(self.select)}
+        if primary.arm not in plan or primary.versus not in plan[primary.arm].versus:
+            tested = [f"{a.name} vs {v}" for a in plan.values() for v in a.versus]
+            raise ValueError(f"report.primary = {primary.arm} vs {primary.versus} is not a comparison the arms make "
+                             f"(they make: {', '.join(tested) or 'none'})")
+        if primary.metric == "accuracy" and not self.evaluate.generate:
+            raise ValueError("report.primary.metric = 'accuracy' needs evaluate.generate: true")
+        if primary.metric == "choice_accuracy" and self.evaluate.choices is None:
+            raise ValueError("report.primary.metric = 'choice_accuracy' needs evaluate.choices (all or a number)")
         return self
 
     @property

@@ -142,6 +142,11 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
         artifacts.write_overrides(run_dir, dump(origin))
     report_dir = report.run(cfg, run_dir)                             # also copied to the run dir, its front page
     logger.info("experiment finished in %.1f s; report: %s", time.perf_counter() - started, run_dir / artifacts.REPORT_MD)
+    control = artifacts.load_report(report_dir).get("control")
+    if control is not None:
+        (logger.info if control["passed"] else logger.error)(
+            "control %s: expected %s, found %s", "PASSED" if control["passed"] else "FAILED", control["expect"],
+            control["found"])
     return report_dir
 
 

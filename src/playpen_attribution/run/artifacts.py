@@ -358,7 +358,8 @@ class ArmSelection:
     n: int | None
     ranks: list[int] | None
     beyond: int | None
-    versus: str | None
+    versus: list[str]
+    """The arms this one is tested against in the report, the main comparison first."""
     family: str | None
     k: int | None
     seed: int
@@ -404,6 +405,11 @@ class Prediction:
     target_word: str | None = None
     correct: bool | None = None
     target_correct: bool | None = None
+    choice_rank: int | None = None
+    """The target word's rank among the row's choices (1 = first; the choice metric, `evaluate.choices`)."""
+    choice_correct: bool | None = None
+    choices: int | None = None
+    """How many words the target was ranked among."""
 
 
 @dataclass(frozen=True)
@@ -422,13 +428,19 @@ class EvalMetrics:
     target_correct: int | None = None
     target_total: int | None = None
     target_accuracy: float | None = None
+    choice_correct: int | None = None
+    choice_total: int | None = None
+    choice_accuracy: float | None = None
+    choice_mrr: float | None = None
+    """Mean reciprocal rank of the target among its choices."""
+    choice_skipped: int | None = None
     speed: dict = field(default_factory=dict)
 
 
 def write_predictions(eval_folder: Path, predictions: list[Prediction]) -> None:
-    """One line per eval row: example_id and loss, plus every generation field when there was generation."""
+    """One line per eval row: example_id and loss, plus every field a metric set (generation, choice)."""
     write_jsonl(Path(eval_folder) / PREDICTIONS_FILE, [
-        asdict(p) if p.generated is not None else {"example_id": p.example_id, "loss": p.loss} for p in predictions])
+        {k: v for k, v in asdict(p).items() if v is not None or k == "loss"} for p in predictions])
 
 
 def load_predictions(eval_folder: Path) -> list[Prediction]:

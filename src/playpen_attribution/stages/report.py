@@ -18,9 +18,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import yaml
+
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.report import plots
+from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.report.markdown import render_markdown
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
 from playpen_attribution.run import artifacts
@@ -79,6 +82,14 @@ def _stale_note(stale: dict[str, str]) -> str:
     return "\n".join(lines + [f"> - `{label}/`: {why}" for label, why in stale.items()]) + "\n\n"
 
 
+def _report_section(run_dir: Path) -> ReportConfig:
+    """The `report` section of the run's resolved config (experiment.yaml), when the report is rebuilt without a
+    config; the defaults when the run has none yet."""
+    path = run_dir / artifacts.EXPERIMENT_FILE
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return ReportConfig.model_validate(data.get("report") or {})
+
+
 def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False, allow_stale: bool = False) -> Path:
     """Always rebuilt, so `overwrite` changes nothing (the report is cheap, and reflects whatever stage
     folders and report code exist now); `cfg` names the report (None: the run folder's name)."""
@@ -94,8 +105,11 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
         raise UserError(f"{run_dir / label}: stale, {why}{more}; rebuild it (run with --overwrite) or pass "
                         f"--allow-stale to report anyway")
 
+    section = cfg.report if cfg is not None else _report_section(run_dir)
+
     def build(out: Path) -> dict:
-        report = collect(run_dir)
+        primary = section.primary.model_dump() if section.primary is not None else None
+        report = collect(run_dir, primary, section.expect)
         report["plots"] = draw(report, run_dir, out)
         if stale:
             report["stale"] = stale
@@ -103,7 +117,7 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
         artifacts.write_report(out, report, _stale_note(stale) + markdown if stale else markdown)
         return {"plots": report["plots"], "stale": stale}
 
-    report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name}, inputs, build,
+    report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name, "report": section.model_dump(mode="json")}, inputs, build,
                            command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,
                            verify_inputs=not allow_stale)
     for path in report_dir.iterdir():  # the run's front page: report.md and its plots beside the stage folders

@@ -70,6 +70,7 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int, report: dict |
         gradient_accumulation_steps=train.grad_accum,
         warmup_steps=train.warmup_ratio,  # a float < 1 is a share of the steps in transformers 5
         lr_scheduler_type=train.scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": train.min_lr_ratio} if train.scheduler == "cosine_with_min_lr" else None,
         weight_decay=train.weight_decay,
         seed=train.seed,
         data_seed=train.seed,
