@@ -83,7 +83,7 @@ def _eval_folder(where: Path, model: str, per_item: list[float]) -> None:
 def test_report_pairs_arms_with_their_controls_on_the_same_items(tmp_path):
     run_dir = tmp_path / "run"
     _eval_folder(run_dir, "base", [0, 0, 1, 0])
-    for seed, (top, ctrl) in {1: ([1, 1, 1, 0], [0, 1, 1, 0]), 2: ([1, 0, 1, 1], [0, 0, 1, 1])}.items():
+    for seed, (top, ctrl) in {1: ([1, 1, 1, 0], [0, 1, 1, 0]), 2: ([1, 0, 1, 1], [1, 0, 0, 1])}.items():  # seed 2 differs on another item
         (run_dir / artifacts.seed_dir(seed)).mkdir(parents=True)
         _eval_folder(run_dir / artifacts.seed_dir(seed), "top_k", top)
         _eval_folder(run_dir / artifacts.seed_dir(seed), "matched_random_k", ctrl)
