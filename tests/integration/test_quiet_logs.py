@@ -28,6 +28,7 @@ SHRINK = {
     "sae": {"release": "random", "layer": 1, "d_sae": 64, "model": "base_adapter"},
     "predict": {"cv_folds": 3},
     "evaluate": {"benchmarks": ["lexicon_choice"], "benchmark_include_path": "configs/lm_eval_tasks"},
+    "report": {"expect": None},  # shrunk this far it is no control: a failed one would end the run with status 1
 }
 HARNESS_BARS = 3
 """lm-eval's bars per evaluation: building the task's requests, tokenizing them, running them."""
