@@ -120,3 +120,31 @@ def test_bergson_with_label_smoothing_and_summed_loss_scores_as_its_own(gemma, s
     monkeypatch.setattr(bergson_loss, "_SWAPS", ())
     theirs = bs.score_pool(*args, gemma["root"] / "theirs_smooth", settings)
     assert np.allclose(ours.scores, theirs.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_bergsons_loss_reaches_every_layer_without_the_tied_embeddings_gradient(gemma):
+    """Bergson makes the input embedding require grad; on Gemma-3 that is the tied head's `[vocab, width]` matrix
+    too. Our loss feeds the embedded rows instead: the same gradients reach the layers, none the matrix."""
+    ds = gemma["dataset"]
+    x = torch.tensor([ds["input_ids"][0]])
+    y = torch.tensor([ds["labels"][0]])
+
+    def gradients(ours: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model = load_model(gemma["dir"])
+        model.requires_grad_(False)
+        embedding = model.get_input_embeddings()
+        embedding.requires_grad_(True)  # as Bergson's setup_model_and_peft
+        seen = []
+        model.model.layers[0].self_attn.q_proj.register_full_backward_hook(lambda m, gi, go: seen.append(go[0]))
+        if ours:
+            logits, target, _ = bergson_loss.labelled_logits(model, x, y)
+        else:
+            logits, target = model(x).logits[0, :-1], y[0, 1:]
+        torch.nn.functional.cross_entropy(logits, target, ignore_index=-100).backward()
+        assert embedding.weight.requires_grad  # Bergson's setting is left as it was
+        return seen[0], embedding.weight.grad
+
+    ours, ours_weight_grad = gradients(ours=True)
+    theirs, theirs_weight_grad = gradients(ours=False)
+    assert ours_weight_grad is None and theirs_weight_grad is not None
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-7) and ours.abs().sum() > 0

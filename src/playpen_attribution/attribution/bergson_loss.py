@@ -30,14 +30,33 @@ from playpen_attribution.log import logger
 IGNORE = -100
 
 
+@contextmanager
+def _frozen(weight) -> Iterator[None]:
+    flag = weight.requires_grad
+    weight.requires_grad_(False)
+    try:
+        yield
+    finally:
+        weight.requires_grad_(flag)
+
+
 def labelled_logits(model, x, y):
-    """(logits `[n, vocab]` at the positions whose next token has a label, their targets `[n]`, mask `[B, T-1]`)."""
+    """(logits `[n, vocab]` at the positions whose next token has a label, their targets `[n]`, mask `[B, T-1]`).
+
+    Bergson makes the input embedding's weight require grad so that the backward pass reaches every layer's
+    hooks; with tied embeddings that is the output head's weight too, whose `[vocab, width]` gradients (two
+    dense 671 MB copies on Gemma-3-270M) nothing reads. Here the embedded input itself requires grad
+    instead, with the weight frozen for the pass: the backward reaches the same hooks with the same gradients.
+    """
     import torch
 
     mask = y[:, 1:] != IGNORE
     keep = torch.zeros_like(x, dtype=torch.bool)
     keep[:, :-1] = mask  # position t predicts token t + 1
-    logits = model(x, logits_to_keep=keep).logits
+    embedding = model.get_input_embeddings()
+    with _frozen(embedding.weight):
+        embedded = embedding(x).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embedded, logits_to_keep=keep).logits
     if logits.ndim != 2 or logits.shape[0] != int(mask.sum()):
         raise RuntimeError(f"{type(model).__name__} ignored a boolean logits_to_keep (logits {tuple(logits.shape)}); "
                            "it needs transformers >= 5.24")
