@@ -3,7 +3,9 @@
 A stage writes into `<run_dir>/<name>.part`, then renames it to `<run_dir>/<name>`, so a folder with
 the final name is always whole. Each folder holds `config.yaml` (the stage's resolved config) and
 `manifest.json` (what it consumed, with hashes; what it produced, with row counts and hashes;
-package versions, git revision, start and end time). Running again with the same config and the same
+package versions, git revision, start and end time; the stage's peak memory, `run.peak_memory`, and,
+when the stage says how many tokens its model passes read (`tokens_processed`), `tokens_per_s` over
+its wall time). Running again with the same config and the same
 inputs reuses the folder, but only while its files still match the hashes in its manifest (a folder
 edited by hand is refused, or rebuilt with `overwrite`); a different config or changed inputs refuse
 unless `overwrite` is set, naming the changed config fields, and then the new folder is built beside the
@@ -27,7 +29,7 @@ from playpen_attribution.core.hashing import file_sha256, json_sha256
 from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, peak_memory
 
 _PACKAGES = ("playpen-attribution", "torch", "transformers", "peft", "trl", "bergson", "datasets", "sae-lens")
 
@@ -203,6 +205,7 @@ def run_stage(
         artifacts.write_building_mark(part, fingerprint)
         artifacts.write_stage_config(part, config_yaml)
         started = datetime.now(UTC)
+        rss_scope = peak_memory.reset_peaks()
         t0 = time.perf_counter()
         try:
             extra = build(part) or {}
@@ -211,6 +214,10 @@ def run_stage(
             raise
         artifacts.remove_building_mark(part)
         seconds = time.perf_counter() - t0
+        tokens = extra.get("tokens_processed")
+        measured = peak_memory.peaks(rss_scope)
+        if tokens and seconds > 0:
+            measured["tokens_per_s"] = round(tokens / seconds, 1)
         produced = _produced(part)
         artifacts.write_manifest(part, {
             "stage": name,
@@ -220,6 +227,7 @@ def run_stage(
             "content_hash": _content_hash(produced),
             "command": command,
             **extra,
+            **measured,
             "versions": _versions(),
             "git_revision": _git_revision(),
             "python": sys.version.split()[0],

@@ -331,6 +331,7 @@ def train_rows(
         "grad_accum": trainer.args.gradient_accumulation_steps,
         "train_runtime_s": round(runtime, 3),
         "train_tokens_per_s": round(input_tokens / runtime, 1) if runtime > 0 else None,
+        "tokens_processed": int(input_tokens),
         "turn_end_token": turn_end,
     }
 
