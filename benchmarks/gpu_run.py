@@ -130,7 +130,7 @@ def tables(out: Path) -> str:
         if setup:
             lines += ["`" + json.dumps(setup[0]) + "`", ""]
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |"
+        lines += ["| " + " | ".join("" if r.get(k) is None else str(r[k]) for k in keys) + " |"
                   for r in records if r.get("check") not in ("setup", "done")]
         lines.append("")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def _lines(path) -> list[dict]:
 
 def test_every_step_ran_and_wrote_what_benchmarks_md_takes(out):
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.jsonl", "gpu_run.json", "gpu_run.log", "gpu_run.md",
-                                                     "report.md", "real_model.jsonl"]
+                                                     "real_model.jsonl", "report.md"]
     summary = json.loads((out / "gpu_run.json").read_text())
     assert [s["step"] for s in summary["steps"]] == ["gpu_check", "real_model", "experiment"]
     assert all(s["exit"] == 0 for s in summary["steps"]) and summary["tiny"]
