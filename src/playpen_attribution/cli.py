@@ -10,11 +10,18 @@ With no CONFIG, `run` runs the offline demo (`configs/demo.yaml`) into `runs/dem
 works per sweep seed (an arm's training and evaluation, the selection, and with `sweep.retrain_base`
 every base-adapter stage) runs in `seed_<S>/` of the run directory: `--seed S`, or the config's only
 seed.
+
+Every command ends in one line, never a traceback, for what a user or the machine can cause: a
+UserError (exit 2); a stop signal (`core.interruption`: "interrupted ... in stage X; rerun to resume",
+exit 128 + the signal, 130 for Ctrl-C, 143 for SIGTERM); a path the system refuses (a folder under a
+file, a read-only or full disk, no permission: `environment_error`, exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -59,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "report":
             p.add_argument("--allow-stale", action="store_true",
                            help="report even when a stage folder was built from an upstream folder since replaced")
+            p.add_argument("--allow-incomplete", action="store_true",
+                           help="report even when planned (arm, seed) units have no evaluation (the report names them)")
         if stage == "rank":
             p.add_argument("--rows", type=Path, required=True, help="JSONL file of rows to rank with the saved predictor")
             p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
@@ -91,8 +100,39 @@ def _where(cfg, run_dir: Path, per_seed: bool, seed: int | None):
 
 
 def _check_run_dir(run_dir: Path | None) -> None:
-    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+    if run_dir is None:
+        return
+    if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir}: is a file, expected a run folder")
+    above = next((p for p in run_dir.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"--run-dir {run_dir}: {above} is a file, so no folder can be made under it")
+
+
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                      errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
+"""OSErrors the machine causes (permissions, read-only or full disks, a file where a folder should be)."""
+
+
+def environment_error(exc: OSError) -> str | None:
+    """One line for an OSError the machine causes, naming the path; None for any other (a bug: traceback)."""
+    if exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    path = exc.filename if exc.filename is not None else "a file"
+    other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{path}{other}: {exc.strerror} (check the path, its permissions and free space)"
+
+
+def _interrupted(exc: KeyboardInterrupt, command: str) -> int:
+    """The line and exit status of a command stopped by a signal (a KeyboardInterrupt of ours names the signal
+    and the stage it stopped; any other counts as SIGINT)."""
+    from playpen_attribution.core.interruption import Interrupted
+
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    where = exc.where if isinstance(exc, Interrupted) else None
+    logger.error("interrupted by %s %s; rerun the same command to resume (what was finished is reused)",
+                 signal.Signals(signum).name, f"in {where}" if where else f"during `{command}`")
+    return 128 + signum
 
 
 def _check_model_name(cfg, name: str | None, flag: str, shared: tuple[str, ...]) -> None:
@@ -122,7 +162,7 @@ def _stage(args: argparse.Namespace) -> Path | None:
 
     if args.command == "report":
         return report.run(load_config(args.config) if args.config else None, args.run_dir,
-                          allow_stale=args.allow_stale)
+                          allow_stale=args.allow_stale, allow_incomplete=args.allow_incomplete)
     cfg = load_config(args.config)
     overwrite = args.overwrite
     if args.command == "evaluate":
@@ -159,35 +199,50 @@ def _with_workers(cfg, workers: int):
     return cfg.model_copy(update={"launcher": cfg.launcher.model_copy(update={"kind": "local", "workers": workers})})
 
 
+def _command(args: argparse.Namespace) -> int:
+    _check_run_dir(getattr(args, "run_dir", None))
+    if args.command == "synth":
+        from playpen_attribution.synth.command import run_synth_command
+
+        return run_synth_command(args)
+    if args.command == "prepare-model":
+        from playpen_attribution.core.prepare_model import prepare_model
+
+        prepare_model(args.name, args.out_dir, args.overwrite)
+        return 0
+    if args.command == "run":
+        from playpen_attribution.config import load_config
+        from playpen_attribution.pipeline import run_experiment
+
+        config_path = args.config or demo_config_path()
+        cfg = load_config(config_path)
+        if args.workers is not None:
+            cfg = _with_workers(cfg, args.workers)
+        run_dir = args.run_dir or Path("runs") / (cfg.name if args.config else "demo")
+        run_experiment(cfg, run_dir, args.overwrite)
+        return 0
+    _stage(args)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from playpen_attribution.core.interruption import stop_on_signals
+
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        _check_run_dir(getattr(args, "run_dir", None))
-        if args.command == "synth":
-            from playpen_attribution.synth.command import run_synth_command
-
-            return run_synth_command(args)
-        if args.command == "prepare-model":
-            from playpen_attribution.core.prepare_model import prepare_model
-
-            prepare_model(args.name, args.out_dir, args.overwrite)
-            return 0
-        if args.command == "run":
-            from playpen_attribution.config import load_config
-            from playpen_attribution.pipeline import run_experiment
-
-            config_path = args.config or demo_config_path()
-            cfg = load_config(config_path)
-            if args.workers is not None:
-                cfg = _with_workers(cfg, args.workers)
-            run_dir = args.run_dir or Path("runs") / (cfg.name if args.config else "demo")
-            run_experiment(cfg, run_dir, args.overwrite)
-            return 0
-        _stage(args)
-        return 0
+        with stop_on_signals():
+            return _command(args)
     except UserError as exc:
         logger.error("%s", exc)
+        return 2
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, args.command)
+    except OSError as exc:
+        line = environment_error(exc)
+        if line is None:
+            raise
+        logger.error("%s", line)
         return 2
 
 
