@@ -134,6 +134,9 @@ def _answer_lines(report: dict) -> list[str]:
                      f"{agg['seeds_favouring_versus']} / {agg['seeds_tied']}.")
     if len(lines) == 2:
         lines.append("- No arm was tested against another (no `versus` arm ran).")
+    if report.get("missing_units"):  # reported with --allow-incomplete: say which units the numbers lack
+        lines.append("- **Incomplete sweep:** no evaluation for " + ", ".join(
+            f"{u['arm']} (seed {u['seed']})" for u in report["missing_units"]) + "; the comparisons use the seeds that exist.")
     return lines + [""]
 
 
