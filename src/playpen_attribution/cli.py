@@ -199,40 +199,36 @@ def _with_workers(cfg, workers: int):
     return cfg.model_copy(update={"launcher": cfg.launcher.model_copy(update={"kind": "local", "workers": workers})})
 
 
-def _command(args: argparse.Namespace) -> int:
-    _check_run_dir(getattr(args, "run_dir", None))
-    if args.command == "synth":
-        from playpen_attribution.synth.command import run_synth_command
-
-        return run_synth_command(args)
-    if args.command == "prepare-model":
-        from playpen_attribution.core.prepare_model import prepare_model
-
-        prepare_model(args.name, args.out_dir, args.overwrite)
-        return 0
-    if args.command == "run":
-        from playpen_attribution.config import load_config
-        from playpen_attribution.pipeline import run_experiment
-
-        config_path = args.config or demo_config_path()
-        cfg = load_config(config_path)
-        if args.workers is not None:
-            cfg = _with_workers(cfg, args.workers)
-        run_dir = args.run_dir or Path("runs") / (cfg.name if args.config else "demo")
-        run_experiment(cfg, run_dir, args.overwrite)
-        return 0
-    _stage(args)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     from playpen_attribution.core.interruption import stop_on_signals
 
     args = build_parser().parse_args(argv)
     setup_logging()
+    restore_signals = stop_on_signals()
     try:
-        with stop_on_signals():
-            return _command(args)
+        _check_run_dir(getattr(args, "run_dir", None))
+        if args.command == "synth":
+            from playpen_attribution.synth.command import run_synth_command
+
+            return run_synth_command(args)
+        if args.command == "prepare-model":
+            from playpen_attribution.core.prepare_model import prepare_model
+
+            prepare_model(args.name, args.out_dir, args.overwrite)
+            return 0
+        if args.command == "run":
+            from playpen_attribution.config import load_config
+            from playpen_attribution.pipeline import run_experiment
+
+            config_path = args.config or demo_config_path()
+            cfg = load_config(config_path)
+            if args.workers is not None:
+                cfg = _with_workers(cfg, args.workers)
+            run_dir = args.run_dir or Path("runs") / (cfg.name if args.config else "demo")
+            run_experiment(cfg, run_dir, args.overwrite)
+            return 0
+        _stage(args)
+        return 0
     except UserError as exc:
         logger.error("%s", exc)
         return 2
@@ -244,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         logger.error("%s", line)
         return 2
+    finally:
+        restore_signals()
 
 
 if __name__ == "__main__":

@@ -39,12 +39,12 @@ def build(out):
     assert (out / "mine.txt").read_text() == "the first build's file", "someone emptied this build's .part"
     return {"rows": 1}
 
-with stop_on_signals():
-    try:
-        run_stage(run_dir, name, {"x": 1}, {}, build, command="test", resumable=("checkpoints",))
-    except Interrupted as exc:
-        print(f"interrupted in {exc.where}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+stop_on_signals()
+try:
+    run_stage(run_dir, name, {"x": 1}, {}, build, command="test", resumable=("checkpoints",))
+except Interrupted as exc:
+    print(f"interrupted in {exc.where}", file=sys.stderr)
+    sys.exit(exc.exit_code)
 """
 
 
@@ -105,15 +105,19 @@ def test_a_stop_signal_leaves_a_resumable_part_that_is_never_taken_for_whole(tmp
 
 def test_a_stop_signal_inside_deferred_waits_for_the_block_to_end():
     reached = []
-    with stop_on_signals():
+    restore = stop_on_signals()
+    try:
         with pytest.raises(Interrupted) as caught, working_on("stage demo"), deferred():
             os.kill(os.getpid(), signal.SIGUSR1)
             reached.append("after the signal")  # held back until the block ends
         with pytest.raises(Interrupted):
             os.kill(os.getpid(), signal.SIGUSR1)  # outside deferred: at once
             time.sleep(5)  # (never reached)
+    finally:
+        restore()
     assert reached == ["after the signal"]
     assert caught.value.where == "stage demo" and caught.value.exit_code == 128 + signal.SIGUSR1
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handlers before are back
 
 
 def _writer(out):

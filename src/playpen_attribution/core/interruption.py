@@ -1,6 +1,6 @@
 """Interruption as a normal event: a signal ends the run with one line, never a traceback.
 
-The CLI runs every command inside `stop_on_signals()`: SIGINT (Ctrl-C), SIGTERM (kill, a scheduler's stop) and SIGUSR1 /
+The CLI calls `stop_on_signals()` around every command: SIGINT (Ctrl-C), SIGTERM (kill, a scheduler's stop) and SIGUSR1 /
 SIGUSR2 (what SLURM sends before it pre-empts or times out a job, with `--signal`) then raise
 `Interrupted` in the main thread, which unwinds like Ctrl-C: the stage being built removes its `.part`
 folder or keeps its resumable checkpoints (`run.stage_folder`), locks are released, and the CLI says
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
@@ -43,20 +43,19 @@ def _raise(signum, frame) -> None:
     raise Interrupted(signum, where())
 
 
-@contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """While the block runs, the stop signals raise `Interrupted` (main thread only; elsewhere a no-op); the
-    previous handlers come back after it."""
+def stop_on_signals() -> Callable[[], None]:
+    """From now on the stop signals raise `Interrupted` (main thread only; elsewhere a no-op); returns the
+    function that puts the previous handlers back."""
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+        return lambda: None
     numbers = [getattr(signal, name) for name in SIGNALS if hasattr(signal, name)]
     before = {signum: signal.signal(signum, _raise) for signum in numbers}
-    try:
-        yield
-    finally:
+
+    def restore() -> None:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+    return restore
 
 
 def where() -> str | None:
