@@ -87,3 +87,37 @@ def test_a_lock_does_not_nest_within_one_process(tmp_path):
         pass
     with locked(tmp_path / "x.lock", "x"):  # released: taken again
         pass
+
+
+def test_a_file_system_without_locks_warns_once_and_builds_unlocked(tmp_path, monkeypatch, caplog):
+    import errno
+
+    from playpen_attribution.core import locking
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locking.fcntl, "flock", no_locks)
+    monkeypatch.setattr(locking, "_warned_unlocked", False)
+    built = []
+    with caplog.at_level("WARNING", logger="playpen_attribution"):
+        for name in ("a", "b"):
+            with locked(tmp_path / f"{name}.lock", name):
+                built.append(name)
+    assert built == ["a", "b"]
+    warnings = [r.getMessage() for r in caplog.records if "does not support locks" in r.getMessage()]
+    assert len(warnings) == 1 and "a.lock" in warnings[0]
+    assert (tmp_path / "a.lock").read_text() == ""  # no holder record written for a lock it does not hold
+
+
+def test_any_other_failure_to_lock_is_not_hidden(tmp_path, monkeypatch):
+    import errno
+
+    from playpen_attribution.core import locking
+
+    def broken(fd, operation):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(locking.fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output error"), locked(tmp_path / "x.lock", "x"):
+        pass
