@@ -1,7 +1,8 @@
 """The experiment config: validated data, one line of doc per field, no disk or network on build.
 
-`load_config(path)` reads YAML and turns any validation problem into one `UserError` naming the
-file, the field, the value and what was expected.
+`load_config(path, overrides)` reads YAML (following `extends:`), applies `--set a.b=value` overrides
+and turns every validation problem into one `UserError` naming the file, each field, its value and what
+was expected. `arm_train` inherits every key it does not set from `train` (`parse_config`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from playpen_attribution.core import yaml_config
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
+from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.run.launcher import LauncherConfig
+from playpen_attribution.run.tracking import TrackingConfig
 from playpen_attribution.sae.config import PREDICTOR_VARIANT, PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
@@ -168,14 +171,29 @@ class TrainConfig(_Section):
     dataloader_workers: int = Field(2, ge=0, description="Worker processes feeding the GPU (0 on CPU).")
     grad_accum: int = Field(16, gt=0, description="Gradient accumulation steps.")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
-    scheduler: str = Field("cosine", description="transformers lr scheduler name (cosine, linear, constant...).")
+    scheduler: str = Field(
+        "cosine", description="transformers lr scheduler name (cosine, linear, constant, constant_with_warmup, "
+        "cosine_with_min_lr: cosine down to a floor, min_lr_ratio...).",
+    )
+    min_lr_ratio: float = Field(
+        0.0, ge=0, lt=1, description="cosine_with_min_lr only: the floor the rate decays to, as a share of the peak "
+        "(a schedule with a floor keeps a training that learns late from ending with a rate near zero).",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     seed: int = Field(42, description="Training seed (data order, dropout, LoRA init).")
     merge: bool = Field(False, description="Also write the adapter merged into a full model.")
 
+    @model_validator(mode="after")
+    def _floor_needs_its_scheduler(self) -> TrainConfig:
+        if self.min_lr_ratio > 0 and self.scheduler != "cosine_with_min_lr":
+            raise ValueError(f"min_lr_ratio = {self.min_lr_ratio} applies to scheduler cosine_with_min_lr only "
+                             f"(scheduler is {self.scheduler!r})")
+        return self
+
 
 class ArmTrainConfig(TrainConfig):
-    """Training of each arm: the training recipe plus where its adapter starts."""
+    """Training of each arm: the training recipe plus where its adapter starts. A key it does not set is
+    `train`'s (`parse_config`)."""
 
     init: Literal["base", "base_adapter"] = Field(
         "base",
@@ -236,6 +254,11 @@ class EvaluateConfig(_Section):
     generate: bool = Field(
         True, description="Generate, extract GUESS: and score word accuracy; false = eval loss only (e.g. SmolTalk)."
     )
+    choices: Annotated[int, Field(ge=2)] | Literal["all"] | None = Field(
+        "all", description="The format-robust metric: rank each eval row's target word among the eval's target words "
+        "(all) or among itself and n - 1 of them drawn per row (an int), by the log-likelihood of the row's completion "
+        "with that word as the guess; null = off. Rows without a target word or a `GUESS:` are skipped and counted.",
+    )
     max_new_tokens: int = Field(16, gt=0, description="Tokens generated per row.")
     batch_size: int = Field(8, gt=0, description="Rows per batch, for generation (left padded) and loss/embedding passes.")
     backend: Literal["hf", "vllm"] = Field(
@@ -279,7 +302,8 @@ class ExperimentConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Rows and splits.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training of the base adapter.")
     arm_train: ArmTrainConfig = Field(
-        default_factory=ArmTrainConfig, description="Training of each arm: a fresh LoRA on the base model by default."
+        default_factory=ArmTrainConfig, description="Training of each arm: a fresh LoRA on the base model by default; "
+        "every key it does not set is train's.",
     )
     attribute: AttributeConfig = Field(default_factory=AttributeConfig, description="Attribution settings.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Arm selection.")
@@ -294,6 +318,19 @@ class ExperimentConfig(_Section):
     launcher: LauncherConfig = Field(
         default_factory=LauncherConfig, description="Where the arm x seed jobs run: inline, local processes or SLURM."
     )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking of every training (TensorBoard, wandb, trackio); "
+        "in no stage's fingerprint.",
+    )
+    report: ReportConfig = Field(default_factory=ReportConfig, description="The primary comparison and a control's answer.")
+
+    @model_serializer(mode="wrap")
+    def _without_no_tracking(self, handler):
+        """`tracking` at its default stays out of dumps, so experiment.yaml files from before it still match."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("tracking") == TrackingConfig().model_dump():
+            data.pop("tracking", None)
+        return data
 
     @model_validator(mode="after")
     def _check_sweep(self) -> ExperimentConfig:
@@ -313,6 +350,22 @@ class ExperimentConfig(_Section):
             extra = self.sae.extra_layers if self.sae is not None else "no sae section"
             raise ValueError(f"predict.model = {self.predict.model!r} names layer {layer}, which is not in "
                              f"sae.extra_layers ({extra})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_primary(self) -> ExperimentConfig:
+        primary = self.report.primary
+        if primary is None:
+            return self
+        plan = {arm.name: arm for arm in plan_arms(self.select)}
+        if primary.arm not in plan or primary.versus not in plan[primary.arm].versus:
+            tested = [f"{a.name} vs {v}" for a in plan.values() for v in a.versus]
+            raise ValueError(f"report.primary = {primary.arm} vs {primary.versus} is not a comparison the arms make "
+                             f"(they make: {', '.join(tested) or 'none'})")
+        if primary.metric == "accuracy" and not self.evaluate.generate:
+            raise ValueError("report.primary.metric = 'accuracy' needs evaluate.generate: true")
+        if primary.metric == "choice_accuracy" and self.evaluate.choices is None:
+            raise ValueError("report.primary.metric = 'choice_accuracy' needs evaluate.choices (all or a number)")
         return self
 
     @property
@@ -337,23 +390,42 @@ class ExperimentConfig(_Section):
         return self.seeds[0]
 
 
+def _inherited(parent: dict, child: dict, prefix: str) -> tuple[str, ...]:
+    """Dotted names of the keys `child` takes from `parent` in `deep_merge(parent, child)`."""
+    out = []
+    for key, value in parent.items():
+        if key not in child:
+            out.append(prefix + str(key))
+        elif isinstance(value, dict) and isinstance(child[key], dict):
+            out += _inherited(value, child[key], f"{prefix}{key}.")
+    return tuple(out)
+
+
 def parse_config(data: dict, source: str = "<config>") -> ExperimentConfig:
-    """Validate a config dict; one UserError naming the source, field, value and expectation. A config
-    that names a real model (anything but `tiny`) must say where its rows come from (`data.source`):
-    the default source is the offline demo, which a real run never means."""
-    data = data or {}
+    """Validate a config dict; one UserError naming the source and every bad field, its value and
+    expectation. `arm_train` is `train` with `arm_train`'s own keys on top (a mistake in an inherited
+    value is named once, under train). A config that names a real model (anything but `tiny`) must say
+    where its rows come from (`data.source`): the default source is the offline demo, which a real run
+    never means."""
+    data = dict(data or {})
     model, rows = data.get("model"), data.get("data")
     base = model.get("base", "tiny") if isinstance(model, dict) else "tiny"
     if base != "tiny" and not (isinstance(rows, dict) and rows.get("source")):
         raise UserError(f"{source}: model.base = {base!r} is a real model and needs a `data.source` section "
                         f"(the default source is the offline demo pool)")
-    return yaml_config.validate(ExperimentConfig, data, source)
+    train, arm = data.get("train"), data.get("arm_train", {})
+    hidden: tuple[str, ...] = ()
+    if isinstance(train, dict) and isinstance(arm, dict):
+        data["arm_train"] = yaml_config.deep_merge(train, arm)
+        hidden = _inherited(train, arm, "arm_train.")
+    return yaml_config.validate(ExperimentConfig, data, source, hidden)
 
 
-def load_config(path: Path | str) -> ExperimentConfig:
-    """Read and validate a YAML config file; an empty file is an error (the demo runs only when no config
-    is given at all)."""
-    data = yaml_config.read_mapping(path)
-    if data is None:
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config file (and the files it `extends`), apply `--set` overrides and validate it; an
+    empty file is an error (the demo runs only when no config is given at all)."""
+    data = yaml_config.read_composed(path)
+    if data is None and not overrides:
         raise UserError(f"{path}: the config file is empty (give no CONFIG to run the demo)")
-    return parse_config(data, str(path))
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return parse_config(yaml_config.apply_overrides(data or {}, overrides), source)

@@ -65,9 +65,9 @@ def _copy_without(run_dir: Path, dest: Path, units) -> Path:
 def _numbers(run_dir: Path) -> dict:
     """report.json's accuracies and p-values: what must not depend on how the jobs ran."""
     report = json.loads((run_dir / artifacts.REPORT / artifacts.REPORT_JSON).read_text())
-    return {"arms": [(a["name"], a["seed"], a["correct"], a["accuracy"]) for a in report["arms"]],
-            "comparisons": [(c["arm"], c["seed"], c["p_value"], c["p_holm"]) for c in report["comparisons"]],
-            "aggregate": [(a["arm"], a["p_value"], a["p_holm"], a["accuracy_difference"]) for a in report["aggregate"]]}
+    return {"arms": [(a["name"], a["seed"], a["correct"], a["accuracy"], a["choice_accuracy"]) for a in report["arms"]],
+            "comparisons": [(c["arm"], c["seed"], c["metrics"]) for c in report["comparisons"]],
+            "aggregate": [(a["arm"], a["metrics"]) for a in report["aggregate"]], "primary": report["primary"]}
 
 
 def _finished(run_dir: Path) -> dict[str, str]:

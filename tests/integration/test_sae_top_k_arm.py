@@ -31,7 +31,7 @@ def test_sae_top_k_arm_runs_end_to_end(tmp_path):
     assert selections["sae_top_k"].example_ids == rank_ids(predicted)[:60]
     probe = artifacts.load_ranking(tmp_path / "predict" / artifacts.PREDICTED_SCORES, "probe")
     assert selections["probe_top_k"].example_ids == rank_ids(probe)[:60]
-    assert selections["probe_top_k"].versus == "matched_random_probe_top_k"
+    assert selections["probe_top_k"].versus == ["matched_random_probe_top_k"]
     assert (tmp_path / "seed_1" / "eval_sae_top_k" / "metrics.json").is_file()
     report = json.loads((tmp_path / "report.json").read_text())
     assert "sae_top_k" in {a["name"] for a in report["arms"]}

@@ -17,7 +17,8 @@ from playpen_attribution.stages.evaluate import evaluate_rows
 
 PROMPTS = ["CLUE: fruit red", "CLUE: pet bark loyal puppy", "CLUE: sky", "CLUE: cold white snow falls in winter",
            "CLUE: bird", "CLUE: you read it, pages and a cover", "CLUE: sea", "CLUE: hot drink morning", "CLUE: king"]
-ROWS = [{"example_id": f"r{i}", "prompt": p, "completion": "GUESS: apple", "target_word": "apple"}
+WORDS = ["apple", "dog", "sun"]
+ROWS = [{"example_id": f"r{i}", "prompt": p, "completion": f"GUESS: {WORDS[i % 3]}", "target_word": WORDS[i % 3]}
         for i, p in enumerate(PROMPTS)]
 
 
@@ -53,13 +54,35 @@ def test_length_batched_generation_is_the_same_whatever_the_batch_and_order(mode
 def test_metrics_carry_rows_per_second(model, tokenizer):
     preds, metrics = evaluate_rows(_cfg(), ROWS, model, tokenizer, "base")
     speed = metrics["speed"]
-    assert set(speed) == {"loss_rows_per_s", "generation_rows_per_s", "generation_backend"}
+    assert set(speed) == {"loss_rows_per_s", "choice_rows_per_s", "generation_rows_per_s", "generation_backend"}
     assert speed["loss_rows_per_s"] > 0 and speed["generation_rows_per_s"] > 0 and speed["generation_backend"] == "hf"
     assert metrics["total"] == len(ROWS) and len(preds) == len(ROWS)
     json.dumps(metrics)  # metrics.json stays plain JSON
 
-    _, loss_only = evaluate_rows(_cfg(generate=False), ROWS, model, tokenizer, "base")
+    _, loss_only = evaluate_rows(_cfg(generate=False, choices=None), ROWS, model, tokenizer, "base")
     assert set(loss_only["speed"]) == {"loss_rows_per_s"} and loss_only["speed"]["loss_rows_per_s"] > 0
+
+
+def test_the_choice_metric_ranks_the_target_among_the_eval_words(model, tokenizer):
+    """Format-robust: each row's completion with every eval target word as the guess, ranked by likelihood."""
+    from playpen_attribution.core.choice import choice_log_likelihoods
+    from playpen_attribution.core.tokenization import prompt_and_completions
+
+    rows = ROWS + [{"example_id": "no-guess", "prompt": "CLUE: red", "completion": "apple", "target_word": "apple"}]
+    preds, metrics = evaluate_rows(_cfg(generate=False), rows, model, tokenizer, "base")
+    assert metrics["choice_total"] == len(ROWS) and metrics["choice_skipped"] == 1  # no GUESS: to substitute
+    assert "choice_rank" not in preds[-1]
+    for row, pred in zip(ROWS, preds):
+        words = [row["target_word"]] + [w for w in WORDS if w != row["target_word"]]
+        prompt, options = prompt_and_completions(tokenizer, row, [f"GUESS: {w}" for w in words], "raw", 64)
+        (scores,) = choice_log_likelihoods(model, [prompt], [options], tokenizer.pad_token_id)
+        assert pred["choice_rank"] == 1 + int((scores[1:] >= scores[0]).sum()) and pred["choices"] == 3
+        assert pred["choice_correct"] == (pred["choice_rank"] == 1)
+    ranks = [p["choice_rank"] for p in preds[:-1]]
+    assert metrics["choice_accuracy"] == pytest.approx(sum(r == 1 for r in ranks) / len(ranks))
+    assert metrics["choice_mrr"] == pytest.approx(sum(1 / r for r in ranks) / len(ranks))
+    _, two = evaluate_rows(_cfg(generate=False, choices=2), ROWS, model, tokenizer, "base")  # target + one other
+    assert two["choice_mrr"] >= 0.5 and two["choice_total"] == len(ROWS)
 
 
 def test_vllm_backend_without_vllm_names_the_setting(model, tokenizer, monkeypatch):

@@ -59,27 +59,39 @@ def test_report_statistics_per_seed_and_across_seeds(demo_run):
     report = _report(run_dir)
     for arm in report["arms"]:
         assert arm["ci_low"] <= arm["accuracy"] <= arm["ci_high"] and math.isfinite(arm["eval_loss"])
+        assert 0 <= arm["choice_accuracy"] <= 1 and arm["choice_total"] + arm["choice_skipped"] == arm["total"]
     assert {(c["arm"], c["seed"]) for c in report["comparisons"]} == {(a, s) for a in TESTED for s in SWEEP_SEEDS}
     for c in report["comparisons"]:
-        assert c["versus"] == VERSUS[c["arm"]] and 0 <= c["p_value"] <= c["p_holm"] <= 1
-        assert c["loss_difference"]["ci_low"] <= c["loss_difference"]["mean"] <= c["loss_difference"]["ci_high"]
+        assert c["versus"] == VERSUS[c["arm"]] and set(c["metrics"]) == {"choice_accuracy", "accuracy", "eval_loss"}
+        for t in c["metrics"].values():
+            assert 0 <= t["p_value"] <= t["p_holm"] <= 1
+        loss = c["metrics"]["eval_loss"]["interval"]
+        assert loss["ci_low"] <= loss["mean"] <= loss["ci_high"]
     assert [a["arm"] for a in report["aggregate"]] == TESTED
     for agg in report["aggregate"]:
-        d = agg["accuracy_difference"]
-        assert agg["seeds"] == SWEEP_SEEDS and d["ci_low"] <= d["mean"] <= d["ci_high"]
-        assert agg["seeds_favouring_arm"] + agg["seeds_favouring_versus"] + agg["seeds_tied"] == len(SWEEP_SEEDS)
-        assert d["mean"] == pytest.approx(np.mean(agg["per_seed_accuracy_difference"]))
-    # two Holm families: the across-seed tests (the verdicts') and, apart, the per-seed ones
-    verdicts, per_seed_tests = report["aggregate"], report["comparisons"]
-    assert report["multiple_testing"] == {"method": "holm", "tests": len(verdicts),
-                                          "per_seed_tests": len(per_seed_tests), "alpha": 0.05}
-    for family in (verdicts, per_seed_tests):
-        assert [t["p_holm"] for t in family] == pytest.approx(holm([t["p_value"] for t in family]))
-    for agg in report["aggregate"]:  # the across-seed test: a t-test of the per-seed differences
-        assert agg["p_value"] == pytest.approx(ttest_1samp(agg["per_seed_accuracy_difference"], 0.0).pvalue)
-        assert agg["accuracy_difference"]["df"] == len(SWEEP_SEEDS) - 1
-        per_seed = [c["mcnemar"] for c in report["comparisons"] if c["arm"] == agg["arm"]]  # descriptive, pooled
-        assert agg["mcnemar"]["a_only"] == sum(m["a_only"] for m in per_seed)
+        assert agg["seeds"] == SWEEP_SEEDS
+        for t in agg["metrics"].values():
+            assert t["ci_low"] <= t["mean"] <= t["ci_high"] and t["status"] == "tested"
+            assert t["seeds_favouring_arm"] + t["seeds_favouring_versus"] + t["seeds_tied"] == len(SWEEP_SEEDS)
+            assert t["mean"] == pytest.approx(np.mean(t["per_seed"]))
+            assert t["verdict"] in ("arm", "versus", "none", "gated") and t["mde"] > 0
+            if t["variance"]["row"] == 0:  # no row effect: the t-test of the per-seed differences
+                assert t["p_value"] == pytest.approx(ttest_1samp(t["per_seed"], 0.0).pvalue) and t["df"] == 2
+        per_seed = [c["metrics"]["accuracy"]["mcnemar"] for c in report["comparisons"] if c["arm"] == agg["arm"]]
+        assert agg["metrics"]["accuracy"]["mcnemar"]["a_only"] == sum(m["a_only"] for m in per_seed)
+    # the fixed sequence: the primary test alone, every other across-seed test in one Holm family
+    primary = report["primary"]
+    assert (primary["arm"], primary["versus"], primary["metric"], primary["declared"]) == (
+        "top_k", "matched_random_k", "choice_accuracy", False)
+    first = report["aggregate"][0]["metrics"]["choice_accuracy"]
+    assert "p_holm" not in first and primary["verdict"] == first["verdict"]
+    secondary = [t for a in report["aggregate"] for m, t in a["metrics"].items() if t is not first]
+    assert [t["p_holm"] for t in secondary] == pytest.approx(holm([t["p_value"] for t in secondary]))
+    per_seed_tests = [t for c in report["comparisons"] for t in c["metrics"].values()]
+    assert [t["p_holm"] for t in per_seed_tests] == pytest.approx(holm([t["p_value"] for t in per_seed_tests]))
+    mt = report["multiple_testing"]
+    assert (mt["secondary_tests"], mt["per_seed_tests"], mt["alpha"]) == (len(secondary), len(per_seed_tests), 0.05)
+    assert mt["primary_holds"] == (first["p_value"] < 0.05)
 
 
 def test_mcnemar_in_the_report_matches_the_predictions(demo_run):
@@ -90,7 +102,7 @@ def test_mcnemar_in_the_report_matches_the_predictions(demo_run):
     ids = sorted(top)
     expected = mcnemar_exact([top[i] for i in ids], [rnd[i] for i in ids])
     reported = next(c for c in _report(run_dir)["comparisons"] if c["arm"] == "top_k" and c["seed"] == 2)
-    assert reported["mcnemar"] == expected
+    assert reported["metrics"]["accuracy"]["mcnemar"] == expected
 
 
 def test_random_arm_is_redrawn_per_seed_and_ranked_arms_are_not(demo_run):
@@ -147,7 +159,7 @@ def test_cli_trains_one_arm_of_one_seed_and_needs_the_seed(demo_run, tmp_path):
     config.write_text(yaml.safe_dump(small_demo_dict(name="small_demo")))
     stamp = artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"]
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
-    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--model", "top_k", "--seed", "2"]) == 0
+    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
     assert artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"] == stamp  # reused
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k"]) == 2
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "9"]) == 2
@@ -195,28 +207,19 @@ def test_interrupted_sweep_resumes_with_only_the_missing_trainings(demo_run, mon
     assert not list(run_dir.glob("seed_*/*.part"))
 
 
-def test_loss_only_evaluation_skips_generation_and_the_report_still_answers(demo_run):
+def test_loss_only_evaluation_skips_generation(demo_run):
+    """(The report's answer on eval loss alone: tests/unit/test_report_comparisons.py.)"""
     from playpen_attribution.config import parse_config
     from playpen_attribution.core.modeling import load_model, load_tokenizer
-    from playpen_attribution.report.markdown import render_markdown
     from playpen_attribution.stages.evaluate import evaluate_rows
 
     _, run_dir = demo_run
-    cfg = parse_config(small_demo_dict(evaluate={"generate": False}))
+    cfg = parse_config(small_demo_dict(evaluate={"generate": False, "choices": None}))
     model_path = run_dir / "base_model" / "model"
     rows = artifacts.load_split(run_dir / "data", "eval")[:6]
     preds, metrics = evaluate_rows(cfg, rows, load_model(model_path), load_tokenizer(model_path), "base")
     assert [set(p) for p in preds] == [{"example_id", "loss"}] * 6
     assert "accuracy" not in metrics and metrics["loss_rows"] == 6 and math.isfinite(metrics["eval_loss"])
-    report = {"setup": {"seeds": [1]}, "arms": [{"name": "a", "seed": 1, "accuracy": None, "eval_loss": 1.0}],
-              "comparisons": [], "stage_seconds": {}, "wall_seconds": 1.0,
-              "sweep": {"trainings": 0, "mean_training_seconds": None},
-              "aggregate": [{"arm": "a", "versus": "b", "seeds": [1, 2], "p_value": 0.001, "p_holm": 0.002,
-                             "loss_difference": {"mean": -0.2, "ci_low": -0.3, "ci_high": -0.1}}]}
-    md = render_markdown(report, "loss_only")
-    assert "**a has a lower eval loss than b**" in md and "| a | n/a |" in md
-    report["aggregate"][0]["seeds"] = [1]
-    assert "**one seed: training variance not measured**" in render_markdown(report, "loss_only")
 
 
 def test_accuracy_vs_k_is_drawn_when_an_arm_family_ran_at_several_k(tmp_path):
@@ -228,23 +231,3 @@ def test_accuracy_vs_k_is_drawn_when_an_arm_family_ran_at_several_k(tmp_path):
     plots = draw({"arms": arms}, tmp_path / "run", tmp_path)
     assert plots == ["accuracy.png", "eval_loss.png", "accuracy_vs_k.png"]
     assert (tmp_path / "accuracy_vs_k.png").read_bytes()[:8] == PNG_MAGIC
-
-
-def _one_aggregate(seeds, ci, p_holm):
-    return {"setup": {"seeds": seeds}, "arms": [], "comparisons": [], "stage_seconds": {}, "wall_seconds": 1.0,
-            "sweep": {"trainings": 0, "mean_training_seconds": None}, "multiple_testing": {"tests": 3},
-            "aggregate": [{"arm": "top_k", "versus": "matched_random_k", "seeds": seeds, "arm_accuracy_mean": 0.8,
-                           "versus_accuracy_mean": 0.5, "accuracy_difference": {"mean": 0.3, "ci_low": ci[0], "ci_high": ci[1]},
-                           "seeds_favouring_arm": len(seeds), "seeds_favouring_versus": 0, "seeds_tied": 0,
-                           "p_value": p_holm / 3, "p_holm": p_holm}]}
-
-
-def test_verdicts_need_two_seeds_an_interval_off_zero_and_a_small_adjusted_p():
-    from playpen_attribution.report.markdown import render_markdown
-
-    assert "**top_k beats matched_random_k**" in render_markdown(_one_aggregate([1, 2], (0.1, 0.5), 0.001), "r")
-    one_seed = render_markdown(_one_aggregate([1], (0.1, 0.5), 0.001), "r")
-    assert "**one seed: training variance not measured**" in one_seed and "beats" not in one_seed
-    adjusted_away = render_markdown(_one_aggregate([1, 2], (0.1, 0.5), 0.09), "r")  # raw p 0.03, Holm 0.09
-    assert "**no reliable difference between top_k and matched_random_k**" in adjusted_away
-    assert "p_holm = 0.090" in adjusted_away and "Holm-adjusted over 3 across-seed tests" in adjusted_away

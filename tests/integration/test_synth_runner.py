@@ -171,7 +171,7 @@ def test_yaml_config_with_flag_override_and_hf_dataset(tmp_path, targets_file, m
     dataset = load_from_disk(str(tmp_path / "out" / "hf_dataset"))
     assert len(dataset) == len(rows) and set(ROW_COLUMNS) <= set(dataset.column_names)
     config.write_text("output_dir: [1, 2\n")
-    with pytest.raises(UserError, match="synth.yaml: not valid YAML"):
+    with pytest.raises(UserError, match="synth.yaml:2:1: not valid YAML"):
         synth(["--config", str(config)])
 
 

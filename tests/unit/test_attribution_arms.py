@@ -19,25 +19,37 @@ def test_plan_names_standard_arms_per_k_and_pairs_each_with_its_matched_random()
     assert list(plan) == ["top_300", "top_500", "matched_random_300", "matched_random_500",
                           "longest_300", "matched_random_longest_300", "longest_500", "matched_random_longest_500",
                           "full_pool"]
-    assert plan["top_500"].versus == "matched_random_500" and plan["matched_random_300"].versus is None
-    assert plan["top_500"].n == 500 and plan["full_pool"].versus == "matched_random_300"
+    assert plan["top_500"].versus == ("matched_random_500",) and plan["matched_random_300"].versus == ()
+    assert plan["top_500"].n == 500 and plan["full_pool"].versus == ("matched_random_300",)
     assert (plan["longest_300"].family, plan["longest_300"].k, plan["longest_300"].ranking) == ("longest_k", 300, "length")
 
 
 def test_every_ranked_baseline_is_tested_against_a_control_matched_to_itself():
     plan = {a.name: a for a in _plan(k=50, arms=["top_k", "matched_random_k", "highest_loss_k", "embedding_knn_k"])}
     for arm, ranking in (("highest_loss_k", "loss"), ("embedding_knn_k", "embedding")):
-        control = plan[arm].versus
+        (control,) = plan[arm].versus
         assert control == "matched_random_" + arm
         assert (plan[control].kind, plan[control].ranking, plan[control].n, plan[control].versus) == (
-            "matched_random", ranking, 50, None)
-    assert plan["top_k"].versus == "matched_random_k"  # attribution keeps the shared control
+            "matched_random", ranking, 50, ())
+    assert plan["top_k"].versus == ("matched_random_k",)  # attribution keeps the shared control
+
+
+def test_the_seed_control_is_a_second_comparison_of_top_k():
+    """matched_random_k is drawn from the whole pool (the counterfactual); matched_random_rest_k, the seed's
+    control drawn from what top_k left, is tested against top_k as well, after it."""
+    plan = {a.name: a for a in _plan(k=50, arms=["top_k", "matched_random_k", "matched_random_rest_k"])}
+    assert plan["top_k"].versus == ("matched_random_k", "matched_random_rest_k")
+    assert (plan["matched_random_k"].kind, plan["matched_random_rest_k"].kind) == ("matched_random", "matched_random_rest")
+    assert plan["matched_random_rest_k"].versus == ()
+    custom = {a.name: a for a in _plan(k=50, arms=["top_k", "matched_random_k", {
+        "name": "t2", "kind": "top", "versus": ["top_k", "matched_random_k"]}])}
+    assert custom["t2"].versus == ("top_k", "matched_random_k")
 
 
 def test_the_default_arms_add_a_uniform_random_arm_against_the_matched_one():
     plan = {a.name: a for a in _plan(k=100)}
     assert list(plan) == ["top_k", "matched_random_k", "random_k"]
-    assert plan["top_k"].versus == plan["random_k"].versus == "matched_random_k"
+    assert plan["top_k"].versus == plan["random_k"].versus == ("matched_random_k",)
     assert (plan["random_k"].kind, plan["random_k"].ranking, plan["random_k"].n) == ("random", None, 100)
 
 
@@ -91,8 +103,7 @@ def test_data_efficiency_and_label_arms_are_planned_with_their_sizes_and_compari
                        label_column="quality", match_tokens=True)
     by_name = {a.name: a for a in plan_arms(cfg)}
     assert (by_name["random_2x_k"].n, by_name["random_4x_k"].n, by_name["random_k"].n) == (100, 200, 50)
-    assert by_name["random_2x_k"].versus == by_name["random_4x_k"].versus == "top_k"
-    assert by_name["label_k"].kind == "label" and by_name["label_k"].versus == "matched_random_k"
+    assert by_name["random_2x_k"].versus == by_name["random_4x_k"].versus == ("top_k",)
+    assert by_name["label_k"].kind == "label" and by_name["label_k"].versus == ("matched_random_k",)
     with pytest.raises(ValueError, match="label_k needs select.label_column"):
         SelectConfig(arms=["top_k", "label_k"])
-    assert "match_tokens" not in SelectConfig().model_dump() and SelectConfig(match_tokens=True).model_dump()["match_tokens"]

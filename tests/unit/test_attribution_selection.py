@@ -56,10 +56,27 @@ def test_matched_random_fills_a_short_stratum_and_counts_it():
     assert info == {"matched": 0, "unmatched_filled": 2, "shortfall_by_stratum": {"x": 2}}
 
 
-def test_matched_random_with_overlap_allowed_may_reuse_chosen_rows():
+def test_matched_random_from_the_whole_pool_may_reuse_chosen_rows():
     stratum = {f"r{i}": "s" for i in range(4)}
     picked, _ = matched_random(["r0", "r1", "r2"], stratum, seed=0, allow_overlap=True)
     assert len(picked) == 3
+
+
+def test_the_counterfactual_control_draws_from_the_whole_pool_and_the_seed_control_from_the_rest():
+    from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+    from playpen_attribution.attribution.selection import build_arms
+
+    ids = [f"r{i:03d}" for i in range(200)]
+    scores = {e: float(i) for i, e in enumerate(ids)}  # r199 ranks first
+    stratum = {e: "s" for e in ids}
+    plan = plan_arms(SelectConfig(k=100, arms=["top_k", "matched_random_k", "matched_random_rest_k"]))
+    overlaps = []
+    for seed in range(5):
+        arms = build_arms(plan, {"attribution": scores}, ids, stratum, seed)
+        top = set(arms["top_k"]["example_ids"])
+        assert not top & set(arms["matched_random_rest_k"]["example_ids"])
+        overlaps.append(len(top & set(arms["matched_random_k"]["example_ids"])))
+    assert 30 < sum(overlaps) / len(overlaps) < 70  # about half: drawn from all 200 rows
 
 
 def test_matched_random_refuses_when_rest_of_pool_is_too_small():
@@ -84,18 +101,19 @@ def test_build_arms_of_every_kind_from_several_rankings():
     stratum = strata(outcomes, lengths, 5)
     rankings = {"attribution": {e: float(i) for i, e in enumerate(ids)}, "length": {e: float(lengths[e]) for e in ids},
                 "loss": {e: -float(i) for i, e in enumerate(ids)}}
-    plan = _plan(k=20, arms=["top_k", "matched_random_k", "longest_k", "full_pool",
+    plan = _plan(k=20, arms=["top_k", "matched_random_k", "matched_random_rest_k", "longest_k", "full_pool",
                              {"name": "loss_top", "kind": "top", "ranking": "loss", "n": 5}])
     arms = build_arms(plan, rankings, ids, stratum, seed=3)
     assert arms["top_k"]["example_ids"] == ids[::-1][:20]
     assert arms["loss_top"]["example_ids"] == ids[:5]
     assert arms["longest_k"]["example_ids"] == rank_ids(rankings["length"])[:20]
     assert arms["full_pool"]["example_ids"] == ids
-    rnd = arms["matched_random_k"]
+    rnd = arms["matched_random_rest_k"]
     assert len(rnd["example_ids"]) == 20 and not set(rnd["example_ids"]) & set(arms["top_k"]["example_ids"])
     assert rnd["matching"]["matched"] + rnd["matching"]["unmatched_filled"] == 20
     assert build_arms(plan, rankings, ids, stratum, seed=3) == arms
-    assert build_arms(plan, rankings, ids, stratum, seed=4)["matched_random_k"] != rnd
+    assert build_arms(plan, rankings, ids, stratum, seed=4)["matched_random_rest_k"] != rnd
+    assert len(arms["matched_random_k"]["example_ids"]) == 20
 
 
 def test_build_arms_refuses_a_ranking_that_misses_pool_rows():

@@ -33,7 +33,7 @@ def test_rank_window_config_is_the_published_setup_with_four_arms():
     assert cfg.model.base == "google/gemma-3-1b-it" and cfg.select.k == 500
     plan = {a.name: a for a in plan_arms(cfg.select)}
     assert list(plan) == ["top500", "top300", "ranks_301_500", "random200_beyond_500"]
-    assert plan["top300"].versus == "top500" and plan["ranks_301_500"].versus == "random200_beyond_500"
+    assert plan["top300"].versus == ("top500",) and plan["ranks_301_500"].versus == ("random200_beyond_500",)
 
 
 def test_rank_window_arms_have_the_intended_sizes_and_overlaps():

@@ -5,11 +5,15 @@ default filled in (standard arms at every k, custom arms with their sizes, each 
 Pure logic: the select stage builds the arms of this plan from rankings (`selection.build_arms`) and
 the report reads the plan back from the selection file.
 
-Comparisons: `top_k` is tested against `matched_random_k` (random rows with the top-k's outcome x
-length composition) and `random_k` (uniform random rows) against `matched_random_k` too, which shows
-what the matching itself buys. Every other ranked standard arm (`longest_k`, `highest_loss_k`,
-`embedding_knn_k`, `metadata_k`, `sae_top_k`) brings its own control, `matched_random_<arm>`, matched
-to *its* composition, so no baseline is judged against a control drawn for another arm.
+Comparisons: `top_k` is tested against `matched_random_k`, random rows with the top-k's outcome x
+length composition drawn from the whole pool (overlap allowed): the rows a user would otherwise have
+picked, the counterfactual. With `matched_random_rest_k` in the arms (the seed's control: the same
+matching, drawn from the rows the top-k left behind), top_k is tested against it too, as a secondary
+comparison. `random_k` (uniform random rows) is tested against `matched_random_k`, which shows what
+the matching itself buys. Every other ranked standard arm (`longest_k`, `highest_loss_k`,
+`embedding_knn_k`, `metadata_k`, `sae_top_k`, `probe_top_k`) brings its own control,
+`matched_random_<arm>`, matched to *its* composition, so no baseline is judged against a control drawn
+for another arm. An arm's `versus` lists what it is tested against, its first entry the main one.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from pydantic import (
     Field,
     PositiveInt,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -35,6 +38,7 @@ class _Section(BaseModel):
 STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "top_k": ("top", "attribution"),
     "matched_random_k": ("matched_random", "attribution"),
+    "matched_random_rest_k": ("matched_random_rest", "attribution"),
     "longest_k": ("top", "length"),
     "highest_loss_k": ("top", "loss"),
     "embedding_knn_k": ("top", "embedding"),
@@ -69,9 +73,12 @@ class ArmSpec(_Section):
     """A custom arm: one kind of selection from one ranking (e.g. a rank window of the attribution ranking)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
-    kind: Literal["top", "matched_random", "random", "window", "random_beyond", "full_pool", "label"] = Field(
-        description="top: the n best rows; matched_random: n random rows matched on outcome x length bin to the "
-        "top n (excluding them); random: n uniformly random rows; window: ranks a..b; random_beyond: n random "
+    kind: Literal["top", "matched_random", "matched_random_rest", "random", "window", "random_beyond", "full_pool",
+                  "label"] = Field(
+        description="top: the n best rows; matched_random: n random rows of the whole pool matched on outcome x "
+        "length bin to the top n (overlap allowed: what a user would otherwise pick); matched_random_rest: the same "
+        "from the rows outside the top n (the seed's control); random: n uniformly random rows; window: ranks a..b; "
+        "random_beyond: n random "
         "rows ranked below `beyond`; full_pool: every pool row; label: n random rows passing the label filter, "
         "token-matched to the top n."
     )
@@ -79,8 +86,9 @@ class ArmSpec(_Section):
     n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random, random_beyond); null = select.k.")
     ranks: tuple[int, int] | None = Field(None, description="window only: first and last rank, 1-based, both included.")
     beyond: int | None = Field(None, gt=0, description="random_beyond only: draw from ranks beyond this one.")
-    versus: str | None = Field(
-        None, description="Arm this one is tested against in the report; null = matched_random_k (at select.k) when it runs."
+    versus: str | list[str] | None = Field(
+        None, description="Arm(s) this one is tested against in the report, the first the main comparison; null = "
+        "matched_random_k (at select.k) when it runs.",
     )
 
     @model_validator(mode="after")
@@ -108,7 +116,7 @@ class PlannedArm:
     n: int | None
     ranks: tuple[int, int] | None = None
     beyond: int | None = None
-    versus: str | None = None
+    versus: tuple[str, ...] = ()
     family: str | None = None
     k: int | None = None
 
@@ -131,7 +139,6 @@ class SelectConfig(_Section):
         None, description="Numeric pool column that metadata_k ranks by, highest first (e.g. reward_model_score)."
     )
     length_bins: int = Field(5, gt=0, description="Length quantile bins used for matching (5 = quintiles).")
-    allow_overlap: bool = Field(False, description="Let a matched random arm reuse the rows it is matched to.")
     match_column: str = Field(
         "outcome", description="Row column the matching strata use beside the length bin (outcome; category for SmolTalk)."
     )
@@ -150,25 +157,19 @@ class SelectConfig(_Section):
         "cross-fitted predictions); auto = candidates when data has that split, else the pool.",
     )
 
-    @model_serializer(mode="wrap")
-    def _without_new_defaults(self, handler):
-        """The matching fields added later stay out of dumps at their defaults, so select folders from before
-        them still match."""
-        data = handler(self)
-        if isinstance(data, dict):
-            for name, default in NEW_FIELD_DEFAULTS.items():
-                if data.get(name) == default:
-                    data.pop(name)
-        return data
-
     @field_validator("arms", mode="before")
     @classmethod
     def _known_names(cls, arms):
+        """Unknown standard names in one line; a custom arm's `ranks` list as the tuple it is (after this
+        validator pydantic's strict mode reads the arms as Python values, where a list is not a tuple)."""
         for arm in arms if isinstance(arms, list) else []:
             if isinstance(arm, str) and arm not in STANDARD_ARMS:
                 raise ValueError(f"unknown arm {arm!r}: expected one of {', '.join(STANDARD_ARMS)}, "
                                  "or a custom arm {name, kind, ...}")
-        return arms
+        if not isinstance(arms, list):
+            return arms
+        return [a | {"ranks": tuple(a["ranks"])} if isinstance(a, dict) and isinstance(a.get("ranks"), list) else a
+                for a in arms]
 
     @model_validator(mode="after")
     def _check_arms(self) -> SelectConfig:
@@ -182,14 +183,11 @@ class SelectConfig(_Section):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"arm name(s) {', '.join(repeated)} appear more than once")
-        unknown = sorted({a.versus for a in plan_arms(self) if a.versus is not None and a.versus not in names})
+        unknown = sorted({v for a in plan_arms(self) for v in a.versus if v not in names})
         if unknown:
             raise ValueError(f"versus names arm(s) {', '.join(unknown)} that are not in select.arms")
         return self
 
-
-NEW_FIELD_DEFAULTS = {"match_column": "outcome", "match_tokens": False, "token_tolerance": 0.02, "label_column": None,
-                      "label_values": ["good", "excellent"], "predictor_split": "auto"}
 
 PREDICTOR_RANKINGS = ("sae", "probe")
 """Rankings a predictor computes without gradients: the only ones that can rank the candidates split."""
@@ -221,31 +219,39 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
             n = arm.n if arm.n is not None or arm.kind == "full_pool" else select.k
             if arm.ranks is not None:
                 n = arm.ranks[1] - arm.ranks[0] + 1
-            versus = arm.versus if arm.versus is not None else (reference if arm.name != reference else None)
+            versus = [arm.versus] if isinstance(arm.versus, str) else arm.versus
+            if versus is None:
+                versus = [reference] if reference is not None and arm.name != reference else []
             ranking = arm.ranking if arm.kind != "random" else None
-            planned.append(PlannedArm(arm.name, arm.kind, ranking, n, arm.ranks, arm.beyond, versus))
+            planned.append(PlannedArm(arm.name, arm.kind, ranking, n, arm.ranks, arm.beyond, tuple(versus)))
             continue
         kind, ranking = STANDARD_ARMS[arm]
         if ranking == "metadata":
             ranking = f"metadata:{select.metadata_column}"
         if kind == "full_pool":
-            planned.append(PlannedArm(arm, kind, None, None, versus=reference, family=arm))
+            planned.append(PlannedArm(arm, kind, None, None, versus=_some(reference), family=arm))
             continue
         for k in ks:
             same_k_reference = named("matched_random_k", k) if reference else None
             if arm in SIZE_MULTIPLIER:
                 versus = named("top_k", k) if "top_k" in select.arms else same_k_reference
-                planned.append(PlannedArm(named(arm, k), kind, None, k * SIZE_MULTIPLIER[arm], versus=versus,
+                planned.append(PlannedArm(named(arm, k), kind, None, k * SIZE_MULTIPLIER[arm], versus=_some(versus),
                                           family=arm, k=k))
                 continue
             if kind == "top" and arm != "top_k":  # a ranked baseline: tested against its own matched control
                 control = CONTROL_PREFIX + arm
-                planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=named(control, k), family=arm, k=k))
+                planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=(named(control, k),), family=arm, k=k))
                 planned.append(PlannedArm(named(control, k), "matched_random", ranking, k, family=control, k=k))
                 continue
-            versus = None if kind == "matched_random" else same_k_reference
+            versus = () if kind.startswith("matched_random") else _some(same_k_reference)
+            if arm == "top_k" and "matched_random_rest_k" in select.arms:
+                versus += (named("matched_random_rest_k", k),)
             planned.append(PlannedArm(named(arm, k), kind, ranking, k, versus=versus, family=arm, k=k))
     return planned
+
+
+def _some(name: str | None) -> tuple[str, ...]:
+    return (name,) if name is not None else ()
 
 
 def size_problems(plan: list[PlannedArm], pool_rows: int, pool: str = "the pool") -> list[str]:

@@ -2,8 +2,10 @@
 
 Non-finite scores rank last (never silently zeroed). Arm kinds (`build_arms`): `top` (the n best of
 a ranking), `window` (ranks a..b, 1-based, both included), `random_beyond` (n random rows ranked
-below `beyond`), `matched_random` (a random subset matched on strata to the top n, excluding them
-unless overlap is allowed), `random` (n rows drawn uniformly from the pool) and `full_pool`.
+below `beyond`), `matched_random` (a random subset of the whole pool matched on strata to the top n,
+which it may share rows with: the counterfactual, what a user would otherwise have picked),
+`matched_random_rest` (the same drawn from the rows outside the top n: the seed's control, which
+measures partly what the top n removed), `random` (n rows drawn uniformly from the pool) and `full_pool`.
 
 Matching: every row gets a stratum (outcome x length-quantile bin over the whole pool); the random
 arm draws, for each stratum, as many rows as the top n holds there. When a stratum runs short, the
@@ -66,7 +68,7 @@ def matched_random(
     if len(candidates) < len(chosen):
         raise UserError(
             f"the pool outside the top-k has {len(candidates)} rows, fewer than k = {len(chosen)}; "
-            "lower select.k or set select.allow_overlap"
+            "lower select.k or use the matched_random control (drawn from the whole pool)"
         )
     by_stratum: dict[str, list[str]] = defaultdict(list)
     for eid in candidates:
@@ -148,7 +150,7 @@ def random_beyond(ranked: list[str], beyond: int, n: int, seed: int | str, arm: 
 
 def build_arms(
     plan: list, rankings: dict[str, dict[str, float]], pool_ids: list[str], stratum: dict[str, str],
-    seed: int, allow_overlap: bool = False, tokens: dict[str, int] | None = None, tolerance: float = 0.02,
+    seed: int, tokens: dict[str, int] | None = None, tolerance: float = 0.02,
     labelled: set[str] | None = None,
 ) -> dict[str, dict]:
     """arm name -> {"example_ids": [...] in rank/draw order, plus "matching" for matched random arms}.
@@ -177,13 +179,14 @@ def build_arms(
             arms[arm.name] = {"example_ids": rank_window(order, arm.ranks[0], arm.ranks[1], arm.name)}
         elif arm.kind == "random_beyond":
             arms[arm.name] = {"example_ids": random_beyond(order, arm.beyond, arm.n, draw_seed, arm.name)}
-        elif arm.kind == "matched_random":
+        elif arm.kind in ("matched_random", "matched_random_rest"):
             if arm.n > len(order):
                 raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
-            ids, matching = matched_random(order[: arm.n], stratum, draw_seed, allow_overlap)
+            whole_pool = arm.kind == "matched_random"
+            ids, matching = matched_random(order[: arm.n], stratum, draw_seed, whole_pool)
             if tokens is not None:
                 top = set(order[: arm.n])
-                allowed = [e for e in pool_ids if allow_overlap or e not in top]
+                allowed = [e for e in pool_ids if whole_pool or e not in top]
                 ids, tok = match_tokens(ids, allowed, stratum, tokens, sum(tokens[e] for e in order[: arm.n]), tolerance)
                 matching |= tok
             arms[arm.name] = {"example_ids": ids, "matching": matching}

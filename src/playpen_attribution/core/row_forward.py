@@ -23,7 +23,7 @@ LOGIT_BUDGET = 1 << 24
 """Float32 logits computed at once (64 MB): completion positions are projected in chunks of this size."""
 
 
-def _completion_nll(model, hidden, target) -> tuple:
+def completion_nll(model, hidden, target) -> tuple:
     """(summed NLL per row, completion tokens per row) from final hidden states [B, T, H] and the next-token
     targets [B, T] (-100 where no loss), projecting only the target positions, in chunks."""
     import torch
@@ -65,7 +65,7 @@ def row_losses_and_embeddings(
             hidden = out.hidden_states[-1]  # after the final norm: what the output head reads
             target = torch.full_like(labels, IGNORE_INDEX)
             target[:, :-1] = labels[:, 1:]  # position i predicts token i + 1
-            sums, counted = _completion_nll(model, hidden, target)
+            sums, counted = completion_nll(model, hidden, target)
         per_row = (sums / counted.clamp(min=1)).cpu().numpy()
         per_row[counted.cpu().numpy() == 0] = np.nan
         losses[idx] = per_row

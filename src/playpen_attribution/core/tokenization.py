@@ -182,9 +182,14 @@ def _row_parts(tokenizer, row: dict, fmt: str, supervise: str) -> tuple[list[int
     if not isinstance(completion, str) or not completion.strip():
         raise UserError(f"row {row.get('example_id')!r}: empty completion")
     p_ids, p_labels = _prompt_ids_labels(tokenizer, row, fmt, supervise)
+    return p_ids, p_labels, _completion_ids(tokenizer, row, [completion], fmt)[0]
+
+
+def _completion_ids(tokenizer, row: dict, completions: list[str], fmt: str) -> list[list[int]]:
+    """Completions' ids after the row's prompt, each closed by the turn's end token (see the module doc)."""
     spaced = fmt == "raw" and row["prompt"] and not row["prompt"][-1].isspace()
-    c_ids = list(tokenizer((" " if spaced else "") + completion, add_special_tokens=False)["input_ids"])
-    return p_ids, p_labels, c_ids + [turn_end_id(tokenizer, fmt)]
+    encoded = tokenizer([(" " if spaced else "") + c for c in completions], add_special_tokens=False)["input_ids"]
+    return [list(ids) + [turn_end_id(tokenizer, fmt)] for ids in encoded]
 
 
 def _truncate(tokenizer, p_ids: list[int], p_labels: list[int], c_ids: list[int], max_length: int):
@@ -212,6 +217,19 @@ def tokenize_row(
     token appended, one truncation rule: `_truncate`)."""
     p_ids, p_labels, c_ids, _, _ = _truncate(tokenizer, *_row_parts(tokenizer, row, fmt, supervise), max_length)
     return {"input_ids": p_ids + c_ids, "labels": p_labels + c_ids}
+
+
+def prompt_and_completions(
+    tokenizer, row: dict, completions: list[str], fmt: str, max_length: int, supervise: str = "last_turn"
+) -> tuple[list[int], list[list[int]]]:
+    """One row's prompt ids and the ids of several alternative completions (each closed by the turn's end
+    token), as `tokenize_row` would tokenize the row with each of them. The prompt is truncated once, by the
+    one rule, for the longest alternative, so every alternative continues the same prompt."""
+    p_ids, p_labels, _ = _row_parts(tokenizer, row | {"completion": completions[0]}, fmt, supervise)
+    options = _completion_ids(tokenizer, row, completions, fmt)
+    p_ids, _, _, _, _ = _truncate(tokenizer, p_ids, p_labels, max(options, key=len), max_length)
+    room = max_length - len(p_ids)
+    return p_ids, [c if len(c) <= room else c[: room - 1] + c[-1:] for c in options]
 
 
 def tokenize_rows(tokenizer, rows: list[dict], fmt: str, max_length: int, supervise: str = "last_turn"):

@@ -2,11 +2,11 @@
 
 Reads `benchmarks.json` / `benchmark_samples.jsonl` of every evaluation folder that has them
 (`artifacts.load_benchmarks`). `results`: one entry per (model, seed, task, metric, filter) with the
-harness's value, its own stderr and the item count, in the report's model order. Comparisons pair each arm with its `versus` arm
-(as the word accuracy does) on the same items, joined on (doc_id, filter), for every task's primary
-metric (the first per-item metric the task logs): per seed the mean per-item difference with a
-bootstrap interval; across seeds the mean with a t interval and t-test over seeds (`stats.seed_t_test`:
-seed-to-seed plus item variance), whose p-value joins the report's Holm adjustment.
+harness's value, its own stderr and the item count, in the report's model order. Comparisons pair each arm with each of its
+`versus` arms (as the word accuracy does) on the same items, joined on (doc_id, filter), for every task's
+main metric (the first per-item metric the task logs): per seed the mean per-item difference with a
+bootstrap interval; across seeds the mean with the across-seed test (`stats.across_seed_test`: crossed
+seed x item variance), whose p-value joins the report's secondary tests (Holm).
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
         for task, res in raw["tasks"].items():
             for m in res["metrics"]:
                 results.append({"name": model, "seed": seed, "task": task, "n": res["n"]} | m)
-    versus = {(e["name"], e["seed"]): e.get("versus") for e in entries}
+    versus = {(e["name"], e["seed"]): e.get("versus") or [] for e in entries}
     comparisons, pairs = [], {}
-    for (model, seed), (_, samples) in loaded.items():
-        ref = versus.get((model, seed))
-        if ref is None or (ref, seed) not in loaded:
+    for (model, seed), (_, samples), ref in ((key, value, ref) for key, value in loaded.items()
+                                              for ref in versus.get(key, [])):
+        if (ref, seed) not in loaded:
             continue
         ref_samples = loaded[(ref, seed)][1]
         for task, metric in _primary(samples).items():
@@ -73,13 +73,13 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
     aggregate = []
     for (model, ref, task, metric), per_seed in pairs.items():
         diffs = np.stack([d for _, d in per_seed])
-        means, test = diffs.mean(axis=1), stats.seed_t_test(diffs)
+        means, test = diffs.mean(axis=1), stats.across_seed_test(diffs)
         aggregate.append({
             "arm": model, "versus": ref, "task": task, "metric": metric, "seeds": [s for s, _ in per_seed],
             "items": int(diffs.shape[1]), "difference": {k: v for k, v in test.items() if k != "p_value"},
             "per_seed_difference": [float(m) for m in means], "seeds_favouring_arm": int((means > 0).sum()),
             "seeds_favouring_versus": int((means < 0).sum()),
-            "test": "t-test over seeds (per-seed mean item differences; seed-to-seed and item variance)",
+            "test": "t-test over seeds and items (crossed variance, Satterthwaite degrees of freedom)",
             "p_value": test["p_value"],
         })
     order = {name: i for i, name in enumerate(dict.fromkeys(e["name"] for e in entries))}

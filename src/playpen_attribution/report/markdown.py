@@ -1,12 +1,14 @@
 """`report.md` from the report's data: the setup, the answer, tables across and per seed, plots, cost.
 
 Accuracy cells read `62/152 = 0.4079 [0.33, 0.49]` (count, accuracy, Wilson 95% interval);
-differences read `+0.0300 [-0.0200, +0.0800]` (mean, bootstrap 95% interval).
+differences read `+0.030 [-0.020, +0.080]` (mean, 95% interval; `*` when the interval was cut to the
+metric's range). The answer comes first: a control's PASSED / FAILED line, the primary comparison, the
+secondary ones, then what makes a comparison unreliable (warnings).
 """
 
 from __future__ import annotations
 
-from playpen_attribution.report.results import favoured
+from playpen_attribution.report.comparisons import METRICS
 
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
@@ -48,12 +50,16 @@ def _loss(value) -> str:
 
 
 def _diff(d: dict | None) -> str:
-    if not d:
+    if not d or d.get("mean") is None:
         return "n/a"
-    return f"{d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
+    if d.get("ci_low") is None:
+        return f"{d['mean']:+.3f}"
+    return f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" + ("*" if d.get("clipped") else "")
 
 
-def _p(value: float) -> str:
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
@@ -84,8 +90,9 @@ def _setup_lines(report: dict) -> list[str]:
                          "the scored pool.")
     select = setup.get("select") or {}
     ks = [select.get("k"), *select.get("extra_k", [])]
-    lines.append(f"- Arms: k = {', '.join(str(k) for k in ks)}; "
-                 f"{'a random arm may reuse the rows it is matched to' if select.get('allow_overlap') else 'random arms exclude the rows they are matched to'}.")
+    lines.append(f"- Arms: k = {', '.join(str(k) for k in ks)}; a matched random control is drawn from the whole pool "
+                 "(what a user would otherwise have picked, so it may share rows with the arm it is matched to); "
+                 "matched_random_rest arms draw from the rows outside it (the seed's control).")
     seeds = setup.get("seeds") or []
     lines.append(f"- Seeds: {', '.join(map(str, seeds)) or 'none'}; each seed redraws the random arms and trains every "
                  f"arm with that seed; the base adapter is "
@@ -101,82 +108,143 @@ def _setup_lines(report: dict) -> list[str]:
     if metric:
         eval_outcomes = ((report.get("data") or {}).get("outcomes") or {}).get("eval") or {}
         mix = ", ".join(f"{n} {outcome}" for outcome, n in sorted(eval_outcomes.items()))
-        lines.append(f"- Metric: {METRIC_TEXT[metric][0]} (greedy generation, the word after `GUESS:`)"
-                     + (f"; eval games: {mix}." if mix else "."))
-    tests = (report.get("multiple_testing") or {}).get("tests", 0)
-    lines += [("- Statistics: Wilson 95% intervals on accuracy; per seed, exact McNemar (binomial on discordant rows) "
-               "against the `vs` arm on the same eval rows and a paired bootstrap 95% interval of the eval-loss "
-               "difference; across seeds, the mean of the per-seed differences with a 95% t interval and a t-test "
-               "over seeds (seeds - 1 degrees of freedom; variance: seed to seed, where a seed redraws the random "
-               "arms and retrains, plus the shared eval rows). "
-               f"The {tests} across-seed tests (word accuracy or eval loss, and benchmarks) are Holm-Bonferroni "
-               "adjusted together (`p_holm`), the per-seed tests apart (descriptive); a verdict "
-               "needs an interval that excludes zero and p_holm < 0.05, and at least two seeds."), ""]
+        lines.append(f"- Metrics: {METRIC_TEXT[metric][0]} (greedy generation, the word after `GUESS:`: it also reads "
+                     "whether an arm learned the answer format); choice accuracy (the target word ranked first among "
+                     "the eval's target words by the likelihood of the completion with each as the guess: what an arm "
+                     "knows, however it writes); eval loss" + (f"; eval games: {mix}." if mix else "."))
+    mt = report.get("multiple_testing") or {}
+    lines += [("- Statistics: across seeds, the mean of the paired per-row differences (arm − vs, same eval rows) "
+               "with a 95% t interval and t-test whose variance is seed to seed (a seed redraws the random arms and "
+               "retrains) plus the eval rows' own (crossed, Satterthwaite degrees of freedom), so a verdict holds for "
+               f"new seeds and new eval rows. The primary comparison is tested alone at {mt.get('alpha', 0.05)}; the "
+               f"{mt.get('secondary_tests', 0)} other across-seed tests are Holm-adjusted together (`p_holm`) and "
+               "claimed only when the primary holds (a fixed sequence). A test that finds nothing gives the "
+               "smallest difference the design detects at 80% power. Per seed: exact McNemar on binary metrics, a "
+               "paired bootstrap interval on eval loss (descriptive, adjusted apart)."), ""]
     return lines
 
 
-def _answer_lines(report: dict) -> list[str]:
-    lines = ["## Answer", ""]
-    tests = (report.get("multiple_testing") or {}).get("tests", 0)
-    for agg in report["aggregate"]:
-        if "accuracy_difference" not in agg:
-            lines += _loss_answer(agg, tests)
-            continue
-        d, n, side = agg["accuracy_difference"], len(agg["seeds"]), favoured(agg)
-        p_holm = agg.get("p_holm", 1.0)
-        verdict = {"one_seed": f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)",
-                   "arm": f"**{agg['arm']} beats {agg['versus']}**",
-                   "versus": f"**{agg['arm']} is worse than {agg['versus']}**",
-                   "none": f"**no reliable difference between {agg['arm']} and {agg['versus']}**"}[side]
-        lines.append(f"- {verdict}: accuracy difference {_diff(d)} over {n} seed(s), t-test over seeds "
-                     f"p = {_p(agg['p_value'])}, Holm-adjusted over {tests} across-seed tests p_holm = {_p(p_holm)}; seeds "
-                     f"favouring {agg['arm']} / {agg['versus']} / tied: {agg['seeds_favouring_arm']} / "
-                     f"{agg['seeds_favouring_versus']} / {agg['seeds_tied']}.")
-    if len(lines) == 2:
-        lines.append("- No arm was tested against another (no `versus` arm ran).")
-    if report.get("missing_units"):  # reported with --allow-incomplete: say which units the numbers lack
-        lines.append("- **Incomplete sweep:** no evaluation for " + ", ".join(
-            f"{u['arm']} (seed {u['seed']})" for u in report["missing_units"]) + "; the comparisons use the seeds that exist.")
-    return lines + [""]
+def _verdict(agg: dict, metric: str) -> str:
+    """One comparison on one metric, in words: the verdict, the difference, its test and the seeds."""
+    test, m = agg["metrics"][metric], METRICS[metric]
+    arm, versus, verdict = agg["arm"], agg["versus"], test["verdict"]
+    better = "has a lower eval loss than" if metric == "eval_loss" else "is better than"
+    worse = "has a higher eval loss than" if metric == "eval_loss" else "is worse than"
+    head = {"arm": f"**{arm} {better} {versus}**", "versus": f"**{arm} {worse} {versus}**",
+            "none": f"no reliable difference between {arm} and {versus}",
+            "one_seed": f"{arm} vs {versus}: one seed, training variance not measured, no verdict",
+            "no_replication": f"{arm} vs {versus}: no replication, the seeds' differences agree to rounding (the "
+                              "seed changed nothing), no verdict",
+            "gated": f"{arm} vs {versus}: not claimed (significant after Holm, but the primary comparison did not "
+                     "hold, and a fixed sequence tests the rest only after it)"}[verdict]
+    p = f"p = {_p(test['p_value'])}" + (f", p_holm = {_p(test['p_holm'])}" if "p_holm" in test else "")
+    text = f"{head} on {m.label}: Δ {_diff(test)}"
+    if test["status"] == "tested":
+        text += f", {p}"
+    text += (f"; seeds favouring {arm} / {versus}: {test['seeds_favouring_arm']} / {test['seeds_favouring_versus']} "
+             f"of {len(test['per_seed'])}")
+    if verdict == "none" and test.get("mde") is not None:
+        text += f"; underpowered for smaller effects: this design detects |Δ| ≥ {test['mde']:.3f} at 80% power"
+    return text + "."
 
 
-def _loss_answer(agg: dict, tests: int) -> list[str]:
-    """Loss-only runs (evaluate.generate: false): the verdict on the eval-loss difference."""
-    d = agg.get("loss_difference")
-    if not d:
+CONTROL_TEXT = {"arm_better": "{arm} better than {versus}", "versus_better": "{arm} worse than {versus}",
+                "no_difference": "no reliable difference between {arm} and {versus}"}
+
+
+def _control_lines(report: dict) -> list[str]:
+    control, primary = report.get("control"), report.get("primary")
+    if control is None:
         return []
-    p_holm, n = agg.get("p_holm", 1.0), len(agg["seeds"])
-    verdict = {"one_seed": f"**one seed: training variance not measured** ({agg['arm']} vs {agg['versus']}, no verdict)",
-               "arm": f"**{agg['arm']} has a lower eval loss than {agg['versus']}**",
-               "versus": f"**{agg['arm']} has a higher eval loss than {agg['versus']}**",
-               "none": f"**no reliable eval-loss difference between {agg['arm']} and {agg['versus']}**"}[favoured(agg)]
-    return [(f"- {verdict}: eval-loss difference {_diff(d)} over {n} seed(s), p_holm = {_p(p_holm)} "
-            f"(Holm over {tests} across-seed tests).")]
+    if primary is None:
+        return ["**Control FAILED**: the run made no comparison.", ""]
+    names = {"arm": primary["arm"], "versus": primary["versus"]}
+    expected = CONTROL_TEXT[control["expect"]].format(**names)
+    found = {"arm_better": CONTROL_TEXT["arm_better"], "versus_better": CONTROL_TEXT["versus_better"],
+             "no_difference": CONTROL_TEXT["no_difference"]}
+    verdict = primary.get("verdict")
+    found_text = {"arm": found["arm_better"], "versus": found["versus_better"], "none": found["no_difference"]}.get(
+        verdict, f"no verdict ({verdict})").format(**names)
+    head = "**Control PASSED**" if control["passed"] else "**Control FAILED**"
+    seeds = ""
+    if control.get("seeds_agree") is not None:
+        seeds = "; every seed agrees" if control["seeds_agree"] else "; not every seed agrees"
+    metric = METRICS[primary["metric"]].label
+    return [(f"{head}: a control experiment with a known answer. Expected {expected} on {metric}; found "
+             f"{found_text}{seeds}."), ""]
+
+
+def _warning_lines(report: dict) -> list[str]:
+    out = []
+    for w in report.get("warnings", []):
+        where = f"{w['model']}" + (f" (seed {w['seed']})" if w["seed"] is not None else "")
+        if w["kind"] == "not_converged":
+            out.append(f"- **{where} did not finish learning**: its training loss was still falling when training "
+                       f"stopped (the last quarter lowered it by {w['late_drop']:.0%} of the whole drop; final loss "
+                       f"{w['final_loss']:.3f}); a comparison with it may read how far the schedule got.")
+        else:
+            out.append(f"- **{where} wrote no guess in {w['share']:.0%} of the eval rows**: its word accuracy reads "
+                       "whether it learned the answer format; choice accuracy reads what it knows.")
+    return ["### Warnings", "", *out, ""] if out else []
+
+
+def _missing_lines(report: dict) -> list[str]:
+    """Reported with --allow-incomplete: which planned units the numbers lack."""
+    if not report.get("missing_units"):
+        return []
+    return ["- **Incomplete sweep:** no evaluation for " + ", ".join(
+        f"{u['arm']} (seed {u['seed']})" for u in report["missing_units"]) + "; the comparisons use the seeds that exist."]
+
+
+def _answer_lines(report: dict) -> list[str]:
+    lines = ["## Answer", "", *_control_lines(report), *_missing_lines(report)]
+    primary = report.get("primary")
+    aggs = {(a["arm"], a["versus"]): a for a in report["aggregate"]}
+    if primary is None:
+        return lines + ["- No arm was tested against another (no `versus` arm ran).", ""]
+    declared = "declared in the config" if primary["declared"] else "not declared: the default, top_k against its control"
+    lines.append(f"- Primary comparison ({declared}), tested alone at α = "
+                 f"{report['multiple_testing']['alpha']}: " + _verdict(aggs[(primary["arm"], primary["versus"])],
+                                                                       primary["metric"]))
+    rest = [(agg, metric) for agg in report["aggregate"] for metric in agg["metrics"]
+            if (agg["arm"], agg["versus"], metric) != (primary["arm"], primary["versus"], primary["metric"])]
+    if rest:
+        lines += ["", f"Secondary comparisons (Holm over {report['multiple_testing']['secondary_tests']} tests"
+                  + ("" if report["multiple_testing"]["primary_holds"] else "; not claimed, the primary did not hold")
+                  + "):", ""]
+        lines += [f"- {_verdict(agg, metric)}" for agg, metric in rest]
+    return lines + [""] + _warning_lines(report)
 
 
 def _aggregate_table(report: dict) -> list[str]:
     lines = ["## Across seeds", "",
-             "| arm | vs | seeds | accuracy (mean) | vs accuracy (mean) | Δ accuracy [95% CI] | seeds arm / vs / tie | p | p_holm | Δ eval loss [95% CI] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| arm | vs | metric | seeds | arm (mean) | vs (mean) | Δ [95% CI] | seeds arm / vs / tie | p | p_holm | verdict | detects at 80% power |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for agg in report["aggregate"]:
-        if "accuracy_difference" in agg:
-            acc = (f"{agg['arm_accuracy_mean']:.4f} | {agg['versus_accuracy_mean']:.4f} | "
-                   f"{_diff(agg['accuracy_difference'])} | "
-                   f"{agg['seeds_favouring_arm']} / {agg['seeds_favouring_versus']} / {agg['seeds_tied']}")
-        else:
-            acc = "n/a | n/a | n/a | n/a"
-        tested = f"{_p(agg['p_value'])} | {_p(agg['p_holm'])}" if "p_holm" in agg else "n/a | n/a"
-        lines.append(f"| {agg['arm']} | {agg['versus']} | {len(agg['seeds'])} | {acc} | {tested} | "
-                     f"{_diff(agg.get('loss_difference'))} |")
-    lines += ["", ("Δ = arm − vs; a negative Δ eval loss favours the arm. p: t-test over seeds of the accuracy "
-              "difference (of the eval-loss difference for loss-only runs); p_holm: Holm-adjusted over the "
-              "report's across-seed tests."),
-              ""]
+        for metric, t in agg["metrics"].items():
+            mde = f"|Δ| ≥ {t['mde']:.3f}" if t.get("mde") is not None else ""
+            lines.append(f"| {agg['arm']} | {agg['versus']} | {METRICS[metric].label} | {len(agg['seeds'])} | "
+                         f"{t['arm_mean']:.4f} | {t['versus_mean']:.4f} | {_diff(t)} | "
+                         f"{t['seeds_favouring_arm']} / {t['seeds_favouring_versus']} / {t['seeds_tied']} | "
+                         f"{_p(t['p_value'])} | {_p(t.get('p_holm')) if 'p_holm' in t else 'primary'} | "
+                         f"{t['verdict']} | {mde} |")
+    lines += ["", ("Δ = arm − vs (a negative Δ eval loss favours the arm); `*`: the interval was cut to the metric's "
+                   "range. p: the across-seed t-test; p_holm: Holm over the secondary tests (the primary is tested "
+                   "alone). Verdicts: arm / versus (that side reliably better), none, one_seed, no_replication, "
+                   "gated (significant, but the primary did not hold)."), ""]
     return lines
 
 
+def _training(arm: dict) -> str:
+    t = arm.get("training")
+    if not t or t.get("final_loss") is None:
+        return " | "
+    acc = "" if t.get("token_accuracy") is None else f", token acc {t['token_accuracy']:.2f}"
+    done = {True: "yes", False: "**no**", None: "n/a"}[t.get("converged")]
+    return f"{t['final_loss']:.3f}{acc} | {done}"
+
+
 def _seed_tables(report: dict) -> list[str]:
-    comparisons = {(c["arm"], c["seed"]): c for c in report["comparisons"]}
     metric = next((a.get("metric") for a in report["arms"] if a.get("accuracy") is not None), "correct")
     main, other = METRIC_TEXT[metric]
     lines = []
@@ -185,17 +253,23 @@ def _seed_tables(report: dict) -> list[str]:
         if not arms:
             continue
         lines += ["## Shared models" if seed is None else f"## Seed {seed}", "",
-                  f"| model | {main} [95% CI] | {other} | no guess | eval loss | vs | Δ accuracy | McNemar arm-only / vs-only, p, p_holm | Δ eval loss [95% CI] |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  f"| model | {main} [95% CI] | {other} | no guess | choice accuracy (MRR) | eval loss | final train loss | converged |",
+                  "|---|---|---|---|---|---|---|---|"]
         for arm in arms:
-            c = comparisons.get((arm["name"], seed), {})
-            mc = c.get("mcnemar")
-            tested = (f"{mc['a_only']} / {mc['b_only']}, p {_p(c['p_value'])}, p_holm {_p(c['p_holm'])}"
-                      if mc and "p_holm" in c else "")
-            lines.append(f"| {arm['name']} | {_acc(arm)} | {_other_metric(arm)} | {_no_guess(arm)} | {_loss(arm.get('eval_loss'))} | "
-                         f"{c.get('versus', '')} | "
-                         + (f"{c['accuracy_difference']:+.4f}" if "accuracy_difference" in c else "") + f" | {tested} | "
-                         + (_diff(c.get("loss_difference")) if c else "") + " |")
+            choice = (f"{arm['choice_accuracy']:.4f} ({arm['choice_mrr']:.3f})" if arm.get("choice_accuracy") is not None
+                      else "n/a")
+            lines.append(f"| {arm['name']} | {_acc(arm)} | {_other_metric(arm)} | {_no_guess(arm)} | {choice} | "
+                         f"{_loss(arm.get('eval_loss'))} | {_training(arm)} |")
+        tests = [c for c in report["comparisons"] if c["seed"] == seed and c["metrics"]]
+        if tests:
+            lines += ["", "| arm | vs | metric | Δ | test | p | p_holm (per-seed tests) |", "|---|---|---|---|---|---|---|"]
+            for c in tests:
+                for name, t in c["metrics"].items():
+                    shown = _diff(t["interval"]) if "interval" in t else f"{t['difference']:+.4f}"
+                    if "mcnemar" in t:
+                        shown += f" ({t['mcnemar']['a_only']} / {t['mcnemar']['b_only']} rows)"
+                    lines.append(f"| {c['arm']} | {c['versus']} | {METRICS[name].label} | {shown} | {t['test']} | "
+                                 f"{_p(t['p_value'])} | {_p(t.get('p_holm'))} |")
         lines.append("")
     return lines
 
@@ -224,10 +298,11 @@ def _selection_lines(report: dict) -> list[str]:
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     notes = []
     for name, spec in arms.items():
-        control = arms.get(spec.get("versus") or "")
+        main = (spec.get("versus") or [None])[0]
+        control = arms.get(main or "")
         if (control and spec.get("target_words") and control.get("target_words")
                 and spec["target_words"] < DIVERSITY_RATIO * control["target_words"]):
-            notes.append(f"- **{name} is much less diverse than {spec['versus']}**: {spec['target_words']} distinct "
+            notes.append(f"- **{name} is much less diverse than {main}**: {spec['target_words']} distinct "
                          f"target words against {control['target_words']} (eval targets covered "
                          f"{spec.get('eval_target_coverage', 0):.2f} vs {control.get('eval_target_coverage', 0):.2f}); "
                          "a loss may come from what it lacks rather than from what it holds.")
@@ -315,8 +390,8 @@ def _efficiency_lines(report: dict) -> list[str]:
     eff = report.get("data_efficiency")
     if not eff:
         return []
-    accuracy = eff["metric"] == "accuracy"
-    what = "word accuracy" if accuracy else "eval loss"
+    accuracy = eff["metric"] != "eval_loss"
+    what = METRICS[eff["metric"]].label
     top = eff["top_k"]
     lines = ["## Data efficiency", "",
              f"| arm | rows | tokens (first seed) | {what} (mean over seeds) | Δ vs top_k [95% CI] | p_holm | verdict |",
@@ -328,7 +403,7 @@ def _efficiency_lines(report: dict) -> list[str]:
                      f"{_p(r['p_holm']) if r.get('p_holm') is not None else ''} | {r.get('verdict', '')} |")
     tested = [r for r in eff["random"] if "verdict" in r]
     worth, beats = eff.get("worth_at_least"), eff.get("beats_up_to")
-    if worth is None and tested[0]["verdict"] == "one seed":
+    if worth is None and tested[0]["verdict"] in ("one seed", "no replication"):
         sentence = "One seed: how many random rows top_k is worth needs at least two (sweep.seeds)."
     elif worth is None:
         first = tested[0]
@@ -347,9 +422,10 @@ def _efficiency_lines(report: dict) -> list[str]:
 
 def render_markdown(report: dict, name: str) -> str:
     lines = [f"# {name}: which training rows teach the task?", ""]
-    lines += _setup_lines(report) + _answer_lines(report) + _efficiency_lines(report)
+    lines += _answer_lines(report)
     if report["aggregate"]:
         lines += _aggregate_table(report)
+    lines += _efficiency_lines(report) + _setup_lines(report)
     lines += _seed_tables(report)
     lines += _benchmark_lines(report)
     if "attribution" in report:

@@ -5,12 +5,14 @@ each seed's `select/` (arm specs: kind, ranking, size, the arm each is tested ag
 attribution summary and the predictor metrics (with the number of candidates the predict stage
 ranked), the stage configs (for the setup) and every manifest (for wall times and throughput).
 
-Statistics (`report.stats`): per model and seed word accuracy with a Wilson 95% interval; per seed,
-each arm against its `versus` arm (default matched_random_k) on the same eval rows joined by
-example_id: exact McNemar on word correctness and a paired bootstrap interval of the eval-loss
-difference; across seeds, the mean paired difference with a t interval and t-test over seeds
-(`stats.seed_t_test`), and how many seeds favour each side. Holm: the verdicts' family (every across-seed
-test, word accuracy or eval loss and benchmarks) and, apart, the per-seed tests (descriptive).
+Statistics (`report.comparisons`): per model and seed word accuracy with a Wilson 95% interval, choice
+accuracy and eval loss; each arm against each of its `versus` arms on the same eval rows joined by
+example_id, per seed (descriptive) and across seeds (the verdicts' test), for every metric both hold;
+the verdicts by a fixed sequence: the primary comparison (`report.primary`) alone, then Holm over the
+rest. Each trained model's entry carries its training summary (`report.training`: final loss, token
+accuracy, whether the loss had stopped falling), and `warnings` lists what makes a comparison read the
+schedule rather than the rows: an arm that did not converge, an arm with more than 10% of its
+generations without a guess.
 """
 
 from __future__ import annotations
@@ -20,53 +22,38 @@ from pathlib import Path
 import numpy as np
 
 from playpen_attribution.core.rows import CANDIDATES
-from playpen_attribution.report import stats
+from playpen_attribution.report import comparisons, stats
 from playpen_attribution.report.benchmarks import collect_benchmarks
+from playpen_attribution.report.training import training_summary
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import ArmSelection, Prediction
 from playpen_attribution.run.seeds import seed_folders
 
 SPEC_FIELDS = ("kind", "ranking", "n", "family", "k", "versus", "rows", "tokens")
 """Fields of an arm's selection copied into its report entry."""
-ALPHA = 0.05
-"""Level of the report's verdicts, after the Holm adjustment."""
-
-
-def favoured(agg: dict) -> str:
-    """The verdict of an across-seeds comparison: 'arm' or 'versus' (the side reliably better: an interval
-    that excludes zero and p_holm < ALPHA, over at least two seeds), 'none', or 'one_seed'. On word accuracy
-    when the run generated, else on eval loss (lower is better)."""
-    if len(agg["seeds"]) < 2:
-        return "one_seed"
-    p_holm = agg.get("p_holm", 1.0)
-    if "accuracy_difference" in agg:
-        d, sign = agg["accuracy_difference"], 1
-    elif agg.get("loss_difference"):
-        d, sign = agg["loss_difference"], -1
-    else:
-        return "none"
-    if p_holm >= ALPHA:
-        return "none"
-    low, high = sorted((sign * d["ci_low"], sign * d["ci_high"]))
-    return "arm" if low > 0 else "versus" if high < 0 else "none"
+NO_GUESS_WARNING = 0.10
+"""An arm with more than this share of generations without a parsable guess is pointed out."""
+VERDICT_TEXT = {"arm": "random better", "versus": "top_k better", "none": "no reliable difference",
+                "one_seed": "one seed", "no_replication": "no replication", "gated": "not claimed (primary did not hold)"}
 
 
 def data_efficiency(report: dict) -> dict | None:
     """top_k at k against the random arms (kind random: `random_k`, `random_2x_k`, `random_4x_k`, at n / k
     times k): each one's mean over seeds, rows and tokens, and for the multiples tested against top_k the
-    difference and verdict. `worth_at_least`: the largest multiple m such that random rows at no tested
-    multiple up to m are reliably better than top_k ("top_k at k matches random at m x k"); `beats_up_to`:
-    the largest multiple at which top_k is reliably better. None when no random arm is tested against top_k."""
+    difference and verdict on the primary metric. `worth_at_least`: the largest multiple m such that random
+    rows at no tested multiple up to m are reliably better than top_k ("top_k at k matches random at m x k");
+    `beats_up_to`: the largest multiple at which top_k is reliably better. None when no random arm is tested
+    against top_k."""
     entries = [e for e in report["arms"] if e["seed"] is not None]
     top = next((e for e in entries if e["name"] == "top_k"), None)
     multiples = {e["name"]: e["n"] / e["k"] for e in entries  # random arms of top_k's k: n rows = n / k times k
                  if top is not None and e.get("kind") == "random" and e.get("n") and e.get("k") == top.get("k")}
     multiples = {name: int(m) if float(m).is_integer() else m for name, m in multiples.items()}
     names = {e["name"] for e in entries}
-    if not multiples:
+    primary = report.get("primary")
+    if not multiples or primary is None:
         return None
-    use_accuracy = any(e.get("accuracy") is not None for e in entries if e["name"] == "top_k")
-    key = "accuracy" if use_accuracy else "eval_loss"
+    key = primary["metric"]
 
     def summary(name: str) -> dict:
         values = [e[key] for e in entries if e["name"] == name and e.get(key) is not None]
@@ -74,22 +61,19 @@ def data_efficiency(report: dict) -> dict | None:
         return {"arm": name, "rows": first.get("rows"), "tokens": first.get("tokens"),
                 "mean": float(np.mean(values)) if values else None, "seeds": len(values)}
 
-    tested = {a["arm"]: a for a in report["aggregate"] if a["versus"] == "top_k"}
+    tested = {a["arm"]: a["metrics"].get(key) for a in report["aggregate"] if a["versus"] == "top_k"}
     out = {"metric": key, "top_k": summary("top_k"), "random": []}
     worth, beats, blocked = None, None, False
     for name, m in sorted(multiples.items(), key=lambda item: item[1]):
         if name not in names:
             continue
         entry = summary(name) | {"multiple": m}
-        agg = tested.get(name)
-        if agg is not None:
-            entry["difference"] = agg.get("accuracy_difference" if use_accuracy else "loss_difference")
-            entry["p_holm"] = agg.get("p_holm")
-            entry["verdict"] = {"arm": "random better", "versus": "top_k better", "none": "no reliable difference",
-                                "one_seed": "one seed"}[favoured(agg)]
-            if entry["verdict"] == "top_k better":
+        test = tested.get(name)
+        if test is not None:
+            entry |= {"difference": test, "p_holm": test.get("p_holm"), "verdict": VERDICT_TEXT[test["verdict"]]}
+            if test["verdict"] == "versus":
                 beats = m
-            if entry["verdict"] == "random better" or entry["verdict"] == "one seed":
+            if test["verdict"] in ("arm", "one_seed", "no_replication"):
                 blocked = True
             elif not blocked:
                 worth = m
@@ -112,10 +96,11 @@ def stage_folders(run_dir: Path) -> dict[str, Path]:
     return out
 
 
-def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None) -> dict:
+def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None, train_folder: Path | None) -> dict:
     """A model's report entry. `accuracy` is word accuracy against the target word when every eval row
     has one (Taboo: failed games stay in the eval set, so the transcript's guess is not the answer), else
-    against the transcript's guess; `metric` names the prediction field it counts."""
+    against the transcript's guess; `metric` names the prediction field it counts. `training`: the summary
+    of its training log (`report.training`), when it was trained."""
     metrics = artifacts.load_metrics(folder)
     by_target = metrics.target_total is not None and metrics.target_total == metrics.total
     correct, total, accuracy = ((metrics.target_correct, metrics.target_total, metrics.target_accuracy) if by_target
@@ -126,8 +111,11 @@ def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None)
         entry["ci_low"], entry["ci_high"] = stats.wilson_interval(entry["correct"], entry["total"])
     if metrics.accuracy is not None:
         entry |= {"transcript_correct": metrics.correct, "transcript_accuracy": metrics.accuracy}
-    optional = ("target_correct", "target_total", "target_accuracy", "no_guess", "eval_loss", "loss_non_finite")
+    optional = ("target_correct", "target_total", "target_accuracy", "no_guess", "eval_loss", "loss_non_finite",
+                "choice_correct", "choice_total", "choice_accuracy", "choice_mrr", "choice_skipped")
     entry |= {k: getattr(metrics, k) for k in optional if getattr(metrics, k) is not None}
+    if train_folder is not None and artifacts.is_stage_folder(train_folder):
+        entry["training"] = training_summary(artifacts.load_train_log(train_folder))
     return entry | ({k: getattr(spec, k) for k in SPEC_FIELDS} if spec is not None else {})
 
 
@@ -151,88 +139,11 @@ def load_evaluations(run_dir: Path) -> tuple[list[dict], dict, dict[int, dict[st
         order = [m for m in artifacts.SHARED_MODELS if m in evals] + [m for m in plan if m in evals]
         order += sorted(m for m in evals if m not in order)
         for name in order:
-            entries.append(_entry(evals[name], name, seed, selections.get(seed, {}).get(name)))
+            stage = artifacts.training_stage(name)
+            entries.append(_entry(evals[name], name, seed, selections.get(seed, {}).get(name),
+                                  place / stage if stage else None))
             predictions[(name, seed)] = _predictions(evals[name])
     return entries, predictions, selections
-
-
-def _paired_values(a: dict, b: dict, field: str, what: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    ids, va, vb = stats.paired({e: getattr(p, field) for e, p in a.items()},
-                               {e: getattr(p, field) for e, p in b.items()}, what)
-    return ids, np.array(va, dtype=float), np.array(vb, dtype=float)
-
-
-def compare(arm: dict, ref: dict, preds: dict) -> dict:
-    """One seed: arm vs its reference on the same eval rows. `p_value` is the test of the verdict metric:
-    exact McNemar on word correctness, or (loss-only runs) a sign-flip permutation of the eval-loss difference."""
-    a, b = preds[(arm["name"], arm["seed"])], preds[(ref["name"], ref["seed"])]
-    what = f"{arm['name']} vs {ref['name']} (seed {arm['seed']})"
-    out = {"arm": arm["name"], "versus": ref["name"], "seed": arm["seed"]}
-    if arm["accuracy"] is not None and ref["accuracy"] is not None:
-        _, ca, cb = _paired_values(a, b, arm["metric"], what)
-        out["accuracy_difference"] = arm["accuracy"] - ref["accuracy"]
-        out["mcnemar"] = stats.mcnemar_exact(ca.astype(bool), cb.astype(bool))
-        out |= {"test": "exact McNemar", "p_value": out["mcnemar"]["p_value"]}
-    _, la, lb = _paired_values(a, b, "loss", what)
-    finite = np.isfinite(la) & np.isfinite(lb)
-    if finite.any():
-        out["loss_difference"] = stats.bootstrap_mean(la[finite] - lb[finite])
-        out["loss_rows_excluded"] = int((~finite).sum())
-        if "p_value" not in out:
-            out |= {"test": "sign-flip permutation of eval loss", "p_value": stats.sign_flip_p(la[finite] - lb[finite])}
-    return out
-
-
-SEED_TEST = "t-test over seeds (of the per-seed mean differences)"
-"""The across-seed test: `stats.seed_t_test`."""
-
-
-def _interval(test: dict) -> dict:
-    return {k: test[k] for k in ("mean", "ci_low", "ci_high", "se", "df")}
-
-
-def aggregate(arm_name: str, ref_name: str, seeds: list[int], preds: dict, metric: str | None) -> dict:
-    """Across seeds: the mean paired difference with its t interval, seeds favouring each side, the
-    discordant rows of all seeds (`mcnemar`, descriptive) and the across-seed test (`p_value`:
-    `stats.seed_t_test` on word accuracy, or on eval loss for loss-only runs)."""
-    out = {"arm": arm_name, "versus": ref_name, "seeds": seeds}
-    what = f"{arm_name} vs {ref_name}"
-    fields = (metric or "loss", "loss")
-    rows = [[_paired_values(preds[(arm_name, s)], preds[(ref_name, s)], f, what) for f in fields] for s in seeds]
-    if metric is not None:
-        diff = np.stack([ca - cb for (_, ca, cb), _ in rows])
-        per_seed = diff.mean(axis=1)
-        tables = [stats.mcnemar_exact(ca.astype(bool), cb.astype(bool)) for (_, ca, cb), _ in rows]
-        out |= {"arm_accuracy_mean": float(np.mean([ca.mean() for (_, ca, _), _ in rows])),
-                "versus_accuracy_mean": float(np.mean([cb.mean() for (_, _, cb), _ in rows])),
-                "accuracy_difference": _interval(stats.seed_t_test(diff)),
-                "per_seed_accuracy_difference": [float(d) for d in per_seed],
-                "seeds_favouring_arm": int((per_seed > 0).sum()), "seeds_favouring_versus": int((per_seed < 0).sum()),
-                "seeds_tied": int((per_seed == 0).sum()), "mcnemar": stats.mcnemar_pooled(tables)}
-        out |= {"test": SEED_TEST, "p_value": stats.seed_t_test(diff)["p_value"]}
-    losses = np.stack([la - lb for _, (_, la, lb) in rows])
-    finite = np.isfinite(losses).all(axis=0)
-    if finite.any():
-        loss_test = stats.seed_t_test(losses[:, finite])
-        out["loss_difference"] = _interval(loss_test)
-        out["loss_rows_excluded"] = int((~finite).sum())
-        if "p_value" not in out:
-            out |= {"test": SEED_TEST + " (eval loss)", "p_value": loss_test["p_value"]}
-    return out
-
-
-def adjust_for_multiple_tests(report: dict) -> None:
-    """Holm-Bonferroni, each test gets `p_holm`: over the across-seed tests (word accuracy or eval loss, and
-    benchmarks: the ones a verdict is drawn from), and separately over the per-seed tests (descriptive:
-    each is conditional on one seed's trainings; in the verdicts' family they would make every added seed
-    cost the verdicts power)."""
-    verdicts = [t for t in report["aggregate"] + report.get("benchmarks", {}).get("aggregate", []) if "p_value" in t]
-    per_seed = [t for t in report["comparisons"] + report.get("benchmarks", {}).get("comparisons", []) if "p_value" in t]
-    for family in (verdicts, per_seed):
-        for test, adjusted in zip(family, stats.holm([t["p_value"] for t in family])):
-            test["p_holm"] = adjusted
-    report["multiple_testing"] = {"method": "holm", "tests": len(verdicts), "per_seed_tests": len(per_seed),
-                                  "alpha": ALPHA}
 
 
 def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
@@ -273,27 +184,46 @@ def attribution_plots(run_dir: Path) -> list[Path]:
     return [folder / n for n in names if (folder / n).is_file()] if folder is not None else []
 
 
-def collect(run_dir: Path) -> dict:
-    """The report's data, from the stage folders alone."""
+def warnings(report: dict) -> list[dict]:
+    """What makes a comparison read the schedule rather than the rows: an arm (per seed) whose loss was still
+    falling when training stopped, and a compared arm with more than `NO_GUESS_WARNING` of its generations
+    without a guess (word accuracy then reads whether it learned the format)."""
+    out = []
+    compared = {(c["arm"], c["seed"]) for c in report["comparisons"]} | {(c["versus"], c["seed"]) for c in report["comparisons"]}
+    for e in report["arms"]:
+        training = e.get("training") or {}
+        if training.get("converged") is False:
+            out.append({"kind": "not_converged", "model": e["name"], "seed": e["seed"],
+                        "late_drop": training["late_drop"], "final_loss": training["final_loss"]})
+        if (e["name"], e["seed"]) in compared and e.get("no_guess") is not None and e.get("total"):
+            share = e["no_guess"] / e["total"]
+            if share > NO_GUESS_WARNING:
+                out.append({"kind": "no_guess", "model": e["name"], "seed": e["seed"], "share": share})
+    return out
+
+
+def collect(run_dir: Path, primary: dict | None = None, expect: str | None = None) -> dict:
+    """The report's data, from the stage folders alone; `primary` and `expect` are the config's `report`
+    section (the declared primary comparison and, for a control, its expected answer)."""
     run_dir = Path(run_dir)
     folders = stage_folders(run_dir)
     entries, preds, selections = load_evaluations(run_dir)
     by_key = {(e["name"], e["seed"]): e for e in entries}
-    comparisons, pairs = [], {}
+    metric = next((e["metric"] for e in entries if e["accuracy"] is not None), "correct")
+    per_seed, pairs = [], {}
     for arm in entries:
-        ref = by_key.get((arm.get("versus"), arm["seed"]))
-        if ref is not None:
-            comparisons.append(compare(arm, ref, preds))
-            pairs.setdefault((arm["name"], ref["name"]), []).append(arm["seed"])
-    metric = next((e["metric"] for e in entries if e["accuracy"] is not None), None)
+        for versus in arm.get("versus") or []:
+            if (versus, arm["seed"]) in by_key:
+                per_seed.append(comparisons.per_seed(arm["name"], versus, arm["seed"], preds, metric))
+                pairs.setdefault((arm["name"], versus), []).append(arm["seed"])
     manifests = {k: artifacts.load_manifest(p) for k, p in folders.items()}
     seconds = {k: m.wall_seconds for k, m in manifests.items()}
     trainings = [t for k, t in seconds.items()
                  if k.startswith("seed_") and artifacts.stage_kind(k.rsplit("/", 1)[-1])[0] == "train"]
     report = {
         "run_dir": str(run_dir), "setup": _setup(folders, selections), "arms": entries,
-        "comparisons": comparisons,
-        "aggregate": [aggregate(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
+        "comparisons": per_seed,
+        "aggregate": [comparisons.across_seeds(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
         "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
         "stage_speed": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
         "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
@@ -335,7 +265,11 @@ def collect(run_dir: Path) -> dict:
             for s, arms in contents.items():
                 for name, fields in arms.items():
                     report["selection"][s][name] |= fields
-    adjust_for_multiple_tests(report)
+    comparisons.decide(report, primary)
+    control = comparisons.control(report, expect)
+    if control is not None:
+        report["control"] = control
+    report["warnings"] = warnings(report)
     efficiency = data_efficiency(report)
     if efficiency is not None:
         report["data_efficiency"] = efficiency

@@ -33,6 +33,7 @@ PREDICT = "predict"
 SELECT = "select"
 REPORT = "report"
 JOBS = "jobs"  # the launcher's job logs and submitit pickles (launcher kind local / slurm); not a stage folder
+TRACKING = "tracking"  # experiment tracking (`tracking.backend`): TensorBoard event files, wandb's offline runs
 SHARED_MODELS = ("base", "base_adapter")
 """Evaluated models that are not arms: the base model and the base adapter."""
 
@@ -89,6 +90,9 @@ def stage_kind(folder_name: str) -> tuple[str, str | None]:
 
 # --- files ---------------------------------------------------------------------------------------
 EXPERIMENT_FILE = "experiment.yaml"   # the run's whole resolved config, in the run directory
+OVERRIDES_FILE = "overrides.yaml"     # ... the config file, its --set overrides and the command line given
+RUN_LOG = "run.log"                   # ... every command's log records at DEBUG, appended
+TRAINING_LOSS_PLOT = "training_loss.png"  # report: loss per logged step of every training
 CONFIG_FILE = "config.yaml"           # every stage folder: the stage's resolved config
 MANIFEST_FILE = "manifest.json"       # every stage folder: inputs, outputs, hashes, versions, times
 BUILDING_MARK = ".building"           # every <stage>.part while it is built: the build's fingerprint
@@ -154,6 +158,11 @@ def _finite_or_none(value) -> float | None:
 # --- run config and stage configs --------------------------------------------------------------
 def write_experiment_config(run_dir: Path, config_yaml: str) -> None:
     atomic.write_text(Path(run_dir) / EXPERIMENT_FILE, config_yaml)
+
+
+def write_overrides(run_dir: Path, origin_yaml: str) -> None:
+    """The config file a run was given, its --set overrides and the command line (beside experiment.yaml)."""
+    atomic.write_text(Path(run_dir) / OVERRIDES_FILE, origin_yaml)
 
 
 def write_building_mark(part_dir: Path, fingerprint: str) -> None:
@@ -372,7 +381,8 @@ class ArmSelection:
     n: int | None
     ranks: list[int] | None
     beyond: int | None
-    versus: str | None
+    versus: list[str]
+    """The arms this one is tested against in the report, the main comparison first."""
     family: str | None
     k: int | None
     seed: int
@@ -418,6 +428,11 @@ class Prediction:
     target_word: str | None = None
     correct: bool | None = None
     target_correct: bool | None = None
+    choice_rank: int | None = None
+    """The target word's rank among the row's choices (1 = first; the choice metric, `evaluate.choices`)."""
+    choice_correct: bool | None = None
+    choices: int | None = None
+    """How many words the target was ranked among."""
 
 
 @dataclass(frozen=True)
@@ -436,13 +451,19 @@ class EvalMetrics:
     target_correct: int | None = None
     target_total: int | None = None
     target_accuracy: float | None = None
+    choice_correct: int | None = None
+    choice_total: int | None = None
+    choice_accuracy: float | None = None
+    choice_mrr: float | None = None
+    """Mean reciprocal rank of the target among its choices."""
+    choice_skipped: int | None = None
     speed: dict = field(default_factory=dict)
 
 
 def write_predictions(eval_folder: Path, predictions: list[Prediction]) -> None:
-    """One line per eval row: example_id and loss, plus every generation field when there was generation."""
+    """One line per eval row: example_id and loss, plus every field a metric set (generation, choice)."""
     write_jsonl(Path(eval_folder) / PREDICTIONS_FILE, [
-        asdict(p) if p.generated is not None else {"example_id": p.example_id, "loss": p.loss} for p in predictions])
+        {k: v for k, v in asdict(p).items() if v is not None or k == "loss"} for p in predictions])
 
 
 def load_predictions(eval_folder: Path) -> list[Prediction]:

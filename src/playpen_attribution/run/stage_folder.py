@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +41,9 @@ from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
+
+PLANNING: ContextVar = ContextVar("planning", default=None)
+"""The `run.plan.Plan` that `run_stage` hands each stage to instead of building it (`plan` command), or None."""
 
 _PACKAGES = ("playpen-attribution", "torch", "transformers", "peft", "trl", "bergson", "datasets", "sae-lens")
 
@@ -191,8 +195,10 @@ def run_stage(
     `resumable` names subfolders of the `.part` that survive a failed build and are handed to the next
     build with the same fingerprint (`build` finds them in its folder); everything else is removed.
     `verify_inputs=False` skips checking the inputs' files against their manifests (a report that is
-    told to accept stale folders).
+    told to accept stale folders). While a plan is made (`PLANNING`), the stage is only judged (`judge`).
     """
+    if PLANNING.get() is not None:
+        return PLANNING.get().decide(Path(run_dir) / name, config, inputs, reuse)
     run_dir = Path(run_dir)
     final = run_dir / name
     with locked(artifacts.lock_file(final), f"stage {final}"), working_on(f"stage {final}"):
@@ -275,6 +281,31 @@ def _check_intact(part: Path, fingerprint: str, config_yaml: str) -> None:
     if (artifacts.read_building_mark(part) != fingerprint or not config.is_file()
             or config.read_text() != config_yaml):
         raise UserError(f"{part} was changed by another process while this build wrote it; rerun to rebuild it")
+
+
+def judge(final: Path, config: dict, inputs: dict[str, Path]) -> tuple[str, str]:
+    """(decision, why) for a stage folder whose inputs are as on disk, without building it: `build` (no
+    finished folder), `reuse` (same config and inputs, files as built) or `stale` (what `run_stage` would
+    refuse without overwrite, and rebuild with it)."""
+    if not artifacts.is_stage_folder(final):
+        return "build", "no finished folder yet"
+    missing = sorted(name for name, folder in inputs.items() if not artifacts.is_stage_folder(folder))
+    if missing:
+        return "stale", f"input {', '.join(missing)} is not a finished stage folder"
+    if artifacts.load_manifest(final).fingerprint != _fingerprint(dump(config), inputs, final.parent, verify=False)[0]:
+        return "stale", _difference(final, config)
+    changed = changed_files(final)
+    if changed:
+        return "stale", f"its files changed since it was built ({', '.join(changed[:3])})"
+    return "reuse", "same config and inputs"
+
+
+def changed_config(final: Path, config: dict) -> list[str]:
+    """Dotted names of the fields in which `config` differs from a finished folder's config.yaml."""
+    import yaml
+
+    old = artifacts.load_stage_config(final)
+    return changed_fields(old if isinstance(old, dict) else {}, yaml.safe_load(dump(config)) or {})
 
 
 def _difference(final: Path, config: dict) -> str:

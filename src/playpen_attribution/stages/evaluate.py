@@ -1,4 +1,4 @@
-"""Stage `evaluate`: completion loss on the eval split, and greedy generation with word accuracy.
+"""Stage `evaluate`: completion loss on the eval split, choice accuracy, and greedy generation with word accuracy.
 
 Reads `data/` (the eval split), the base model, and for anything but `base` the adapter of its
 training stage (`artifacts.training_stage`: `train_base/` for `base_adapter`, `train_<arm>/` for an
@@ -9,11 +9,17 @@ Every row's completion loss (mean token NLL of completion + EOS, the one tokeniz
 batched forward pass through `row_forward`) is measured for every dataset. With `evaluate.generate`
 (the default) prompts are also generated from greedily, batched with left padding, and the word after
 `GUESS:` is compared with the gold completion's word (and with the target word where known).
+With `evaluate.choices` (default `all`), each row whose completion holds a `GUESS:` and that has a
+target word also gets the format-robust metric: its completion with every eval target word (or the
+target and `choices - 1` of them) as the guess is scored by log-likelihood (`core.choice`, one cached
+forward over the prompt) and the target's rank is kept (`choice_rank`, `choice_correct`; metrics
+`choice_accuracy`, `choice_mrr`, rows skipped counted in `choice_skipped`). Word accuracy reads
+whether a model learned to write the answer format as well as the word; choice accuracy reads the word.
 Generation runs on `evaluate.backend` (see `generation`): `hf`, transformers generate batched by
 prompt length with the KV cache (bf16 on a GPU), or `vllm`, vLLM's offline engine on the same token
 ids and greedy settings (optional extra; adapters with modules_to_save are refused).
 Writes `eval_<name>/`: `predictions.jsonl` (example_id, loss; with generation also generated text,
-predicted, gold and target word, correct) and `metrics.json` (model, seed, eval_loss over the rows
+predicted, gold and target word, correct; with choices choice_rank, choice_correct, choices) and `metrics.json` (model, seed, eval_loss over the rows
 with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy; and
 `speed`, the wall-clock throughput: loss_rows_per_s, and with generation generation_rows_per_s,
 generation_backend and, for vllm, the engine's start-up seconds).
@@ -37,6 +43,7 @@ import numpy as np
 
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.benchmarks import run_lm_eval
+from playpen_attribution.core.choice import choice_log_likelihoods
 from playpen_attribution.core.generation import (
     generate,
     require_vllm,
@@ -45,13 +52,20 @@ from playpen_attribution.core.generation import (
 )
 from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import prompt_ids, stop_ids, tokenize_rows, truncation_counts
+from playpen_attribution.core.tokenization import (
+    prompt_and_completions,
+    prompt_ids,
+    stop_ids,
+    tokenize_rows,
+    truncation_counts,
+)
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import EvalMetrics, Prediction
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
-from playpen_attribution.taboo.guess import extract_guess, gold_word
+from playpen_attribution.run.tracking import benchmark_logging
+from playpen_attribution.taboo.guess import choice_words, extract_guess, gold_word, row_choices, with_guess
 
 
 def _generate_texts(
@@ -107,6 +121,37 @@ def word_predictions(
     return predictions, metrics
 
 
+def choice_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer) -> tuple[list[dict], dict]:
+    """The format-robust metric: each row's target word ranked among its choices (`taboo.guess.row_choices`:
+    every eval target word, or `evaluate.choices` of them) by the summed log-likelihood of the row's completion
+    with that word as the guess. Rank 1 is `choice_correct`; a tie counts against the target. Rows without a
+    target word or a guess to substitute are skipped and counted (`choice_skipped`)."""
+    tok, n = cfg.tokenize, None if cfg.evaluate.choices == "all" else cfg.evaluate.choices
+    words = choice_words(rows)
+    scored, prompts, options = [], [], []
+    for index, row in enumerate(rows):
+        choices = row_choices(row, words, n)
+        if choices is None or len(choices) < 2:
+            continue
+        texts = [with_guess(row["completion"], word) for word in choices]
+        prompt, ids = prompt_and_completions(tokenizer, row, texts, tok.format, tok.max_length, tok.supervise)
+        scored.append(index)
+        prompts.append(prompt)
+        options.append(ids)
+    predictions: list[dict] = [{} for _ in rows]
+    if not scored:
+        return predictions, {"choice_skipped": len(rows)}
+    ranks = []
+    for index, values in zip(scored, choice_log_likelihoods(model, prompts, options, tokenizer.pad_token_id)):
+        rank = 1 + int((values[1:] >= values[0]).sum())
+        ranks.append(rank)
+        predictions[index] = {"choice_rank": rank, "choice_correct": rank == 1, "choices": len(values)}
+    correct = sum(rank == 1 for rank in ranks)
+    return predictions, {"choice_correct": correct, "choice_total": len(ranks), "choice_accuracy": correct / len(ranks),
+                         "choice_mrr": float(np.mean([1 / rank for rank in ranks])),
+                         "choice_skipped": len(rows) - len(ranks)}
+
+
 def _check_backend(cfg: ExperimentConfig, adapter: Path | None) -> None:
     """UserError when generation needs vLLM and it is missing or cannot serve the adapter."""
     if cfg.evaluate.generate and cfg.evaluate.backend == "vllm":
@@ -134,6 +179,12 @@ def evaluate_rows(
                "loss_rows": int(finite.sum()), "loss_non_finite": int((~finite).sum())}
     predictions = [{"example_id": r["example_id"], "loss": float(v) if np.isfinite(v) else None}
                    for r, v in zip(rows, losses)]
+    if cfg.evaluate.choices is not None:
+        t0 = time.perf_counter()
+        choices, choice_metrics = choice_predictions(cfg, rows, model, tokenizer)
+        predictions = [p | c for p, c in zip(predictions, choices)]
+        metrics |= choice_metrics
+        speed["choice_rows_per_s"] = _rate(choice_metrics.get("choice_total", 0), time.perf_counter() - t0)
     if cfg.evaluate.generate:
         words, word_metrics = word_predictions(cfg, rows, model, tokenizer, name, model_path, adapter)
         predictions = [p | w for p, w in zip(predictions, words)]
@@ -157,6 +208,13 @@ def _unset_fields(cfg: ExperimentConfig) -> set[str]:
     from before those settings are reused."""
     out = {"backend"} if cfg.evaluate.backend == "hf" else set()
     return out | (set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS))
+
+
+def _tracked_as(folder: Path, model: str, seed: int | None) -> tuple[Path, str]:
+    """(the run's tracking folder, the evaluation's name there: eval_<model>, or seed_<s>/eval_<model>)."""
+    if seed is None:
+        return folder / artifacts.TRACKING, artifacts.eval_dir(model)
+    return folder.parent / artifacts.TRACKING, f"{folder.name}/{artifacts.eval_dir(model)}"
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model: str = "base_adapter") -> Path:
@@ -186,7 +244,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
             results, samples, switches = run_lm_eval(
                 loaded, tokenizer, ev.benchmarks, include_path=ev.benchmark_include_path,
                 chat_template=cfg.tokenize.format == "chat_template", allow_code_execution=ev.allow_code_execution,
-                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit)
+                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit,
+                wandb_init=benchmark_logging(cfg.tracking, *_tracked_as(run_dir, model, seed), cfg.name))
             artifacts.write_benchmarks(out, results, samples, switches)
         counts = {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
                   "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
@@ -203,4 +262,4 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         "seed": seed,
     }
     return run_stage(run_dir, artifacts.eval_dir(model), stage_cfg, inputs, build,
-                     command=cli_command("evaluate", run_dir, model=model, seed=seed), overwrite=overwrite)
+                     command=cli_command("evaluate", run_dir, arm=model, seed=seed), overwrite=overwrite)

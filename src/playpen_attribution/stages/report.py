@@ -3,7 +3,8 @@
 Reads the run directory alone (`report.results` says what and computes the statistics), so
 `playpen-attribution report --run-dir D` regenerates it. Writes `report/`: `report.json`,
 `report.md`, `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
-family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran) and, when the attribute stage drew them, copies of `score_histogram.png`
+family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran), `training_loss.png` (every
+training's train_log.json) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
 
 Before reading, it checks every stage folder against what is on disk (`stage_folder.stale_stages`):
@@ -20,16 +21,34 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import yaml
+
 from playpen_attribution.attribution.arms import plan_arms
 from playpen_attribution.config import ExperimentConfig, load_config
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.report import plots
+from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.report.markdown import render_markdown
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.completeness import describe_units, missing_units, planned_from_folders
 from playpen_attribution.run.stage_folder import run_stage, stale_stages
+
+
+def training_curves(folders: dict[str, Path]) -> list[dict]:
+    """{name, seed, steps, losses} of every training folder among `folders` (label -> folder), from its
+    train_log.json: the base adapter first, then each arm by seed."""
+    curves = []
+    for label, folder in folders.items():
+        kind, arm = artifacts.stage_kind(folder.name)
+        if kind != "train":
+            continue
+        seed = folder.parent.name.removeprefix("seed_") if "/" in label else None
+        logged = [e for e in artifacts.load_train_log(folder) if e.get("loss") is not None]
+        curves.append({"name": arm or "base_adapter", "seed": int(seed) if seed is not None else None,
+                       "steps": [e.get("step") for e in logged], "losses": [e["loss"] for e in logged]})
+    return sorted(curves, key=lambda c: (c["name"] != "base_adapter", c["seed"] if c["seed"] is not None else -1))
 
 
 def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
@@ -52,6 +71,10 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     if report.get("benchmarks", {}).get("results"):
         plots.plot_benchmarks(report["benchmarks"]["results"], out / artifacts.BENCHMARKS_PLOT)
         drawn.append(artifacts.BENCHMARKS_PLOT)
+    curves = training_curves(stage_folders(run_dir))
+    if curves:
+        plots.plot_training_loss(curves, out / artifacts.TRAINING_LOSS_PLOT)
+        drawn.append(artifacts.TRAINING_LOSS_PLOT)
     for source in attribution_plots(run_dir):
         shutil.copy2(source, out / source.name)
         drawn.append(source.name)
@@ -63,6 +86,14 @@ def _stale_note(stale: dict[str, str]) -> str:
             "were built from; their numbers below may not belong together.")
     lines = [head, ">"]
     return "\n".join(lines + [f"> - `{label}/`: {why}" for label, why in stale.items()]) + "\n\n"
+
+
+def _report_section(run_dir: Path) -> ReportConfig:
+    """The `report` section of the run's resolved config (experiment.yaml), when the report is rebuilt without a
+    config; the defaults when the run has none yet."""
+    path = run_dir / artifacts.EXPERIMENT_FILE
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return ReportConfig.model_validate(data.get("report") or {})
 
 
 def planned_sweep(cfg: ExperimentConfig | None, run_dir: Path) -> tuple[list[int], list[str]]:
@@ -106,8 +137,11 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
                         f"--allow-stale to report anyway")
     missing = _check_complete(cfg, run_dir, allow_incomplete)
 
+    section = cfg.report if cfg is not None else _report_section(run_dir)
+
     def build(out: Path) -> dict:
-        report = collect(run_dir)
+        primary = section.primary.model_dump() if section.primary is not None else None
+        report = collect(run_dir, primary, section.expect)
         report["plots"] = draw(report, run_dir, out)
         if stale:
             report["stale"] = stale
@@ -117,7 +151,7 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
         artifacts.write_report(out, report, _stale_note(stale) + markdown if stale else markdown)
         return {"plots": report["plots"], "stale": stale, "missing_units": report.get("missing_units", [])}
 
-    report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name}, inputs, build,
+    report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name, "report": section.model_dump(mode="json")}, inputs, build,
                            command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,
                            verify_inputs=not allow_stale)
     for path in report_dir.iterdir():  # the run's front page: report.md and its plots beside the stage folders

@@ -105,12 +105,12 @@ def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, r
     if any(arm.kind == "label" for arm in plan):
         labelled = {e for e, r in rows.items() if str(_column(r, sel.label_column, "select.label_column"))
                     in sel.label_values}
-    arms = build_arms(plan, rankings, list(rows), stratum, seed, sel.allow_overlap,
+    arms = build_arms(plan, rankings, list(rows), stratum, seed,
                       tokens=completion if sel.match_tokens else None, tolerance=sel.token_tolerance, labelled=labelled)
     selections = {}
     for arm in plan:
         ids = arms[arm.name]["example_ids"]
-        spec = {k: v for k, v in asdict(arm).items() if k != "name"}
+        spec = {k: v for k, v in asdict(arm).items() if k != "name"} | {"versus": list(arm.versus)}
         selections[arm.name] = ArmSelection(
             example_ids=ids, rows=len(ids), tokens=sum(lengths[i] for i in ids),
             completion_tokens=sum(completion[i] for i in ids),

@@ -51,11 +51,13 @@ from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import adapter_base, tokenizer_path, with_base_model
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.tracking import trainer_reporting
 
 
-def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
+def sft_config(train: TrainConfig, output_dir: Path, n_rows: int, report: dict | None = None):
     """The SFTConfig for one training run: checkpoints every `train.save_steps` (0: none; the last one
-    kept) in `output_dir`, no hub, no external loggers."""
+    kept) in `output_dir`, no hub; `report`: the tracking keywords (`run.tracking.trainer_reporting`),
+    default no external loggers."""
     from trl import SFTConfig
 
     on_gpu = device() == "cuda"
@@ -69,6 +71,7 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
         gradient_accumulation_steps=train.grad_accum,
         warmup_steps=train.warmup_ratio,  # a float < 1 is a share of the steps in transformers 5
         lr_scheduler_type=train.scheduler,
+        lr_scheduler_kwargs={"min_lr_rate": train.min_lr_ratio} if train.scheduler == "cosine_with_min_lr" else None,
         weight_decay=train.weight_decay,
         seed=train.seed,
         data_seed=train.seed,
@@ -81,7 +84,7 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
         save_strategy="steps" if train.save_steps else "no",
         save_steps=train.save_steps or 500,  # unused with save_strategy "no"
         save_total_limit=1,
-        report_to="none",
+        **(report or {"report_to": "none"}),
         disable_tqdm=False,  # its default follows the transformers log level, which importing SAELens raises:
                              # then a PrinterCallback prints every metric dict (they go to train_log.json)
         logging_steps=max(1, steps_per_epoch // 4),
@@ -168,10 +171,10 @@ def quiet_progress(trainer) -> None:
 
 def build_trainer(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, scratch: Path,
-    init_adapter: Path | None = None, tokenizer_dir: str | None = None,
+    init_adapter: Path | None = None, tokenizer_dir: str | None = None, report: dict | None = None,
 ):
     """The SFTTrainer for `rows`: a fresh adapter, or `init_adapter` continued (tokenizer: `tokenizer_dir`,
-    default the model's own, with `tokenize.chat_template`)."""
+    default the model's own, with `tokenize.chat_template`), reporting to `report` (see `sft_config`)."""
     import torch
     from trl import SFTTrainer
 
@@ -191,7 +194,7 @@ def build_trainer(
     def trainer_for(train: TrainConfig):
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(train, scratch, len(rows)),
+            args=sft_config(train, scratch, len(rows), report),
             train_dataset=dataset.remove_columns("example_id"),
             processing_class=tokenizer,
         )
@@ -312,11 +315,11 @@ def _readable(state: Path) -> bool:
 
 def train_rows(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, out: Path,
-    init_adapter: Path | None = None, tokenizer_dir: str | None = None,
+    init_adapter: Path | None = None, tokenizer_dir: str | None = None, report: dict | None = None,
 ) -> dict:
     """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
     scratch = out / artifacts.TRAINER_SCRATCH
-    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir)
+    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir, report)
     turn_end = turn_end_check(trainer.model, trainer.processing_class, cfg.tokenize.format)
     resume = last_checkpoint(scratch)
     if resume is not None:
@@ -396,8 +399,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
             split = selections[arm].split  # the pool, or the candidates for a predictor arm
             by_id = {r["example_id"]: r for r in (pool if split == "train_base" else artifacts.load_split(data_dir, split))}
             pool = [by_id[i] for i in selections[arm].example_ids]
+        seeded = arm is not None or cfg.sweep.retrain_base  # tracked as seed_<s>/<stage> of the whole run
+        report = trainer_reporting(cfg.tracking, (run_dir.parent if seeded else run_dir) / artifacts.TRACKING,
+                                   f"{run_dir.name}/{name}" if seeded else name, cfg.name)
         return train_rows(pool, model_path, train, cfg, out, init,
-                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
+                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), report)
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"),

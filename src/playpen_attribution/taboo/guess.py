@@ -25,3 +25,34 @@ def gold_word(completion: str) -> str | None:
         return guess
     match = _WORD.search(completion or "")
     return match.group(0).lower() if match else None
+
+
+def with_guess(completion: str, word: str) -> str | None:
+    """`completion` with the word after its first `GUESS:` replaced by `word` (the rest of the text kept), or
+    None when it has no guess: the alternative answers the choice metric scores."""
+    match = _GUESS.search(completion or "")
+    if match is None:
+        return None
+    return completion[: match.start(1)] + word + completion[match.end(1):]
+
+
+def choice_words(rows: list[dict]) -> list[str]:
+    """The answers the choice metric ranks a row's target among: every distinct target word (lower-cased) of
+    the rows whose completion holds a guess, sorted."""
+    return sorted({str(r["target_word"]).lower() for r in rows
+                   if r.get("target_word") and extract_guess(r.get("completion") or "") is not None})
+
+
+def row_choices(row: dict, words: list[str], n: int | None) -> list[str] | None:
+    """A row's choices, its target word first: every word of `words` (n None), or the target and n - 1 others
+    drawn with the row's example_id as the seed (the same draw for every model, so models are compared on
+    the same choices). None when the row has no target word or no guess to substitute."""
+    import random
+
+    target = str(row.get("target_word") or "").lower()
+    if not target or extract_guess(row.get("completion") or "") is None:
+        return None
+    others = [w for w in words if w != target]
+    if n is not None and n - 1 < len(others):
+        others = random.Random(row["example_id"]).sample(others, n - 1)
+    return [target, *others]
