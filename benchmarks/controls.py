@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = ("data", "base_model", "train_base", "attribute")
 """Stage folders the A/A run borrows from the demo run (its config sections are the demo's)."""
@@ -36,18 +34,10 @@ def say(line: str = "") -> None:
     sys.stdout.flush()
 
 
-def with_data_seed(config: Path, seed: int, out: Path) -> Path:
-    """A copy of `config` whose data stage draws with another seed."""
-    data = yaml.safe_load(config.read_text())
-    data.setdefault("data", {})["seed"] = seed
-    data["name"] = f"{data.get('name', 'experiment')}_data_seed_{seed}"
-    path = out / f"{config.stem}_data_seed_{seed}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def run(name: str, config: Path, run_dir: Path, kernels: str | None, borrow: Path | None = None) -> dict:
-    """One control in its own process; its report's control and primary fields, and the wall time."""
+def run(name: str, config: Path, run_dir: Path, kernels: str | None, borrow: Path | None = None,
+        overrides: tuple[str, ...] = ()) -> dict:
+    """One control in its own process (`overrides`: its `--set` values); its report's control and primary
+    fields, and the wall time."""
     if borrow is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stage in SHARED:
@@ -57,7 +47,9 @@ def run(name: str, config: Path, run_dir: Path, kernels: str | None, borrow: Pat
     if kernels:
         env["ATEN_CPU_CAPABILITY"] = kernels
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "playpen_attribution", "run", str(config), "--run-dir", str(run_dir)],
+    done = subprocess.run([sys.executable, "-m", "playpen_attribution", "run", str(config), "--run-dir", str(run_dir),
+                           *(arg for value in overrides for arg in ("--set", value))],
+                          check=False,
                           env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
     report_path = run_dir / "report.json"
@@ -91,17 +83,17 @@ def main(argv: list[str]) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     demo, aa = REPO / "configs" / "demo.yaml", REPO / "configs" / "demo_aa.yaml"
-    plan = [("demo (native kernels)", demo, out / "demo", None, None),
-            ("demo (ATEN_CPU_CAPABILITY=default)", demo, out / "demo_default_kernels", "default", None),
-            ("A/A (native kernels)", aa, out / "demo_aa", None, out / "demo")]
+    plan = [("demo (native kernels)", demo, out / "demo", None, None, ()),
+            ("demo (ATEN_CPU_CAPABILITY=default)", demo, out / "demo_default_kernels", "default", None, ()),
+            ("A/A (native kernels)", aa, out / "demo_aa", None, out / "demo", ())]
     if args.all:
-        plan += [("demo, data.seed 43", with_data_seed(demo, 43, out), out / "demo_data_seed_43", None, None),
-                 ("SmolTalk-shaped demo", REPO / "configs" / "smoltalk_demo.yaml", out / "smoltalk_demo", None, None)]
+        plan += [("demo, data.seed 43", demo, out / "demo_data_seed_43", None, None, ("data.seed=43",)),
+                 ("SmolTalk-shaped demo", REPO / "configs" / "smoltalk_demo.yaml", out / "smoltalk_demo", None, None, ())]
     say("| control | answer | primary difference [95% CI] | p | seeds arm / vs | detects at 80% power | wall time |")
     say("|---|---|---|---|---|---|---|")
     results = []
-    for name, config, run_dir, kernels, borrow in plan:
-        results.append(run(name, config, run_dir, kernels, borrow))
+    for name, config, run_dir, kernels, borrow, overrides in plan:
+        results.append(run(name, config, run_dir, kernels, borrow, overrides))
         say(row(results[-1]))
     return 0 if all(r["passed"] for r in results) else 1
 

@@ -1,7 +1,8 @@
 """The experiment config: validated data, one line of doc per field, no disk or network on build.
 
-`load_config(path)` reads YAML and turns any validation problem into one `UserError` naming the
-file, the field, the value and what was expected.
+`load_config(path, overrides)` reads YAML (following `extends:`), applies `--set a.b=value` overrides
+and turns every validation problem into one `UserError` naming the file, each field, its value and what
+was expected. `arm_train` inherits every key it does not set from `train` (`parse_config`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from playpen_attribution.core import yaml_config
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
+from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.run.launcher import LauncherConfig
+from playpen_attribution.run.tracking import TrackingConfig
 from playpen_attribution.sae.config import PREDICTOR_VARIANT, PredictConfig, SaeConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
@@ -28,7 +31,7 @@ from playpen_attribution.taboo.demo import DemoSource
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -180,7 +183,6 @@ class TrainConfig(_Section):
     seed: int = Field(42, description="Training seed (data order, dropout, LoRA init).")
     merge: bool = Field(False, description="Also write the adapter merged into a full model.")
 
-
     @model_validator(mode="after")
     def _floor_needs_its_scheduler(self) -> TrainConfig:
         if self.min_lr_ratio > 0 and self.scheduler != "cosine_with_min_lr":
@@ -190,7 +192,8 @@ class TrainConfig(_Section):
 
 
 class ArmTrainConfig(TrainConfig):
-    """Training of each arm: the training recipe plus where its adapter starts."""
+    """Training of each arm: the training recipe plus where its adapter starts. A key it does not set is
+    `train`'s (`parse_config`)."""
 
     init: Literal["base", "base_adapter"] = Field(
         "base",
@@ -276,30 +279,6 @@ class EvaluateConfig(_Section):
     benchmark_limit: int | None = Field(None, gt=0, description="Items per benchmark task (null = all).")
 
 
-class PrimaryComparison(_Section):
-    """The one comparison a study declares in advance: it is tested alone at alpha, before every other."""
-
-    arm: str = Field(description="The arm under test (e.g. top_k).")
-    versus: str = Field(description="The arm it is tested against: one of its `versus` arms (e.g. matched_random_k).")
-    metric: Literal["choice_accuracy", "accuracy", "eval_loss"] = Field(
-        description="choice_accuracy: the target ranked first among the eval's words by log-likelihood (what the arm "
-        "knows); accuracy: word accuracy of greedy generation (also whether it learned the answer format); eval_loss.",
-    )
-
-
-class ReportConfig(_Section):
-    """What the report tests first, and for a control experiment the answer it must give."""
-
-    primary: PrimaryComparison | None = Field(
-        None, description="The pre-declared primary comparison; null = top_k against its first control on the first "
-        "metric the run has of choice_accuracy, accuracy, eval_loss (the report says it was not declared).",
-    )
-    expect: Literal["arm_better", "versus_better", "no_difference"] | None = Field(
-        None, description="A control's known answer for the primary comparison: the report then opens with control "
-        "PASSED or FAILED, and `run` exits 1 when it failed; null = not a control.",
-    )
-
-
 class SweepConfig(_Section):
     """Seeds of the sweep: each seed redraws the random arms and trains every arm with that seed."""
 
@@ -323,7 +302,8 @@ class ExperimentConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Rows and splits.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Training of the base adapter.")
     arm_train: ArmTrainConfig = Field(
-        default_factory=ArmTrainConfig, description="Training of each arm: a fresh LoRA on the base model by default."
+        default_factory=ArmTrainConfig, description="Training of each arm: a fresh LoRA on the base model by default; "
+        "every key it does not set is train's.",
     )
     attribute: AttributeConfig = Field(default_factory=AttributeConfig, description="Attribution settings.")
     select: SelectConfig = Field(default_factory=SelectConfig, description="Arm selection.")
@@ -338,7 +318,19 @@ class ExperimentConfig(_Section):
     launcher: LauncherConfig = Field(
         default_factory=LauncherConfig, description="Where the arm x seed jobs run: inline, local processes or SLURM."
     )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking of every training (TensorBoard, wandb, trackio); "
+        "in no stage's fingerprint.",
+    )
     report: ReportConfig = Field(default_factory=ReportConfig, description="The primary comparison and a control's answer.")
+
+    @model_serializer(mode="wrap")
+    def _without_no_tracking(self, handler):
+        """`tracking` at its default stays out of dumps, so experiment.yaml files from before it still match."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("tracking") == TrackingConfig().model_dump():
+            data.pop("tracking", None)
+        return data
 
     @model_validator(mode="after")
     def _check_sweep(self) -> ExperimentConfig:
@@ -398,23 +390,42 @@ class ExperimentConfig(_Section):
         return self.seeds[0]
 
 
+def _inherited(parent: dict, child: dict, prefix: str) -> tuple[str, ...]:
+    """Dotted names of the keys `child` takes from `parent` in `deep_merge(parent, child)`."""
+    out = []
+    for key, value in parent.items():
+        if key not in child:
+            out.append(prefix + str(key))
+        elif isinstance(value, dict) and isinstance(child[key], dict):
+            out += _inherited(value, child[key], f"{prefix}{key}.")
+    return tuple(out)
+
+
 def parse_config(data: dict, source: str = "<config>") -> ExperimentConfig:
-    """Validate a config dict; one UserError naming the source, field, value and expectation. A config
-    that names a real model (anything but `tiny`) must say where its rows come from (`data.source`):
-    the default source is the offline demo, which a real run never means."""
-    data = data or {}
+    """Validate a config dict; one UserError naming the source and every bad field, its value and
+    expectation. `arm_train` is `train` with `arm_train`'s own keys on top (a mistake in an inherited
+    value is named once, under train). A config that names a real model (anything but `tiny`) must say
+    where its rows come from (`data.source`): the default source is the offline demo, which a real run
+    never means."""
+    data = dict(data or {})
     model, rows = data.get("model"), data.get("data")
     base = model.get("base", "tiny") if isinstance(model, dict) else "tiny"
     if base != "tiny" and not (isinstance(rows, dict) and rows.get("source")):
         raise UserError(f"{source}: model.base = {base!r} is a real model and needs a `data.source` section "
                         f"(the default source is the offline demo pool)")
-    return yaml_config.validate(ExperimentConfig, data, source)
+    train, arm = data.get("train"), data.get("arm_train", {})
+    hidden: tuple[str, ...] = ()
+    if isinstance(train, dict) and isinstance(arm, dict):
+        data["arm_train"] = yaml_config.deep_merge(train, arm)
+        hidden = _inherited(train, arm, "arm_train.")
+    return yaml_config.validate(ExperimentConfig, data, source, hidden)
 
 
-def load_config(path: Path | str) -> ExperimentConfig:
-    """Read and validate a YAML config file; an empty file is an error (the demo runs only when no config
-    is given at all)."""
-    data = yaml_config.read_mapping(path)
-    if data is None:
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config file (and the files it `extends`), apply `--set` overrides and validate it; an
+    empty file is an error (the demo runs only when no config is given at all)."""
+    data = yaml_config.read_composed(path)
+    if data is None and not overrides:
         raise UserError(f"{path}: the config file is empty (give no CONFIG to run the demo)")
-    return parse_config(data, str(path))
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return parse_config(yaml_config.apply_overrides(data or {}, overrides), source)

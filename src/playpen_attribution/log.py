@@ -1,4 +1,6 @@
-"""The package's one logger. The package never prints; the CLI configures this logger.
+"""The package's one logger. The package never prints; the CLI configures this logger: stderr at the
+chosen level (`setup_logging`), and every record at DEBUG appended to the run folder's run.log
+(`run_log`).
 
 `setup_logging` also silences the third-party warnings and log records we know to be harmless (each
 named below, with why), so a run's output is our INFO lines, progress bars and real problems. Resolved
@@ -15,6 +17,8 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 HARMLESS_WARNINGS = (
     # TRL's unwrap_model_for_generation reads the old property name; we never checkpoint activations
@@ -70,10 +74,19 @@ def quiet_library_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
+_CONSOLE = "playpen_attribution.console"
+"""Name of the stderr handler `setup_logging` adds (so a second call only changes its level)."""
+_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
 def setup_logging(level: int = logging.INFO) -> None:
-    """Send the package's log records to stderr with a timestamp (called once by the CLI)."""
-    if logger.handlers:
-        return
+    """Send the package's log records at `level` and above to stderr with a timestamp (the CLI's `-v` /
+    `--log-level`); the library filters are installed once."""
+    logger.setLevel(level)
+    for handler in logger.handlers:
+        if handler.get_name() == _CONSOLE:
+            handler.setLevel(level)
+            return
     for category, message in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name, lowest in HARMLESS_LOGGERS.items():
@@ -82,7 +95,26 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).addFilter(_DropMessage(pattern))
     quiet_library_bars()
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.set_name(_CONSOLE)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
     logger.addHandler(handler)
-    logger.setLevel(level)
     logger.propagate = False  # libraries that configure the root logger must not print our records twice
+
+
+@contextmanager
+def run_log(path) -> Iterator[None]:
+    """While the block runs, also append every record, DEBUG included, to the file `path` (a run folder's
+    run.log, with the date in each line); the console keeps its own level."""
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(previous)

@@ -9,12 +9,14 @@
 With `sweep.retrain_base` the base-adapter stages move into each seed's folder. Every stage folder is
 reused when its config and inputs are unchanged, so an interrupted sweep resumes with the first
 (arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
-(`playpen-attribution train --arm A --seed S`, then `evaluate --model A --seed S`). Stages work in
+(`playpen-attribution train --arm A --seed S`, then `evaluate --arm A --seed S`). Stages work in
 the folder they are handed: the pipeline makes the seed folders (`run.seeds.seed_folder`).
 Before any stage, `preflight` checks what would fail late (benchmark tasks and their imports, SAE ids,
 dataset config names) and refuses with one line.
 `experiment.yaml` is written once every stage has accepted the config (reused or built it): a run
-refused by a stage leaves the previous one in place.
+refused by a stage leaves the previous one in place; beside it `overrides.yaml` records the config file,
+its `--set` overrides and the command line given. `plan_experiment` walks the same stages and says what a
+run would build, reuse or find stale, running nothing (`run.plan`).
 
 `launcher.kind` (`run.launcher`) says where those (arm, seed) units run: `inline`, one after another
 in this process; `local` / `slurm`, each as its own job (`run_unit`) through submitit, after every
@@ -34,6 +36,7 @@ from playpen_attribution.log import logger
 from playpen_attribution.preflight import preflight
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.launcher import Job, run_jobs
+from playpen_attribution.run.plan import Decision, planning
 from playpen_attribution.run.seeds import seed_folder
 from playpen_attribution.stages import (
     attribute,
@@ -125,8 +128,9 @@ def run_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> 
             durations.append(time.perf_counter() - started)
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> Path:
-    """Run (or resume) every stage; returns the report folder."""
+def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False, origin: dict | None = None) -> Path:
+    """Run (or resume) every stage; returns the report folder. `origin` (config file, overrides, command
+    line) is recorded beside experiment.yaml."""
     run_dir = Path(run_dir)
     preflight(cfg)                                                    # benchmark tasks, SAE ids, dataset configs
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -138,6 +142,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
         base_adapter_stages(cfg, run_dir, overwrite)
     run_sweep(cfg, run_dir, overwrite)                                # arms x seeds
     artifacts.write_experiment_config(run_dir, dump(cfg))            # every stage accepted this config
+    if origin is not None:
+        artifacts.write_overrides(run_dir, dump(origin))
     report_dir = report.run(cfg, run_dir)                             # also copied to the run dir, its front page
     logger.info("experiment finished in %.1f s; report: %s", time.perf_counter() - started, run_dir / artifacts.REPORT_MD)
     control = artifacts.load_report(report_dir).get("control")
@@ -146,3 +152,23 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
             "control %s: expected %s, found %s", "PASSED" if control["passed"] else "FAILED", control["expect"],
             control["found"])
     return report_dir
+
+
+def plan_experiment(cfg: ExperimentConfig, run_dir: Path) -> list[Decision]:
+    """What `run_experiment` would do with every stage folder, in its order, without running anything."""
+    run_dir = Path(run_dir)
+    with planning() as plan:
+        data.run(cfg, run_dir)
+        base_model.run(cfg, run_dir)
+        evaluate.run(cfg, run_dir, model="base")
+        if not cfg.sweep.retrain_base:
+            base_adapter_stages(cfg, run_dir, False)
+        for seed in cfg.seeds:  # the seed folders as seed_folder names them, not made
+            seed_cfg, seed_dir = cfg.for_seed(seed), run_dir / artifacts.seed_dir(seed)
+            if cfg.sweep.retrain_base:
+                base_adapter_stages(seed_cfg, seed_dir, False)
+            select.run(seed_cfg, seed_dir)
+            for arm in plan_arms(cfg.select):
+                train.run(seed_cfg, seed_dir, arm=arm.name)
+                evaluate.run(seed_cfg, seed_dir, model=arm.name)
+    return [*plan.decisions.values(), Decision(run_dir / artifacts.REPORT, "build", "rebuilt on every run")]

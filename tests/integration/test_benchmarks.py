@@ -83,7 +83,7 @@ def _eval_folder(where: Path, model: str, per_item: list[float]) -> None:
 def test_report_pairs_arms_with_their_controls_on_the_same_items(tmp_path):
     run_dir = tmp_path / "run"
     _eval_folder(run_dir, "base", [0, 0, 1, 0])
-    for seed, (top, ctrl) in {1: ([1, 1, 1, 0], [0, 1, 1, 0]), 2: ([1, 0, 1, 1], [0, 0, 1, 1])}.items():
+    for seed, (top, ctrl) in {1: ([1, 1, 1, 0], [0, 1, 1, 0]), 2: ([1, 0, 1, 1], [1, 0, 0, 1])}.items():  # seed 2 differs on another item
         (run_dir / artifacts.seed_dir(seed)).mkdir(parents=True)
         _eval_folder(run_dir / artifacts.seed_dir(seed), "top_k", top)
         _eval_folder(run_dir / artifacts.seed_dir(seed), "matched_random_k", ctrl)
@@ -95,3 +95,17 @@ def test_report_pairs_arms_with_their_controls_on_the_same_items(tmp_path):
     (agg,) = section["aggregate"]
     assert agg["items"] == 4 and agg["seeds"] == [1, 2] and agg["difference"]["mean"] == pytest.approx(0.25)
     assert agg["seeds_favouring_arm"] == 2 and 0 < agg["p_value"] <= 1
+
+
+def test_with_wandb_tracking_lm_eval_logs_the_results_offline(model, tokenizer, tmp_path, monkeypatch):
+    from playpen_attribution.run.tracking import TrackingConfig, benchmark_logging
+
+    for name in ("WANDB_MODE", "WANDB_DIR", "WANDB_PROJECT"):
+        monkeypatch.setenv(name, "")  # each restored after the test (benchmark_logging sets them)
+    monkeypatch.delenv("WANDB_MODE")  # offline is then the default
+    init = benchmark_logging(TrackingConfig(backend="wandb"), tmp_path / "tracking", "seed_1/eval_top_k", "demo")
+    assert init == {"project": "demo", "name": "demo/seed_1/eval_top_k", "dir": str(tmp_path / "tracking"),
+                    "job_type": "eval"}
+    _run(model, tokenizer, limit=4, wandb_init=init)
+    runs = list((tmp_path / "tracking" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

@@ -93,8 +93,28 @@ def run_dir_is_a_file(tmp_path):
 
 def unknown_model(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(small_demo_dict()))
-    return (["evaluate", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r"), "--model", "nope",
-             "--seed", "1"], "--model 'nope' is not known: expected base, base_adapter, top_k, matched_random_k")
+    return (["evaluate", "--config", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r"), "--arm", "nope",
+             "--seed", "1"], "--arm 'nope' is not known: expected base, base_adapter, top_k, matched_random_k")
+
+
+def yaml_syntax_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: x\nselect:\n  k: [1, 2\ntrain: {}\n")
+    return ["plan", str(tmp_path / "c.yaml"), "--run-dir", str(tmp_path / "r")], "c.yaml:4:6: not valid YAML: expected ',' or ']'"
+
+
+def extends_cycle(tmp_path):
+    (tmp_path / "c.yaml").write_text("extends: c.yaml\n")
+    return ["run", "--config", str(tmp_path / "c.yaml")], "c.yaml: `extends` makes a cycle: c.yaml -> c.yaml"
+
+
+def wrong_override(tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(small_demo_dict()))
+    return (["plan", str(tmp_path / "c.yaml"), "--set", "select.kk=3"],
+            "c.yaml with --set select.kk=3: unknown field 'select.kk'")
+
+
+def two_configs(tmp_path):
+    return ["run", "a.yaml", "--config", "b.yaml"], "two configs given (a.yaml and --config b.yaml); give one"
 
 
 def unreadable_file(tmp_path):
@@ -106,7 +126,7 @@ def unreadable_file(tmp_path):
 
 CASES = [non_utf8_jsonl, truncated_parquet, jsonl_is_a_folder, empty_outcome, empty_config, string_count,
          k_beyond_the_pool, real_model_without_data, report_missing_folder, run_dir_is_a_file, unknown_model,
-         unreadable_file]
+         unreadable_file, yaml_syntax_error, extends_cycle, wrong_override, two_configs]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

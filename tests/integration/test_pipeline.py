@@ -21,7 +21,7 @@ EXPECTED = {
                            "score_vs_length.png"},
     "select": COMMON | {"selections.json"},
     "eval_base": COMMON | {"predictions.jsonl", "metrics.json"},
-    "report": COMMON | {"report.md", "report.json", "accuracy.png", "eval_loss.png"},
+    "report": COMMON | {"report.md", "report.json", "accuracy.png", "eval_loss.png", "training_loss.png"},
 }
 EXPECTED["report"] |= {f for f in EXPECTED["attribute"] if f.endswith(".png")}  # the attribute plots, copied
 EXPECTED["baselines"] = COMMON | {"row_baselines.jsonl"}
@@ -117,13 +117,14 @@ def test_attribution_finds_the_planted_signal(demo_run):
 
 
 @pytest.mark.parametrize("seed", SWEEP_SEEDS)
-def test_arms_have_equal_size_no_overlap_and_matched_strata(demo_run, seed):
+def test_arms_have_equal_size_and_matched_strata(demo_run, seed):
     cfg, run_dir = demo_run
     sel = artifacts.load_selections(run_dir / f"seed_{seed}" / "select")
     assert list(sel) == SWEEP_PLAN and {len(sel[arm].example_ids) for arm in SWEEP_PLAN} == {cfg.select.k}
     top, rnd = sel["top_k"], sel["matched_random_k"]
     assert top.rows == rnd.rows == cfg.select.k
-    assert not set(top.example_ids) & set(rnd.example_ids)
+    # matched_random_k is drawn from the whole pool (the counterfactual), so it may share rows with top_k;
+    # the seed's disjoint control, matched_random_rest_k, is held to no overlap in tests/unit/test_attribution_selection.py
     assert top.tokens > 0 and rnd.tokens > 0
     assert rnd.matching["matched"] + rnd.matching["unmatched_filled"] == cfg.select.k
     scores = artifacts.load_scores(run_dir / "attribute")

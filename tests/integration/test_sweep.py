@@ -70,7 +70,7 @@ def test_report_statistics_per_seed_and_across_seeds(demo_run):
     assert [a["arm"] for a in report["aggregate"]] == TESTED
     for agg in report["aggregate"]:
         assert agg["seeds"] == SWEEP_SEEDS
-        for name, t in agg["metrics"].items():
+        for t in agg["metrics"].values():
             assert t["ci_low"] <= t["mean"] <= t["ci_high"] and t["status"] == "tested"
             assert t["seeds_favouring_arm"] + t["seeds_favouring_versus"] + t["seeds_tied"] == len(SWEEP_SEEDS)
             assert t["mean"] == pytest.approx(np.mean(t["per_seed"]))
@@ -159,7 +159,7 @@ def test_cli_trains_one_arm_of_one_seed_and_needs_the_seed(demo_run, tmp_path):
     config.write_text(yaml.safe_dump(small_demo_dict(name="small_demo")))
     stamp = artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"]
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
-    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--model", "top_k", "--seed", "2"]) == 0
+    assert main(["evaluate", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "2"]) == 0
     assert artifacts.load_manifest(run_dir / "seed_2" / "train_top_k").fields["finished"] == stamp  # reused
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k"]) == 2
     assert main(["train", "--config", str(config), "--run-dir", str(run_dir), "--arm", "top_k", "--seed", "9"]) == 2

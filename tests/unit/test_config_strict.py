@@ -6,14 +6,14 @@ from playpen_attribution.errors import UserError
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"train": {"epochs": True}}, r"field 'train.epochs' = True: expected a number"),
-    ({"train": {"learning_rate": "1e-4"}}, r"field 'train.learning_rate' = '1e-4': expected a number"),
-    ({"tokenize": {"max_length": True}}, r"field 'tokenize.max_length' = True: expected a whole number"),
-    ({"select": {"k": "300"}}, r"field 'select.k' = '300': expected a whole number"),
+    ({"train": {"epochs": True}}, r"field 'train.epochs' = True: Input should be a valid number"),
+    ({"train": {"learning_rate": "1e-4"}}, r"field 'train.learning_rate' = '1e-4': Input should be a valid number"),
+    ({"tokenize": {"max_length": True}}, r"field 'tokenize.max_length' = True: Input should be a valid integer"),
+    ({"select": {"k": "300"}}, r"field 'select.k' = '300': Input should be a valid integer"),
     ({"select": {"k": 2.5}}, r"field 'select.k' = 2.5"),
     ({"data": {"source": {"kind": "demo", "n_train": "100"}}}, r"field 'data.source.n_train' = '100'"),
     ({"sweep": {"seeds": [1, "2"]}}, r"field 'sweep.seeds.1' = '2'"),
-    ({"sweep": {"retrain_base": 1}}, r"field 'sweep.retrain_base' = 1: expected true or false"),
+    ({"sweep": {"retrain_base": 1}}, r"field 'sweep.retrain_base' = 1: Input should be a valid boolean"),
     ({"sweep": {"retrain_base": "yes"}}, r"field 'sweep.retrain_base' = 'yes'"),
 ])
 def test_counts_and_flags_are_strict(data, message):

@@ -7,11 +7,11 @@ import pytest
 
 from playpen_attribution.errors import UserError
 from playpen_attribution.report.stats import (
+    across_seed_test,
     bootstrap_mean,
+    fixed_sequence,
     mcnemar_exact,
     paired,
-    across_seed_test,
-    fixed_sequence,
     wilson_interval,
 )
 

@@ -165,7 +165,7 @@ def test_a_failed_overwrite_keeps_the_old_folder(tmp_path):
     (("data", "run"), "data --config <config.yaml> --run-dir run"),
     (("train", "run/seed_2", {"seed": 2}), "train --config <config.yaml> --run-dir run --seed 2"),
     (("train", "run/seed_1", {"arm": "top_k", "seed": 1}), "train --config <config.yaml> --run-dir run --arm top_k --seed 1"),
-    (("evaluate", "run", {"model": "base", "seed": None}), "evaluate --config <config.yaml> --run-dir run --model base"),
+    (("evaluate", "run", {"arm": "base", "seed": None}), "evaluate --config <config.yaml> --run-dir run --arm base"),
     (("rank", "run", {"rows": "new.jsonl", "name": "new"}),
      "rank --config <config.yaml> --run-dir run --rows new.jsonl --name new"),
 ])

@@ -32,7 +32,7 @@ from pydantic import (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
@@ -160,11 +160,16 @@ class SelectConfig(_Section):
     @field_validator("arms", mode="before")
     @classmethod
     def _known_names(cls, arms):
+        """Unknown standard names in one line; a custom arm's `ranks` list as the tuple it is (after this
+        validator pydantic's strict mode reads the arms as Python values, where a list is not a tuple)."""
         for arm in arms if isinstance(arms, list) else []:
             if isinstance(arm, str) and arm not in STANDARD_ARMS:
                 raise ValueError(f"unknown arm {arm!r}: expected one of {', '.join(STANDARD_ARMS)}, "
                                  "or a custom arm {name, kind, ...}")
-        return arms
+        if not isinstance(arms, list):
+            return arms
+        return [a | {"ranks": tuple(a["ranks"])} if isinstance(a, dict) and isinstance(a.get("ranks"), list) else a
+                for a in arms]
 
     @model_validator(mode="after")
     def _check_arms(self) -> SelectConfig:

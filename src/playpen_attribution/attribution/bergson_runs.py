@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import numpy as np
 
 from playpen_attribution.attribution.bergson_loss import labelled_positions_only
 from playpen_attribution.core import atomic
+from playpen_attribution.core.jsonl import dumps
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 
@@ -109,8 +109,8 @@ def mixed_hessian(model_path, adapter_path, pool_dir: Path, work_dir: Path, sett
     out = work_dir / MIXED_HESSIAN
     shutil.rmtree(out, ignore_errors=True)
     replace(q_proc, hessians=mixed, hessians_eigen={}).save(out)
-    (out / MIX_FILE).write_text(json.dumps({"mixing_coefficient": c, "query": QUERY_HESSIAN,
-                                              "pool": POOL_HESSIAN}) + "\n")
+    (out / MIX_FILE).write_text(dumps({"mixing_coefficient": c, "query": QUERY_HESSIAN,
+                                       "pool": POOL_HESSIAN}) + "\n")
     return out
 
 

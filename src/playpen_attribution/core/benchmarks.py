@@ -143,8 +143,10 @@ def parse_samples(samples: dict) -> list[dict]:
 
 def run_lm_eval(
     model, tokenizer, tasks: list[str], *, include_path: str | Path | None, chat_template: bool, allow_code_execution: bool, batch_size: int | str, limit: int | None,
+    wandb_init: dict | None = None,
 ) -> tuple[dict, list[dict], dict]:
-    """(results per task, per-item samples, switches used) of the harness on the loaded model."""
+    """(results per task, per-item samples, switches used) of the harness on the loaded model; with
+    `wandb_init` (`wandb.init` arguments) the results also go to wandb through lm-eval's own logger."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -170,6 +172,13 @@ def run_lm_eval(
             raise
     if out is None:
         raise RuntimeError("lm-eval returned no results (a non-zero rank of a distributed run?)")
+    if wandb_init is not None:
+        from lm_eval.loggers import WandbLogger
+
+        tracked = WandbLogger(init_args=wandb_init)
+        tracked.post_init(out)
+        tracked.log_eval_result()
+        tracked.run.finish()
     switches["batch_size_used"] = str(getattr(lm, "batch_size", batch_size))
     switches["max_length"] = out.get("max_length")
     return parse_results(out["results"], out.get("n-samples", {})), parse_samples(out.get("samples", {})), switches

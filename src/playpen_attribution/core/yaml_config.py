@@ -1,20 +1,50 @@
-"""YAML config files and their validation errors, shared by the experiment config and `synth`.
+"""YAML config files, their composition and their validation errors, shared by the experiment config and `synth`.
 
-`read_mapping` reads a YAML file that must hold a mapping (one UserError naming the file otherwise);
-`validate` builds a pydantic model and turns every problem into one line naming the source, the
-field, the value and what was expected; `dump` renders a config replayably.
+`read_mapping` reads a YAML file that must hold a mapping (one UserError naming the file otherwise; a
+syntax error as one line with file, line and column); `read_composed` also follows `extends: <file>`
+(relative to the file that says it, chains allowed, cycles refused); `deep_merge` is the one merge rule
+(mappings merge key by key, anything else replaces); `apply_overrides` applies `--set a.b=value` items
+(values parsed as YAML). `validate` builds a pydantic model in strict mode (a count refuses `true`,
+`2.5` and `"300"`, a flag anything but true/false) and turns every problem into one line naming the
+source, the field, the value and what was expected, all of them at once; `dump` renders a config replayably.
 """
 
 from __future__ import annotations
 
-import types
-import typing
+import json
+import re
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from playpen_attribution.errors import UserError
+
+EXTENDS = "extends"
+"""The key of a config file naming the file it starts from."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, reading `1e-4` as the number YAML 1.2 says it is (PyYAML's 1.1 rules need a dot:
+    `1.0e-4`), in files and in `--set` values alike."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """The value of a YAML document (`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """A YAML syntax error as `file:line:column: not valid YAML: problem (context)`, one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
 
 
 def read_mapping(path: Path | str, what: str = "config") -> dict | None:
@@ -24,88 +54,112 @@ def read_mapping(path: Path | str, what: str = "config") -> dict | None:
     if not path.is_file():
         raise UserError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
+        raise UserError(_yaml_error(path, exc)) from None
     if data is not None and not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of {what} fields, got {type(data).__name__}")
     return data
 
 
-def describe(error: dict) -> str:
-    """One pydantic error as `field 'a.b' = value: message` (or `unknown field 'a.b'`)."""
-    field = ".".join(str(p) for p in error["loc"]) or "(top level)"
-    if error["type"] == "extra_forbidden":
-        return f"unknown field '{field}'"
-    shown = "missing" if error["type"] == "missing" else repr(error.get("input"))
-    return f"field '{field}' = {shown}: {error['msg']}"
-
-
-def _kinds(annotation) -> tuple:
-    """The alternatives of a (possibly optional or annotated) union annotation."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _kinds(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return tuple(k for a in typing.get_args(annotation) for k in _kinds(a))
-    return (annotation,)
-
-
-def _model_for(kinds: tuple, value: dict) -> type[BaseModel] | None:
-    """The config section a mapping is validated as: the only model alternative, or the one whose `kind`
-    literal matches the mapping's `kind` (a discriminated source)."""
-    models = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
-    if len(models) > 1:
-        models = [m for m in models if "kind" in m.model_fields
-                  and value.get("kind") in typing.get_args(m.model_fields["kind"].annotation)]
-    return models[0] if len(models) == 1 else None
-
-
-def _strict_value(kinds: tuple, value, name: str) -> list[str]:
-    if value is None:
-        return []
-    literals = [v for k in kinds if typing.get_origin(k) is typing.Literal for v in typing.get_args(k)]
-    if isinstance(value, str) and value in literals:
-        return []
-    if bool in kinds and not isinstance(value, bool):
-        return [f"field '{name}' = {value!r}: expected true or false"]
-    if (int in kinds or float in kinds) and bool not in kinds and str not in kinds:
-        allowed = (int, float) if float in kinds else (int,)
-        if isinstance(value, bool) or not isinstance(value, allowed):
-            return [f"field '{name}' = {value!r}: expected {'a number' if float in kinds else 'a whole number'}"]
-    if isinstance(value, dict) and (section := _model_for(kinds, value)) is not None:
-        return strict_errors(section, value, name + ".")
-    if isinstance(value, list):
-        inner = tuple(a for k in kinds if typing.get_origin(k) is list for a in _kinds(typing.get_args(k)[0]))
-        return [e for i, v in enumerate(value) for e in _strict_value(inner, v, f"{name}.{i}")] if inner else []
-    return []
-
-
-def strict_errors(model: type[BaseModel], data: dict, prefix: str = "") -> list[str]:
-    """Counts and flags as written, not coerced: an int field refuses `true`, `2.5` and `"300"`, a float
-    field `true` and `"1e-4"`; a bool field refuses anything but true/false (pydantic alone would turn `"300"` into 300 and `1` into true).
-    Walks nested sections, lists and discriminated sources; other mistakes are pydantic's to report."""
-    if not isinstance(data, dict):
-        return []
-    out = []
-    for name, spec in model.model_fields.items():
-        if name in data:
-            out += _strict_value(_kinds(spec.annotation), data[name], prefix + name)
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge key by key; a list, a value or null replaces; a mapping
+    whose `kind` differs from the base's (another data source) replaces it whole."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = value
     return out
 
 
-def validate(model: type[BaseModel], data: dict, source: str) -> BaseModel:
-    """`model.model_validate(data)` with strict counts and flags (`strict_errors`), or one UserError
-    naming the source and every bad field."""
-    problems = strict_errors(model, data)
-    if problems:
-        raise UserError(f"{source}: " + "; ".join(problems))
+def read_composed(path: Path | str, what: str = "config", chain: tuple[Path, ...] = ()) -> dict | None:
+    """`read_mapping`, with `extends: <file>` followed: the file named (relative to this one) is read the
+    same way and this file's keys are merged on top (`deep_merge`)."""
+    path = Path(path)
+    if path.resolve() in chain:
+        names = " -> ".join(p.name for p in (*chain, path.resolve()))
+        raise UserError(f"{path}: `{EXTENDS}` makes a cycle: {names}")
+    data = read_mapping(path, what)
+    if data is None or EXTENDS not in data:
+        return data
+    data = dict(data)
+    parent = data.pop(EXTENDS)
+    if not isinstance(parent, str) or not parent:
+        raise UserError(f"{path}: {EXTENDS} = {parent!r}: expected the name of a YAML file")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise UserError(f"{path}: {EXTENDS} = {parent!r}: no such file ({parent_path})")
+    return deep_merge(read_composed(parent_path, what, (*chain, path.resolve())) or {}, data)
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """`data` with each `a.b=value` of `overrides` set (the value parsed as YAML, so `[1, 2]` is a list and
+    `null` removes a section), merged like a file's keys (`deep_merge`)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. select.k=200")
+        try:
+            value = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--set {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        data = deep_merge(data, value)
+    return data
+
+
+def _field(loc: tuple, data) -> str:
+    """The dotted field an error's location names in the user's data: parts that are not keys there
+    (pydantic's names of union members and discriminated sources) are left out."""
+    parts, node = [], data
+    for i, part in enumerate(loc):
+        inside = part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node) \
+            if isinstance(node, list) else False
+        if inside:
+            parts.append(str(part))
+            node = node[part]
+        elif isinstance(node, dict) and i == len(loc) - 1 and str(part).isidentifier():
+            parts.append(str(part))  # a missing or unknown field: its name is the last part
+    return ".".join(parts) or "(top level)"
+
+
+def problems(exc: ValidationError, data: dict, hidden: tuple[str, ...] = ()) -> list[str]:
+    """Every error of a validation, one entry per field: `field 'a.b' = value: expectation[, or another]`
+    (or `unknown field 'a.b'`); fields in `hidden` (and below them) are left out."""
+    by_field: dict[str, list] = {}
+    for error in exc.errors():
+        field = _field(error["loc"], data)
+        if any(field == h or field.startswith(h + ".") for h in hidden):
+            continue
+        by_field.setdefault(field, []).append(error)
+    out = []
+    for field, errors in by_field.items():
+        if any(other.startswith(field + ".") for other in by_field):
+            continue  # a union's other alternatives (a name instead of a custom arm): the deeper error is the one
+
+        if errors[0]["type"] == "extra_forbidden":
+            out.append(f"unknown field '{field}'")
+            continue
+        shown = "missing" if errors[0]["type"] == "missing" else repr(errors[0].get("input"))
+        messages = list(dict.fromkeys(e["msg"] for e in errors))
+        out.append(f"field '{field}' = {shown}: {', or '.join(messages)}")
+    return out
+
+
+def validate(model: type[BaseModel], data: dict, source: str, hidden: tuple[str, ...] = ()) -> BaseModel:
+    """`model` built from `data` in strict mode (counts and flags as written, not coerced: pydantic alone
+    would turn `"300"` into 300 and `1` into true; YAML's strings still fill path fields and its lists
+    tuple fields), or one UserError naming the source and every bad field (`problems`)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as exc:
-        raise UserError(f"{source}: " + "; ".join(describe(e) for e in exc.errors())) from None
+        raise UserError(f"{source}: " + "; ".join(problems(exc, data, hidden))) from None
 
 
 def dump(section: BaseModel | dict) -> str:

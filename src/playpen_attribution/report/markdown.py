@@ -90,8 +90,9 @@ def _setup_lines(report: dict) -> list[str]:
                          "the scored pool.")
     select = setup.get("select") or {}
     ks = [select.get("k"), *select.get("extra_k", [])]
-    lines.append(f"- Arms: k = {', '.join(str(k) for k in ks)}; "
-                 f"{'a random arm may reuse the rows it is matched to' if select.get('allow_overlap') else 'random arms exclude the rows they are matched to'}.")
+    lines.append(f"- Arms: k = {', '.join(str(k) for k in ks)}; a matched random control is drawn from the whole pool "
+                 "(what a user would otherwise have picked, so it may share rows with the arm it is matched to); "
+                 "matched_random_rest arms draw from the rows outside it (the seed's control).")
     seeds = setup.get("seeds") or []
     lines.append(f"- Seeds: {', '.join(map(str, seeds)) or 'none'}; each seed redraws the random arms and trains every "
                  f"arm with that seed; the base adapter is "
@@ -107,8 +108,10 @@ def _setup_lines(report: dict) -> list[str]:
     if metric:
         eval_outcomes = ((report.get("data") or {}).get("outcomes") or {}).get("eval") or {}
         mix = ", ".join(f"{n} {outcome}" for outcome, n in sorted(eval_outcomes.items()))
-        lines.append(f"- Metric: {METRIC_TEXT[metric][0]} (greedy generation, the word after `GUESS:`)"
-                     + (f"; eval games: {mix}." if mix else "."))
+        lines.append(f"- Metrics: {METRIC_TEXT[metric][0]} (greedy generation, the word after `GUESS:`: it also reads "
+                     "whether an arm learned the answer format); choice accuracy (the target word ranked first among "
+                     "the eval's target words by the likelihood of the completion with each as the guess: what an arm "
+                     "knows, however it writes); eval loss" + (f"; eval games: {mix}." if mix else "."))
     mt = report.get("multiple_testing") or {}
     lines += [("- Statistics: across seeds, the mean of the paired per-row differences (arm − vs, same eval rows) "
                "with a 95% t interval and t-test whose variance is seed to seed (a seed redraws the random arms and "
@@ -185,8 +188,16 @@ def _warning_lines(report: dict) -> list[str]:
     return ["### Warnings", "", *out, ""] if out else []
 
 
+def _missing_lines(report: dict) -> list[str]:
+    """Reported with --allow-incomplete: which planned units the numbers lack."""
+    if not report.get("missing_units"):
+        return []
+    return ["- **Incomplete sweep:** no evaluation for " + ", ".join(
+        f"{u['arm']} (seed {u['seed']})" for u in report["missing_units"]) + "; the comparisons use the seeds that exist."]
+
+
 def _answer_lines(report: dict) -> list[str]:
-    lines = ["## Answer", ""] + _control_lines(report)
+    lines = ["## Answer", "", *_control_lines(report), *_missing_lines(report)]
     primary = report.get("primary")
     aggs = {(a["arm"], a["versus"]): a for a in report["aggregate"]}
     if primary is None:

@@ -6,6 +6,8 @@
 - `plot_accuracy_vs_k`: mean accuracy over seeds against k for each arm family built at several k,
   with the seeds' range as error bars.
 - `plot_benchmarks`: each lm-eval task's first metric per model and seed, with the harness's stderr.
+- `plot_training_loss`: the training loss per logged step of every training, one panel per model
+  (the base adapter, each arm), one line per seed.
 """
 
 from __future__ import annotations
@@ -145,6 +147,35 @@ def plot_benchmarks(results: list[dict], path: Path) -> None:
         _per_model_points(ax, points, "value", with_interval=True)
         ax.set_ylabel(f"{metric} ({filt}), ±1.96 harness stderr")
         ax.set_title(f"lm-eval {task}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training_loss(curves: list[dict], path: Path) -> None:
+    """`curves`: {name, seed, steps, losses} per training (seed None: a shared base adapter). One panel per
+    name, in the order given, one line per seed in the seed colours; the y axis shared."""
+    plt = _pyplot()
+    names = _models(curves)
+    seeds = sorted({c["seed"] for c in curves if c["seed"] is not None})
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows + 0.6), sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for c in (c for c in curves if c["name"] == name):
+            colour = "#555555" if c["seed"] is None else SEED_COLOURS[seeds.index(c["seed"]) % len(SEED_COLOURS)]
+            ax.plot(c["steps"], c["losses"], marker=".", color=colour,
+                    label="shared" if c["seed"] is None else f"seed {c['seed']}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("optimizer step", fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("training loss")
+    fig.suptitle("Training loss per logged step, by model and seed")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from playpen_attribution.core.rows import CANDIDATES
-from playpen_attribution.report import comparisons as comparisons_mod
-from playpen_attribution.report import stats
+from playpen_attribution.report import comparisons, stats
 from playpen_attribution.report.benchmarks import collect_benchmarks
 from playpen_attribution.report.training import training_summary
 from playpen_attribution.run import artifacts
@@ -211,11 +210,11 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
     entries, preds, selections = load_evaluations(run_dir)
     by_key = {(e["name"], e["seed"]): e for e in entries}
     metric = next((e["metric"] for e in entries if e["accuracy"] is not None), "correct")
-    comparisons, pairs = [], {}
+    per_seed, pairs = [], {}
     for arm in entries:
         for versus in arm.get("versus") or []:
             if (versus, arm["seed"]) in by_key:
-                comparisons.append(comparisons_mod.per_seed(arm["name"], versus, arm["seed"], preds, metric))
+                per_seed.append(comparisons.per_seed(arm["name"], versus, arm["seed"], preds, metric))
                 pairs.setdefault((arm["name"], versus), []).append(arm["seed"])
     manifests = {k: artifacts.load_manifest(p) for k, p in folders.items()}
     seconds = {k: m.wall_seconds for k, m in manifests.items()}
@@ -223,8 +222,8 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
                  if k.startswith("seed_") and artifacts.stage_kind(k.rsplit("/", 1)[-1])[0] == "train"]
     report = {
         "run_dir": str(run_dir), "setup": _setup(folders, selections), "arms": entries,
-        "comparisons": comparisons,
-        "aggregate": [comparisons_mod.across_seeds(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
+        "comparisons": per_seed,
+        "aggregate": [comparisons.across_seeds(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
         "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
         "real_model": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
         "stage_peak_rss_mb": {k: v for k, m in manifests.items() if (v := m.fields.get("peak_rss_mb"))},
@@ -267,8 +266,8 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
             for s, arms in contents.items():
                 for name, fields in arms.items():
                     report["selection"][s][name] |= fields
-    comparisons_mod.decide(report, primary)
-    control = comparisons_mod.control(report, expect)
+    comparisons.decide(report, primary)
+    control = comparisons.control(report, expect)
     if control is not None:
         report["control"] = control
     report["warnings"] = warnings(report)

@@ -33,7 +33,7 @@ from playpen_attribution.sources.splitting import split_by_group
 class GenericSplitPaths(BaseModel):
     """One file or saved dataset folder per split."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     train_base: Path = Field(description="The training pool.")
     attr_query: Path = Field(description="The attribution query set.")
@@ -43,7 +43,7 @@ class GenericSplitPaths(BaseModel):
 class GenericSource(BaseModel):
     """Local JSONL (.jsonl), Parquet (.parquet) or saved `datasets` folders with prompt/completion or messages."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["generic"] = "generic"
     path: Path | None = Field(None, description="One file or folder split by the fractions below (or use `splits`).")

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: completion loss on the eval split, and greedy generation with word accuracy.
+"""Stage `evaluate`: completion loss on the eval split, choice accuracy, and greedy generation with word accuracy.
 
 Reads `data/` (the eval split), the base model, and for anything but `base` the adapter of its
 training stage (`artifacts.training_stage`: `train_base/` for `base_adapter`, `train_<arm>/` for an
@@ -9,11 +9,17 @@ Every row's completion loss (mean token NLL of completion + EOS, the one tokeniz
 batched forward pass through `row_forward`) is measured for every dataset. With `evaluate.generate`
 (the default) prompts are also generated from greedily, batched with left padding, and the word after
 `GUESS:` is compared with the gold completion's word (and with the target word where known).
+With `evaluate.choices` (default `all`), each row whose completion holds a `GUESS:` and that has a
+target word also gets the format-robust metric: its completion with every eval target word (or the
+target and `choices - 1` of them) as the guess is scored by log-likelihood (`core.choice`, one cached
+forward over the prompt) and the target's rank is kept (`choice_rank`, `choice_correct`; metrics
+`choice_accuracy`, `choice_mrr`, rows skipped counted in `choice_skipped`). Word accuracy reads
+whether a model learned to write the answer format as well as the word; choice accuracy reads the word.
 Generation runs on `evaluate.backend` (see `generation`): `hf`, transformers generate batched by
 prompt length with the KV cache (bf16 on a GPU), or `vllm`, vLLM's offline engine on the same token
 ids and greedy settings (optional extra; adapters with modules_to_save are refused).
 Writes `eval_<name>/`: `predictions.jsonl` (example_id, loss; with generation also generated text,
-predicted, gold and target word, correct) and `metrics.json` (model, seed, eval_loss over the rows
+predicted, gold and target word, correct; with choices choice_rank, choice_correct, choices) and `metrics.json` (model, seed, eval_loss over the rows
 with a finite loss, counted; with generation correct, total, accuracy and target-word accuracy; and
 `speed`, the wall-clock throughput: loss_rows_per_s, and with generation generation_rows_per_s,
 generation_backend and, for vllm, the engine's start-up seconds).
@@ -58,6 +64,7 @@ from playpen_attribution.run.artifacts import EvalMetrics, Prediction
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.tracking import benchmark_logging
 from playpen_attribution.taboo.guess import choice_words, extract_guess, gold_word, row_choices, with_guess
 
 
@@ -203,6 +210,13 @@ def _unset_fields(cfg: ExperimentConfig) -> set[str]:
     return out | (set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS))
 
 
+def _tracked_as(folder: Path, model: str, seed: int | None) -> tuple[Path, str]:
+    """(the run's tracking folder, the evaluation's name there: eval_<model>, or seed_<s>/eval_<model>)."""
+    if seed is None:
+        return folder / artifacts.TRACKING, artifacts.eval_dir(model)
+    return folder.parent / artifacts.TRACKING, f"{folder.name}/{artifacts.eval_dir(model)}"
+
+
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model: str = "base_adapter") -> Path:
     """Evaluate `model` (base, base_adapter or an arm) in the folder `run_dir`."""
     run_dir = Path(run_dir)
@@ -230,7 +244,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
             results, samples, switches = run_lm_eval(
                 loaded, tokenizer, ev.benchmarks, include_path=ev.benchmark_include_path,
                 chat_template=cfg.tokenize.format == "chat_template", allow_code_execution=ev.allow_code_execution,
-                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit)
+                batch_size=ev.benchmark_batch_size, limit=ev.benchmark_limit,
+                wandb_init=benchmark_logging(cfg.tracking, *_tracked_as(run_dir, model, seed), cfg.name))
             artifacts.write_benchmarks(out, results, samples, switches)
         counts = {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
                   "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
@@ -247,4 +262,4 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         "seed": seed,
     }
     return run_stage(run_dir, artifacts.eval_dir(model), stage_cfg, inputs, build,
-                     command=cli_command("evaluate", run_dir, model=model, seed=seed), overwrite=overwrite)
+                     command=cli_command("evaluate", run_dir, arm=model, seed=seed), overwrite=overwrite)

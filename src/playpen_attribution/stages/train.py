@@ -30,6 +30,7 @@ records the `batch_size` and `grad_accum` actually used, and `train_runtime_s` a
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,14 +48,16 @@ from playpen_attribution.core.tokenization import tokenize_rows, turn_end_id
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import adapter_base, tokenizer_path, with_base_model
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.tracking import trainer_reporting
 
 
-def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
+def sft_config(train: TrainConfig, output_dir: Path, n_rows: int, report: dict | None = None):
     """The SFTConfig for one training run: checkpoints every `train.save_steps` (0: none; the last one
-    kept) in `output_dir`, no hub, no external loggers."""
+    kept) in `output_dir`, no hub; `report`: the tracking keywords (`run.tracking.trainer_reporting`),
+    default no external loggers."""
     from trl import SFTConfig
 
     on_gpu = device() == "cuda"
@@ -81,7 +84,7 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int):
         save_strategy="steps" if train.save_steps else "no",
         save_steps=train.save_steps or 500,  # unused with save_strategy "no"
         save_total_limit=1,
-        report_to="none",
+        **(report or {"report_to": "none"}),
         disable_tqdm=False,  # its default follows the transformers log level, which importing SAELens raises:
                              # then a PrinterCallback prints every metric dict (they go to train_log.json)
         logging_steps=max(1, steps_per_epoch // 4),
@@ -168,12 +171,14 @@ def quiet_progress(trainer) -> None:
 
 def build_trainer(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, scratch: Path,
-    init_adapter: Path | None = None, tokenizer_dir: str | None = None,
+    init_adapter: Path | None = None, tokenizer_dir: str | None = None, report: dict | None = None,
 ):
     """The SFTTrainer for `rows`: a fresh adapter, or `init_adapter` continued (tokenizer: `tokenizer_dir`,
-    default the model's own, with `tokenize.chat_template`)."""
+    default the model's own, with `tokenize.chat_template`), reporting to `report` (see `sft_config`)."""
     import torch
     from trl import SFTTrainer
+
+    from playpen_attribution.core.divergence import DivergenceStop
 
     if not rows:
         raise UserError("no rows to train on")
@@ -189,12 +194,13 @@ def build_trainer(
     def trainer_for(train: TrainConfig):
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(train, scratch, len(rows)),
+            args=sft_config(train, scratch, len(rows), report),
             train_dataset=dataset.remove_columns("example_id"),
             processing_class=tokenizer,
         )
         quiet_progress(trainer)
         epoch_seeded_order(trainer, train.seed)
+        trainer.add_callback(DivergenceStop(train.seed))  # NaN or exploding loss: one line, no finished folder
         return trainer
 
     trainer = trainer_for(train)
@@ -289,17 +295,31 @@ def last_checkpoint(scratch: Path) -> Path | None:
     if not scratch.is_dir():
         return None
     complete = [d for d in scratch.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                if d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit() and (d / TRAINER_STATE_NAME).is_file()]
+                if d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit() and _readable(d / TRAINER_STATE_NAME)]
     return max(complete, key=lambda d: int(d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")), default=None)
+
+
+def _readable(state: Path) -> bool:
+    """A checkpoint's trainer_state.json is there and parses (a damaged one: the checkpoint is skipped, said so)."""
+    import json
+
+    if not state.is_file():
+        return False
+    try:
+        json.loads(state.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logger.warning("[train] %s is damaged; not resuming from %s", state, state.parent.name)
+        return False
+    return True
 
 
 def train_rows(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, out: Path,
-    init_adapter: Path | None = None, tokenizer_dir: str | None = None,
+    init_adapter: Path | None = None, tokenizer_dir: str | None = None, report: dict | None = None,
 ) -> dict:
     """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
     scratch = out / artifacts.TRAINER_SCRATCH
-    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir)
+    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir, report)
     turn_end = turn_end_check(trainer.model, trainer.processing_class, cfg.tokenize.format)
     resume = last_checkpoint(scratch)
     if resume is not None:
@@ -313,7 +333,7 @@ def train_rows(
     model, tokenizer = trainer.model, trainer.processing_class
     adapter_dir = out / artifacts.ADAPTER_DIR
     model.save_pretrained(str(adapter_dir))
-    set_base_model(adapter_dir, model_path)  # Bergson and PEFT load the base named there
+    set_base_model(adapter_dir, adapter_base(cfg.model.base, model_path, adapter_dir))  # relative when in the run
     if train.merge:
         merged = model.merge_and_unload()
         merged.save_pretrained(str(out / artifacts.MERGED_DIR))
@@ -325,7 +345,7 @@ def train_rows(
         "completion_tokens": tokens,
         "train_loss": round(float(result.training_loss), 6),
         "steps": trainer.state.global_step,
-        "init_adapter": str(init_adapter) if init_adapter else None,
+        "init_adapter": os.path.relpath(init_adapter, out.parent) if init_adapter else None,
         "resumed_from_step": int(resume.name.removeprefix("checkpoint-")) if resume else None,
         "batch_size": trainer.args.per_device_train_batch_size,
         "grad_accum": trainer.args.gradient_accumulation_steps,
@@ -380,8 +400,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
             split = selections[arm].split  # the pool, or the candidates for a predictor arm
             by_id = {r["example_id"]: r for r in (pool if split == "train_base" else artifacts.load_split(data_dir, split))}
             pool = [by_id[i] for i in selections[arm].example_ids]
+        seeded = arm is not None or cfg.sweep.retrain_base  # tracked as seed_<s>/<stage> of the whole run
+        report = trainer_reporting(cfg.tracking, (run_dir.parent if seeded else run_dir) / artifacts.TRACKING,
+                                   f"{run_dir.name}/{name}" if seeded else name, cfg.name)
         return train_rows(pool, model_path, train, cfg, out, init,
-                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
+                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), report)
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"),

@@ -1,4 +1,8 @@
-"""The `synth` subcommand: flags, optional YAML config, API settings, then `runner.run_synth`."""
+"""The `synth` subcommand: flags, optional YAML config, API settings, then `runner.run_synth`.
+
+Adding the flags imports nothing heavy (the CLI builds every subcommand's parser for `--help`); the
+API client (`openai`), the config and the runner are imported when the command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,13 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from playpen_attribution.core.yaml_config import read_mapping
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, setup_logging
-from playpen_attribution.synth.client import (
-    ChatClient,
-    RetryPolicy,
-    api_settings_from_env,
-)
-from playpen_attribution.synth.config import SynthConfig, build_config
-from playpen_attribution.synth.runner import run_synth
+
+if TYPE_CHECKING:
+    from playpen_attribution.synth.config import SynthConfig
 
 _CONFIG_DEST = "synth_config_file"
 
@@ -44,12 +44,16 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_yaml(path: Path) -> dict:
+    from playpen_attribution.core.yaml_config import read_mapping
+
     data = read_mapping(path, "synth config") or {}
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
 def _config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The SynthConfig of parsed flags: the --config file's values, overridden by given flags."""
+    from playpen_attribution.synth.config import SynthConfig, build_config
+
     config_file = getattr(args, _CONFIG_DEST, None)
     values = _read_yaml(config_file) if config_file else {}
     for name in SynthConfig.model_fields:
@@ -77,6 +81,9 @@ def _equivalent_command(cfg: SynthConfig) -> str:
 
 def run_synth_command(args: argparse.Namespace) -> int:
     """Run `synth` from parsed flags; returns 0, raises UserError on a mistake or a failed call."""
+    from playpen_attribution.synth.client import ChatClient, RetryPolicy, api_settings_from_env
+    from playpen_attribution.synth.runner import run_synth
+
     cfg = _config_from_args(args)
     settings = api_settings_from_env()
     logger.info("synth config: %s", cfg.model_dump(mode="json"))
