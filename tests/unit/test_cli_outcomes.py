@@ -25,7 +25,7 @@ def _errors(cli_log) -> list[str]:
 
 
 def _failing_stage(monkeypatch, exc: BaseException) -> None:
-    def stage(args):
+    def stage(*args):
         raise exc
 
     monkeypatch.setattr(cli, "_stage", stage)
