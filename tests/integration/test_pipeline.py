@@ -153,7 +153,7 @@ def test_report_json_holds_the_promised_fields(demo_run):
         assert {"name", "seed", "correct", "total", "accuracy"} <= set(arm)
         assert arm["accuracy"] == pytest.approx(arm["correct"] / arm["total"])
     assert report["wall_seconds"] > 0
-    speed = report["stage_speed"]  # what each stage recorded of its own throughput
+    speed = report["real_model"]  # what each stage recorded of its own throughput
     assert "tokens/s in training" in speed["train_base"] and "Bergson token batch" in speed["attribute"]
     assert "generation" in speed["eval_base_adapter"] and "rows/s" in speed["eval_base_adapter"]
     assert {"precision_success_at_k", "pool_success_fraction"} <= set(report["attribution"])
@@ -163,6 +163,20 @@ def test_report_json_holds_the_promised_fields(demo_run):
     for seed in SWEEP_SEEDS:
         top = by_name[("top_k", seed)]
         assert f"{top['correct']}/{top['total']} = {top['accuracy']:.4f}" in md
+
+
+def test_every_stage_records_its_peak_memory_and_the_cost_table_shows_it(demo_run):
+    _, run_dir = demo_run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert set(report["stage_peak_rss_mb"]) == set(report["stage_seconds"])
+    assert all(mb > 0 for mb in report["stage_peak_rss_mb"].values())
+    for name in ("train_base", "attribute", "seed_1/train_top_k"):
+        fields = artifacts.load_manifest(run_dir / name).fields
+        assert fields["tokens_per_s"] == pytest.approx(fields["tokens_processed"] / fields["wall_seconds"], rel=0.05)
+    assert "tokens/s, Bergson token batch" in report["real_model"]["attribute"]
+    md = (run_dir / "report.md").read_text()
+    assert "| stage | seconds | throughput | peak memory |" in md
+    assert f"| {report['stage_peak_rss_mb']['attribute'] / 1024:.1f} GB |" in md
 
 
 def test_rerun_reuses_every_stage(demo_run, caplog):

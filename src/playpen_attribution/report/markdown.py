@@ -188,8 +188,16 @@ def _warning_lines(report: dict) -> list[str]:
     return ["### Warnings", "", *out, ""] if out else []
 
 
+def _missing_lines(report: dict) -> list[str]:
+    """Reported with --allow-incomplete: which planned units the numbers lack."""
+    if not report.get("missing_units"):
+        return []
+    return ["- **Incomplete sweep:** no evaluation for " + ", ".join(
+        f"{u['arm']} (seed {u['seed']})" for u in report["missing_units"]) + "; the comparisons use the seeds that exist."]
+
+
 def _answer_lines(report: dict) -> list[str]:
-    lines = ["## Answer", ""] + _control_lines(report)
+    lines = ["## Answer", "", *_control_lines(report), *_missing_lines(report)]
     primary = report.get("primary")
     aggs = {(a["arm"], a["versus"]): a for a in report["aggregate"]}
     if primary is None:
@@ -305,16 +313,23 @@ def _cost_lines(report: dict) -> list[str]:
     sweep = report["sweep"]
     lines = ["## Cost", "", f"Wall time: {report['wall_seconds']:.1f} s in all stages"
              + (f"; {sweep['trainings']} arm trainings, {sweep['mean_training_seconds']:.1f} s each on average."
-                if sweep["trainings"] else "."), "", "| stage | seconds | throughput |", "|---|---|---|"]
-    speed = report.get("stage_speed", {})
+                if sweep["trainings"] else "."), "", "| stage | seconds | throughput | peak memory |", "|---|---|---|---|"]
+    speed, peak = report.get("real_model", {}), report.get("stage_peak_rss_mb", {})
     per_seed: dict[str, float] = {}
     for name, seconds in report["stage_seconds"].items():
         if name.startswith("seed_"):
             per_seed[name.split("/")[0]] = per_seed.get(name.split("/")[0], 0.0) + seconds
         else:
-            lines.append(f"| {name} | {seconds:.1f} | {speed.get(name, '')} |")
-    lines += [f"| {name}/ (all its stages) | {seconds:.1f} | |" for name, seconds in per_seed.items()]
+            memory = f"{peak[name] / 1024:.1f} GB" if name in peak else ""
+            lines.append(f"| {name} | {seconds:.1f} | {speed.get(name, '')} | {memory} |")
+    lines += [f"| {name}/ (all its stages) | {seconds:.1f} | | {_largest(peak, name)} |" for name, seconds in per_seed.items()]
     return lines + [""]
+
+
+def _largest(peak: dict, seed_dir: str) -> str:
+    """The largest peak resident memory of a seed folder's stages."""
+    values = [v for k, v in peak.items() if k.split("/")[0] == seed_dir]
+    return f"{max(values) / 1024:.1f} GB (largest)" if values else ""
 
 
 def _predictor_lines(report: dict) -> list[str]:

@@ -208,7 +208,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             artifacts.write_individual_scores(out, ids, result.query_ids, result.individual)
         if summary["non_finite"]:
             logger.warning("[attribute] %d of %d scores are not finite; they rank last", summary["non_finite"], len(ids))
+        pool_tokens, query_tokens = (sum(map(len, ds["input_ids"])) for ds in (pool_ds, query_ds))
+        query_passes = 0 if result.reused_query_index else 1 + (settings.preconditioning != "none")
         return {
+            "tokens_processed": pool_tokens * (1 + (settings.preconditioning == "mixed")) + query_tokens * query_passes,
             "truncated": truncated,
             "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
             "query_index": {"key": result.query_key, "reused": result.reused_query_index,
