@@ -286,12 +286,8 @@ def _experiment(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     if args.command == "report" and not run_dir.is_dir():
         _stage(args, cfg, run_dir)  # refuses: no run folder to report on
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = run_log(run_dir / RUN_LOG)
-    except OSError as exc:
-        raise UserError(f"--run-dir {run_dir}: cannot write there ({exc.strerror})") from None
-    with log:
+    run_dir.mkdir(parents=True, exist_ok=True)  # a refused path is one line naming it (environment_error)
+    with run_log(run_dir / RUN_LOG):
         command = shlex.join(["playpen-attribution", *argv])
         logger.debug("command: %s (playpen-attribution %s, cwd %s)", command, __version__, Path.cwd())
         if args.command != "run":

@@ -42,13 +42,13 @@ def _files(folder):
 
 def test_run_dir_holds_exactly_the_stage_folders(demo_run):
     _, run_dir = demo_run
-    folders = {p.name for p in run_dir.iterdir() if p.is_dir()}
+    folders = {p.name for p in run_dir.iterdir() if p.is_dir() and p.name != ".locks"}  # .locks: the stage locks
     assert folders == {name.split("/")[0] for name in EXPECTED}
     assert {"report.md", "report.json", "accuracy.png", "experiment.yaml"} <= {p.name for p in run_dir.iterdir()}
     for seed in SWEEP_SEEDS:  # a seed folder: its own stages, and links to the shared ones
         seed_dir = run_dir / f"seed_{seed}"
         own = {name.split("/")[1] for name in EXPECTED if name.startswith(f"seed_{seed}/")}
-        assert {p.name for p in seed_dir.iterdir()} == own | SHARED_LINKS
+        assert {p.name for p in seed_dir.iterdir()} - {".locks"} == own | SHARED_LINKS
         assert all((seed_dir / name).is_symlink() and (seed_dir / name).resolve() == (run_dir / name).resolve()
                    for name in SHARED_LINKS)
 

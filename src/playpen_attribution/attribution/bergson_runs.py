@@ -24,6 +24,7 @@ import numpy as np
 
 from playpen_attribution.attribution.bergson_loss import labelled_positions_only
 from playpen_attribution.core import atomic
+from playpen_attribution.core.adapters import for_bergson
 from playpen_attribution.core.jsonl import dumps
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
@@ -128,8 +129,10 @@ def build_gradient_index(
     out_dir = Path(out_dir).resolve()
     data_dir = save_rows(rows, out_dir.with_name(out_dir.name + "_rows.hf"))
     model_path = model_location(model_path)
-    adapter_path = Path(adapter_path).resolve() if adapter_path is not None else None
-    return build(model_path, adapter_path, data_dir, out_dir, settings, PreprocessConfig())
+    if adapter_path is None:
+        return build(model_path, None, data_dir, out_dir, settings, PreprocessConfig())
+    with for_bergson(Path(adapter_path).resolve(), model_path) as adapter:  # Bergson loads the base the adapter names
+        return build(model_path, adapter, data_dir, out_dir, settings, PreprocessConfig())
 
 
 def build(model_path, adapter_path, data_dir: Path, out_dir: Path, settings: ScoringSettings, preprocess) -> Path:
