@@ -56,7 +56,7 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     """Write the plots into `out`; the file names, in reading order."""
     arms = report["arms"]
     drawn = []
-    if report["aggregate"]:
+    if report.get("aggregate"):
         plots.plot_seed_differences(report, out / artifacts.DIFFERENCES_PLOT)
         drawn.append(artifacts.DIFFERENCES_PLOT)
     if any(a["accuracy"] is not None for a in arms):
