@@ -21,7 +21,8 @@ EXPECTED = {
                            "score_vs_length.png"},
     "select": COMMON | {"selections.json"},
     "eval_base": COMMON | {"predictions.jsonl", "metrics.json"},
-    "report": COMMON | {"report.md", "report.json", "accuracy.png", "eval_loss.png", "training_loss.png"},
+    "report": COMMON | {"report.md", "report.json", "differences.png", "accuracy.png", "eval_loss.png",
+                        "training_loss.png"},
 }
 EXPECTED["report"] |= {f for f in EXPECTED["attribute"] if f.endswith(".png")}  # the attribute plots, copied
 EXPECTED["baselines"] = COMMON | {"row_baselines.jsonl"}

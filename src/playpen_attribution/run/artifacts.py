@@ -124,6 +124,7 @@ BENCHMARKS_FILE = "benchmarks.json"   # evaluate with evaluate.benchmarks: lm-ev
 BENCHMARK_SAMPLES_FILE = "benchmark_samples.jsonl"  # ... and its per-item scores (task, doc_id, filter)
 REPORT_MD = "report.md"               # report
 REPORT_JSON = "report.json"
+DIFFERENCES_PLOT = "differences.png"  # arm − vs per seed, with the across-seed interval
 ACCURACY_PLOT = "accuracy.png"
 EVAL_LOSS_PLOT = "eval_loss.png"
 ACCURACY_VS_K_PLOT = "accuracy_vs_k.png"

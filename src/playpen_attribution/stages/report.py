@@ -2,7 +2,8 @@
 
 Reads the run directory alone (`report.results` says what and computes the statistics), so
 `playpen-attribution report --run-dir D` regenerates it. Writes `report/`: `report.json`,
-`report.md`, `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
+`report.md`, `differences.png` (arm − vs per seed with the across-seed interval, when arms were compared;
+report.md shows it under the answer), `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
 family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran), `training_loss.png` (every
 training's train_log.json) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
@@ -55,6 +56,9 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     """Write the plots into `out`; the file names, in reading order."""
     arms = report["arms"]
     drawn = []
+    if report.get("aggregate"):
+        plots.plot_seed_differences(report, out / artifacts.DIFFERENCES_PLOT)
+        drawn.append(artifacts.DIFFERENCES_PLOT)
     if any(a["accuracy"] is not None for a in arms):
         plots.plot_accuracy(arms, out / artifacts.ACCURACY_PLOT)
         drawn.append(artifacts.ACCURACY_PLOT)
