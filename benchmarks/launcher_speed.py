@@ -116,7 +116,7 @@ def main() -> None:
             times.append(seconds)
             say(f"  attribute, {nproc} Bergson process(es): {seconds:.1f} s")
 
-    units = len(cfg.seeds) * len(plan_arms(cfg.select))
+    units = len(cfg.seeds) * len(plan_arms(cfg.select, cfg.attribute.methods))
     say()
     say(f"config {args.config}{' (--tiny)' if args.tiny else ''}: {units} (arm, seed) units, {args.repeats} repeat(s), "
         f"{os.cpu_count()} cores")

@@ -194,7 +194,7 @@ def _check_arm(cfg, name: str | None, shared: tuple[str, ...]) -> None:
     """An --arm given on the command line must be one the config plans (or a shared model)."""
     from playpen_attribution.attribution.arms import plan_arms
 
-    arms = [a.name for a in plan_arms(cfg.select)]
+    arms = [a.name for a in plan_arms(cfg.select, cfg.attribute.methods)]
     if name is not None and name not in shared and name not in arms:
         raise UserError(f"--arm {name!r} is not known: expected {', '.join([*shared, *arms])}")
 

@@ -10,9 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.attribution.methods import (
+    MAGIC_REFUSAL,
+    EkfacOptions,
+    Method,
+    TrackstarOptions,
+    TrakOptions,
+)
 from playpen_attribution.core import yaml_config
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.core.tokenization import TokenizeConfig
@@ -203,7 +210,9 @@ class ArmTrainConfig(TrainConfig):
 
 
 class AttributeConfig(_Section):
-    """Gradient attribution of every pool row against the query set, through Bergson."""
+    """Gradient attribution of every pool row against the query set, through Bergson. `mode`, the loss and batch
+    fields apply to every method; projection_dim, preconditioning, mixing_coefficient and unit_normalize are
+    gradient_cosine's (the other methods' are in their own sections)."""
 
     mode: Literal["mean", "nearest", "individual", "group_mean_max"] = Field(
         "mean",
@@ -246,6 +255,48 @@ class AttributeConfig(_Section):
         description="Score an adapter that trains modules in full (modules_to_save) although Bergson tracks only "
         "its LoRA modules, so the scores see part of what training changes (recorded and shown in the report).",
     )
+    method: Method = Field(
+        "gradient_cosine", description="The estimator: gradient_cosine (the fields above), trackstar, ekfac or trak "
+        "(Bergson's pipelines, options in their sections); magic is refused (docs/attribution_methods.md).",
+    )
+    methods: list[Method] = Field(
+        default_factory=list, description="Several estimators in one run, the first the main `attribution` ranking "
+        "(and `method`); select builds top_k@<method> and its own matched_random_k@<method> for each; empty = `method`.",
+    )
+    trackstar: TrackstarOptions = Field(default_factory=TrackstarOptions, description="Options of method trackstar.")
+    ekfac: EkfacOptions = Field(default_factory=EkfacOptions, description="Options of method ekfac.")
+    trak: TrakOptions = Field(default_factory=TrakOptions, description="Options of method trak.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_is_the_first_of_methods(cls, data):
+        methods = data.get("methods") if isinstance(data, dict) else None
+        if methods and isinstance(methods, list) and "method" not in data and methods[0] != "magic":
+            data = {**data, "method": methods[0]}  # (a refused first method is named once, under methods)
+        return data
+
+    @field_validator("method")
+    @classmethod
+    def _no_magic(cls, method: str) -> str:
+        if method == "magic":
+            raise ValueError(MAGIC_REFUSAL)
+        return method
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_once_no_magic(cls, methods: list[str]) -> list[str]:
+        if "magic" in methods:
+            raise ValueError(MAGIC_REFUSAL)
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods = {methods} repeats a method")
+        return methods
+
+    @model_validator(mode="after")
+    def _method_heads_methods(self) -> AttributeConfig:
+        if self.methods and self.method != self.methods[0]:
+            raise ValueError(f"method = {self.method!r} with methods = {self.methods}: the main method is methods' "
+                             "first entry (leave method out)")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -341,7 +392,8 @@ class ExperimentConfig(_Section):
 
     @model_validator(mode="after")
     def _check_sae_arm(self) -> ExperimentConfig:
-        if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select)) and (self.sae is None or self.predict is None):
+        plan = plan_arms(self.select, self.attribute.methods)
+        if any(arm.ranking in ("sae", "probe") for arm in plan) and (self.sae is None or self.predict is None):
             raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
                              "probe_top_k); it needs the `sae` and `predict` sections")
         layer = PREDICTOR_VARIANT.match(self.predict.model).group(2) if self.predict is not None else None
@@ -357,7 +409,7 @@ class ExperimentConfig(_Section):
         primary = self.report.primary
         if primary is None:
             return self
-        plan = {arm.name: arm for arm in plan_arms(self.select)}
+        plan = {arm.name: arm for arm in plan_arms(self.select, self.attribute.methods)}
         if primary.arm not in plan or primary.versus not in plan[primary.arm].versus:
             tested = [f"{a.name} vs {v}" for a in plan.values() for v in a.versus]
             raise ValueError(f"report.primary = {primary.arm} vs {primary.versus} is not a comparison the arms make "

@@ -93,13 +93,13 @@ def launch_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) 
         if cfg.sweep.retrain_base:
             base_adapter_stages(seed_cfg, seed_dir, overwrite)
         select.run(seed_cfg, seed_dir, overwrite=overwrite)
-        for arm in (planned.name for planned in plan_arms(cfg.select)):
+        for arm in (planned.name for planned in plan_arms(cfg.select, cfg.attribute.methods)):
             if _unit_done(seed_dir, arm) and not overwrite:
                 run_unit(cfg, run_dir, seed, arm)  # reused (or refused, if its config changed) right here
             else:
                 jobs.append(Job(f"{arm}, seed {seed}", run_unit, (cfg, Path(run_dir).resolve(), seed, arm, overwrite)))
     logger.info("[sweep] %d of %d (arm, seed) units to build as %s jobs", len(jobs),
-                len(cfg.seeds) * len(plan_arms(cfg.select)), cfg.launcher.kind)
+                len(cfg.seeds) * len(plan_arms(cfg.select, cfg.attribute.methods)), cfg.launcher.kind)
     run_jobs(cfg.launcher, jobs, run_dir / artifacts.JOBS)
 
 
@@ -107,7 +107,7 @@ def run_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> 
     """Per seed: the selection, then each arm's training and evaluation, logging progress and time left."""
     if cfg.launcher.kind != "inline":
         return launch_sweep(cfg, run_dir, overwrite)
-    plan = plan_arms(cfg.select)
+    plan = plan_arms(cfg.select, cfg.attribute.methods)
     units = [(seed, arm.name) for seed in cfg.seeds for arm in plan]
     durations: list[float] = []
     for index, (seed, arm) in enumerate(units):
@@ -168,7 +168,7 @@ def plan_experiment(cfg: ExperimentConfig, run_dir: Path) -> list[Decision]:
             if cfg.sweep.retrain_base:
                 base_adapter_stages(seed_cfg, seed_dir, False)
             select.run(seed_cfg, seed_dir)
-            for arm in plan_arms(cfg.select):
+            for arm in plan_arms(cfg.select, cfg.attribute.methods):
                 train.run(seed_cfg, seed_dir, arm=arm.name)
                 evaluate.run(seed_cfg, seed_dir, model=arm.name)
     return [*plan.decisions.values(), Decision(run_dir / artifacts.REPORT, "build", "rebuilt on every run")]

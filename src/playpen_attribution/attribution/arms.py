@@ -14,11 +14,18 @@ the matching itself buys. Every other ranked standard arm (`longest_k`, `highest
 `embedding_knn_k`, `metadata_k`, `sae_top_k`, `probe_top_k`) brings its own control,
 `matched_random_<arm>`, matched to *its* composition, so no baseline is judged against a control drawn
 for another arm. An arm's `versus` lists what it is tested against, its first entry the main one.
+
+Several attribution methods (`attribute.methods`, `plan_arms(select, methods)`): each standard arm ranked by
+attribution (`top_k`, `matched_random_k`, `matched_random_rest_k`, `label_k`) is built once per method, named
+`<arm>@<method>` and ranked by `attribution@<method>`, so `top_k@trak` is tested against `matched_random_k@trak`
+drawn to *its* composition. Arms that only refer to the control (`random_k`, custom arms without `versus`,
+`random_2x_k`'s top_k) refer to the first method's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import (
@@ -66,7 +73,11 @@ CONTROL_PREFIX = "matched_random_"
 StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
 
 RANKINGS = ("attribution", "length", "loss", "embedding", "sae", "probe")
-"""Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too."""
+"""Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too, and
+`attribution@<method>` one method's scores when the run scores with several."""
+
+METHOD_SEPARATOR = "@"
+"""`top_k@trak`: the arm `top_k` of method trak; `attribution@trak`: that method's ranking."""
 
 
 class ArmSpec(_Section):
@@ -203,9 +214,12 @@ def arm_split(select: SelectConfig, arm: PlannedArm, has_candidates: bool) -> st
     return "train_base"
 
 
-def plan_arms(select: SelectConfig) -> list[PlannedArm]:
+def plan_arms(select: SelectConfig, methods: Sequence[str] = ()) -> list[PlannedArm]:
     """Every arm with its name, size and comparison resolved, in config order (standard arms per k; a
-    ranked baseline's own matched control right after it)."""
+    ranked baseline's own matched control right after it). With `methods` (`attribute.methods`), the
+    attribution arms once per method (module docstring)."""
+    if methods:
+        return _per_method(select, list(methods))
     ks = [select.k, *select.extra_k]
     several = len(ks) > 1
 
@@ -252,6 +266,32 @@ def plan_arms(select: SelectConfig) -> list[PlannedArm]:
 
 def _some(name: str | None) -> tuple[str, ...]:
     return (name,) if name is not None else ()
+
+
+def _per_method(select: SelectConfig, methods: list[str]) -> list[PlannedArm]:
+    """The plan of one method, repeated per method for the attribution arms: `<name>@<method>`, ranked by
+    `attribution@<method>`, tested against its own method's arms; the other arms once, referring to the first
+    method's."""
+    single = plan_arms(select)
+    attributed = {a.name for a in single if a.family in PER_METHOD_ARMS}
+
+    def at(name: str, method: str) -> str:
+        return f"{name}{METHOD_SEPARATOR}{method}" if name in attributed else name
+
+    planned = []
+    for arm in single:
+        if arm.name not in attributed:
+            planned.append(replace(arm, versus=tuple(at(v, methods[0]) for v in arm.versus)))
+            continue
+        for method in methods:
+            planned.append(replace(arm, name=at(arm.name, method), ranking=f"attribution{METHOD_SEPARATOR}{method}",
+                                   versus=tuple(at(v, method) for v in arm.versus),
+                                   family=f"{arm.family}{METHOD_SEPARATOR}{method}"))
+    return planned
+
+
+PER_METHOD_ARMS = ("top_k", "matched_random_k", "matched_random_rest_k", "label_k")
+"""Standard arms built once per method when the run scores with several (they rank or match by attribution)."""
 
 
 def size_problems(plan: list[PlannedArm], pool_rows: int, pool: str = "the pool") -> list[str]:

@@ -10,6 +10,7 @@ seed with the interval (`differences.png`). Counts, settings and lists read as w
 from __future__ import annotations
 
 from playpen_attribution.report.comparisons import METRICS
+from playpen_attribution.report.methods import method_lines
 from playpen_attribution.run.artifacts import DIFFERENCES_PLOT
 
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
@@ -489,6 +490,7 @@ def render_markdown(report: dict, name: str) -> str:
                                                              f"{pl['planted_in_pool'][kind]}" for kind in pl["planted_at_k"])
                          + ("" if auroc is None else f"; AUROC clean vs planted {auroc:.3f}") + ".")
         lines.append("")
+    lines += method_lines(report)
     lines += _predictor_lines(report)
     lines += _selection_lines(report)
     rest = [p for p in report.get("plots", []) if p != DIFFERENCES_PLOT]

@@ -24,6 +24,7 @@ import numpy as np
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.report import comparisons, stats
 from playpen_attribution.report.benchmarks import collect_benchmarks
+from playpen_attribution.report.methods import method_table
 from playpen_attribution.report.training import training_summary
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import ArmSelection, Prediction
@@ -232,6 +233,9 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
     summary = _find(run_dir, artifacts.ATTRIBUTE, artifacts.load_attribution_summary)
     if summary is not None:
         report["attribution"] = summary
+    methods = method_table(run_dir, report["aggregate"])  # several attribution methods side by side
+    if methods is not None:
+        report["methods"] = methods
     predictor = _find(run_dir, artifacts.PREDICT, artifacts.load_predictor_metrics)
     if predictor is not None:
         ranked = _find(run_dir, artifacts.PREDICT, lambda f: artifacts.load_manifest(f).fields.get("candidates_ranked"))

@@ -109,6 +109,7 @@ INDIVIDUAL_SCORES_FILE = "individual_scores.npz"
 SCORE_HISTOGRAM_PLOT = "score_histogram.png"
 SCORE_VS_LENGTH_PLOT = "score_vs_length.png"
 BERGSON_DIR = "bergson"
+METHODS_DIR = "methods"                # attribute with several methods: methods/<method>/ (scores, summary, bergson/)
 ROW_BASELINES_FILE = "row_baselines.jsonl"   # baselines
 SAE_FEATURES = "features.npz"         # sae, rank_<name>
 SAE_INDEX = "index.json"
@@ -279,6 +280,20 @@ def write_scores(attribute_dir: Path, scores: dict[str, float], ranks: dict[str,
 def load_scores(attribute_dir: Path) -> dict[str, float]:
     """example_id -> attribution score (NaN kept as NaN)."""
     return load_ranking(Path(attribute_dir) / SCORES_FILE, "score")
+
+
+def method_dir(attribute_dir: Path, method: str) -> Path:
+    """The folder of one method's files when the attribute stage scores with several (`attribute.methods`)."""
+    return Path(attribute_dir) / METHODS_DIR / method
+
+
+def load_method_ranking(run_dir: Path, ranking: str) -> dict[str, float]:
+    """The ranking `attribution@<method>`: that method's scores in `run_dir`'s attribute folder."""
+    method = ranking.split("@", 1)[1]
+    path = method_dir(Path(run_dir) / ATTRIBUTE, method) / SCORES_FILE
+    if not path.is_file():
+        raise UserError(f"{path}: no scores of method {method!r}; rerun `attribute` with it in attribute.methods")
+    return load_ranking(path, "score")
 
 
 def write_row_diagnostics(attribute_dir: Path, records: list[dict]) -> None:

@@ -63,3 +63,14 @@ def peaks(scope: str) -> dict:
     if torch is not None:
         out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
+
+
+def highest(reading: dict, parts: list[dict]) -> dict:
+    """`reading` with each peak raised to the highest of `parts`: a stage that measured its parts one by one
+    (`reset_peaks` before each, e.g. the attribute stage's methods) reports the highest part's peak as its own."""
+    out = dict(reading)
+    for key in ("peak_rss_mb", "peak_cuda_mb"):
+        values = [r[key] for r in (reading, *parts) if r.get(key) is not None]
+        if values:
+            out[key] = max(values)
+    return out

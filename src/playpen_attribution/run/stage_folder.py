@@ -258,7 +258,7 @@ def _run_locked(run_dir, final, config, inputs, build, command, overwrite, reuse
         artifacts.remove_building_mark(part)
         seconds = time.perf_counter() - t0
         tokens = extra.get("tokens_processed")
-        measured = peak_memory.peaks(rss_scope)
+        measured = peak_memory.highest(peak_memory.peaks(rss_scope), extra.pop("part_peaks", []))
         if tokens and seconds > 0:
             measured["tokens_per_s"] = round(tokens / seconds, 1)
         produced = _produced(part)

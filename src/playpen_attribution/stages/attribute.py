@@ -41,13 +41,17 @@ the source planted some, else by outcome; the top-k cut at select.k drawn),
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from playpen_attribution.attribution import diagnostics as diag
-from playpen_attribution.attribution.scoring import ScoringSettings, score_pool
+from playpen_attribution.attribution.bergson_methods import score_with_method
+from playpen_attribution.attribution.bergson_runs import model_location
+from playpen_attribution.attribution.methods import DEFAULT_METHOD, method_options, reduce_columns
+from playpen_attribution.attribution.scoring import PoolScores, ScoringSettings, score_pool, validate_inputs
 from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.adapters import config_file, read_adapter
@@ -62,7 +66,7 @@ from playpen_attribution.core.row_forward import row_losses_and_embeddings
 from playpen_attribution.core.tokenization import tokenize_rows, truncation_counts
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, peak_memory
 from playpen_attribution.run.model_paths import TINY, tokenizer_path, with_base_model
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.stage_folder import cli_command, run_stage
@@ -183,37 +187,40 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         untracked = untracked_modules(cfg, adapter)
         settings = settings_for(cfg, model_path, (pool_ds, query_ds), tokenizer_path(cfg.model.base, cfg.model.tokenizer,
                                                                                    run_dir))
-        result = score_pool(Path(model_path), adapter, pool_ds, query_ds, out / artifacts.BERGSON_DIR,
-                            settings, cache_dir(cfg))
+        methods = list(cfg.attribute.methods) or [cfg.attribute.method]
+        several = bool(cfg.attribute.methods)
+        results, costs = {}, {}
+        for method in methods:  # with several, each method's own seconds and peak memory (reset before it)
+            scope, started = peak_memory.reset_peaks() if several else None, time.perf_counter()
+            where = artifacts.method_dir(out, method) if several else out
+            results[method] = score_method(cfg, method, model_path, adapter, pool_ds, query_ds,
+                                           where / artifacts.BERGSON_DIR, settings)
+            if several:
+                costs[method] = {"seconds": round(time.perf_counter() - started, 3), **peak_memory.peaks(scope),
+                                 "query_index_reused": results[method].reused_query_index}
+        result = results[methods[0]]
         ids = [r["example_id"] for r in pool]
-        scores = {eid: float(v) for eid, v in zip(ids, result.scores)}
         lengths = {eid: len(t) for eid, t in zip(ids, pool_ds["input_ids"])}
-        row_losses = result.row_losses  # Bergson's own loss per row: no second forward pass over the pool
-        if row_losses is None:
+        row_losses = next((r.row_losses for r in results.values() if r.row_losses is not None), None)
+        if row_losses is None:  # Bergson's own loss per row saves a second forward pass over the pool
             row_losses = base_losses(cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
         losses = dict(zip(ids, map(float, row_losses)))
         outcomes = {r["example_id"]: r["outcome"] for r in pool}
-
-        artifacts.write_scores(out, scores, {eid: i + 1 for i, eid in enumerate(rank_ids(scores))})
-        artifacts.write_row_diagnostics(out, diag.row_diagnostics(pool, scores, lengths, losses))
-        summary = {"mode": cfg.attribute.mode,
-                   **diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses=losses)}
         planted = artifacts.load_planted(data_dir)
-        if planted:  # the demo's truth: did attribution find the rows planted as harmful?
-            summary["planted"] = diag.planted_check(scores, planted, cfg.select.k)
-        artifacts.write_attribution_summary(out, summary)
-        title = f"{cfg.name} ({cfg.attribute.mode}, {cfg.attribute.preconditioning})"
+        scores = {eid: float(v) for eid, v in zip(ids, result.scores)}
+        summary = write_scores(out, cfg, scores, result, outcomes, lengths, losses, planted)
+        for method in methods if several else ():
+            method_scores = {eid: float(v) for eid, v in zip(ids, results[method].scores)}
+            write_scores(artifacts.method_dir(out, method), cfg, method_scores, results[method], outcomes, lengths,
+                         losses, planted, method=method)
+        artifacts.write_row_diagnostics(out, diag.row_diagnostics(pool, scores, lengths, losses))
+        title = f"{cfg.name} ({cfg.attribute.mode}, {_title(cfg, methods[0])})"
         diag.plot_score_histogram(scores, diag.histogram_groups(scores, outcomes, planted),
                                   out / artifacts.SCORE_HISTOGRAM_PLOT, title, k=cfg.select.k)
         diag.plot_score_vs_length(scores, lengths, outcomes, out / artifacts.SCORE_VS_LENGTH_PLOT, title)
-        if cfg.attribute.mode in ("individual", "group_mean_max"):
-            artifacts.write_individual_scores(out, ids, result.query_ids, result.individual)
         if summary["non_finite"]:
             logger.warning("[attribute] %d of %d scores are not finite; they rank last", summary["non_finite"], len(ids))
-        pool_tokens, query_tokens = (sum(map(len, ds["input_ids"])) for ds in (pool_ds, query_ds))
-        query_passes = 0 if result.reused_query_index else 1 + (settings.preconditioning != "none")
-        return {
-            "tokens_processed": pool_tokens * (1 + (settings.preconditioning == "mixed")) + query_tokens * query_passes,
+        extra = {
             "truncated": truncated,
             "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
             "query_index": {"key": result.query_key, "reused": result.reused_query_index,
@@ -223,13 +230,74 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             "bergson_processes": {"nproc_per_node": settings.nproc_per_node, "nnode": settings.nnode},
             "untracked_modules": untracked,  # trained in full but not seen by Bergson (allowed explicitly)
         }
+        if methods == [DEFAULT_METHOD]:  # the Bergson passes of gradient cosine, for tokens_per_s
+            pool_tokens, query_tokens = (sum(map(len, ds["input_ids"])) for ds in (pool_ds, query_ds))
+            query_passes = 0 if result.reused_query_index else 1 + (settings.preconditioning != "none")
+            mixed = settings.preconditioning == "mixed"
+            extra = {"tokens_processed": pool_tokens * (1 + mixed) + query_tokens * query_passes, **extra}
+        else:
+            extra["method"] = methods[0]
+        if several:  # each method's cost; the stage's own peak is the highest method's (run.stage_folder)
+            extra |= {"methods": costs, "part_peaks": [{k: c[k] for k in c if k.startswith("peak_")}
+                                                       for c in costs.values()]}
+        return extra
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        "attribute": cfg.attribute.model_dump(mode="json", exclude=set(PROCESS_FIELDS)), "k": cfg.select.k,
+        "attribute": attribute_stage_config(cfg.attribute), "k": cfg.select.k,
     }
     command = cli_command("attribute", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
     return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, command=command, overwrite=overwrite)
+
+
+def score_method(cfg: ExperimentConfig, method: str, model_path, adapter: Path, pool_ds, query_ds, work_dir: Path,
+                 settings: ScoringSettings) -> PoolScores:
+    """The pool scored by one method (gradient cosine: `scoring.score_pool`, with its query-index cache; the
+    others: Bergson's own pipeline, `bergson_methods`), its columns reduced under `attribute.mode`."""
+    if method == DEFAULT_METHOD:
+        return score_pool(Path(model_path), adapter, pool_ds, query_ds, work_dir, settings, cache_dir(cfg))
+    validate_inputs(model_location(model_path), adapter.resolve(), pool_ds, query_ds, settings)
+    logger.info("[attribute] scoring with Bergson's %s pipeline", method)
+    found = score_with_method(method, getattr(cfg.attribute, method), model_path, adapter, pool_ds, query_ds,
+                              work_dir, settings)
+    groups = list(query_ds["group_id"]) if cfg.attribute.mode == "group_mean_max" else None
+    scores = reduce_columns(found.individual, cfg.attribute.mode, groups)
+    return PoolScores(scores, found.individual, found.query_ids, "", False, found.row_losses)
+
+
+def write_scores(out: Path, cfg: ExperimentConfig, scores: dict[str, float], result: PoolScores, outcomes: dict,
+                 lengths: dict, losses: dict, planted: dict, method: str | None = None) -> dict:
+    """scores.jsonl, summary.json and (modes individual, group_mean_max) individual_scores.npz in `out`; the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts.write_scores(out, scores, {eid: i + 1 for i, eid in enumerate(rank_ids(scores))})
+    summary = {"mode": cfg.attribute.mode, **({"method": method} if method else {}),
+               **diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses=losses)}
+    if planted:  # the demo's truth: did attribution find the rows planted as harmful?
+        summary["planted"] = diag.planted_check(scores, planted, cfg.select.k)
+    artifacts.write_attribution_summary(out, summary)
+    if cfg.attribute.mode in ("individual", "group_mean_max"):
+        artifacts.write_individual_scores(out, list(scores), result.query_ids, result.individual)
+    return summary
+
+
+def _title(cfg: ExperimentConfig, method: str) -> str:
+    return cfg.attribute.preconditioning if method == DEFAULT_METHOD else method
+
+
+METHOD_FIELDS = frozenset({"method", "methods", "trackstar", "ekfac", "trak"})
+"""`attribute:` fields of the method choice: in the stage's config only when a method other than the default
+runs (a gradient-cosine run's config, and so its fingerprint, is what it was before methods existed)."""
+
+
+def attribute_stage_config(a) -> dict:
+    """The `attribute:` part of the stage's config: every field but the process layout, with the method fields
+    (only the options of the methods that run) when not the default method alone."""
+    out = a.model_dump(mode="json", exclude=set(PROCESS_FIELDS) | METHOD_FIELDS)
+    used = list(a.methods) or [a.method]
+    if used != [DEFAULT_METHOD]:
+        out |= {"method": a.method, "methods": list(a.methods)} | {m: method_options(a, m) for m in used
+                                                                    if m != DEFAULT_METHOD}
+    return out
 
 
 def check_processes(cfg: ExperimentConfig) -> None:

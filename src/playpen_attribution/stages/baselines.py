@@ -32,7 +32,7 @@ from playpen_attribution.run.stage_folder import cli_command, run_stage
 
 def needed(cfg: ExperimentConfig) -> bool:
     """Whether any planned arm ranks by a field this stage writes."""
-    return any(arm.ranking in artifacts.BASELINE_RANKINGS for arm in plan_arms(cfg.select))
+    return any(arm.ranking in artifacts.BASELINE_RANKINGS for arm in plan_arms(cfg.select, cfg.attribute.methods))
 
 
 def cosine_to_mean(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -185,7 +185,7 @@ def shared_groups(splits: dict[str, list[dict]]) -> dict[str, int]:
 
 def check_arm_sizes(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> None:
     """Every arm against the rows it is drawn from (the pool, or the candidates for predictor arms)."""
-    plan = plan_arms(cfg.select)
+    plan = plan_arms(cfg.select, cfg.attribute.methods)
     where = {"train_base": "data.source gives {} pool rows", CANDIDATES: "data.candidates gives {} candidate rows"}
     for split in (s for s in ("train_base", CANDIDATES) if s in splits):
         arms = [a for a in plan if arm_split(cfg.select, a, CANDIDATES in splits) == split]

@@ -109,7 +109,7 @@ def planned_sweep(cfg: ExperimentConfig | None, run_dir: Path) -> tuple[list[int
             logger.warning("%s; the planned sweep is read from the seed folders instead", exc)
     if cfg is None:
         return planned_from_folders(run_dir)
-    return cfg.seeds, [arm.name for arm in plan_arms(cfg.select)]
+    return cfg.seeds, [arm.name for arm in plan_arms(cfg.select, cfg.attribute.methods)]
 
 
 def _check_complete(cfg: ExperimentConfig | None, run_dir: Path, allow_incomplete: bool) -> list[tuple[str, int]]:

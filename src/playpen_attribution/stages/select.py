@@ -2,7 +2,8 @@
 
 A ranking maps example_id -> score, higher first (`ranking`):
 
-- `attribution`: `attribute/scores.jsonl`;
+- `attribution`: `attribute/scores.jsonl`; `attribution@<method>`: `attribute/methods/<method>/scores.jsonl`
+  (with `attribute.methods`, the per-method arms `top_k@<method>`, ...: `arms.plan_arms`);
 - `length`: token length under the one tokenization function (computed here);
 - `loss`, `embedding`: `baselines/row_baselines.jsonl` (loss under the base adapter, cosine of the
   mean-pooled final hidden state to the mean query embedding);
@@ -72,6 +73,8 @@ def load_named_ranking(name: str, run_dir: Path, pool: list[dict], lengths: dict
     """One ranking by name (see the module docstring)."""
     if name in artifacts.RANKING_FILES:  # attribution, loss, embedding, sae: a stage folder's file
         return artifacts.load_stage_ranking(run_dir, name)
+    if name.startswith("attribution@"):  # one method's scores when attribute scored with several
+        return artifacts.load_method_ranking(run_dir, name)
     if name == "length":
         return {eid: float(n) for eid, n in lengths.items()}
     if name.startswith("metadata:"):
@@ -125,7 +128,7 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
                      candidates: list[dict] | None = None) -> tuple[dict[str, ArmSelection], dict]:
     """(arm name -> its selection, manifest extras). With `candidates`, the predictor arms
     (`arms.arm_split`) are drawn from them, every other arm from the pool."""
-    plan = plan_arms(cfg.select)
+    plan = plan_arms(cfg.select, cfg.attribute.methods)
     by_split = {"train_base": {r["example_id"]: r for r in pool}}
     if candidates is not None:
         by_split[CANDIDATES] = {r["example_id"]: r for r in candidates}
@@ -151,8 +154,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
     """Select the arms of the seed whose folder `run_dir` is into `run_dir/select/`."""
     run_dir, seed = Path(run_dir), cfg.run_seed
     data_dir = run_dir / artifacts.DATA
-    plan = plan_arms(cfg.select)
-    read = sorted({artifacts.RANKING_FILES[arm.ranking][0] for arm in plan if arm.ranking in artifacts.RANKING_FILES})
+    plan = plan_arms(cfg.select, cfg.attribute.methods)
+    read = sorted({artifacts.RANKING_FILES[arm.ranking.split("@")[0]][0] for arm in plan
+                   if arm.ranking and arm.ranking.split("@")[0] in artifacts.RANKING_FILES})
     inputs = {"data": data_dir} | {stage: run_dir / stage for stage in read}
 
     def build(out: Path) -> dict:
@@ -170,5 +174,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     stage_cfg = {"select": cfg.select.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
                  "seed": seed}
+    if cfg.attribute.methods:  # the plan builds the attribution arms once per method
+        stage_cfg["methods"] = list(cfg.attribute.methods)
     return run_stage(run_dir, artifacts.SELECT, stage_cfg, inputs, build, command=cli_command("select", run_dir, seed=seed),
                      overwrite=overwrite)
