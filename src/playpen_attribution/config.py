@@ -291,12 +291,26 @@ class AttributeConfig(_Section):
             raise ValueError(f"methods = {methods} repeats a method")
         return methods
 
+    @model_serializer(mode="wrap")
+    def _gradient_cosine_alone_as_before(self, handler):
+        """The method fields stay out of dumps while gradient cosine runs alone at its defaults, so experiment.yaml
+        files (and resolved configs) from before methods existed still match."""
+        data = handler(self)
+        if isinstance(data, dict) and all(data.get(f) == v for f, v in _METHOD_DEFAULTS.items()):
+            for name in _METHOD_DEFAULTS:
+                data.pop(name, None)
+        return data
+
     @model_validator(mode="after")
     def _method_heads_methods(self) -> AttributeConfig:
         if self.methods and self.method != self.methods[0]:
             raise ValueError(f"method = {self.method!r} with methods = {self.methods}: the main method is methods' "
                              "first entry (leave method out)")
         return self
+
+
+_METHOD_DEFAULTS = {"method": "gradient_cosine", "methods": [], "trackstar": TrackstarOptions().model_dump(),
+                    "ekfac": EkfacOptions().model_dump(), "trak": TrakOptions().model_dump()}
 
 
 class EvaluateConfig(_Section):

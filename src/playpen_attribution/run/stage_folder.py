@@ -5,7 +5,8 @@ the final name is always whole. Each folder holds `config.yaml` (the stage's res
 `manifest.json` (what it consumed, with hashes; what it produced, with row counts and hashes;
 package versions, git revision, start and end time; the stage's peak memory, `run.peak_memory`, and,
 when the stage says how many tokens its model passes read (`tokens_processed`), `tokens_per_s` over
-its wall time). Running again with the same config and the same
+its wall time; a stage that measured its parts one by one returns their peaks as `part_peaks` and records
+the highest). Running again with the same config and the same
 inputs reuses the folder, but only while its files still match the hashes in its manifest (a folder
 edited by hand is refused, or rebuilt with `overwrite`); a different config or changed inputs refuse
 unless `overwrite` is set, naming the changed config fields, and then the new folder is built beside the

@@ -27,6 +27,15 @@ How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.at
   settings; a second run with the same key reuses it (logged "reused query index"); a cached index
   whose projection does not match is rebuilt, never used.
 
+`method` (default `gradient_cosine`, all of the above) picks the estimator: `trackstar`, `ekfac` and `trak`
+run Bergson's own pipelines (`attribution.bergson_methods`, options in `attribute.<method>`), their per-query
+columns reduced under `mode` the same way; `magic` is refused by the config (`attribution.methods`). With
+`methods: [...]` the pool is scored by each, one after another in this process: each method's files go to
+`methods/<method>/` (scores.jsonl, summary.json, individual_scores.npz when kept, bergson/), the top-level files
+are the first method's, and the manifest's `methods` holds each one's seconds and peak memory (peaks reset
+before each; the stage's peak is the highest). A gradient-cosine run's stage config has no method fields, so
+its fingerprint is what it was before methods existed.
+
 Writes `attribute/`: `scores.jsonl` (example_id, score, rank; non-finite scores rank last and are
 counted, never zeroed), `row_diagnostics.jsonl` (example_id, rank, score, loss under the base
 adapter — the mean completion-token loss Bergson computed for the row's gradient, a forward pass
