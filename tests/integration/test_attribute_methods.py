@@ -19,6 +19,7 @@ from helpers import small_demo_dict
 from playpen_attribution.cli import main
 from playpen_attribution.core.jsonl import read_jsonl
 from playpen_attribution.log import logger
+from playpen_attribution.report.methods import method_table
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.seeds import seed_folder
 from playpen_attribution.stages import attribute, select
@@ -112,6 +113,9 @@ def test_several_methods_score_once_each_and_select_builds_an_arm_and_control_pe
     assert "| gradient_cosine |" in printed and "| trak |" in printed and "gradient_cosine vs trak:" in printed
     lines = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     assert [r["method"] for r in lines] == methods and lines[0]["relative_seconds"] == 1.0
+    table = method_table(run_dir, [])  # the report's section, before any arm ran
+    assert list(table["methods"]) == methods and table["methods"]["gradient_cosine"]["relative_seconds"] == 1.0
+    assert table["methods"]["trak"]["top_k"] is None and list(table["spearman"]) == ["gradient_cosine vs trak"]
 
     seed_cfg = cfg.for_seed(cfg.seeds[0])
     selections = json.loads((select.run(seed_cfg, seed_folder(run_dir, cfg.seeds[0], False))
