@@ -23,6 +23,8 @@ from playpen_attribution.sae.predictor import (
     predictor_spec,
 )
 
+pytestmark = pytest.mark.integration  # fits cross-fitted predictors on synthetic features: over a minute in all
+
 FILES = {"features": "sae/index.json", "scores": "attribute/scores.jsonl", "rows": "data/splits/train_base.jsonl"}
 N, D_SAE, D_MODEL, TOP_K = 600, 48, 12, 24
 VARIANTS = {"sae", "sae_topk", "sae_logistic", "length", "residual"}
