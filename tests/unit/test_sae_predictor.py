@@ -23,6 +23,8 @@ from playpen_attribution.sae.predictor import (
     predictor_spec,
 )
 
+pytestmark = pytest.mark.integration  # fits cross-fitted predictors on synthetic features: over a minute in all
+
 FILES = {"features": "sae/index.json", "scores": "attribute/scores.jsonl", "rows": "data/splits/train_base.jsonl"}
 N, D_SAE, D_MODEL, TOP_K = 600, 48, 12, 24
 VARIANTS = {"sae", "sae_topk", "sae_logistic", "length", "residual"}
@@ -337,10 +339,10 @@ def test_variant_fields_are_checked():
 
 
 def test_the_report_table_lists_every_model_with_what_feeds_the_arms():
-    from playpen_attribution.report.markdown import _predictor_lines
+    from playpen_attribution.report.markdown_tables import predictor_lines
 
     _, _, _, fit = _planted_fit()
-    lines = _predictor_lines({"predictor": fit.metrics | {"candidates_ranked": 30}})
+    lines = predictor_lines(fit.metrics | {"candidates_ranked": 30})
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| predictor")]
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == [
         "sae (ranks sae_top_k)", "sae_topk", "sae_logistic", "length", "residual (mean pooling; ranks probe_top_k)"]

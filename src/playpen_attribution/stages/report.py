@@ -20,6 +20,7 @@ plan is the config's; without one, the run's `experiment.yaml`; without that, it
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,7 @@ from playpen_attribution.log import logger
 from playpen_attribution.report import plots
 from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.report.markdown import render_markdown
+from playpen_attribution.report.records import to_json
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.completeness import describe_units, missing_units, planned_from_folders
@@ -53,7 +55,7 @@ def training_curves(folders: dict[str, Path]) -> list[dict]:
 
 
 def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
-    """Write the plots into `out`; the file names, in reading order."""
+    """Write the plots of `report` (report.json's form) into `out`; the file names, in reading order."""
     arms = report["arms"]
     drawn = []
     if report.get("aggregate"):
@@ -146,14 +148,11 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
     def build(out: Path) -> dict:
         primary = section.primary.model_dump() if section.primary is not None else None
         report = collect(run_dir, primary, section.expect)
-        report["plots"] = draw(report, run_dir, out)
-        if stale:
-            report["stale"] = stale
-        if missing:
-            report["missing_units"] = [{"arm": arm, "seed": seed} for arm, seed in missing]
+        report = replace(report, plots=draw(to_json(report), run_dir, out), stale=stale or None,
+                         missing_units=[{"arm": arm, "seed": seed} for arm, seed in missing] or None)
         markdown = render_markdown(report, name)
-        artifacts.write_report(out, report, _stale_note(stale) + markdown if stale else markdown)
-        return {"plots": report["plots"], "stale": stale, "missing_units": report.get("missing_units", [])}
+        artifacts.write_report(out, to_json(report), _stale_note(stale) + markdown if stale else markdown)
+        return {"plots": report.plots, "stale": stale, "missing_units": report.missing_units or []}
 
     report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name, "report": section.model_dump(mode="json")}, inputs, build,
                            command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,
