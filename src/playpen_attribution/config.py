@@ -98,6 +98,10 @@ class DataConfig(_Section):
     synthetic: SyntheticAppend | None = Field(
         None, description="Synthetic rows (the synth command's output) appended to the training pool."
     )
+    pool_fraction: float = Field(
+        1.0, gt=0, le=1, description="Keep this seeded share of the source's pool, before synthetic rows are added "
+        "(0.5: the seed's half-train + synthetic mix); the rest is counted as dropped.",
+    )
     seed: int = Field(42, description="Seed for generation, sampling and splitting.")
     pool_outcomes: list[Outcome] = Field(
         default_factory=lambda: ["success", "failure"],
@@ -119,10 +123,13 @@ class DataConfig(_Section):
 
     @model_serializer(mode="wrap")
     def _without_no_candidates(self, handler):
-        """`candidates: null` (the default) stays out of dumps, so data folders from before it still match."""
+        """`candidates: null` and `pool_fraction: 1` (the defaults) stay out of dumps, so data folders from
+        before them still match."""
         data = handler(self)
         if isinstance(data, dict) and data.get("candidates") is None:
             data.pop("candidates", None)
+        if isinstance(data, dict) and data.get("pool_fraction") == 1:
+            data.pop("pool_fraction", None)
         return data
 
 

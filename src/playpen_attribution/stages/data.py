@@ -1,7 +1,8 @@
 """Stage `data`: build the dataset manifest and the three splits.
 
 Reads: the configured source (`data.source.kind`: demo, instruct_demo, playpen_data, clembench, smoltalk, generic)
-and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering.
+and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering (and
+after `data.pool_fraction` kept a seeded share of the source's own pool: the seed's half-train run).
 Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
@@ -66,6 +67,17 @@ def load_source(cfg: ExperimentConfig, source=None, seed: int | None = None) -> 
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.base, cfg.tokenize.chat_template)
         return load_smoltalk(source, seed, tokenizer, cfg.tokenize.format)
     raise UserError(f"data.source.kind = {source.kind!r} is not supported")
+
+
+def with_pool_fraction(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
+    """Keep a seeded `data.pool_fraction` of the source's pool (before synthetic rows join it); the rest is
+    counted as dropped (`pool_fraction`)."""
+    pool, fraction = source.splits["train_base"], cfg.data.pool_fraction
+    if fraction == 1:
+        return source
+    kept = sample_rows(pool, round(fraction * len(pool)), cfg.data.seed)
+    dropped = dict(Counter(source.dropped) + Counter({"pool_fraction": len(pool) - len(kept)}))
+    return SourceRows(splits=source.splits | {"train_base": kept}, dropped=dropped, info=source.info)
 
 
 def with_synthetic(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
@@ -153,6 +165,7 @@ def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tu
         if cand.split not in loaded.splits:
             raise UserError(f"data.candidates.split = {cand.split!r}: the candidates' source gave no such split")
         rows = list(loaded.splits[cand.split])
+        dropped.update(loaded.dropped)  # what the candidates' source filtered (e.g. other_category), counted too
         info |= {"source": {"kind": cand.source.kind, **loaded.info}, "split": cand.split}
     if cand.synthetic is not None:
         rows, synth_dropped = append_synthetic(rows, cand.synthetic, splits["eval"])
@@ -197,7 +210,7 @@ def check_arm_sizes(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> Non
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     def build(out: Path) -> dict:
-        source = with_synthetic(cfg, load_source(cfg))
+        source = with_synthetic(cfg, with_pool_fraction(cfg, load_source(cfg)))
         splits, dropped = clean_splits(cfg, source)
         extra = {}
         if cfg.data.candidates is not None:
