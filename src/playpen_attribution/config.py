@@ -103,6 +103,10 @@ class DataConfig(_Section):
         "(0.5: the seed's half-train + synthetic mix); the rest is counted as dropped.",
     )
     seed: int = Field(42, description="Seed for generation, sampling and splitting.")
+    validation_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of the eval split's groups moved to a `validation` split (no row or "
+        "group shared with the reported eval), the split `train.keep_best: validation` selects a checkpoint on; 0 = none.",
+    )
     pool_outcomes: list[Outcome] = Field(
         default_factory=lambda: ["success", "failure"],
         description="Outcomes kept in the training pool; other rows (aborted games) are dropped and counted.",
@@ -123,13 +127,14 @@ class DataConfig(_Section):
 
     @model_serializer(mode="wrap")
     def _without_no_candidates(self, handler):
-        """`candidates: null` and `pool_fraction: 1` (the defaults) stay out of dumps, so data folders from
+        """`candidates: null`, `pool_fraction: 1` and `validation_fraction: 0` (the defaults) stay out of dumps, so data folders from
         before them still match."""
         data = handler(self)
         if isinstance(data, dict) and data.get("candidates") is None:
             data.pop("candidates", None)
-        if isinstance(data, dict) and data.get("pool_fraction") == 1:
-            data.pop("pool_fraction", None)
+        for key, default in (("pool_fraction", 1), ("validation_fraction", 0)):
+            if isinstance(data, dict) and data.get(key) == default:
+                data.pop(key, None)
         return data
 
 
@@ -189,6 +194,19 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     seed: int = Field(42, description="Training seed (data order, dropout, LoRA init).")
     merge: bool = Field(False, description="Also write the adapter merged into a full model.")
+    keep_best: Literal["validation", "eval"] | None = Field(
+        None, description="Keep the epoch checkpoint with the lowest loss on this split: validation (held out of the "
+        "reported eval, data.validation_fraction) or eval (upstream's choice: selection then leaks into the reported "
+        "number); null = the last step's weights.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_no_keep_best(self, handler):
+        """`keep_best: null` (the default) stays out of dumps, so training folders from before it still match."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("keep_best") is None:
+            data.pop("keep_best", None)
+        return data
 
     @model_validator(mode="after")
     def _floor_needs_its_scheduler(self) -> TrainConfig:
@@ -344,6 +362,14 @@ class ExperimentConfig(_Section):
         seeds = self.sweep.seeds
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"sweep.seeds = {seeds} repeats a seed")
+        return self
+
+    @model_validator(mode="after")
+    def _check_keep_best(self) -> ExperimentConfig:
+        for section in ("train", "arm_train"):
+            if getattr(self, section).keep_best == "validation" and self.data.validation_fraction == 0:
+                raise ValueError(f"{section}.keep_best = 'validation' needs data.validation_fraction > 0 (the "
+                                 "held-out slice it selects on)")
         return self
 
     @model_validator(mode="after")

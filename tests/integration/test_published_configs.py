@@ -87,6 +87,7 @@ def test_taboo_configs_build_their_splits_and_arms(name, playpen_folder, synthet
     manifest, pool, selections = _data_then_select(cfg, tmp_path, tokenizer)
     assert manifest["dropped"]["aborted"] == 50  # a quarter of 200 games
     assert set(manifest["outcomes"]["attr_query"]) == {"success", "failure"}  # as upstream: lost games too
+    assert manifest["rows"]["validation"] > 0 and manifest["groups_shared"]["eval&validation"] == 0  # keep_best's
     assert set(selections) == {arm.name for arm in plan_arms(cfg.select)}
     assert all(sel.rows == 12 for sel in selections.values())
     top = set(selections["top_k"].example_ids)
@@ -133,7 +134,8 @@ def test_smoltalk_category_pool_configs_build_their_splits_and_arms(name, smolta
     assert manifest["dropped"]["other_category"] == other * 180  # 150 train + 30 test rows per other category
     assert manifest["dropped"]["candidates:other_category"] == other * 180  # the candidates' own scan
     rows = json.loads((tmp_path / artifacts.DATA / artifacts.MANIFEST_FILE).read_text())["rows"]
-    assert rows == {"train_base": 40, "attr_query": 12, "eval": 10, CANDIDATES: rows[CANDIDATES]} and rows[CANDIDATES] > 0
+    assert (rows["train_base"], rows["attr_query"], rows["eval"] + rows["validation"]) == (40, 12, 10)
+    assert rows["eval"] and rows["validation"] and rows[CANDIDATES]  # keep_best's slice held out of eval
     assert {r["category"] for r in pool} == kept
     assert set(selections) == {arm.name for arm in plan_arms(cfg.select)}
     assert {n: s.rows for n, s in selections.items() if n.startswith("probe_top")} == {"probe_top_8": 8, "probe_top_4": 4}

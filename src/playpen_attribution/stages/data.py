@@ -12,6 +12,9 @@ whatever the source records (e.g. the demo's planted row ids). Every arm's size 
 the rows it is drawn from here (`arms.size_problems`), so a k larger than the pool stops the run
 before any training.
 
+With `data.validation_fraction`, also `splits/validation.jsonl`: groups of the eval split held out of it
+(`with_validation`), the split `train.keep_best: validation` selects checkpoints on.
+
 With `data.candidates`, also `splits/candidates.jsonl`: new rows never scored by gradients, from any
 source run with the candidates' own seed (its `split`) and/or the synth command's rows (`build_candidates`).
 They keep the pool's outcomes; a row equal to a pool, query or eval row or to an earlier candidate
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from playpen_attribution.attribution.arms import arm_split, plan_arms, size_problems
 from playpen_attribution.config import ExperimentConfig
-from playpen_attribution.core.rows import CANDIDATES, OUTCOMES, ROW_COLUMNS, SPLITS, SourceRows
+from playpen_attribution.core.rows import CANDIDATES, OUTCOMES, ROW_COLUMNS, SPLITS, VALIDATION, SourceRows
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import TINY
@@ -39,7 +42,7 @@ from playpen_attribution.sources.generic import load_generic
 from playpen_attribution.sources.instruct_demo import generate_instruct_demo
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
-from playpen_attribution.sources.splitting import sample_rows
+from playpen_attribution.sources.splitting import sample_rows, split_by_group
 from playpen_attribution.sources.synthetic import append_synthetic
 from playpen_attribution.taboo.demo import generate_demo
 
@@ -141,6 +144,21 @@ def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, l
     return splits, dict(dropped)
 
 
+def with_validation(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """With `data.validation_fraction`, a share of the eval split's groups becomes the `validation` split
+    (what `train.keep_best: validation` selects a checkpoint on); eval keeps the other groups, so no row or
+    group is shared with the reported eval."""
+    if cfg.data.validation_fraction == 0:
+        return splits
+    fraction = cfg.data.validation_fraction
+    parts = split_by_group(splits["eval"], {VALIDATION: fraction, "eval": 1 - fraction}, cfg.data.seed)
+    for name, rows in parts.items():
+        if not rows:
+            raise UserError(f"data.validation_fraction = {fraction}: the {name} split would be empty "
+                            f"({len(splits['eval'])} eval rows in {len({r['group_id'] for r in splits['eval']})} groups)")
+    return splits | {"eval": parts["eval"], VALIDATION: parts[VALIDATION]}
+
+
 def without_duplicates(splits: dict[str, list[dict]], dropped: Counter) -> dict[str, list[dict]]:
     """The splits without exact duplicate rows (`sources.duplicates`: the eval copy kept first, then the
     query's), each removal added to `dropped`; a split left empty is refused."""
@@ -220,6 +238,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             splits = splits | {CANDIDATES: candidates}
         elif cfg.select.predictor_split == CANDIDATES:
             raise UserError("select.predictor_split = 'candidates' but the config has no data.candidates section")
+        splits = with_validation(cfg, splits)
         check_arm_sizes(cfg, splits)
         for split, rows in splits.items():
             artifacts.write_split(out, split, rows)
