@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,12 +25,16 @@ from pathlib import Path
 
 @dataclass
 class Reply:
-    """What the server answers to one request."""
+    """What the server answers to one request. `body` replaces the JSON body with these exact bytes (e.g. a
+    completion whose message is null); `cut_at` sends only that many bytes of the body, with the full
+    Content-Length, then closes the connection (a reply cut off in transit)."""
 
     content: str = ""
     status: int = 200
     delay: float = 0.0
     error_message: str = "scripted error"
+    body: str | None = None
+    cut_at: int | None = None
 
 
 Responder = Callable[[dict], "Reply | str"]
@@ -138,14 +143,18 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # keep test output quiet
             pass
 
-        def _send(self, status: int, payload: dict) -> None:
-            body = json.dumps(payload).encode("utf-8")
+        def _send(self, status: int, payload: dict | str, cut_at: int | None = None) -> None:
+            body = (payload if isinstance(payload, str) else json.dumps(payload)).encode("utf-8")
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body if cut_at is None else body[:cut_at])
+                if cut_at is not None:
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout) before the reply
 
@@ -166,7 +175,8 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 error = {"message": reply.error_message, "type": "fake_error", "code": reply.status}
                 self._send(reply.status, {"error": error})
                 return
-            self._send(200, _completion(request, reply.content, len(server.requests)))
+            payload = reply.body if reply.body is not None else _completion(request, reply.content, len(server.requests))
+            self._send(200, payload, reply.cut_at)
 
     return Handler
 

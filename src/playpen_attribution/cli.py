@@ -15,13 +15,20 @@ of the run directory: `--seed S`, or the config's only seed. Every command that 
 appends its log, DEBUG included, to `<run_dir>/run.log`; `-v` / `--log-level` set what the console shows.
 
 Only the command that runs imports what it needs (torch, transformers, openai), so `--help` is quick.
+
+Every command ends in one line, never a traceback, for what a user or the machine can cause: a
+UserError (exit 2); a stop signal (`core.interruption`: "interrupted ... in stage X; rerun to resume",
+exit 128 + the signal, 130 for Ctrl-C, 143 for SIGTERM); a path the system refuses (a folder under a
+file, a read-only or full disk, no permission: `environment_error`, exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -104,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "report":
             p.add_argument("--allow-stale", action="store_true",
                            help="report even when a stage folder was built from an upstream folder since replaced")
+            p.add_argument("--allow-incomplete", action="store_true",
+                           help="report even when planned (arm, seed) units have no evaluation (the report names them)")
         if stage == "rank":
             p.add_argument("--rows", type=Path, required=True, help="JSONL file of rows to rank with the saved predictor")
             p.add_argument("--name", help="name of the ranking folder rank_<name> (default: the rows file's stem)")
@@ -146,8 +155,39 @@ def _where(cfg, run_dir: Path, per_seed: bool, seed: int | None):
 
 
 def _check_run_dir(run_dir: Path | None) -> None:
-    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+    if run_dir is None:
+        return
+    if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir}: is a file, expected a run folder")
+    above = next((p for p in run_dir.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"--run-dir {run_dir}: {above} is a file, so no folder can be made under it")
+
+
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                      errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
+"""OSErrors the machine causes (permissions, read-only or full disks, a file where a folder should be)."""
+
+
+def environment_error(exc: OSError) -> str | None:
+    """One line for an OSError the machine causes, naming the path; None for any other (a bug: traceback)."""
+    if exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    path = exc.filename if exc.filename is not None else "a file"
+    other = f" -> {exc.filename2}" if exc.filename2 is not None else ""
+    return f"{path}{other}: {exc.strerror} (check the path, its permissions and free space)"
+
+
+def _interrupted(exc: KeyboardInterrupt, command: str) -> int:
+    """The line and exit status of a command stopped by a signal (a KeyboardInterrupt of ours names the signal
+    and the stage it stopped; any other counts as SIGINT)."""
+    from playpen_attribution.core.interruption import Interrupted
+
+    signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+    where = exc.where if isinstance(exc, Interrupted) else None
+    logger.error("interrupted by %s %s; rerun the same command to resume (what was finished is reused)",
+                 signal.Signals(signum).name, f"in {where}" if where else f"during `{command}`")
+    return 128 + signum
 
 
 def _check_arm(cfg, name: str | None, shared: tuple[str, ...]) -> None:
@@ -176,7 +216,7 @@ def _stage(args: argparse.Namespace, cfg, run_dir: Path) -> Path | None:
 
     overwrite = args.overwrite
     if args.command == "report":
-        return report.run(cfg, run_dir, allow_stale=args.allow_stale)
+        return report.run(cfg, run_dir, allow_stale=args.allow_stale, allow_incomplete=args.allow_incomplete)
     if args.command == "evaluate":
         from playpen_attribution.run.artifacts import SHARED_MODELS
 
@@ -246,12 +286,8 @@ def _experiment(args: argparse.Namespace, argv: list[str]) -> int:
         return 0
     if args.command == "report" and not run_dir.is_dir():
         _stage(args, cfg, run_dir)  # refuses: no run folder to report on
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log = run_log(run_dir / RUN_LOG)
-    except OSError as exc:
-        raise UserError(f"--run-dir {run_dir}: cannot write there ({exc.strerror})") from None
-    with log:
+    run_dir.mkdir(parents=True, exist_ok=True)  # a refused path is one line naming it (environment_error)
+    with run_log(run_dir / RUN_LOG):
         command = shlex.join(["playpen-attribution", *argv])
         logger.debug("command: %s (playpen-attribution %s, cwd %s)", command, __version__, Path.cwd())
         if args.command != "run":
@@ -269,9 +305,12 @@ def _experiment(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from playpen_attribution.core.interruption import stop_on_signals
+
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging(getattr(logging, args.log_level or "INFO"))
+    restore_signals = stop_on_signals()
     try:
         if args.command == "synth":
             from playpen_attribution.synth.command import run_synth_command
@@ -286,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         logger.error("%s", exc)
         return 2
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, args.command)
+    except OSError as exc:
+        line = environment_error(exc)
+        if line is None:
+            raise
+        logger.error("%s", line)
+        return 2
+    finally:
+        restore_signals()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ reused when its config and inputs are unchanged, so an interrupted sweep resumes
 (arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
 (`playpen-attribution train --arm A --seed S`, then `evaluate --arm A --seed S`). Stages work in
 the folder they are handed: the pipeline makes the seed folders (`run.seeds.seed_folder`).
+Before any stage, `preflight` checks what would fail late (benchmark tasks and their imports, SAE ids,
+dataset config names) and refuses with one line.
 `experiment.yaml` is written once every stage has accepted the config (reused or built it): a run
 refused by a stage leaves the previous one in place; beside it `overrides.yaml` records the config file,
 its `--set` overrides and the command line given. `plan_experiment` walks the same stages and says what a
@@ -31,6 +33,7 @@ from playpen_attribution.attribution.arms import plan_arms
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.log import logger
+from playpen_attribution.preflight import preflight
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.launcher import Job, run_jobs
 from playpen_attribution.run.plan import Decision, planning
@@ -129,6 +132,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
     """Run (or resume) every stage; returns the report folder. `origin` (config file, overrides, command
     line) is recorded beside experiment.yaml."""
     run_dir = Path(run_dir)
+    preflight(cfg)                                                    # benchmark tasks, SAE ids, dataset configs
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     data.run(cfg, run_dir, overwrite=overwrite)                       # rows and splits, dropped rows counted

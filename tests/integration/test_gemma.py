@@ -115,7 +115,7 @@ def test_the_whole_experiment_runs_on_gemma_layers(gemma_run):
     assert len(scores) == len(artifacts.load_split(run_dir / "data", "train_base"))
     features, index = artifacts.load_features(run_dir / "sae")
     assert features.residual_mean.shape[1] == 64 and index["hook_name"] == "blocks.0.hook_resid_post"
-    assert "one seed: training variance not measured" in (run_dir / "report.md").read_text()
+    assert "one seed, training variance not measured" in (run_dir / "report.md").read_text()
 
 
 def test_the_trainer_and_bergson_see_the_same_ids_ending_in_end_of_turn(gemma_run):

@@ -21,7 +21,8 @@ EXPECTED = {
                            "score_vs_length.png"},
     "select": COMMON | {"selections.json"},
     "eval_base": COMMON | {"predictions.jsonl", "metrics.json"},
-    "report": COMMON | {"report.md", "report.json", "accuracy.png", "eval_loss.png", "training_loss.png"},
+    "report": COMMON | {"report.md", "report.json", "differences.png", "accuracy.png", "eval_loss.png",
+                        "training_loss.png"},
 }
 EXPECTED["report"] |= {f for f in EXPECTED["attribute"] if f.endswith(".png")}  # the attribute plots, copied
 EXPECTED["baselines"] = COMMON | {"row_baselines.jsonl"}
@@ -42,13 +43,13 @@ def _files(folder):
 
 def test_run_dir_holds_exactly_the_stage_folders(demo_run):
     _, run_dir = demo_run
-    folders = {p.name for p in run_dir.iterdir() if p.is_dir()}
+    folders = {p.name for p in run_dir.iterdir() if p.is_dir() and p.name != ".locks"}  # .locks: the stage locks
     assert folders == {name.split("/")[0] for name in EXPECTED}
     assert {"report.md", "report.json", "accuracy.png", "experiment.yaml"} <= {p.name for p in run_dir.iterdir()}
     for seed in SWEEP_SEEDS:  # a seed folder: its own stages, and links to the shared ones
         seed_dir = run_dir / f"seed_{seed}"
         own = {name.split("/")[1] for name in EXPECTED if name.startswith(f"seed_{seed}/")}
-        assert {p.name for p in seed_dir.iterdir()} == own | SHARED_LINKS
+        assert {p.name for p in seed_dir.iterdir()} - {".locks"} == own | SHARED_LINKS
         assert all((seed_dir / name).is_symlink() and (seed_dir / name).resolve() == (run_dir / name).resolve()
                    for name in SHARED_LINKS)
 
@@ -153,7 +154,7 @@ def test_report_json_holds_the_promised_fields(demo_run):
         assert {"name", "seed", "correct", "total", "accuracy"} <= set(arm)
         assert arm["accuracy"] == pytest.approx(arm["correct"] / arm["total"])
     assert report["wall_seconds"] > 0
-    speed = report["stage_speed"]  # what each stage recorded of its own throughput
+    speed = report["real_model"]  # what each stage recorded of its own throughput
     assert "tokens/s in training" in speed["train_base"] and "Bergson token batch" in speed["attribute"]
     assert "generation" in speed["eval_base_adapter"] and "rows/s" in speed["eval_base_adapter"]
     assert {"precision_success_at_k", "pool_success_fraction"} <= set(report["attribution"])
@@ -163,6 +164,20 @@ def test_report_json_holds_the_promised_fields(demo_run):
     for seed in SWEEP_SEEDS:
         top = by_name[("top_k", seed)]
         assert f"{top['correct']}/{top['total']} = {top['accuracy']:.4f}" in md
+
+
+def test_every_stage_records_its_peak_memory_and_the_cost_table_shows_it(demo_run):
+    _, run_dir = demo_run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert set(report["stage_peak_rss_mb"]) == set(report["stage_seconds"])
+    assert all(mb > 0 for mb in report["stage_peak_rss_mb"].values())
+    for name in ("train_base", "attribute", "seed_1/train_top_k"):
+        fields = artifacts.load_manifest(run_dir / name).fields
+        assert fields["tokens_per_s"] == pytest.approx(fields["tokens_processed"] / fields["wall_seconds"], rel=0.05)
+    assert "tokens/s, Bergson token batch" in report["real_model"]["attribute"]
+    md = (run_dir / "report.md").read_text()
+    assert "| stage | seconds | throughput | peak memory |" in md
+    assert f"| {report['stage_peak_rss_mb']['attribute'] / 1024:.1f} GB |" in md
 
 
 def test_rerun_reuses_every_stage(demo_run, caplog):

@@ -18,6 +18,7 @@ from helpers import REPO
 
 from playpen_attribution.attribution.arms import plan_arms
 from playpen_attribution.config import parse_config
+from playpen_attribution.stages import baselines
 
 SHRINK = {
     "data": {"source": {"n_train": 160, "n_query": 12, "n_eval": 16, "n_targets": 12}},
@@ -28,6 +29,7 @@ SHRINK = {
     "sae": {"release": "random", "layer": 1, "d_sae": 64, "model": "base_adapter"},
     "predict": {"cv_folds": 3},
     "evaluate": {"benchmarks": ["lexicon_choice"], "benchmark_include_path": "configs/lm_eval_tasks"},
+    "report": {"expect": None},  # shrunk this far it is no control: a failed one would end the run with status 1
 }
 HARNESS_BARS = 3
 """lm-eval's bars per evaluation: building the task's requests, tokenizing them, running them."""
@@ -78,7 +80,9 @@ def test_a_demo_run_prints_a_line_or_two_per_stage(tmp_path):
     built = [m.parent for m in [*run_dir.glob("*/manifest.json"), *run_dir.glob("seed_*/*/manifest.json")]
              if not m.parent.is_symlink()]  # a seed folder links the shared stages
     folders = len(built)
-    assert folders == 10 + len(cfg.seeds) * (1 + 2 * len(plan_arms(cfg.select)))  # every stage folder was built
+    shared = 9 + baselines.needed(cfg)  # data, base_model, eval_base, train_base, eval_base_adapter, attribute, sae,
+    # predict, report, and baselines when an arm ranks by loss or embedding
+    assert folders == shared + len(cfg.seeds) * (1 + 2 * len(plan_arms(cfg.select)))  # every stage folder was built
 
     logged = [line for line in lines if LOG_LINE.match(line)]
     bars = [line for line in lines if not LOG_LINE.match(line) and BAR.search(line)]

@@ -39,7 +39,7 @@ def _shrunken() -> dict:
 
 def test_shipped_config_parses_with_every_arm_and_the_local_task():
     cfg = parse_config(yaml.safe_load(CONFIG.read_text()), str(CONFIG))
-    assert {a.name for a in plan_arms(cfg.select)} == ARMS and len(cfg.seeds) == 3
+    assert {a.name for a in plan_arms(cfg.select)} == ARMS and len(cfg.seeds) == 4
     assert cfg.data.source.kind == "instruct_demo" and cfg.tokenize.format == "chat_template"
     assert cfg.tokenize.supervise == "all_assistant_turns" and cfg.evaluate.benchmarks == ["instruct_guess"]
     assert (REPO / cfg.evaluate.benchmark_include_path / "instruct_guess" / "instruct_guess.yaml").is_file()

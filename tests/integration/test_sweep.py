@@ -4,6 +4,7 @@ plots, and resuming an interrupted sweep."""
 
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -46,6 +47,9 @@ def test_report_holds_every_table_and_plot(demo_run):
     assert "Seeds: 1, 2, 3" in md and "p = " in md
     report = _report(run_dir)
     assert {"accuracy.png", "eval_loss.png"} <= set(report["plots"])
+    assert report["plots"][0] == "differences.png"  # the first figure, under the answer, before the tables
+    assert md.index("](differences.png)") < md.index("## Across seeds") and md.count("](differences.png)") == 1
+    assert not re.search(r"[{\[]'|\bNone\b|\bTrue\b|\bFalse\b", md), "a Python repr in report.md"
     for plot in report["plots"]:
         assert f"]({plot})" in md
         assert (run_dir / "report" / plot).read_bytes()[:8] == PNG_MAGIC

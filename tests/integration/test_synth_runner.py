@@ -215,3 +215,33 @@ def test_kill_mid_run_and_resume_loses_and_duplicates_nothing(tmp_path, targets_
     finally:
         server.kill()
         server.wait()
+
+
+def test_two_runs_into_one_output_folder_play_each_game_once(tmp_path, targets_file):
+    port_file = tmp_path / "port"
+    server = subprocess.Popen(
+        [sys.executable, str(TESTS / "fake_openai_server.py"), "--port-file", str(port_file),
+         "--script", "deterministic", "--delay", "0.6"],
+    )
+    runs = []
+    try:
+        _wait_for(port_file.exists, 20, "the fake server")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OPENROUTER_"))}
+        env.update(OPENROUTER_BASE_URL=f"http://127.0.0.1:{port_file.read_text()}/v1", OPENROUTER_API_KEY=KEY)
+        out = tmp_path / "out"
+        command = [sys.executable, "-m", "playpen_attribution.synth.command", *synth_flags(out, targets_file, 8)]
+        runs.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+        games = out / "games.jsonl"
+        _wait_for(lambda: games.exists() and games.read_text().count("\n") >= 1, 30, "a first game")
+        runs.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))  # a second terminal
+        logs = [run.communicate(timeout=120)[1] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], logs
+        assert "waiting for synth output" in logs[1] and f"pid {runs[0].pid} on host" in logs[1]
+        assert "16 already in" in logs[1]  # it waited, then found every game played
+        check_folder(out, 16)
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+        server.kill()
+        server.wait()

@@ -47,6 +47,29 @@ def test_correlations_use_finite_pairs_and_say_how_many():
 def test_plots_are_written(tmp_path):
     scores, outcomes = _pool()
     scores["s1"] = math.nan
-    diag.plot_score_histogram(scores, outcomes, tmp_path / "h.png", "t")
+    diag.plot_score_histogram(scores, outcomes, tmp_path / "h.png", "t")  # no planted rows: by outcome, no cut
     diag.plot_score_vs_length(scores, {e: 10 + i for i, e in enumerate(scores)}, outcomes, tmp_path / "s.png", "t")
     assert (tmp_path / "h.png").stat().st_size > 1000 and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_histogram_groups_are_planted_kinds_and_clean_when_the_source_knows_them_else_outcomes():
+    scores, outcomes = _pool()
+    planted = {"wrong_guess": ["f0", "f1"], "mislabeled": ["s5", "missing_from_pool"]}
+    groups = diag.histogram_groups(scores, outcomes, planted)
+    assert groups["f0"] == groups["f1"] == "planted: wrong_guess" and groups["s5"] == "planted: mislabeled"
+    assert groups["s0"] == groups["f2"] == "clean" and set(groups) == set(scores)
+    assert diag.histogram_groups(scores, outcomes, {}) == outcomes
+
+
+def test_top_k_cut_is_the_k_th_highest_finite_score():
+    scores = {"a": 3.0, "b": 1.0, "c": 2.0, "d": math.nan, "e": 0.5}
+    assert diag.top_k_cut(scores, 2) == 2.0 and diag.top_k_cut(scores, 4) == 0.5
+    assert diag.top_k_cut(scores, 5) is None  # the 5th ranked row is the NaN one: no score to draw
+    assert diag.top_k_cut(scores, 50) is None and diag.top_k_cut(scores, 0) is None
+
+
+def test_histogram_with_planted_groups_and_a_cut_is_written(tmp_path):
+    scores, outcomes = _pool()
+    groups = diag.histogram_groups(scores, outcomes, {"wrong_guess": ["f0", "f1"]})
+    diag.plot_score_histogram(scores, groups, tmp_path / "h.png", "t", k=4)
+    assert (tmp_path / "h.png").stat().st_size > 1000

@@ -18,6 +18,12 @@ def test_every_shipped_config_parses(path):
     assert cfg.name == path.stem
 
 
+def test_every_real_config_sweeps_at_least_three_seeds():
+    """A real model needs the replication the across-seed test reads (one seed cannot decide)."""
+    for name in ("taboo_wordguesser", "smoltalk_magpie", "taboo_clembench_gemma3", "taboo_clembench_gemma3_raw"):
+        assert len(load_config(REPO / "configs" / f"{name}.yaml").seeds) >= 3, name
+
+
 def test_published_setup_is_in_taboo_wordguesser():
     cfg = load_config(REPO / "configs" / "taboo_wordguesser.yaml")
     assert cfg.model.base == "google/gemma-3-1b-it"

@@ -172,3 +172,38 @@ def test_a_failed_overwrite_keeps_the_old_folder(tmp_path):
 def test_cli_command_names_the_run_dir_and_the_seed(call, expected):
     subcommand, folder, *options = call
     assert cli_command(subcommand, folder, **(options[0] if options else {})) == "playpen-attribution " + expected
+
+
+PEAK_SCRIPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from playpen_attribution.run import artifacts
+from playpen_attribution.run.stage_folder import run_stage
+
+def big(out):
+    block = np.ones(40_000_000)  # 305 MB, touched
+    return {"tokens_processed": 1000, "sum": float(block[::1_000_000].sum())}
+
+root = Path(sys.argv[1])
+first = artifacts.load_manifest(run_stage(root, "big", {"x": 1}, {}, big, command="test")).fields
+second = artifacts.load_manifest(run_stage(root, "small", {"x": 1}, {}, lambda out: {}, command="test")).fields
+print(json.dumps([first, second]))
+"""
+
+
+def test_each_stage_records_its_own_peak_memory_and_its_tokens_per_second(tmp_path):
+    # in a fresh process, as a stage runs: inside a long test session the process already holds gigabytes
+    # that earlier tests left mapped, and those, not the stage, set its peak
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          check=True)
+    first, second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first["tokens_per_s"] == pytest.approx(1000 / first["wall_seconds"], rel=0.05)
+    assert "tokens_per_s" not in second  # a stage that counts no tokens claims no rate
+    assert first["peak_rss_mb"] > 300 and second["peak_rss_mb"] > 0
+    if first["peak_rss_scope"] == "stage":  # Linux: the peak is reset per stage, so the later stage's is its own
+        assert first["peak_rss_mb"] - second["peak_rss_mb"] > 250

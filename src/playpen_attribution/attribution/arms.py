@@ -32,7 +32,7 @@ from pydantic import (
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 STANDARD_ARMS: dict[str, tuple[str, str | None]] = {

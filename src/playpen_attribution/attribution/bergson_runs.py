@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,7 +22,10 @@ from typing import Literal
 import datasets
 import numpy as np
 
+from playpen_attribution.attribution.bergson_loss import labelled_positions_only
 from playpen_attribution.core import atomic
+from playpen_attribution.core.adapters import for_bergson
+from playpen_attribution.core.jsonl import dumps
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 
@@ -34,7 +36,6 @@ POOL_HESSIAN, MIXED_HESSIAN, MIX_FILE = "pool_hessian", "mixed_hessian", "mix.js
 SCORES = "scores"
 KEY_FILE = "key.json"  # a cached query folder's key and what it hashes
 BERGSON_DATA = "data.hf"  # Bergson's own copy of the rows it processed, inside each of its run folders
-REQUIRED_COLUMNS = ("example_id", "input_ids", "labels")
 REQUIRED_COLUMNS = ("example_id", "input_ids", "labels")
 
 
@@ -109,8 +110,8 @@ def mixed_hessian(model_path, adapter_path, pool_dir: Path, work_dir: Path, sett
     out = work_dir / MIXED_HESSIAN
     shutil.rmtree(out, ignore_errors=True)
     replace(q_proc, hessians=mixed, hessians_eigen={}).save(out)
-    (out / MIX_FILE).write_text(json.dumps({"mixing_coefficient": c, "query": QUERY_HESSIAN,
-                                              "pool": POOL_HESSIAN}) + "\n")
+    (out / MIX_FILE).write_text(dumps({"mixing_coefficient": c, "query": QUERY_HESSIAN,
+                                       "pool": POOL_HESSIAN}) + "\n")
     return out
 
 
@@ -128,8 +129,10 @@ def build_gradient_index(
     out_dir = Path(out_dir).resolve()
     data_dir = save_rows(rows, out_dir.with_name(out_dir.name + "_rows.hf"))
     model_path = model_location(model_path)
-    adapter_path = Path(adapter_path).resolve() if adapter_path is not None else None
-    return build(model_path, adapter_path, data_dir, out_dir, settings, PreprocessConfig())
+    if adapter_path is None:
+        return build(model_path, None, data_dir, out_dir, settings, PreprocessConfig())
+    with for_bergson(Path(adapter_path).resolve(), model_path) as adapter:  # Bergson loads the base the adapter names
+        return build(model_path, adapter, data_dir, out_dir, settings, PreprocessConfig())
 
 
 def build(model_path, adapter_path, data_dir: Path, out_dir: Path, settings: ScoringSettings, preprocess) -> Path:
@@ -235,12 +238,13 @@ def _root_handlers_to(stream) -> Iterator[None]:
 
 
 def run_command(command, what: str) -> None:
-    """Execute one Bergson command with its stdout (its prints and its loggers' lines) sent to our logger
+    """Execute one Bergson command, its loss projecting the vocabulary only at labelled positions
+    (`bergson_loss`), with its stdout (its prints and its loggers' lines) sent to our logger
     instead of the terminal: the full output at DEBUG, and every line saying a parameter was "not found" (a
     module Bergson does not track, e.g. one in modules_to_save) as a WARNING, once per distinct line."""
     buffer, start = io.StringIO(), time.perf_counter()
     try:
-        with _root_handlers_to(buffer), contextlib.redirect_stdout(buffer):
+        with _root_handlers_to(buffer), contextlib.redirect_stdout(buffer), labelled_positions_only():
             command.execute()
     finally:
         output = buffer.getvalue()

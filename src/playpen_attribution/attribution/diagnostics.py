@@ -17,6 +17,9 @@ from playpen_attribution.attribution.selection import rank_ids
 COMPOSITION_CUTS = (50, 100, 200)
 """Top-k cuts whose outcome composition the summary reports (plus select.k)."""
 OUTCOME_COLORS = {"success": "#2a9d8f", "failure": "#d1495b", "aborted": "#8d8d8d"}
+GROUP_COLORS = OUTCOME_COLORS | {"clean": "#2a9d8f"}
+PLANTED_COLORS = ("#d1495b", "#edae49", "#9b5de5", "#2e4057")
+"""The planted kinds' colours, in their sorted order."""
 
 
 def correlation(xs: dict[str, float], ys: dict[str, float]) -> dict:
@@ -111,24 +114,55 @@ def row_diagnostics(pool: list[dict], scores: dict[str, float], lengths: dict[st
             for i, e in enumerate(rank_ids(scores))]
 
 
-def plot_score_histogram(scores: dict[str, float], outcomes: dict[str, str], path: Path, title: str) -> None:
-    """Overlaid step histograms of the finite scores, one per outcome, on shared bins."""
+def histogram_groups(scores: dict[str, float], outcomes: dict[str, str], planted: dict[str, list[str]]) -> dict[str, str]:
+    """The group each row is drawn in: `planted: <kind>` or `clean` when the source planted rows (its known
+    truth), else the row's outcome."""
+    if not planted:
+        return {e: outcomes[e] for e in scores}
+    kind_of = {e: kind for kind, ids in planted.items() for e in ids}
+    return {e: f"planted: {kind_of[e]}" if e in kind_of else "clean" for e in scores}
+
+
+def top_k_cut(scores: dict[str, float], k: int) -> float | None:
+    """The k-th highest score (what select.k's top-k keeps at or above); None when k is out of the pool or that
+    row's score is not finite."""
+    ranked = rank_ids(scores)
+    if not 0 < k <= len(ranked) or not _finite(scores[ranked[k - 1]]):
+        return None
+    return scores[ranked[k - 1]]
+
+
+def plot_score_histogram(scores: dict[str, float], groups: dict[str, str], path: Path, title: str,
+                         k: int | None = None) -> None:
+    """Overlaid step histograms of the finite scores, one per group (`histogram_groups`), on shared bins; with
+    `k`, the top-k cut as a dashed line, the kept side shaded, and each group's rows in the top k in its label."""
     plt = _pyplot()
     finite = {e: s for e, s in scores.items() if _finite(s)}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    cut = top_k_cut(scores, k) if k else None
+    top = rank_ids(scores)[:k] if cut is not None else []
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    planted_colours = iter(PLANTED_COLORS)
     if finite:
         bins = np.histogram_bin_edges(list(finite.values()), bins=40)
-        for outcome in sorted(set(outcomes.values())):
-            values = [s for e, s in finite.items() if outcomes[e] == outcome]
+        for name in sorted(set(groups.values()), key=lambda g: (g.startswith("planted"), g)):
+            values = [s for e, s in finite.items() if groups[e] == name]
             if values:
-                color = OUTCOME_COLORS.get(outcome)
+                color = GROUP_COLORS.get(name) or next(planted_colours, None)
+                kept = f", {sum(groups[e] == name for e in top)} in the top {k}" if top else ""
                 ax.hist(values, bins=bins, histtype="stepfilled", alpha=0.25, color=color)
-                ax.hist(values, bins=bins, histtype="step", linewidth=1.6, color=color,
-                        label=f"{outcome} (n={len(values)})")
-        ax.legend(frameon=False)
-    ax.set_xlabel("attribution score")
+                ax.hist(values, bins=bins, histtype="step", linewidth=1.6, color=color, label=f"{name} (n={len(values)}{kept})")
+    if cut is not None:
+        right = ax.get_xlim()[1]
+        ax.axvspan(cut, right, color="#000000", alpha=0.05, lw=0)
+        ax.set_xlim(right=right)
+        ax.axvline(cut, color="black", linestyle="--", linewidth=1.2, label=f"top-{k} cut (select.k): kept at or above")
+    if finite:
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_xlabel("attribution score (higher: ranked first)")
     ax.set_ylabel("pool rows")
-    ax.set_title(f"{title}: score by outcome ({len(scores) - len(finite)} non-finite not shown)")
+    by = "planted vs clean rows" if any(g.startswith("planted") for g in groups.values()) else "outcome"
+    hidden = len(scores) - len(finite)
+    ax.set_title(f"{title}: score by {by}" + (f" ({hidden} non-finite not shown)" if hidden else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

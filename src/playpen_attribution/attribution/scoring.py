@@ -80,9 +80,11 @@ from playpen_attribution.attribution.bergson_runs import (
     save_rows,
 )
 from playpen_attribution.core import atomic
-from playpen_attribution.core.adapters import check_adapter_base
+from playpen_attribution.core.adapters import check_adapter_base, for_bergson
 from playpen_attribution.core.batch_sizing import check_token_batch
 from playpen_attribution.core.hashing import json_sha256, tree_sha256
+from playpen_attribution.core.jsonl import dumps
+from playpen_attribution.core.locking import lock_path, locked
 from playpen_attribution.log import logger
 
 _CACHE_LAYOUT = 1  # bump when the cached folder's contents change meaning
@@ -124,10 +126,18 @@ def score_pool(
     model_path, work_dir = model_location(model_path), Path(work_dir).resolve()
     adapter_path = Path(adapter_path).resolve() if adapter_path is not None else None
     validate_inputs(model_path, adapter_path, pool, query, settings)
+    key, fields = query_key(model_path, adapter_path, query, settings)
+    if adapter_path is None:
+        return _score(model_path, None, pool, query, work_dir, settings, cache_dir, key, fields)
+    with for_bergson(adapter_path, model_path) as adapter:  # Bergson loads the base the adapter names
+        return _score(model_path, adapter, pool, query, work_dir, settings, cache_dir, key, fields)
+
+
+def _score(model_path, adapter_path: Path | None, pool: datasets.Dataset, query: datasets.Dataset, work_dir: Path,
+           settings: ScoringSettings, cache_dir: Path | None, key: str, fields: dict) -> PoolScores:
     work_dir.mkdir(parents=True, exist_ok=True)
     pool_dir = save_rows(pool, work_dir / POOL_ROWS)
     query_dir = save_rows(query, work_dir / QUERY_ROWS)
-    key, fields = query_key(model_path, adapter_path, query, settings)
     reused = False
     if cache_dir is None:
         build_query_side(model_path, adapter_path, query_dir, work_dir, settings)
@@ -198,8 +208,16 @@ def _key_fields(model_path, adapter_path, rows_hash: str, settings: ScoringSetti
 
 def _cached_query_side(model_path, adapter_path, query_dir: Path, cache_dir: Path, key: str, fields: dict,
                        settings: ScoringSettings) -> tuple[Path, bool]:
-    """The cache folder for ``key`` with a query index (and Hessian when needed); reused when sound."""
+    """The cache folder for ``key`` with a query index (and Hessian when needed); reused when sound. Runs in
+    other run folders share the cache: one process at a time builds or checks a key (its lock in
+    ``cache_dir/.locks/``), the others wait and reuse."""
     folder = cache_dir.resolve() / f"query_{key}"
+    with locked(lock_path(folder), f"query index {folder}"):
+        return _query_side_in(folder, model_path, adapter_path, query_dir, key, fields, settings)
+
+
+def _query_side_in(folder: Path, model_path, adapter_path, query_dir: Path, key: str, fields: dict,
+                   settings: ScoringSettings) -> tuple[Path, bool]:
     if folder.is_dir():
         problem = _cache_problem(folder, key, model_path, adapter_path, query_dir, settings)
         if problem is None and (settings.preconditioning == "none" or (folder / QUERY_HESSIAN).is_dir()):
@@ -213,7 +231,7 @@ def _cached_query_side(model_path, adapter_path, query_dir: Path, cache_dir: Pat
         shutil.rmtree(folder)
     with atomic.building(folder) as part:
         build_query_side(model_path, adapter_path, query_dir, part, settings)
-        (part / KEY_FILE).write_text(json.dumps({"key": key, **fields}, indent=1) + "\n")
+        (part / KEY_FILE).write_text(dumps({"key": key, **fields}, indent=1) + "\n")
     logger.info("built query index %s", folder)
     return folder, False
 
@@ -221,7 +239,11 @@ def _cached_query_side(model_path, adapter_path, query_dir: Path, cache_dir: Pat
 def _cache_problem(folder: Path, key: str, model_path, adapter_path, query_dir, settings) -> str | None:
     """Why a cached query folder cannot be used as is (None when it can)."""
     record = folder / KEY_FILE
-    if not record.is_file() or json.loads(record.read_text()).get("key") != key:
+    try:
+        recorded = json.loads(record.read_text()) if record.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        recorded = {}  # damaged (a killed copy): rebuilt like any mismatch
+    if not isinstance(recorded, dict) or recorded.get("key") != key:
         return "its key.json does not match"
     cfg = index_config(model_path, adapter_path, query_dir, str(folder / QUERY_INDEX), settings)
     from bergson.utils.worker_utils import processor_for

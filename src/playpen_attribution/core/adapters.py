@@ -2,6 +2,10 @@
 
 Bergson and PEFT load an adapter through the base model named in its `base_model_name_or_path`, so
 the training stage writes the base there and every loader checks it against the run's base model.
+A base outside the run folder is recorded as the config gives it (a hub id, a path); one inside it (the
+tiny model the run builds) relative to the adapter folder, so a moved or copied run folder still names
+it: `resolved_base` turns the record into a loadable name at use, and `for_bergson` hands Bergson (which
+loads the base from the record itself) a view of the adapter naming the resolved base.
 `modules_to_save` lists modules trained in full beside LoRA: Bergson does not track them and vLLM
 cannot serve them, so both callers read them from here.
 """
@@ -9,10 +13,14 @@ cannot serve them, so both callers read them from here.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from playpen_attribution.core import atomic
+from playpen_attribution.core.jsonl import dumps
 from playpen_attribution.errors import UserError
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -61,7 +69,37 @@ def set_base_model(adapter_dir: Path, base_model: str) -> None:
     path = config_file(adapter_dir)
     raw = json.loads(path.read_text(encoding="utf-8"))
     raw["base_model_name_or_path"] = base_model
-    atomic.write_text(path, json.dumps(raw, indent=2) + "\n")
+    atomic.write_text(path, dumps(raw, indent=2) + "\n")
+
+
+def resolved_base(info: AdapterInfo) -> str | None:
+    """The adapter's base as a loadable name: a relative path that exists from the adapter folder (a base
+    inside the run folder) resolved from there; anything else as recorded (a hub id, an absolute path, a
+    path relative to the working directory)."""
+    base = info.base_model
+    if base and not Path(base).is_absolute() and (info.path / base).exists():
+        return str((info.path / base).resolve())
+    return base
+
+
+@contextmanager
+def for_bergson(adapter_dir: Path, model_path: str | Path) -> Iterator[Path]:
+    """The adapter as Bergson must see it: a folder whose config names `model_path` as given here (Bergson
+    loads the base from the config, relative paths from the working directory). The adapter itself when it
+    already does; otherwise a temporary view (the adapter's files linked, the config rewritten), removed
+    after the block."""
+    adapter_dir = Path(adapter_dir)
+    raw = json.loads(config_file(adapter_dir).read_text(encoding="utf-8"))
+    if raw.get("base_model_name_or_path") == str(model_path):
+        yield adapter_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="adapter-") as tmp:
+        view = Path(tmp)
+        for entry in adapter_dir.iterdir():
+            if entry.name != ADAPTER_CONFIG:
+                (view / entry.name).symlink_to(entry.resolve())
+        config_file(view).write_text(dumps({**raw, "base_model_name_or_path": str(model_path)}, indent=2) + "\n")
+        yield view
 
 
 def same_model(a: str, b: str) -> bool:
@@ -78,7 +116,7 @@ def check_adapter_base(adapter_dir: Path, model_path: str | Path) -> AdapterInfo
     where = config_file(adapter_dir)
     if not info.base_model:
         raise UserError(f"{where}: base_model_name_or_path is missing; set it to the base model")
-    if not same_model(info.base_model, str(model_path)):
+    if not same_model(resolved_base(info), str(model_path)):
         raise UserError(f"{where}: adapter was trained on base model '{info.base_model}' "
                         f"(base_model_name_or_path), but this run's base model is '{model_path}'")
     return info

@@ -1,11 +1,15 @@
 """Atomic writes: a file or folder appears under its final name only when it is complete.
 
-`write_text` writes `<name>.tmp`, flushes it to disk and renames it over `name`. `building(final)`
+`write_text` writes `<name>.<pid>.tmp`, flushes it to disk and renames it over `name` (two processes
+writing the same file each use their own temporary file; the last rename wins). `building(final)`
 yields a fresh `<final>.part` folder to fill and renames it to `final` when the block ends without
 an error; with `replace=True` an existing `final` is swapped out only then (the old folder survives
 any failure of the block). A `.part` left by an earlier build is emptied first, except the entries
 named in `keep` (a resumable build's checkpoints). A failed block leaves the `.part` behind for the
-caller to remove or resume. Every `.part` / `.tmp` rename in the package goes through here.
+caller to remove or resume. The renames that finish a build run with stop signals held back
+(`interruption.deferred`), so Ctrl-C never leaves the old folder moved aside and the new one not yet in
+place. Every `.part` / `.tmp` rename in the package goes through here; whoever empties a `.part` must
+hold the lock of its build (`core.locking`, taken by `run.stage_folder` and the query-index cache).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from playpen_attribution.core.interruption import deferred
 
 
 def part_path(final: Path) -> Path:
@@ -26,7 +32,7 @@ def part_path(final: Path) -> Path:
 def write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) in one step: temporary file, fsync, os.replace."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -52,10 +58,11 @@ def building(final: Path, replace: bool = False, keep: tuple[str, ...] = ()) -> 
     part.mkdir(parents=True, exist_ok=True)
     yield part
     old = final.with_name(final.name + ".old")
-    if replace and final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-    part.rename(final)
+    with deferred():
+        if replace and final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        part.rename(final)
     if old.exists():
         shutil.rmtree(old)

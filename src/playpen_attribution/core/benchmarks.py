@@ -73,6 +73,35 @@ def task_manager(tasks: list[str], include_path: str | Path | None):
     return manager
 
 
+def check_task_imports(tasks: list[str], include_path: str | Path | None) -> None:
+    """UserError naming the first task (of `tasks`, or a member of a group or tag named there) whose YAML config
+    cannot be loaded with its `!function` references imported: the Python modules a task's metrics and filters
+    live in (IFEval's need `langdetect` and `immutabledict`). Offline: the datasets are not touched."""
+    from lm_eval.tasks._index import Kind
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    index = task_manager(tasks, include_path).task_index
+    todo, seen = list(tasks), set()
+    while todo:
+        name = todo.pop()
+        entry = index.get(name)
+        if name in seen or entry is None:  # an inline member of a group: checked with its group's file
+            continue
+        seen.add(name)
+        if entry.kind == Kind.TAG:
+            todo += sorted(entry.tags)
+        if entry.yaml_path is None:
+            continue
+        try:
+            config = load_yaml(entry.yaml_path, resolve_func=True)
+        except Exception as exc:  # whatever a task module's import raises (ModuleNotFoundError, ...)
+            within = "" if name in tasks else f" (in {', '.join(tasks)})"
+            raise UserError(f"evaluate.benchmarks: lm-eval task {name!r}{within} cannot be loaded: "
+                            f"{type(exc).__name__}: {exc} ({entry.yaml_path})") from exc
+        if entry.kind == Kind.GROUP and isinstance(config.get("task"), list):
+            todo += [m if isinstance(m, str) else m.get("task") or m.get("group") for m in config["task"]]
+
+
 def _number(value) -> float | None:
     if isinstance(value, bool):
         return float(value)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from playpen_attribution.core.row_forward import completion_nll
+from playpen_attribution.core.row_forward import completion_nll, no_logits
 from playpen_attribution.core.tokenization import IGNORE_INDEX
 
 CACHE_TOKEN_BUDGET = 1 << 15
@@ -80,7 +80,7 @@ def _score_batch(model, prompts: list[list[int]], choices: list[list[list[int]]]
         prompt_mask = mask[owner]
         later = model(input_ids=tokens, attention_mask=torch.cat([prompt_mask, used], dim=1),
                       position_ids=prompt_mask.sum(-1, keepdim=True) + torch.arange(tokens.shape[1], device=dev),
-                      cache=cache, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+                      cache=cache, use_cache=False, output_hidden_states=True, logits_to_keep=no_logits(tokens))
         nll, _ = completion_nll(model, later.hidden_states[-1], torch.from_numpy(target_np).to(dev))
         total = total - nll
     return list(np.split(total.cpu().numpy(), np.cumsum(counts)[:-1]))

@@ -1,15 +1,34 @@
-"""Read and write JSON Lines files: one JSON object per line, UTF-8.
+"""Read and write JSON Lines files: one JSON object per line, UTF-8; and strict JSON text for every file.
 
 A malformed line or a file that is not UTF-8 is a user error that names the file and the 1-based line
 number; blank lines are skipped (`numbered_jsonl` keeps each object's line number for later messages).
+Everything the package writes as JSON goes through `dumps`: strict JSON, a non-finite number (NaN,
+infinity) written as null, never as the bare `NaN` other readers reject.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from playpen_attribution.errors import UserError
+
+
+def finite(value):
+    """`value` with every non-finite float inside it (dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """`json.dumps` that writes strict JSON: non-finite numbers as null (`finite`), `allow_nan=False`."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -51,4 +70,4 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     path = Path(path)
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(dumps(row, ensure_ascii=False) + "\n")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from playpen_attribution.core import atomic
 from playpen_attribution.core.hashing import file_sha256
+from playpen_attribution.core.jsonl import dumps
+from playpen_attribution.core.locking import lock_path, locked
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 
@@ -65,11 +67,22 @@ def prepare_model(name: str, out_dir: Path | None = None, overwrite: bool = Fals
     spec = known_model(name)
     out = Path(out_dir) if out_dir is not None else Path("models") / name
     if out.exists() and not overwrite:
-        problem = verify_folder(out, spec)
-        if problem is None:
-            logger.info("prepare-model: reusing %s (it verifies against %s)", out, PREPARED_JSON)
-            return out
+        return _reuse(out, spec)
+    with locked(lock_path(out), f"model folder {out}"):  # one process builds it; the others wait, then reuse
+        if out.exists() and not overwrite:
+            return _reuse(out, spec)
+        return _build(name, spec, out)
+
+
+def _reuse(out: Path, spec: ModelSpec) -> Path:
+    problem = verify_folder(out, spec)
+    if problem is not None:
         raise UserError(f"{out} exists but {problem}; pass --overwrite to rebuild it")
+    logger.info("prepare-model: reusing %s (it verifies against %s)", out, PREPARED_JSON)
+    return out
+
+
+def _build(name: str, spec: ModelSpec, out: Path) -> Path:
     module = _import_source(name, spec)
     with atomic.building(out, replace=True) as part:  # an old folder stays until the new one is whole
         gguf = _assemble(module, spec, part / spec.gguf_file)
@@ -182,7 +195,7 @@ def _write_prepared_json(name: str, spec: ModelSpec, out: Path) -> None:
         "dtype": DTYPE,
         "files": [{"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size} for p in files],
     }
-    (out / PREPARED_JSON).write_text(json.dumps(prepared, indent=2) + "\n")
+    (out / PREPARED_JSON).write_text(dumps(prepared, indent=2) + "\n")
 
 
 def _folder_bytes(out: Path) -> int:

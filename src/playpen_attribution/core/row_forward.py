@@ -4,8 +4,8 @@ Used wherever a stage needs a row's loss (eval loss, loss-ranked baselines, attr
 diagnostics) or a representation embedding (the embedding-kNN baseline). Rows come from the one
 tokenization function (`input_ids`, `labels` with -100 on the prompt), batched by length.
 
-The vocabulary is only projected where a loss is needed: the model runs with `logits_to_keep=1`
-(its own logits for the last position only) and `output_hidden_states`, and the output head (with
+The vocabulary is only projected where a loss is needed: the model runs with `logits_to_keep=no_logits(ids)`
+(an all-False position mask: its own head is applied nowhere) and `output_hidden_states`, and the output head (with
 the model's final logit soft-capping, e.g. Gemma's, when it has one) is applied to the final hidden
 states of the completion positions alone, `LOGIT_BUDGET` values at a time. So a 262k-token
 vocabulary never becomes a float32 rows x length x vocab tensor (8 rows x 80 tokens would be 670 MB).
@@ -21,6 +21,14 @@ from playpen_attribution.core.tokenization import IGNORE_INDEX
 
 LOGIT_BUDGET = 1 << 24
 """Float32 logits computed at once (64 MB): completion positions are projected in chunks of this size."""
+
+
+def no_logits(ids):
+    """A `logits_to_keep` for a forward pass whose logits are not read: a boolean mask with no position kept
+    (transformers then applies the output head to none; `logits_to_keep=1` would still project the last)."""
+    import torch
+
+    return torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
 
 
 def completion_nll(model, hidden, target) -> tuple:
@@ -61,7 +69,8 @@ def row_losses_and_embeddings(
         batch = pad_batch([ids_list[i] for i in idx], pad_token_id, labels=[labels_list[i] for i in idx])
         ids, labels, mask = batch.input_ids.to(dev), batch.labels.to(dev), batch.attention_mask.to(dev)
         with torch.no_grad():
-            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
+            out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                        logits_to_keep=no_logits(ids))
             hidden = out.hidden_states[-1]  # after the final norm: what the output head reads
             target = torch.full_like(labels, IGNORE_INDEX)
             target[:, :-1] = labels[:, 1:]  # position i predicts token i + 1

@@ -42,7 +42,7 @@ IGNORE_INDEX = -100
 class TokenizeConfig(BaseModel):
     """The one tokenization rule shared by training, attribution, evaluation and SAE extraction."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     format: Literal["raw", "chat_template"] = Field(
         "raw", description="raw: prompt text as is; chat_template: the prompt as a user turn of the tokenizer's template."

@@ -3,12 +3,14 @@
 Accuracy cells read `62/152 = 0.4079 [0.33, 0.49]` (count, accuracy, Wilson 95% interval);
 differences read `+0.030 [-0.020, +0.080]` (mean, 95% interval; `*` when the interval was cut to the
 metric's range). The answer comes first: a control's PASSED / FAILED line, the primary comparison, the
-secondary ones, then what makes a comparison unreliable (warnings).
+secondary ones, then what makes a comparison unreliable (warnings); then the first figure, arm − vs per
+seed with the interval (`differences.png`). Counts, settings and lists read as words, never Python reprs.
 """
 
 from __future__ import annotations
 
 from playpen_attribution.report.comparisons import METRICS
+from playpen_attribution.run.artifacts import DIFFERENCES_PLOT
 
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
@@ -63,6 +65,33 @@ def _p(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _p_is(value: float | None, name: str = "p") -> str:
+    """A p-value in a sentence: `p < 0.001`, `p = 0.012`."""
+    text = _p(value)
+    return f"{name} {text[0]} {text[1:]}" if text.startswith("<") else f"{name} = {text}" if value is not None else f"{name} n/a"
+
+
+def _value(value) -> str:
+    """A setting's value in words: yes / no, n/a, a list joined."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "n/a"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_value, value))
+    return str(value)
+
+
+def _counts(counts: dict | None) -> str:
+    """`{"success": 3, "failure": 1}` as `3 success, 1 failure`."""
+    return ", ".join(f"{n} {what}" for what, n in counts.items()) if counts else "none"
+
+
+def _settings(settings: dict) -> str:
+    """`{"limit": None, "log_samples": True}` as `limit n/a, log_samples yes`."""
+    return ", ".join(f"{k} {_value(v)}" for k, v in settings.items())
+
+
 def _describe_arm(spec: dict) -> str:
     text = KIND_TEXT.get(spec.get("kind"), "{kind}")
     ranks = spec.get("ranks")
@@ -83,7 +112,7 @@ def _setup_lines(report: dict) -> list[str]:
     if "data" in report:
         rows = report["data"]["rows"]
         lines.append(f"- Data: {rows.get('train_base')} pool rows, {rows.get('attr_query')} attribution queries, "
-                     f"{rows.get('eval')} eval rows; dropped: {report['data']['dropped'] or 'none'}.")
+                     f"{rows.get('eval')} eval rows; dropped: {_counts(report['data']['dropped'])}.")
         if rows.get("candidates") is not None:
             lines.append(f"- Candidates: {rows['candidates']} new rows never scored by gradients; the predictor "
                          "arms (and their matched controls) are drawn from them, ranked by the predictor fitted on "
@@ -99,9 +128,9 @@ def _setup_lines(report: dict) -> list[str]:
                  f"{'retrained per seed (attribution and selection too)' if setup.get('retrain_base') else 'shared by all seeds'}.")
     attribute = setup.get("attribute") or {}
     if attribute:
-        lines.append("- Attribution: " + ", ".join(f"{k} {v}" for k, v in attribute.items() if k != "cache_dir") + ".")
+        lines.append("- Attribution: " + _settings({k: v for k, v in attribute.items() if k != "cache_dir"}) + ".")
     if report.get("untracked_modules"):
-        lines.append(f"- **Attribution did not see {report['untracked_modules']}**: the base adapter trains them in "
+        lines.append(f"- **Attribution did not see {_value(report['untracked_modules'])}**: the base adapter trains them in "
                      "full (modules_to_save) and Bergson tracks only LoRA modules; allowed by "
                      "attribute.allow_untracked_modules, so the scores cover part of what training changed.")
     metric = next((a.get("metric") for a in report["arms"] if a.get("accuracy") is not None), None)
@@ -137,7 +166,7 @@ def _verdict(agg: dict, metric: str) -> str:
                               "seed changed nothing), no verdict",
             "gated": f"{arm} vs {versus}: not claimed (significant after Holm, but the primary comparison did not "
                      "hold, and a fixed sequence tests the rest only after it)"}[verdict]
-    p = f"p = {_p(test['p_value'])}" + (f", p_holm = {_p(test['p_holm'])}" if "p_holm" in test else "")
+    p = _p_is(test["p_value"]) + (", " + _p_is(test["p_holm"], "p_holm") if "p_holm" in test else "")
     text = f"{head} on {m.label}: Δ {_diff(test)}"
     if test["status"] == "tested":
         text += f", {p}"
@@ -188,8 +217,16 @@ def _warning_lines(report: dict) -> list[str]:
     return ["### Warnings", "", *out, ""] if out else []
 
 
+def _missing_lines(report: dict) -> list[str]:
+    """Reported with --allow-incomplete: which planned units the numbers lack."""
+    if not report.get("missing_units"):
+        return []
+    return ["- **Incomplete sweep:** no evaluation for " + ", ".join(
+        f"{u['arm']} (seed {u['seed']})" for u in report["missing_units"]) + "; the comparisons use the seeds that exist."]
+
+
 def _answer_lines(report: dict) -> list[str]:
-    lines = ["## Answer", ""] + _control_lines(report)
+    lines = ["## Answer", "", *_control_lines(report), *_missing_lines(report)]
     primary = report.get("primary")
     aggs = {(a["arm"], a["versus"]): a for a in report["aggregate"]}
     if primary is None:
@@ -214,7 +251,7 @@ def _aggregate_table(report: dict) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for agg in report["aggregate"]:
         for metric, t in agg["metrics"].items():
-            mde = f"|Δ| ≥ {t['mde']:.3f}" if t.get("mde") is not None else ""
+            mde = f"\\|Δ\\| ≥ {t['mde']:.3f}" if t.get("mde") is not None else ""  # escaped: a bare | splits the cell
             lines.append(f"| {agg['arm']} | {agg['versus']} | {METRICS[metric].label} | {len(agg['seeds'])} | "
                          f"{t['arm_mean']:.4f} | {t['versus_mean']:.4f} | {_diff(t)} | "
                          f"{t['seeds_favouring_arm']} / {t['seeds_favouring_versus']} / {t['seeds_tied']} | "
@@ -283,10 +320,10 @@ def _selection_lines(report: dict) -> list[str]:
         coverage = spec.get("eval_target_coverage")
         budget = f"{spec['tokens']} ({spec['completion_tokens']})" if spec.get("completion_tokens") is not None else spec["tokens"]
         what = _describe_arm(spec) + (" (from the candidates)" if spec.get("split") == "candidates" else "")
-        cells = [name, what, spec["rows"], budget, spec["outcomes"], spec.get("groups", "n/a"),
+        cells = [name, what, spec["rows"], budget, _counts(spec["outcomes"]), spec.get("groups", "n/a"),
                  spec.get("target_words", "n/a"), "n/a" if coverage is None else f"{coverage:.2f}"]
         if planted:
-            cells += [spec.get("planted"), f"{spec['clean_fraction']:.3f}" if "clean_fraction" in spec else "n/a"]
+            cells += [_counts(spec.get("planted")), f"{spec['clean_fraction']:.3f}" if "clean_fraction" in spec else "n/a"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     notes = []
     for name, spec in arms.items():
@@ -305,16 +342,23 @@ def _cost_lines(report: dict) -> list[str]:
     sweep = report["sweep"]
     lines = ["## Cost", "", f"Wall time: {report['wall_seconds']:.1f} s in all stages"
              + (f"; {sweep['trainings']} arm trainings, {sweep['mean_training_seconds']:.1f} s each on average."
-                if sweep["trainings"] else "."), "", "| stage | seconds | throughput |", "|---|---|---|"]
-    speed = report.get("stage_speed", {})
+                if sweep["trainings"] else "."), "", "| stage | seconds | throughput | peak memory |", "|---|---|---|---|"]
+    speed, peak = report.get("real_model", {}), report.get("stage_peak_rss_mb", {})
     per_seed: dict[str, float] = {}
     for name, seconds in report["stage_seconds"].items():
         if name.startswith("seed_"):
             per_seed[name.split("/")[0]] = per_seed.get(name.split("/")[0], 0.0) + seconds
         else:
-            lines.append(f"| {name} | {seconds:.1f} | {speed.get(name, '')} |")
-    lines += [f"| {name}/ (all its stages) | {seconds:.1f} | |" for name, seconds in per_seed.items()]
+            memory = f"{peak[name] / 1024:.1f} GB" if name in peak else ""
+            lines.append(f"| {name} | {seconds:.1f} | {speed.get(name, '')} | {memory} |")
+    lines += [f"| {name}/ (all its stages) | {seconds:.1f} | | {_largest(peak, name)} |" for name, seconds in per_seed.items()]
     return lines + [""]
+
+
+def _largest(peak: dict, seed_dir: str) -> str:
+    """The largest peak resident memory of a seed folder's stages."""
+    values = [v for k, v in peak.items() if k.split("/")[0] == seed_dir]
+    return f"{max(values) / 1024:.1f} GB (largest)" if values else ""
 
 
 def _predictor_lines(report: dict) -> list[str]:
@@ -373,7 +417,7 @@ def _benchmark_lines(report: dict) -> list[str]:
                          f"{_p(a['p_value'])} | {_p(a['p_holm']) if 'p_holm' in a else 'n/a'} |")
         lines += ["", ("Δ = arm − vs on the same items (doc_id, filter), per-item scores from lm-eval's log_samples; "
                   "interval and p: t over seeds; p_holm with the report's other across-seed tests.")]
-    lines += ["", f"Harness switches: {b['switches']}", ""]
+    lines += ["", f"Harness switches: {_settings(b['switches'])}.", ""]
     return lines
 
 
@@ -412,9 +456,20 @@ def _efficiency_lines(report: dict) -> list[str]:
                                                             if not accuracy else "."), ""]
 
 
+def _differences_figure(report: dict) -> list[str]:
+    """The first figure, under the answer: what the verdicts test."""
+    if DIFFERENCES_PLOT not in report.get("plots", []):
+        return []
+    return [f"![arm minus vs, per seed, with the 95% interval]({DIFFERENCES_PLOT})", "",
+            ("Each dot: one seed's mean difference on the same eval rows; black: the mean over seeds with its 95% "
+             "interval (unadjusted); the verdict at the right is the report's (secondary ones Holm-adjusted "
+             "behind the primary)."), ""]
+
+
 def render_markdown(report: dict, name: str) -> str:
     lines = [f"# {name}: which training rows teach the task?", ""]
     lines += _answer_lines(report)
+    lines += _differences_figure(report)
     if report["aggregate"]:
         lines += _aggregate_table(report)
     lines += _efficiency_lines(report) + _setup_lines(report)
@@ -436,7 +491,8 @@ def render_markdown(report: dict, name: str) -> str:
         lines.append("")
     lines += _predictor_lines(report)
     lines += _selection_lines(report)
-    if report.get("plots"):
-        lines += ["## Plots", ""] + [f"![{p.removesuffix('.png').replace('_', ' ')}]({p})" for p in report["plots"]] + [""]
+    rest = [p for p in report.get("plots", []) if p != DIFFERENCES_PLOT]
+    if rest:
+        lines += ["## Plots", ""] + [f"![{p.removesuffix('.png').replace('_', ' ')}]({p})" for p in rest] + [""]
     lines += _cost_lines(report)
     return "\n".join(lines)

@@ -1,5 +1,8 @@
 """The report's PNG plots, drawn from `report.json`'s data (matplotlib, Agg backend, no display).
 
+- `plot_seed_differences`: what the verdicts test: arm − vs per seed (a dot each), the across-seed mean with
+  its 95% interval and a zero line; one panel per metric (the primary's first), one row per comparison,
+  the primary comparison marked.
 - `plot_accuracy`: word accuracy of every model, one point per seed with its Wilson 95% interval,
   a black bar at the mean over seeds.
 - `plot_eval_loss`: completion eval loss of every trained model, one point per seed, a bar at the mean.
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+
+from playpen_attribution.report.comparisons import METRICS
 
 SEED_COLOURS = ("#d1495b", "#00798c", "#edae49", "#66a182", "#2e4057", "#8d96a3", "#9b5de5", "#f15bb5")
 
@@ -179,3 +184,80 @@ def plot_training_loss(curves: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def seed_differences(report: dict) -> list[dict]:
+    """The difference plot's data: per metric the comparisons have (the primary's first, then `METRICS` order),
+    {metric, comparisons (every row's label, shared by the panels), rows}; a row per comparison with that metric:
+    {row (its index), seeds, per_seed, mean, ci_low, ci_high, verdict, primary}."""
+    aggregate, primary = report["aggregate"], report.get("primary") or {}
+    names = [m for m in METRICS if any(m in a["metrics"] for a in aggregate)]
+    names.sort(key=lambda m: m != primary.get("metric"))
+    panels = []
+    for metric in names:
+        rows = []
+        for i, agg in enumerate(aggregate):
+            test = agg["metrics"].get(metric)
+            if test is not None:
+                rows.append({"row": i, "seeds": agg["seeds"], "per_seed": test["per_seed"], "mean": test["mean"],
+                             "ci_low": test.get("ci_low"), "ci_high": test.get("ci_high"), "verdict": test["verdict"],
+                             "primary": (agg["arm"], agg["versus"], metric) == (
+                                 primary.get("arm"), primary.get("versus"), primary.get("metric"))})
+        panels.append({"metric": metric, "comparisons": [f"{a['arm']} − {a['versus']}" for a in aggregate],
+                       "rows": rows})
+    return panels
+
+
+def plot_seed_differences(report: dict, path: Path) -> None:
+    """Arm − vs per seed (one dot per seed, in the seed colours), the across-seed mean (black diamond) with its
+    95% interval, a zero line; one panel per metric, one row per comparison; the primary comparison shaded and
+    its label bold, each row's verdict at the right."""
+    plt = _pyplot()
+    panels = seed_differences(report)
+    labels = panels[0]["comparisons"]
+    seeds = sorted({s for a in report["aggregate"] for s in a["seeds"]})
+    height = 0.55 * len(labels) + 1.9
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 2.2, height), sharey=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        ax.tick_params(axis="y", left=ax is axes[0][0])
+        metric = METRICS[panel["metric"]]
+        ax.axvline(0, color="#888888", lw=1, ls="--")
+        for r in panel["rows"]:
+            y = r["row"]
+            if r["primary"]:
+                ax.axhspan(y - 0.45, y + 0.45, color="#f6e7b0", alpha=0.6, lw=0)
+            for j, (seed, d) in enumerate(zip(r["seeds"], r["per_seed"])):
+                ax.plot(d, y + 0.22 * (j / max(1, len(r["seeds"]) - 1) - 0.5), "o", ms=4.5, alpha=0.85,
+                        color=SEED_COLOURS[seeds.index(seed) % len(SEED_COLOURS)])
+            if r["ci_low"] is not None:
+                ax.hlines(y - 0.3, r["ci_low"], r["ci_high"], color="black", lw=2)
+            ax.plot(r["mean"], y - 0.3, "D", color="black", ms=5)
+            ax.annotate(VERDICT_WORDS.get(r["verdict"], r["verdict"]), (1.0, y), xycoords=("axes fraction", "data"),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=7, color="#444444")
+        favours = "> 0" if metric.higher_is_better else "< 0"
+        ax.set_xlabel(f"Δ {metric.label} (arm − vs; {favours} favours the arm)", fontsize=8)
+        primary_metric = any(r["primary"] for r in panel["rows"])
+        ax.set_title(metric.label + (" (primary metric)" if primary_metric else ""), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    ax0 = axes[0][0]
+    ax0.set_yticks(range(len(labels)))
+    ax0.set_yticklabels(labels, fontsize=8)
+    ax0.set_ylim(len(labels) - 0.5, -0.5)
+    primary_rows = {r["row"] for p in panels for r in p["rows"] if r["primary"]}
+    for i, tick in enumerate(ax0.get_yticklabels()):
+        if i in primary_rows:
+            tick.set_fontweight("bold")
+    handles = [plt.Line2D([], [], ls="", marker="o", color=SEED_COLOURS[i % len(SEED_COLOURS)], label=f"seed {s}")
+               for i, s in enumerate(seeds)]
+    handles.append(plt.Line2D([], [], color="black", marker="D", ms=5, lw=2, label="mean, 95% interval"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle("Arm − vs on the same eval rows: each seed, and the across-seed mean with its 95% interval "
+                 "(primary comparison in bold, shaded)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))  # room for the legend below
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+VERDICT_WORDS = {"arm": "arm better", "versus": "vs better", "none": "no difference", "one_seed": "one seed",
+                 "no_replication": "no replication", "gated": "not claimed"}
+"""A verdict in the difference plot's margin."""

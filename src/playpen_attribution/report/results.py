@@ -225,7 +225,8 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
         "comparisons": per_seed,
         "aggregate": [comparisons.across_seeds(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
         "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
-        "stage_speed": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
+        "real_model": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
+        "stage_peak_rss_mb": {k: v for k, m in manifests.items() if (v := m.fields.get("peak_rss_mb"))},
         "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
     }
     summary = _find(run_dir, artifacts.ATTRIBUTE, artifacts.load_attribution_summary)
@@ -304,13 +305,17 @@ def arm_contents(selections: dict[int, dict[str, ArmSelection]], data_dir: Path,
 
 
 def _speed(folder: Path, manifest: artifacts.Manifest) -> str | None:
-    """A stage's throughput in words, from what it recorded: training tokens/s, eval rows/s, Bergson's batch."""
+    """A stage's throughput in words, from what it recorded: training tokens/s, eval rows/s, tokens/s and Bergson's
+    batch, the tokens/s of any other stage that counted its tokens."""
     recorded = manifest.fields
     if recorded.get("train_tokens_per_s"):
         return (f"{recorded['train_tokens_per_s']:,.0f} tokens/s in training "
                 f"(batch {recorded.get('batch_size')} x accumulation {recorded.get('grad_accum')})")
     if recorded.get("token_batch_size"):
-        return f"Bergson token batch {recorded['token_batch_size']}, {recorded.get('precision')}"
+        rate = f"{recorded['tokens_per_s']:,.0f} tokens/s, " if recorded.get("tokens_per_s") else ""
+        return f"{rate}Bergson token batch {recorded['token_batch_size']}, {recorded.get('precision')}"
+    if recorded.get("tokens_per_s"):
+        return f"{recorded['tokens_per_s']:,.0f} tokens/s"
     if artifacts.stage_kind(folder.name)[0] != "eval":
         return None
     speed = artifacts.load_metrics(folder).speed

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from playpen_attribution.core import atomic
-from playpen_attribution.core.jsonl import read_jsonl, write_jsonl
+from playpen_attribution.core import atomic, locking
+from playpen_attribution.core.jsonl import dumps, read_jsonl, write_jsonl
 from playpen_attribution.errors import UserError
 
 # --- stage folders inside a run directory ------------------------------------------------------
@@ -56,6 +56,12 @@ def rank_dir(name: str) -> str:
 def sae_layer_dir(layer: int) -> str:
     """Subfolder of `sae/` (and of `sae/candidates/`) holding the features of an extra layer (`sae.extra_layers`)."""
     return f"layer_{layer}"
+
+
+def lock_file(stage_folder: Path) -> Path:
+    """The lock file of a stage folder's build: `.locks/<name>.lock` beside it (a seed's link to a shared
+    folder is followed, so both paths share one lock)."""
+    return locking.lock_path(Path(stage_folder).resolve())
 
 
 def seed_dir(seed: int) -> str:
@@ -118,6 +124,7 @@ BENCHMARKS_FILE = "benchmarks.json"   # evaluate with evaluate.benchmarks: lm-ev
 BENCHMARK_SAMPLES_FILE = "benchmark_samples.jsonl"  # ... and its per-item scores (task, doc_id, filter)
 REPORT_MD = "report.md"               # report
 REPORT_JSON = "report.json"
+DIFFERENCES_PLOT = "differences.png"  # arm − vs per seed, with the across-seed interval
 ACCURACY_PLOT = "accuracy.png"
 EVAL_LOSS_PLOT = "eval_loss.png"
 ACCURACY_VS_K_PLOT = "accuracy_vs_k.png"
@@ -134,11 +141,15 @@ def _need(path: Path, what: str) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(dumps(data, indent=1) + "\n")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    return json.loads(_need(path, what).read_text())
+def _read_json(path: Path, what: str):
+    """A JSON file the package wrote; a damaged one (cut short, not JSON) is a UserError naming it."""
+    try:
+        return json.loads(_need(path, what).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: damaged {what} (not valid JSON: {exc}); rebuild the stage with --overwrite") from None
 
 
 def _finite_or_none(value) -> float | None:
@@ -174,8 +185,16 @@ def write_stage_config(stage_dir: Path, config_yaml: str) -> None:
 
 
 def load_stage_config(stage_dir: Path) -> dict:
-    """The resolved config a stage folder was built with (its config.yaml)."""
-    return yaml.safe_load(_need(Path(stage_dir) / CONFIG_FILE, "stage config").read_text()) or {}
+    """The resolved config a stage folder was built with (its config.yaml); a damaged one is a UserError."""
+    path = _need(Path(stage_dir) / CONFIG_FILE, "stage config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: damaged stage config (not valid YAML: {str(exc).splitlines()[0]}); rebuild the "
+                        "stage with --overwrite") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: damaged stage config (not a mapping); rebuild the stage with --overwrite")
+    return data
 
 
 # --- manifests -----------------------------------------------------------------------------------
@@ -195,14 +214,19 @@ class Manifest:
 
 
 def write_manifest(stage_dir: Path, manifest: dict) -> None:
-    (Path(stage_dir) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    (Path(stage_dir) / MANIFEST_FILE).write_text(dumps(manifest, indent=2) + "\n")
 
 
 def load_manifest(stage_dir: Path) -> Manifest:
-    raw = _read_json(Path(stage_dir) / MANIFEST_FILE, "stage manifest")
+    """A stage folder's manifest; a damaged one (cut short, not JSON, a required field missing) is a UserError."""
+    path = Path(stage_dir) / MANIFEST_FILE
+    raw = _read_json(path, "stage manifest")
+    missing = [k for k in ("stage", "fingerprint", "content_hash") if not isinstance(raw, dict) or k not in raw]
+    if missing:
+        raise UserError(f"{path}: damaged stage manifest (no {', '.join(missing)}); rebuild the stage with --overwrite")
     return Manifest(stage=raw["stage"], fingerprint=raw["fingerprint"], content_hash=raw["content_hash"],
-                    consumed=raw.get("consumed", {}), produced=raw.get("produced", {}),
-                    wall_seconds=float(raw.get("wall_seconds", 0.0)), fields=raw)
+                    consumed=raw.get("consumed") or {}, produced=raw.get("produced") or {},
+                    wall_seconds=float(raw.get("wall_seconds") or 0.0), fields=raw)
 
 
 def is_stage_folder(path: Path) -> bool:
@@ -237,12 +261,12 @@ def load_planted(data_dir: Path) -> dict[str, list[str]]:
 
 # --- train ---------------------------------------------------------------------------------------
 def write_train_log(train_dir: Path, entries: list[dict]) -> None:
-    (Path(train_dir) / TRAIN_LOG).write_text(json.dumps(entries, indent=1) + "\n")
+    (Path(train_dir) / TRAIN_LOG).write_text(dumps(entries, indent=1) + "\n")
 
 
 def load_train_log(train_dir: Path) -> list[dict]:
     """The trainer's logged steps (loss, learning rate, epoch, ...)."""
-    return json.loads(_need(Path(train_dir) / TRAIN_LOG, "training log").read_text())
+    return _read_json(Path(train_dir) / TRAIN_LOG, "training log")
 
 
 # --- rankings: attribution scores, baselines, predictions ----------------------------------------
@@ -516,7 +540,7 @@ def load_features(folder: Path) -> tuple[RowFeatures, dict]:
     index_path, npz_path = folder / SAE_INDEX, folder / SAE_FEATURES
     if not index_path.is_file() or not npz_path.is_file():
         raise UserError(f"{folder} holds no SAE features ({SAE_FEATURES} + {SAE_INDEX}); run `sae`")
-    index = json.loads(index_path.read_text())
+    index = _read_json(index_path, "SAE feature index")
     with np.load(npz_path) as npz:
         missing = [name for name in FEATURE_ARRAYS if name not in npz.files]
         if missing:

@@ -36,7 +36,7 @@ from playpen_attribution.log import logger, setup_logging
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SlurmSettings(_Section):

@@ -7,7 +7,8 @@ to the run's shared folders, and the seed's own stages (`select/`, `train_<arm>/
 with a per-seed base adapter also `train_base/`, `attribute/`, ...) are ordinary stage folders. So a
 stage handed a seed folder reads its inputs exactly as in a run directory, every (arm, seed) is its
 own stage folder, and adding a seed later touches no other seed. The pipeline and the CLI make these
-folders (`seed_folder`); stages only work in the folder they are given.
+folders (`seed_folder`; two processes of one run may make them at once); stages only work in the folder
+they are given.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def seed_folder(run_dir: Path, seed: int, retrain_base: bool) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name in BASE_DEPENDENT:  # a link left by a run without retrain_base must not stand in for a seed's own
         if retrain_base and (folder / name).is_symlink():
-            (folder / name).unlink()
+            (folder / name).unlink(missing_ok=True)
     for name in shared_stages(retrain_base):
         link, target = folder / name, run_dir / name
         if not target.is_dir():
@@ -42,11 +43,15 @@ def seed_folder(run_dir: Path, seed: int, retrain_base: bool) -> Path:
         if link.is_symlink():
             if link.resolve() == target.resolve():
                 continue
-            link.unlink()
+            link.unlink(missing_ok=True)
         elif link.exists():
             raise UserError(f"{link} is a stage folder of its own, but this config shares {name}/ across seeds "
                             f"(sweep.retrain_base is off); remove it or use another --run-dir")
-        os.symlink(os.path.join("..", name), link, target_is_directory=True)
+        try:
+            os.symlink(os.path.join("..", name), link, target_is_directory=True)
+        except FileExistsError:  # another process of this run made it just now
+            if not (link.is_symlink() and link.resolve() == target.resolve()):
+                raise
     return folder
 
 

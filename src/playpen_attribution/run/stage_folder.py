@@ -3,17 +3,29 @@
 A stage writes into `<run_dir>/<name>.part`, then renames it to `<run_dir>/<name>`, so a folder with
 the final name is always whole. Each folder holds `config.yaml` (the stage's resolved config) and
 `manifest.json` (what it consumed, with hashes; what it produced, with row counts and hashes;
-package versions, git revision, start and end time). Running again with the same config and the same
+package versions, git revision, start and end time; the stage's peak memory, `run.peak_memory`, and,
+when the stage says how many tokens its model passes read (`tokens_processed`), `tokens_per_s` over
+its wall time). Running again with the same config and the same
 inputs reuses the folder, but only while its files still match the hashes in its manifest (a folder
 edited by hand is refused, or rebuilt with `overwrite`); a different config or changed inputs refuse
 unless `overwrite` is set, naming the changed config fields, and then the new folder is built beside the
 old one and swapped in only when it is complete. A build that fails removes its `.part`, except the
 subfolders a stage marks `resumable` (training checkpoints), which a rerun with the same fingerprint
 picks up; a `.part` left by a killed process is removed, and logged, by the next build.
+
+Only one process builds a stage folder at a time: `run_stage` holds the folder's lock
+(`core.locking`, `<run_dir>/.locks/<name>.lock`) from before it looks at the folder until the folder is
+in place, so a second process (another terminal, a resubmitted job) waits, then reuses what the first
+one built, and nothing empties a `.part` that a live process is writing. A folder is whole only when
+every file its manifest lists is there with its hash, `config.yaml` included. A damaged `manifest.json`
+(cut short, not JSON) is refused in one line naming it; `--overwrite` rebuilds the folder. A stage
+records its inputs relative to the folder it works in (`consumed.<name>.path`), so a moved or copied
+run folder is judged the same.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -25,10 +37,12 @@ from pathlib import Path
 
 from playpen_attribution.core import atomic
 from playpen_attribution.core.hashing import file_sha256, json_sha256
+from playpen_attribution.core.interruption import working_on
+from playpen_attribution.core.locking import locked
 from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, peak_memory
 
 PLANNING: ContextVar = ContextVar("planning", default=None)
 """The `run.plan.Plan` that `run_stage` hands each stage to instead of building it (`plan` command), or None."""
@@ -87,6 +101,8 @@ def changed_files(folder: Path) -> list[str]:
     on_disk = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
     on_disk.pop(artifacts.MANIFEST_FILE, None)
     out = [f"{rel} (missing)" for rel in sorted(set(produced) - set(on_disk))]
+    if artifacts.CONFIG_FILE not in produced:
+        out.append(f"{artifacts.CONFIG_FILE} (not listed in the manifest)")
     out += [f"{rel} (added)" for rel in sorted(set(on_disk) - set(produced))]
     for rel in sorted(set(produced) & set(on_disk)):
         path, want = on_disk[rel], produced[rel]
@@ -145,14 +161,16 @@ def stale_stages(folders: dict[str, Path]) -> dict[str, str]:
     return stale
 
 
-def _fingerprint(config_yaml: str, inputs: dict[str, Path], verify: bool = True) -> tuple[str, dict]:
+def _fingerprint(config_yaml: str, inputs: dict[str, Path], where: Path, verify: bool = True) -> tuple[str, dict]:
+    """The build's fingerprint (config and the inputs' content) and its inputs as recorded: each path relative
+    to `where`, the folder the stage works in."""
     consumed = {}
     for name, folder in sorted(inputs.items()):
         if not artifacts.is_stage_folder(folder):
             raise UserError(f"input '{name}' is not a finished stage folder (no {artifacts.MANIFEST_FILE}): {folder}")
         if verify:
             _verify(folder, f"input '{name}'")
-        consumed[name] = {"path": str(folder), "content_hash": artifacts.load_manifest(folder).content_hash}
+        consumed[name] = {"path": os.path.relpath(folder, where), "content_hash": artifacts.load_manifest(folder).content_hash}
     blob = {"config": config_yaml, "inputs": {k: v["content_hash"] for k, v in consumed.items()}}
     return json_sha256(blob), consumed
 
@@ -185,10 +203,30 @@ def run_stage(
         return PLANNING.get().decide(Path(run_dir) / name, config, inputs, reuse)
     run_dir = Path(run_dir)
     final = run_dir / name
+    with locked(artifacts.lock_file(final), f"stage {final}"), working_on(f"stage {final}"):
+        return _run_locked(run_dir, final, config, inputs, build, command, overwrite, reuse, resumable, verify_inputs)
+
+
+def _previous_fingerprint(final: Path, overwrite: bool) -> str | None:
+    """The fingerprint a finished folder was built with; None when it has no manifest, or (with `overwrite`)
+    a damaged one. A damaged manifest without `overwrite` is refused."""
+    if not artifacts.is_stage_folder(final):
+        return None
+    try:
+        return artifacts.load_manifest(final).fingerprint
+    except UserError as exc:
+        if not overwrite:
+            raise
+        logger.warning("%s (rebuilding it: --overwrite)", exc)
+        return None
+
+
+def _run_locked(run_dir, final, config, inputs, build, command, overwrite, reuse, resumable, verify_inputs) -> Path:
+    name = final.name
     config_yaml = dump(config)
-    fingerprint, consumed = _fingerprint(config_yaml, inputs, verify_inputs)
+    fingerprint, consumed = _fingerprint(config_yaml, inputs, run_dir, verify_inputs)
     if final.exists():
-        previous = artifacts.load_manifest(final).fingerprint if artifacts.is_stage_folder(final) else None
+        previous = _previous_fingerprint(final, overwrite)
         if previous == fingerprint and reuse:
             if not overwrite:
                 _verify(final, "the finished folder")
@@ -209,14 +247,20 @@ def run_stage(
         artifacts.write_building_mark(part, fingerprint)
         artifacts.write_stage_config(part, config_yaml)
         started = datetime.now(UTC)
+        rss_scope = peak_memory.reset_peaks()
         t0 = time.perf_counter()
         try:
             extra = build(part) or {}
+            _check_intact(part, fingerprint, config_yaml)
         except BaseException:
             _after_failure(part, resumable)
             raise
         artifacts.remove_building_mark(part)
         seconds = time.perf_counter() - t0
+        tokens = extra.get("tokens_processed")
+        measured = peak_memory.peaks(rss_scope)
+        if tokens and seconds > 0:
+            measured["tokens_per_s"] = round(tokens / seconds, 1)
         produced = _produced(part)
         artifacts.write_manifest(part, {
             "stage": name,
@@ -226,6 +270,7 @@ def run_stage(
             "content_hash": _content_hash(produced),
             "command": command,
             **extra,
+            **measured,
             "versions": _versions(),
             "git_revision": _git_revision(),
             "python": sys.version.split()[0],
@@ -237,6 +282,15 @@ def run_stage(
     return final
 
 
+def _check_intact(part: Path, fingerprint: str, config_yaml: str) -> None:
+    """The `.part` still holds this build's mark and config (a process that ignored the lock, e.g. on a file
+    system without locks, may have emptied it): otherwise the build is refused rather than finished."""
+    config = part / artifacts.CONFIG_FILE
+    if (artifacts.read_building_mark(part) != fingerprint or not config.is_file()
+            or config.read_text() != config_yaml):
+        raise UserError(f"{part} was changed by another process while this build wrote it; rerun to rebuild it")
+
+
 def judge(final: Path, config: dict, inputs: dict[str, Path]) -> tuple[str, str]:
     """(decision, why) for a stage folder whose inputs are as on disk, without building it: `build` (no
     finished folder), `reuse` (same config and inputs, files as built) or `stale` (what `run_stage` would
@@ -246,7 +300,7 @@ def judge(final: Path, config: dict, inputs: dict[str, Path]) -> tuple[str, str]
     missing = sorted(name for name, folder in inputs.items() if not artifacts.is_stage_folder(folder))
     if missing:
         return "stale", f"input {', '.join(missing)} is not a finished stage folder"
-    if artifacts.load_manifest(final).fingerprint != _fingerprint(dump(config), inputs, verify=False)[0]:
+    if artifacts.load_manifest(final).fingerprint != _fingerprint(dump(config), inputs, final.parent, verify=False)[0]:
         return "stale", _difference(final, config)
     changed = changed_files(final)
     if changed:

@@ -28,7 +28,7 @@ PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
 class TrackingConfig(BaseModel):
     """Where training curves go besides `train_log.json`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     backend: Literal["none", "tensorboard", "wandb", "trackio"] = Field(
         "none", description="none; tensorboard (event files in <run_dir>/tracking); wandb (offline unless WANDB_MODE "

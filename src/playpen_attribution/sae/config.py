@@ -28,7 +28,7 @@ def _drop_defaults(data, defaults: dict):
 class SaeConfig(BaseModel):
     """Run the model up to block `layer`, encode the residual stream with an SAE, pool per row."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     release: str = Field(
         "random",
@@ -127,7 +127,7 @@ NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": [], "extra_sae_ids": 
 class PredictConfig(BaseModel):
     """Predictors of attribution from SAE features (and baselines), cross-fitted over groups."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     target: Literal["rank", "score"] = Field(
         "rank", description="rank: attribution percentile in (0, 1], 1 = top row; score: the raw attribution score."

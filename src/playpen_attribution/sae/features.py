@@ -148,6 +148,27 @@ def load_sae(cfg: SaeConfig, d_model: int):
         raise UserError(f"{where}: SAELens could not load the SAE ({type(exc).__name__}: {exc})") from None
 
 
+def check_registry(cfg: SaeConfig) -> None:
+    """UserError unless every SAE the section names exists offline: 'random', a folder on disk, or a release and
+    sae_id in SAELens' own registry (the `pretrained_saes.yaml` it ships), so a typo fails before any stage runs."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    for one in [cfg, *cfg.extra_saes()]:
+        if one.release == "random" or (one.sae_id is None and Path(one.release).is_dir()):
+            continue
+        if one.sae_id is None:
+            raise UserError(f"sae.release = {one.release!r}: no such folder; name a SAELens release with an sae_id, "
+                            "or 'random'")
+        release = get_pretrained_saes_directory().get(one.release)
+        if release is None:
+            raise UserError(f"sae.release = {one.release!r} is not in SAELens' registry of pretrained SAEs (sae-lens "
+                            "pretrained_saes.yaml) and is not a folder")
+        if one.sae_id not in release.saes_map:
+            close = sorted(i for i in release.saes_map if i.split("_width")[0] == one.sae_id.split("_width")[0])[:4]
+            raise UserError(f"sae: sae_id {one.sae_id!r} is not in SAELens release {one.release!r}"
+                            + (f" (that block has: {', '.join(close)})" if close else ""))
+
+
 def sae_layer(cfg: SaeConfig, sae, d_model: int, n_layers: int) -> int:
     """Block L the SAE reads, checked against the config and the model (width and layer range)."""
     where = f"sae.release = {cfg.release!r}" + (f", sae.sae_id = {cfg.sae_id!r}" if cfg.sae_id else "")

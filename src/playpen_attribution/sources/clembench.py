@@ -41,7 +41,7 @@ TARGET_RE = re.compile(r"needs to guess:\s*\n(.+?)\n\s*\nRelated words are:\s*\n
 class ClembenchSource(BaseModel):
     """Taboo games from clembench run records (`interactions.json` files), seen from the guesser."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["clembench"] = "clembench"
     path: Path = Field(description="Root folder searched recursively for interactions.json files.")

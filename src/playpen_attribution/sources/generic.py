@@ -33,7 +33,7 @@ from playpen_attribution.sources.splitting import split_by_group
 class GenericSplitPaths(BaseModel):
     """One file or saved dataset folder per split."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     train_base: Path = Field(description="The training pool.")
     attr_query: Path = Field(description="The attribution query set.")
@@ -43,7 +43,7 @@ class GenericSplitPaths(BaseModel):
 class GenericSource(BaseModel):
     """Local JSONL (.jsonl), Parquet (.parquet) or saved `datasets` folders with prompt/completion or messages."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["generic"] = "generic"
     path: Path | None = Field(None, description="One file or folder split by the fractions below (or use `splits`).")
@@ -65,6 +65,26 @@ class GenericSource(BaseModel):
                 f"query_fraction + eval_fraction = {self.query_fraction + self.eval_fraction}: must be < 1"
             )
         return self
+
+
+def check_config_name(location: str, config_name: str | None, field: str) -> None:
+    """UserError when a hub dataset's config name is not one of its configs, as far as the local hub cache knows
+    them (the `configs:` of its cached README card); a local folder, or a dataset never fetched, is not checked
+    (that needs the network)."""
+    import yaml
+    from huggingface_hub import try_to_load_from_cache
+
+    if config_name is None or Path(location).expanduser().exists() or location.startswith(("/", ".", "~")):
+        return
+    readme = try_to_load_from_cache(location, "README.md", repo_type="dataset")
+    if not isinstance(readme, str):
+        return
+    parts = Path(readme).read_text(encoding="utf-8", errors="replace").split("---", 2)
+    card = yaml.safe_load(parts[1]) if len(parts) == 3 else None
+    names = [c.get("config_name") for c in (card or {}).get("configs") or [] if isinstance(c, dict)]
+    if names and config_name not in names:
+        raise UserError(f"{field}: config_name {config_name!r} is not a config of {location} (it has: "
+                        f"{', '.join(map(str, names))})")
 
 
 def open_dataset(location: str, config_name: str | None, streaming: bool, field: str):

@@ -44,7 +44,7 @@ from playpen_attribution.taboo.demo import cycle_evenly, derangement, load_lexic
 class InstructDemoSource(BaseModel):
     """Offline SmolTalk-shaped instruction chats about the demo lexicon, with planted noisy rows."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["instruct_demo"] = "instruct_demo"
     n_train: int = Field(600, gt=0, description="Rows in the training pool (train_base).")

@@ -28,7 +28,7 @@ OUTCOME_NAMES = {"success": "success", "won": "success", "failure": "failure", "
 class PlaypenDataSource(BaseModel):
     """Games from the playpen-data interactions dataset (hub id or a local copy)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["playpen_data"] = "playpen_data"
     dataset: str = Field(

@@ -20,7 +20,7 @@ from playpen_attribution.sources.splitting import sample_rows
 class QueryBuilder(BaseModel):
     """Draw attr_query from the pool split's stream by metadata filters and category quotas."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     size: int = Field(500, gt=0, description="Rows in attr_query (a ceiling when quotas are given).")
     filters: dict[str, list[str]] = Field(

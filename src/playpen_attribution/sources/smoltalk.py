@@ -40,7 +40,7 @@ METADATA_COLUMNS = ("category", "difficulty", "quality", "reward_model_score", "
 class SmolTalkSource(BaseModel):
     """Instruction chats from SmolTalk / smol-magpie-ultra, streamed and sampled."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["smoltalk"] = "smoltalk"
     dataset: str = Field(

@@ -27,7 +27,7 @@ GUESS_RE = re.compile(r"GUESS:\s*([^\n]*)", re.IGNORECASE)
 class SyntheticAppend(BaseModel):
     """Synthetic rows appended to the training pool (train_base) after the source is loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: Path = Field(description="The synth generator's output: a .jsonl file or a save_to_disk folder.")
     allow_eval_word_overlap: bool = Field(

@@ -32,7 +32,8 @@ counted, never zeroed), `row_diagnostics.jsonl` (example_id, rank, score, loss u
 adapter — the mean completion-token loss Bergson computed for the row's gradient, a forward pass
 only with label smoothing —, token length, outcome, group_id), `summary.json` (coverage, min/max/mean, precision of
 success rows in the top-k vs the pool's success fraction, top-k outcome composition at 50/100/200/k,
-AUROC, Pearson/Spearman of score vs length and vs loss), `score_histogram.png`,
+AUROC, Pearson/Spearman of score vs length and vs loss), `score_histogram.png` (planted vs clean rows when
+the source planted some, else by outcome; the top-k cut at select.k drawn),
 `score_vs_length.png`, `individual_scores.npz` (modes individual and group_mean_max: `example_ids`,
 `query_ids`, `scores` [n_pool, n_query]) and `bergson/` (Bergson's own folders, replayable configs).
 """
@@ -202,13 +203,17 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             summary["planted"] = diag.planted_check(scores, planted, cfg.select.k)
         artifacts.write_attribution_summary(out, summary)
         title = f"{cfg.name} ({cfg.attribute.mode}, {cfg.attribute.preconditioning})"
-        diag.plot_score_histogram(scores, outcomes, out / artifacts.SCORE_HISTOGRAM_PLOT, title)
+        diag.plot_score_histogram(scores, diag.histogram_groups(scores, outcomes, planted),
+                                  out / artifacts.SCORE_HISTOGRAM_PLOT, title, k=cfg.select.k)
         diag.plot_score_vs_length(scores, lengths, outcomes, out / artifacts.SCORE_VS_LENGTH_PLOT, title)
         if cfg.attribute.mode in ("individual", "group_mean_max"):
             artifacts.write_individual_scores(out, ids, result.query_ids, result.individual)
         if summary["non_finite"]:
             logger.warning("[attribute] %d of %d scores are not finite; they rank last", summary["non_finite"], len(ids))
+        pool_tokens, query_tokens = (sum(map(len, ds["input_ids"])) for ds in (pool_ds, query_ds))
+        query_passes = 0 if result.reused_query_index else 1 + (settings.preconditioning != "none")
         return {
+            "tokens_processed": pool_tokens * (1 + (settings.preconditioning == "mixed")) + query_tokens * query_passes,
             "truncated": truncated,
             "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
             "query_index": {"key": result.query_key, "reused": result.reused_query_index,

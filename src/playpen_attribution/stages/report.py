@@ -2,7 +2,8 @@
 
 Reads the run directory alone (`report.results` says what and computes the statistics), so
 `playpen-attribution report --run-dir D` regenerates it. Writes `report/`: `report.json`,
-`report.md`, `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
+`report.md`, `differences.png` (arm − vs per seed with the across-seed interval, when arms were compared;
+report.md shows it under the answer), `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
 family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran), `training_loss.png` (every
 training's train_log.json) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
@@ -10,7 +11,10 @@ and `score_vs_length.png`; and copies all of them into the run directory, its fr
 Before reading, it checks every stage folder against what is on disk (`stage_folder.stale_stages`):
 a folder whose files changed, or that was built from an upstream folder since replaced, is refused,
 naming it and what it was built from, unless `allow_stale` (then report.md says so at the top and
-report.json lists them under `stale`).
+report.json lists them under `stale`). It also checks the sweep is complete (`run.completeness`): a
+planned (arm, seed) unit without a finished evaluation is refused, naming every one, unless
+`allow_incomplete` (then report.json lists them under `missing_units` and the answer names them). The
+plan is the config's; without one, the run's `experiment.yaml`; without that, its seed folders' selections.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from pathlib import Path
 
 import yaml
 
-from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.attribution.arms import plan_arms
+from playpen_attribution.config import ExperimentConfig, load_config
 from playpen_attribution.errors import UserError
+from playpen_attribution.log import logger
 from playpen_attribution.report import plots
 from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.report.markdown import render_markdown
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
 from playpen_attribution.run import artifacts
+from playpen_attribution.run.completeness import describe_units, missing_units, planned_from_folders
 from playpen_attribution.run.stage_folder import run_stage, stale_stages
 
 
@@ -49,6 +56,9 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     """Write the plots into `out`; the file names, in reading order."""
     arms = report["arms"]
     drawn = []
+    if report.get("aggregate"):
+        plots.plot_seed_differences(report, out / artifacts.DIFFERENCES_PLOT)
+        drawn.append(artifacts.DIFFERENCES_PLOT)
     if any(a["accuracy"] is not None for a in arms):
         plots.plot_accuracy(arms, out / artifacts.ACCURACY_PLOT)
         drawn.append(artifacts.ACCURACY_PLOT)
@@ -90,7 +100,32 @@ def _report_section(run_dir: Path) -> ReportConfig:
     return ReportConfig.model_validate(data.get("report") or {})
 
 
-def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False, allow_stale: bool = False) -> Path:
+def planned_sweep(cfg: ExperimentConfig | None, run_dir: Path) -> tuple[list[int], list[str]]:
+    """(seeds, arm names) the run planned: `cfg`'s, else its experiment.yaml's, else its seed folders'."""
+    if cfg is None and (run_dir / artifacts.EXPERIMENT_FILE).is_file():
+        try:
+            cfg = load_config(run_dir / artifacts.EXPERIMENT_FILE)
+        except UserError as exc:
+            logger.warning("%s; the planned sweep is read from the seed folders instead", exc)
+    if cfg is None:
+        return planned_from_folders(run_dir)
+    return cfg.seeds, [arm.name for arm in plan_arms(cfg.select)]
+
+
+def _check_complete(cfg: ExperimentConfig | None, run_dir: Path, allow_incomplete: bool) -> list[tuple[str, int]]:
+    """The planned units without an evaluation; refused unless `allow_incomplete`."""
+    missing = missing_units(run_dir, *planned_sweep(cfg, run_dir))
+    if missing and not allow_incomplete:
+        raise UserError(f"{run_dir}: the sweep is incomplete, {len(missing)} planned (arm, seed) unit(s) have no "
+                        f"evaluation: {describe_units(missing)}; run them (rerun `run`), or pass --allow-incomplete "
+                        "to report the rest and name these")
+    if missing:
+        logger.warning("reporting an incomplete sweep (--allow-incomplete); missing: %s", describe_units(missing))
+    return missing
+
+
+def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False, allow_stale: bool = False,
+        allow_incomplete: bool = False) -> Path:
     """Always rebuilt, so `overwrite` changes nothing (the report is cheap, and reflects whatever stage
     folders and report code exist now); `cfg` names the report (None: the run folder's name)."""
     run_dir = Path(run_dir)
@@ -104,6 +139,7 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
         more = f" (and {len(stale) - 1} more stale: {', '.join(list(stale)[1:4])})" if len(stale) > 1 else ""
         raise UserError(f"{run_dir / label}: stale, {why}{more}; rebuild it (run with --overwrite) or pass "
                         f"--allow-stale to report anyway")
+    missing = _check_complete(cfg, run_dir, allow_incomplete)
 
     section = cfg.report if cfg is not None else _report_section(run_dir)
 
@@ -113,9 +149,11 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
         report["plots"] = draw(report, run_dir, out)
         if stale:
             report["stale"] = stale
+        if missing:
+            report["missing_units"] = [{"arm": arm, "seed": seed} for arm, seed in missing]
         markdown = render_markdown(report, name)
         artifacts.write_report(out, report, _stale_note(stale) + markdown if stale else markdown)
-        return {"plots": report["plots"], "stale": stale}
+        return {"plots": report["plots"], "stale": stale, "missing_units": report.get("missing_units", [])}
 
     report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name, "report": section.model_dump(mode="json")}, inputs, build,
                            command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,

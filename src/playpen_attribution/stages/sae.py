@@ -64,7 +64,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         pool = extract_split(extraction, rows, f"sae.split = {cfg.sae.split!r}")
         _write_layers(out, pool, extraction.layer, cfg.sae.split, extra)
         info = pool[extraction.layer][1]
-        manifest = {"sae": info}
+        manifest = {"sae": info, "tokens_processed": int(pool[extraction.layer][0].stats[:, 0].sum())}  # seq_len
         if extra:
             manifest["extra_layers"] = {str(layer): pool[layer][1]["hook_name"] for layer in extra}
         if has_candidates:
@@ -73,6 +73,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
                 found = extract_split(extraction, candidates, f"{CANDIDATES} split")
                 _write_layers(out / artifacts.CANDIDATES_DIR, found, extraction.layer, CANDIDATES, extra)
                 manifest["candidates"]["empty_pooled_rows"] = found[extraction.layer][1]["empty_pooled_rows"]
+                manifest["tokens_processed"] += int(found[extraction.layer][0].stats[:, 0].sum())
         return manifest
 
     stage_cfg = {

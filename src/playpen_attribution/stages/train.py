@@ -34,6 +34,7 @@ saves each epoch's checkpoint and writes the one with the lowest loss as the ada
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,8 +52,8 @@ from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
+from playpen_attribution.run.model_paths import adapter_base, tokenizer_path, with_base_model
 from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.run.tracking import trainer_reporting
 
@@ -186,6 +187,8 @@ def build_trainer(
     import torch
     from trl import SFTTrainer
 
+    from playpen_attribution.core.divergence import DivergenceStop
+
     if not rows:
         raise UserError("no rows to train on")
     torch.manual_seed(train.seed)
@@ -208,6 +211,7 @@ def build_trainer(
         )
         quiet_progress(trainer)
         epoch_seeded_order(trainer, train.seed)
+        trainer.add_callback(DivergenceStop(train.seed))  # NaN or exploding loss: one line, no finished folder
         return trainer
 
     trainer = trainer_for(train)
@@ -302,8 +306,22 @@ def last_checkpoint(scratch: Path) -> Path | None:
     if not scratch.is_dir():
         return None
     complete = [d for d in scratch.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-                if d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit() and (d / TRAINER_STATE_NAME).is_file()]
+                if d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-").isdigit() and _readable(d / TRAINER_STATE_NAME)]
     return max(complete, key=lambda d: int(d.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")), default=None)
+
+
+def _readable(state: Path) -> bool:
+    """A checkpoint's trainer_state.json is there and parses (a damaged one: the checkpoint is skipped, said so)."""
+    import json
+
+    if not state.is_file():
+        return False
+    try:
+        json.loads(state.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logger.warning("[train] %s is damaged; not resuming from %s", state, state.parent.name)
+        return False
+    return True
 
 
 def train_rows(
@@ -328,7 +346,7 @@ def train_rows(
     model, tokenizer = trainer.model, trainer.processing_class
     adapter_dir = out / artifacts.ADAPTER_DIR
     model.save_pretrained(str(adapter_dir))
-    set_base_model(adapter_dir, model_path)  # Bergson and PEFT load the base named there
+    set_base_model(adapter_dir, adapter_base(cfg.model.base, model_path, adapter_dir))  # relative when in the run
     if train.merge:
         merged = model.merge_and_unload()
         merged.save_pretrained(str(out / artifacts.MERGED_DIR))
@@ -340,12 +358,13 @@ def train_rows(
         "completion_tokens": tokens,
         "train_loss": round(float(result.training_loss), 6),
         "steps": trainer.state.global_step,
-        "init_adapter": str(init_adapter) if init_adapter else None,
+        "init_adapter": os.path.relpath(init_adapter, out.parent) if init_adapter else None,
         "resumed_from_step": int(resume.name.removeprefix("checkpoint-")) if resume else None,
         "batch_size": trainer.args.per_device_train_batch_size,
         "grad_accum": trainer.args.gradient_accumulation_steps,
         "train_runtime_s": round(runtime, 3),
         "train_tokens_per_s": round(input_tokens / runtime, 1) if runtime > 0 else None,
+        "tokens_processed": int(input_tokens),
         "turn_end_token": turn_end,
         "keep_best": None if best_rows is None else {
             "split": train.keep_best, "rows": len(best_rows), "best_eval_loss": trainer.state.best_metric,

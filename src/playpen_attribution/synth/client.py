@@ -94,6 +94,8 @@ def _status_of(error: Exception) -> str:
         return "connection error"
     if isinstance(error, openai.APIStatusError):
         return f"HTTP {error.status_code}"
+    if isinstance(error, (EmptyChoicesError, MalformedReplyError)):
+        return f"a 200 reply with {error}"
     return type(error).__name__
 
 
@@ -103,11 +105,16 @@ def _is_retryable(error: Exception) -> bool:
         return True
     if isinstance(error, openai.APIStatusError):
         return error.status_code == 429 or error.status_code >= 500
-    return isinstance(error, EmptyChoicesError)
+    return isinstance(error, (EmptyChoicesError, MalformedReplyError))
 
 
 class EmptyChoicesError(Exception):
     """The provider answered 200 without any choice (OpenRouter does this on upstream failures)."""
+
+
+class MalformedReplyError(Exception):
+    """The provider answered 200 with a body that is not a chat completion: cut off or not JSON, or a choice
+    without a message. Retried like a server error (it usually is one)."""
 
 
 def _retry_after_s(error: Exception) -> float | None:
@@ -145,14 +152,24 @@ class ChatClient:
         return min(delay, MAX_BACKOFF_S)
 
     def _call_once(self, model: str, messages: list[dict]) -> ChatReply:
-        response = self._openai.chat.completions.create(model=model, messages=messages)
-        if not response.choices:
-            raise EmptyChoicesError("the response had no choices")
-        usage = response.usage
+        try:
+            response = self._openai.chat.completions.create(model=model, messages=messages)
+        except ValueError as exc:  # json.JSONDecodeError: the body was cut short or is not JSON
+            raise MalformedReplyError(f"a body that is not JSON ({exc})") from None
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise EmptyChoicesError("no choices")
+        message = getattr(choices[0], "message", None)
+        if message is None:
+            raise MalformedReplyError("a choice without a message")
+        content = getattr(message, "content", None) or ""  # null content: an empty reply (the game's rules judge it)
+        if not isinstance(content, str):
+            raise MalformedReplyError(f"a message whose content is not text ({type(content).__name__})")
+        usage = getattr(response, "usage", None)
         return ChatReply(
-            content=response.choices[0].message.content or "",
-            prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
-            completion_tokens=(usage.completion_tokens or 0) if usage else 0,
+            content=content,
+            prompt_tokens=(getattr(usage, "prompt_tokens", None) or 0) if usage else 0,
+            completion_tokens=(getattr(usage, "completion_tokens", None) or 0) if usage else 0,
         )
 
     def complete(self, model: str, messages: list[dict]) -> ChatReply:
@@ -161,7 +178,7 @@ class ChatClient:
         for attempt in range(attempts):
             try:
                 return self._call_once(model, messages)
-            except (openai.OpenAIError, EmptyChoicesError) as error:
+            except (openai.OpenAIError, EmptyChoicesError, MalformedReplyError) as error:
                 status = _status_of(error)
                 if not _is_retryable(error):
                     detail = self.redact(str(error))[:300]

@@ -19,7 +19,7 @@ more guesser models or games extend a run; concurrency, timeout and retries only
 class SynthConfig(BaseModel):
     """Everything `playpen-attribution synth` needs (the API key comes from the environment)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     output_dir: Path
     """Folder for games.jsonl, rows_wordguesser.jsonl, summary.json; rerunning into it resumes."""

@@ -2,7 +2,8 @@
 
 A game is finished when its record is in games.jsonl; its row is derived from that record, so after
 a kill between the two writes a resumed run only re-derives the missing row. Games that were being
-played when the run stopped are played again. summary.json is rewritten after every game.
+played when the run stopped are played again. summary.json is rewritten after every game. One run
+writes an output folder at a time (its lock in `.locks/` beside it): a second one waits, then resumes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from playpen_attribution.core import atomic
+from playpen_attribution.core.locking import lock_path, locked
 from playpen_attribution.core.yaml_config import dump, read_mapping
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
@@ -198,6 +200,11 @@ def run_synth(cfg: SynthConfig, chat: Chat) -> dict:
     targets = load_targets(cfg.targets_file, cfg.exclude_words_file)
     plan = plan_games(cfg, targets)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    with locked(lock_path(cfg.output_dir), f"synth output {cfg.output_dir}"):  # a second run waits, then resumes
+        return _run_locked(cfg, chat, targets, plan)
+
+
+def _run_locked(cfg: SynthConfig, chat: Chat, targets: list[Target], plan: list[GameSpec]) -> dict:
     _check_folder_config(cfg)
     writer = _resume(cfg, len(plan))
     finished = {r["game_key"] for r in writer.records}

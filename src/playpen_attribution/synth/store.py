@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from playpen_attribution.core import atomic
+from playpen_attribution.core.jsonl import dumps
 from playpen_attribution.core.rows import ROW_COLUMNS
 from playpen_attribution.errors import UserError
 
@@ -37,7 +38,7 @@ class JsonlAppender:
 
     def append(self, record: dict) -> None:
         """Write one line and fsync it before returning."""
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        line = (dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
         with self._lock, self.path.open("ab") as handle:
             handle.write(line)
             handle.flush()
@@ -83,7 +84,7 @@ def repair_jsonl(path: Path) -> tuple[list[dict], int]:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Replace a JSON file in one step (`core.atomic.write_text`: temporary file, fsync, os.replace)."""
-    atomic.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    atomic.write_text(path, dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def load_synth_rows(path: str | Path) -> list[dict]:

@@ -36,7 +36,7 @@ from playpen_attribution.core.rows import SourceRows, make_example_id
 class DemoSource(BaseModel):
     """The offline Taboo-WordGuesser-like demo task generated from the project's own lexicon."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["demo"] = "demo"
     n_train: int = Field(1500, gt=0, description="Rows in the training pool (train_base), aborted rows included.")
