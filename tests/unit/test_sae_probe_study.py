@@ -80,3 +80,29 @@ def test_the_report_table_and_plot_of_the_study(tmp_path):
     assert lines[4] == "| - | length | +0.450 | +0.200 | n/a | n/a | +0.000 |" and len(lines) == 5
     plot_probe_study(rows, tmp_path / "probe_study.png")
     assert (tmp_path / "probe_study.png").stat().st_size > 1000
+
+
+def test_pooled_residuals_read_the_last_pooled_the_mean_and_the_first_response_token():
+    import torch
+
+    from playpen_attribution.sae.probe_residuals import pooled_residuals
+
+    resid = torch.arange(2 * 4 * 2, dtype=torch.float32).reshape(2, 4, 2)  # position p of row b: [8b + 2p, 8b + 2p + 1]
+    pool = torch.tensor([[True, True, True, False], [True, True, True, True]])       # row 0 padded at the end
+    response = torch.tensor([[False, True, True, False], [False, False, False, False]])  # row 1: no response token
+    out = pooled_residuals(resid, pool, response)
+    assert out["last_token"].tolist() == [[4.0, 5.0], [14.0, 15.0]]
+    assert out["mean"].tolist() == [[2.0, 3.0], [11.0, 12.0]]
+    assert out["first_response_token"].tolist() == [[2.0, 3.0], [0.0, 0.0]]  # zeros for a row without one
+
+
+def test_the_report_section_names_the_study_and_shows_table_and_plot():
+    from playpen_attribution.report.probe_study import probe_study_lines
+
+    rows = [{"layer": 0, "pooling": "mean", "length_residualised": False, "spearman": 0.5, "r2": 0.2, "partial_spearman": 0.1}]
+    study = {"layers": [0], "folds": 3, "group_key": "group_id", "rows_fitted": 90, "target": "rank",
+             "length": "tokens fed to the model", "rows": rows}
+    lines = probe_study_lines({"probe_study": study})
+    assert lines[0] == "## Probe study: does a predictor see anything beyond length?"
+    assert "| 0 | mean | +0.500 | +0.200 | n/a | n/a | +0.100 |" in lines and "![probe study](probe_study.png)" in lines
+    assert probe_study_lines({}) == []

@@ -10,6 +10,7 @@ seed with the interval (`differences.png`). Counts, settings and lists read as w
 from __future__ import annotations
 
 from playpen_attribution.report.comparisons import METRICS
+from playpen_attribution.report.probe_study import probe_study_lines
 from playpen_attribution.run.artifacts import DIFFERENCES_PLOT
 
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
@@ -490,6 +491,7 @@ def render_markdown(report: dict, name: str) -> str:
                          + ("" if auroc is None else f"; AUROC clean vs planted {auroc:.3f}") + ".")
         lines.append("")
     lines += _predictor_lines(report)
+    lines += probe_study_lines(report)
     lines += _selection_lines(report)
     rest = [p for p in report.get("plots", []) if p != DIFFERENCES_PLOT]
     if rest:

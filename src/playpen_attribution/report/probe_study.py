@@ -3,7 +3,8 @@
 The table has one line per (layer, pooling): the held-out Spearman and R^2 of the raw probe, the same
 of the length-residualised probe, and the raw probe's partial Spearman with the attribution score given
 length, then the length-only probe as the baseline; the plot draws one line per pooling over the layers,
-solid for the raw probe and dashed for the length-residualised one.
+solid for the raw probe and dashed for the length-residualised one. `probe_study_lines` is the report's
+section (report.json's `probe_study`, the predict stage's `probe_study.json`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from playpen_attribution.report.plots import SEED_COLOURS, _pyplot
+from playpen_attribution.run.artifacts import PROBE_STUDY_PLOT
 
 
 def _num(value) -> str:
@@ -55,3 +57,18 @@ def plot_probe_study(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def probe_study_lines(report: dict) -> list[str]:
+    """The report's probe-study section: what was fitted, the table and the plot; none without a study."""
+    study = report.get("probe_study")
+    if not study:
+        return []
+    return ["## Probe study: does a predictor see anything beyond length?", "",
+            (f"Ridge probes on the residual of blocks {', '.join(map(str, study['layers']))} (pooled three ways) and on "
+            f"the SAE features (`sae`), cross-fitted over {study['folds']} folds grouped by `{study['group_key']}` "
+            f"({study['rows_fitted']} rows, target: attribution {study['target']}); length-residualised: length "
+            f"({study['length']}) regressed out of features and target inside each training fold. The partial "
+            "Spearman is the raw probe's rank correlation with the target once length is regressed out of both "
+             "(about 0 for a probe that sees only length)."), "",
+            *study_table(study["rows"]), "", f"![probe study]({PROBE_STUDY_PLOT})", ""]
