@@ -39,7 +39,7 @@ def plot_probe_study(rows: list[dict], path: Path) -> None:
     """Spearman over layers, one colour per pooling: raw solid, length-residualised dashed; the length-only
     probe as a grey horizontal line."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     poolings = sorted({r["pooling"] for r in rows if r["layer"] is not None})
     for colour, pooling in zip(SEED_COLOURS, poolings, strict=False):
         for residualised, style in ((False, "-"), (True, "--")):
@@ -50,10 +50,12 @@ def plot_probe_study(rows: list[dict], path: Path) -> None:
                 ax.plot(*zip(*points, strict=True), style, marker="o", color=colour, label=label)
     for row in (r for r in rows if r["layer"] is None):
         ax.axhline(row["spearman"], color="grey", linewidth=1, label=f"{row['pooling']} only")
-    ax.set_xlabel("layer")
+    ax.set_xticks(sorted({r["layer"] for r in rows if r["layer"] is not None}))
+    ax.set_xlabel("layer (block)")
     ax.set_ylabel("held-out Spearman with attribution")
+    ax.set_title("Probes of attribution: raw (solid) vs length-residualised (dashed)", fontsize=9)
     ax.axhline(0, color="black", linewidth=0.5)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
