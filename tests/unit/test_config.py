@@ -20,7 +20,7 @@ def test_every_shipped_config_parses(path):
 
 def test_every_real_config_sweeps_at_least_three_seeds():
     """A real model needs the replication the across-seed test reads (one seed cannot decide)."""
-    for name in ("taboo_wordguesser", "smoltalk_magpie", "taboo_clembench_gemma3", "taboo_clembench_gemma3_raw"):
+    for name in ("taboo_wordguesser", "smoltalk_magpie", "taboo_clembench_gemma3", "taboo_clembench_gemma3_chat"):
         assert len(load_config(REPO / "configs" / f"{name}.yaml").seeds) >= 3, name
 
 

@@ -33,7 +33,7 @@ def test_every_shipped_config_resolves_exactly_as_before_composition():
         assert now[name] == before[name], name
 
 
-@pytest.mark.parametrize("name", ["demo_aa.yaml", "taboo_nearest.yaml", "taboo_clembench_gemma3_raw.yaml"])
+@pytest.mark.parametrize("name", ["demo_aa.yaml", "taboo_nearest.yaml", "taboo_clembench_gemma3_chat.yaml"])
 def test_variants_extend_and_hold_only_what_differs(name):
     text = (REPO / "configs" / name).read_text()
     assert len(text.splitlines()) <= 15
