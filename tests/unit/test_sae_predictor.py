@@ -322,6 +322,7 @@ def test_new_fields_stay_out_of_the_dumps_at_their_defaults():
     assert set(PredictConfig().model_dump(mode="json")) == before_predict
     assert SaeConfig(layer=0, top_k_features=32, extra_layers=[1]).model_dump()["extra_layers"] == [1]
     assert PredictConfig(probe_pooling="last_token", model="sae_topk").model_dump()["probe_pooling"] == "last_token"
+    assert SaeConfig(layer=0, probe_layers=[0, 2]).model_dump()["probe_layers"] == [0, 2]
 
 
 def test_variant_fields_are_checked():
@@ -331,6 +332,8 @@ def test_variant_fields_are_checked():
         parse_config({"sae": {"release": "gemma-scope-2-1b-it-res", "sae_id": "layer_17", "extra_layers": [3]}}, "c.yaml")
     with pytest.raises(UserError, match=r"extra_layers = \[1, 1\]: expected distinct blocks >= 0 other than layer = 0"):
         parse_config({"sae": {"layer": 0, "extra_layers": [1, 1]}}, "c.yaml")
+    with pytest.raises(UserError, match=r"probe_layers = \[2, -1, 2\]: expected distinct blocks >= 0"):
+        parse_config({"sae": {"layer": 0, "probe_layers": [2, -1, 2]}}, "c.yaml")
     with pytest.raises(UserError, match=r"model = 'ridge': expected sae, sae_topk, sae_logistic or sae@<L>"):
         parse_config({"predict": {"model": "ridge"}}, "c.yaml")
     with pytest.raises(UserError, match=r"predict.model = 'sae@2' names layer 2, which is not in sae.extra_layers \(\[1\]\)"):

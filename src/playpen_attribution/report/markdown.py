@@ -12,6 +12,7 @@ from __future__ import annotations
 from playpen_attribution.report import markdown_tables as tables
 from playpen_attribution.report.cells import difference, p, p_is
 from playpen_attribution.report.comparisons import METRICS
+from playpen_attribution.report.probe_study import probe_study_lines
 from playpen_attribution.report.records import Aggregate, Report
 from playpen_attribution.run.artifacts import DIFFERENCES_PLOT
 
@@ -146,6 +147,7 @@ def render_markdown(report: Report, name: str) -> str:
     lines += tables.benchmark_lines(report.benchmarks)
     lines += tables.attribution_lines(report.attribution)
     lines += tables.predictor_lines(report.predictor)
+    lines += probe_study_lines(report.probe_study)
     lines += tables.selection_lines(report.selection)
     rest = [plot for plot in report.plots if plot != DIFFERENCES_PLOT]
     if rest:

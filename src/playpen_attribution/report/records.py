@@ -331,6 +331,8 @@ class Report:
     data_efficiency: DataEfficiency | None = field(default=None, metadata=OMIT)
     plots: list[str] = field(default_factory=list)
     """The plots drawn, in reading order (file names in the report folder)."""
+    probe_study: dict | None = field(default=None, metadata=OMIT)
+    """The predict stage's probe_study.json (layers x poolings, raw and length-residualised), as it wrote it."""
     stale: dict[str, str] | None = field(default=None, metadata=OMIT)
     """--allow-stale: stage folder -> why it is stale."""
     missing_units: list[dict] | None = field(default=None, metadata=OMIT)
