@@ -13,8 +13,10 @@ allocator every Linux already has.
   process started from this one reads at its start (Bergson's workers, sweep jobs);
 - the same three values in this process through `mallopt`, which glibc applies from then on.
 
-Results do not change: only where freed memory goes. Peak memory does not grow (what is kept is what the
-next step asks for again). Elsewhere (macOS, musl) it does nothing.
+Results do not change: only where freed memory goes. Within a stage the kept memory is what the next step
+asks for again; between stages `release_free_memory()` (called where each stage's peak measurement starts,
+`run.peak_memory.reset_peaks`) hands everything free back, so a stage's recorded peak is its own and not
+what an earlier stage in the same process left. Elsewhere (macOS, musl) both do nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def tune_allocator() -> str:
         os.environ[name] = str(value)
         libc.mallopt(param, ctypes.c_int(min(value, 2 ** 31 - 1)))
     return "glibc malloc keeps freed memory (mmap threshold 32 MiB, no trimming)"
+
+
+def release_free_memory() -> bool:
+    """Collect garbage and give every free heap page back to the kernel (glibc `malloc_trim(0)`); True if
+    glibc did. Called between stages, never inside a training loop."""
+    import gc
+
+    gc.collect()
+    libc = _glibc() if sys.platform.startswith("linux") else None
+    return bool(libc is not None and libc.malloc_trim(0))
 
 
 def _glibc():
