@@ -14,7 +14,6 @@ from helpers import gemma_270m_dir as prepared_gemma_270m
 from helpers import small_demo_dict
 
 from playpen_attribution.config import parse_config
-from playpen_attribution.core.allocator import tune_allocator
 from playpen_attribution.core.tiny_model import train_word_tokenizer
 from playpen_attribution.taboo.demo import DemoSource, corpus_text, generate_demo
 
@@ -46,10 +45,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if INTEGRATION in item.path.parts[-2:-1]:
             item.add_marker(pytest.mark.integration)
-
-
-def pytest_configure(config):
-    tune_allocator()  # as the CLI does (core/allocator.py): stages called in-process run the same way
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from playpen_attribution.core.allocator import release_free_memory
-
 _CLEAR_REFS, _STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
@@ -25,9 +23,7 @@ def _cuda():
 
 
 def reset_peaks() -> str:
-    """Start measuring a stage's peaks; returns the RSS scope that `peaks` will report ("stage" or "process").
-    Free memory an earlier stage left in the allocator is handed back first, so the peak is this stage's."""
-    release_free_memory()
+    """Start measuring a stage's peaks; returns the RSS scope that `peaks` will report ("stage" or "process")."""
     torch = _cuda()
     if torch is not None:
         torch.cuda.reset_peak_memory_stats()
