@@ -58,7 +58,6 @@ from bergson_direct import (  # benchmarks/ is on sys.path when run as a script
 )
 
 from playpen_attribution.config import parse_config
-from playpen_attribution.core.allocator import tune_allocator
 from playpen_attribution.core.modeling import device, load_model, load_tokenizer
 from playpen_attribution.core.tiny_model import train_word_tokenizer
 from playpen_attribution.core.tokenization import prompt_ids, tokenize_rows
@@ -483,7 +482,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", choices=["train", "attribute", "sae", "evaluate"],
                         help="run only these checks (sae needs attribute's seconds; it runs attribute too)")
     args = parser.parse_args(argv)
-    tune_allocator()  # as the CLI does: the project path and the references both run with it
     import torch
     import transformers
 

@@ -4,7 +4,6 @@ one run: tokens/s, peak resident memory and their ratios.
     uv run python benchmarks/real_model.py                       # configs/taboo_clembench_gemma3.yaml, 2 threads
     uv run python benchmarks/real_model.py --pool-rows 64 --batch-size 16 --batching padding_free
     uv run python benchmarks/real_model.py --tiny                # CPU smoke test on a tiny random Gemma-3 (the suite)
-    uv run python benchmarks/real_model.py --allocator default   # glibc's own malloc settings, for comparison
 
 What it runs, in `--workdir` (a temp folder by default), one JSON line per measurement on stdout:
 
@@ -40,7 +39,6 @@ import time
 from pathlib import Path
 
 from playpen_attribution.config import load_config, parse_config
-from playpen_attribution.core.allocator import tune_allocator
 from playpen_attribution.run import artifacts, peak_memory
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path
@@ -136,10 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     parser.add_argument("--workdir", default=None, help="where the run folders go (default: temp)")
     parser.add_argument("--only", nargs="*", choices=["raw", "train", "attribute", "evaluate"])
-    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
-                        help="tuned: the CLI's glibc settings (core/allocator.py); default: glibc's own")
     args = parser.parse_args(argv)
-    allocator = tune_allocator() if args.allocator == "tuned" else "glibc defaults"
     import torch
 
     torch.set_num_threads(args.threads)
@@ -150,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     emit({"check": "setup", "config": "tiny" if args.tiny else args.config, "threads": torch.get_num_threads(),
           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
           "batch_size": cfg.train.batch_size, "batching": cfg.train.batching,
-          "token_batch_size": cfg.attribute.token_batch_size, "allocator": allocator, "load": _load()})
+          "token_batch_size": cfg.attribute.token_batch_size, "load": _load()})
     only = set(args.only or ["raw", "train", "attribute", "evaluate"])
     full, run_dir = work / "full", work / "run"
     data.run(cfg, full)

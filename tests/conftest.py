@@ -1,23 +1,50 @@
 """Shared fixtures: a tiny tokenizer, a small demo config, and one small finished demo run.
 
 The finished run (`demo_run`) is built once per test session; stage tests read its folders. Plain
-helpers (paths, config builders) are in `helpers.py`.
+helpers (paths, config builders) are in `helpers.py`. The tiers: every test under tests/integration/ is
+marked `integration` here (and a few slow unit tests in their files); `pytest -m "not integration"` runs the
+fast tier without importing tests/integration/ at all.
 """
 
 from __future__ import annotations
 
 import pytest
+from _pytest.mark.expression import Expression
 from helpers import gemma_270m_dir as prepared_gemma_270m
 from helpers import small_demo_dict
 
 from playpen_attribution.config import parse_config
-from playpen_attribution.core.allocator import tune_allocator
 from playpen_attribution.core.tiny_model import train_word_tokenizer
 from playpen_attribution.taboo.demo import DemoSource, corpus_text, generate_demo
 
+INTEGRATION = "integration"
+"""The marker of every test under tests/integration/ (they train, run stages, load real models or registries) and
+of the few unit tests that take seconds; `pytest -m "not integration"` runs the fast tier."""
 
-def pytest_configure(config):
-    tune_allocator()  # as the CLI does (core/allocator.py): stages called in-process run the same way
+
+def _excludes_integration(config) -> bool:
+    """Whether `-m` deselects an integration test both without any other mark and with every other mark."""
+    expression = config.getoption("markexpr")
+    if not expression:
+        return False
+    compiled = Expression.compile(expression)
+    return not any(compiled.evaluate(lambda name, others=others: name == INTEGRATION or others)
+                   for others in (False, True))
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under `-m "not integration"` tests/integration/ is not even imported (its modules import torch, Transformers,
+    Bergson and SAELens: most of a full collection's time)."""
+    if collection_path.name == INTEGRATION and collection_path.is_dir() and _excludes_integration(config):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests by folder: every test under tests/integration/ is an integration test."""
+    for item in items:
+        if INTEGRATION in item.path.parts[-2:-1]:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -305,13 +305,11 @@ def _experiment(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from playpen_attribution.core.allocator import tune_allocator
     from playpen_attribution.core.interruption import stop_on_signals
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     setup_logging(getattr(logging, args.log_level or "INFO"))
-    logger.debug("allocator: %s", tune_allocator())
     restore_signals = stop_on_signals()
     try:
         if args.command == "synth":

@@ -87,8 +87,7 @@ def test_report_pairs_arms_with_their_controls_on_the_same_items(tmp_path):
         (run_dir / artifacts.seed_dir(seed)).mkdir(parents=True)
         _eval_folder(run_dir / artifacts.seed_dir(seed), "top_k", top)
         _eval_folder(run_dir / artifacts.seed_dir(seed), "matched_random_k", ctrl)
-    entries = [{"name": "top_k", "seed": s, "versus": ["matched_random_k"]} for s in (1, 2)]
-    section = collect_benchmarks(run_dir, entries)
+    section = collect_benchmarks(run_dir, {("top_k", s): ["matched_random_k"] for s in (1, 2)})
     assert {(r["name"], r["seed"]) for r in section["results"]} == {
         ("base", None), ("top_k", 1), ("matched_random_k", 1), ("top_k", 2), ("matched_random_k", 2)}
     assert [c["difference"]["mean"] for c in section["comparisons"]] == [0.25, 0.25]

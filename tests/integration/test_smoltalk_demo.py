@@ -81,3 +81,11 @@ def test_shrunken_smoltalk_demo_reports_benchmarks_and_token_budgets_for_every_a
         assert sel.split == ("candidates" if from_candidates else "train_base"), name
         assert set(sel.example_ids) <= (candidates if from_candidates else pool), name
     assert report["predictor"]["candidates_ranked"] == len(candidates)
+    # the probe study (sae.probe_layers): its table in report.md, its plot beside it
+    study = report["probe_study"]
+    assert study["layers"] == [0, 1] and len(study["rows"]) == 2 * 3 * 2 + 2 + 1  # layers x poolings x raw/resid, sae, length
+    text = (tmp_path / artifacts.REPORT_MD).read_text()
+    table = text[text.index("## Probe study"):]
+    assert "| layer | pooling | Spearman | R² | Spearman, length-residualised |" in table
+    assert "| 1 | first_response_token |" in table and "![probe study](probe_study.png)" in table
+    assert (tmp_path / artifacts.REPORT / "probe_study.png").is_file() and (tmp_path / "probe_study.png").is_file()

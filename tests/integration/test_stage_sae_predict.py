@@ -55,7 +55,8 @@ def sae_run(demo_run, tmp_path_factory):
     run_dir = _linked_run(src, tmp / "run", UPSTREAM[1:])
     _with_candidates(src, run_dir)
     cfg = cfg.model_copy(update={
-        "sae": SaeConfig(layer=0, d_sae=D_SAE, model="base_adapter", batch_size=32, extra_layers=[1], top_k_features=TOP_K),
+        "sae": SaeConfig(layer=0, d_sae=D_SAE, model="base_adapter", batch_size=32, extra_layers=[1], top_k_features=TOP_K,
+                         probe_layers=[0, 1]),
         "predict": PredictConfig(group_key="target_word", folds=5, cv_folds=3),
     })
     config = tmp / "config.yaml"
@@ -73,9 +74,10 @@ def test_stages_write_exactly_their_files(sae_run):
     _, run_dir, _ = sae_run
     common = {artifacts.CONFIG_FILE, artifacts.MANIFEST_FILE}
     every_layer = FEATURE_FILES | {f"layer_1/{f}" for f in FEATURE_FILES}
-    assert _files(run_dir / "sae") == common | every_layer | {f"candidates/{f}" for f in every_layer}
+    assert _files(run_dir / "sae") == common | every_layer | {f"candidates/{f}" for f in every_layer} | {
+        "probe_residuals.npz"}
     assert _files(run_dir / "predict") == common | {"predictor.joblib", "metrics.json", "predicted_scores.jsonl",
-                                                    "candidate_scores.jsonl"}
+                                                    "candidate_scores.jsonl", "probe_study.json", "probe_study.png"}
     for stage in ("sae", "predict"):
         assert set(artifacts.load_manifest(run_dir / stage).fields["produced"]) == _files(run_dir / stage) - {"manifest.json"}
 
@@ -104,6 +106,40 @@ def test_features_are_keyed_by_example_id_with_the_expected_shapes(sae_run):
     layer1, index1 = artifacts.load_features(run_dir / "sae" / "layer_1")
     assert layer1.example_ids == features.example_ids and (index1["layer"], index1["split"]) == (1, "train_base")
     assert not np.allclose(layer1.residual_mean, features.residual_mean)
+
+
+def test_probe_residuals_come_from_the_same_pass_in_three_poolings(sae_run):
+    """sae/probe_residuals.npz: per probe layer and pooling, rows x d_model in the features' row order; the mean
+    and last-token poolings equal the features' own (the same residual, the same pooled tokens)."""
+    _, run_dir, _ = sae_run
+    features, index = artifacts.load_features(run_dir / "sae")
+    layer1, _ = artifacts.load_features(run_dir / "sae" / "layer_1")
+    assert index["probe_layers"] == [0, 1] and artifacts.load_manifest(run_dir / "sae").fields["probe_layers"] == [0, 1]
+    with np.load(run_dir / "sae" / "probe_residuals.npz") as npz:
+        assert sorted(npz.files) == sorted(["example_ids"] + [f"layer_{layer}_{pooling}" for layer in (0, 1)
+                                                               for pooling in ("last_token", "mean", "first_response_token")])
+        assert npz["example_ids"].tolist() == features.example_ids
+        for layer, own in ((0, features), (1, layer1)):
+            np.testing.assert_allclose(npz[f"layer_{layer}_mean"], own.residual_mean, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(npz[f"layer_{layer}_last_token"], own.residual_last, rtol=1e-5, atol=1e-6)
+            first = npz[f"layer_{layer}_first_response_token"]
+            assert first.shape == own.residual_mean.shape and not np.allclose(first, own.residual_last)
+
+
+def test_the_probe_study_table_covers_every_layer_and_pooling_raw_and_residualised(sae_run):
+    _, run_dir, _ = sae_run
+    study = artifacts.load_probe_study(run_dir / "predict")
+    metrics = json.loads((run_dir / "predict" / "metrics.json").read_text())
+    assert (study["layers"], study["rows_fitted"], study["folds"]) == ([0, 1], metrics["scored_rows"], 5)
+    keys = {(r["layer"], r["pooling"], r["length_residualised"]) for r in study["rows"]}
+    assert keys == {(layer, pooling, resid) for layer in (0, 1) for pooling in ("last_token", "mean", "first_response_token")
+                    for resid in (False, True)} | {(0, "sae", False), (0, "sae", True), (None, "length", False)}
+    for row in study["rows"]:
+        assert all(-1 <= row[m] <= 1 for m in ("spearman", "partial_spearman")) and row["r2"] <= 1
+    length_only = next(r for r in study["rows"] if r["pooling"] == "length")
+    assert length_only["spearman"] == pytest.approx(metrics["models"]["length"]["spearman"], abs=0.15)
+    assert artifacts.load_manifest(run_dir / "predict").fields["probe_study"] == {"layers": [0, 1],
+                                                                                   "rows_fitted": metrics["scored_rows"]}
 
 
 def test_candidates_get_features_in_their_own_folder(sae_run):

@@ -103,6 +103,6 @@ def test_method_table_pieces():
     table = {"methods": {"trak": {"seconds": 25.0, "peak_rss_mb": 750.0, "relative_seconds": 2.5,
                                   "relative_peak_rss": 1.5, "auroc_planted": 0.9, "top_k": verdict}},
              "spearman": {"gradient_cosine vs trak": 0.5}}
-    text = "\n".join(method_lines({"methods": table}))
+    text = "\n".join(method_lines(table))
     assert "| trak | 25.0 | 2.50 | 750 | 1.50 | 0.900 | +0.200 [+0.100, +0.300] on choice accuracy, p 0.01 | arm |" in text
-    assert "gradient_cosine vs trak 0.500" in text and method_lines({}) == []
+    assert "gradient_cosine vs trak 0.500" in text and method_lines(None) == []

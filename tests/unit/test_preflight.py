@@ -27,6 +27,7 @@ def _with(**sections) -> dict:
     return data
 
 
+@pytest.mark.integration  # loads the registry (SAELens, lm-eval): seconds
 def test_an_sae_id_missing_from_saelens_registry_is_refused_before_any_stage(tmp_path):
     from playpen_attribution.pipeline import run_experiment
 
@@ -37,6 +38,7 @@ def test_an_sae_id_missing_from_saelens_registry_is_refused_before_any_stage(tmp
     assert not (tmp_path / "run").exists()  # refused before the run folder, let alone a stage
 
 
+@pytest.mark.integration  # loads the registry (SAELens, lm-eval): seconds
 def test_an_extra_sae_id_and_an_unknown_release_are_checked_too():
     good = {"release": "gemma-scope-2-1b-it-res", "sae_id": "layer_17_width_16k_l0_small"}
     preflight(parse_config(_with(sae=good)))
@@ -58,6 +60,7 @@ def test_a_benchmark_task_whose_python_imports_fail_is_refused(tmp_path):
         preflight(cfg)
 
 
+@pytest.mark.integration  # loads the registry (SAELens, lm-eval): seconds
 def test_an_unknown_benchmark_task_is_refused(tmp_path):
     cfg = parse_config(_with(evaluate={"benchmarks": ["no_such_task"],
                                        "benchmark_include_path": str(REPO / "configs" / "lm_eval_tasks")}))
@@ -65,6 +68,7 @@ def test_an_unknown_benchmark_task_is_refused(tmp_path):
         preflight(cfg)
 
 
+@pytest.mark.integration  # loads the registry (SAELens, lm-eval): seconds
 def test_the_shipped_offline_configs_pass(tmp_path):
     for name in ("demo.yaml", "smoltalk_demo.yaml"):  # smoltalk_demo: a local lm-eval task with a Python loader
         preflight(load_config(REPO / "configs" / name))

@@ -180,6 +180,7 @@ def test_inputs_are_recorded_relative_so_a_copied_run_folder_is_judged_the_same(
     assert calls == []  # reused where it now is
 
 
+@pytest.mark.integration  # imports the Transformers trainer (seconds)
 def test_a_checkpoint_with_a_damaged_trainer_state_is_not_resumed_from(tmp_path):
     from playpen_attribution.stages.train import last_checkpoint
 

@@ -23,6 +23,8 @@ from playpen_attribution.sae.predictor import (
     predictor_spec,
 )
 
+pytestmark = pytest.mark.integration  # fits cross-fitted predictors on synthetic features: over a minute in all
+
 FILES = {"features": "sae/index.json", "scores": "attribute/scores.jsonl", "rows": "data/splits/train_base.jsonl"}
 N, D_SAE, D_MODEL, TOP_K = 600, 48, 12, 24
 VARIANTS = {"sae", "sae_topk", "sae_logistic", "length", "residual"}
@@ -320,6 +322,7 @@ def test_new_fields_stay_out_of_the_dumps_at_their_defaults():
     assert set(PredictConfig().model_dump(mode="json")) == before_predict
     assert SaeConfig(layer=0, top_k_features=32, extra_layers=[1]).model_dump()["extra_layers"] == [1]
     assert PredictConfig(probe_pooling="last_token", model="sae_topk").model_dump()["probe_pooling"] == "last_token"
+    assert SaeConfig(layer=0, probe_layers=[0, 2]).model_dump()["probe_layers"] == [0, 2]
 
 
 def test_variant_fields_are_checked():
@@ -329,6 +332,8 @@ def test_variant_fields_are_checked():
         parse_config({"sae": {"release": "gemma-scope-2-1b-it-res", "sae_id": "layer_17", "extra_layers": [3]}}, "c.yaml")
     with pytest.raises(UserError, match=r"extra_layers = \[1, 1\]: expected distinct blocks >= 0 other than layer = 0"):
         parse_config({"sae": {"layer": 0, "extra_layers": [1, 1]}}, "c.yaml")
+    with pytest.raises(UserError, match=r"probe_layers = \[2, -1, 2\]: expected distinct blocks >= 0"):
+        parse_config({"sae": {"layer": 0, "probe_layers": [2, -1, 2]}}, "c.yaml")
     with pytest.raises(UserError, match=r"model = 'ridge': expected sae, sae_topk, sae_logistic or sae@<L>"):
         parse_config({"predict": {"model": "ridge"}}, "c.yaml")
     with pytest.raises(UserError, match=r"predict.model = 'sae@2' names layer 2, which is not in sae.extra_layers \(\[1\]\)"):
@@ -337,10 +342,10 @@ def test_variant_fields_are_checked():
 
 
 def test_the_report_table_lists_every_model_with_what_feeds_the_arms():
-    from playpen_attribution.report.markdown import _predictor_lines
+    from playpen_attribution.report.markdown_tables import predictor_lines
 
     _, _, _, fit = _planted_fit()
-    lines = _predictor_lines({"predictor": fit.metrics | {"candidates_ranked": 30}})
+    lines = predictor_lines(fit.metrics | {"candidates_ranked": 30})
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| predictor")]
     assert [r.split(" | ")[0].removeprefix("| ") for r in rows] == [
         "sae (ranks sae_top_k)", "sae_topk", "sae_logistic", "length", "residual (mean pooling; ranks probe_top_k)"]

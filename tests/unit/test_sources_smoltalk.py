@@ -238,3 +238,12 @@ def test_a_bad_row_is_named_by_its_1_based_row_number(tmp_path):
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(UserError, match=r"train row 2: no assistant message"):
         load_smoltalk(_cfg(folder, token_cap=None, pool_size=1, query_size=1, eval_size=1), seed=0)
+
+
+def test_categories_keep_only_those_rows_in_every_split_and_count_the_rest(local_smoltalk):
+    cfg = _cfg(local_smoltalk, categories=["coding", "math"], token_cap=None, group_by="category::difficulty")
+    out = load_smoltalk(cfg, seed=3)
+    assert {r["category"] for rows in out.splits.values() for r in rows} == {"coding", "math"}
+    assert out.dropped == {"other_category": 100 + 50}  # 25% of 400 train and of 200 test rows are neither
+    assert out.splits["attr_query"] and out.splits["eval"]
+    assert "categories" not in SmolTalkSource().model_dump() and cfg.model_dump()["categories"] == ["coding", "math"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from playpen_attribution.core.adapters import check_adapter_base
-from playpen_attribution.core.tokenization import check_tokenizer
+from playpen_attribution.core.tokenization import check_tokenizer, turn_end_id
 from playpen_attribution.errors import UserError
+from playpen_attribution.log import logger
 
 
 def device() -> str:
@@ -83,3 +84,20 @@ def embedding_twins(model, token_id: int, cosine: float = TWIN_COSINE) -> int:
     with torch.no_grad():
         unit = torch.nn.functional.normalize(weight.float(), dim=1)
         return int((unit @ unit[token_id] > cosine).sum()) - 1
+
+
+TWINS_WARNING = 10
+"""More embedding twins than this and the turn-end token is called untrained in the log."""
+
+
+def turn_end_check(model, tokenizer, fmt: str) -> dict:
+    """The supervised turn-end token and its embedding twins (`core.modeling.embedding_twins`), with a
+    warning when the base model never learned it (the chat template's end-of-turn on base weights)."""
+    token_id = turn_end_id(tokenizer, fmt)
+    twins = embedding_twins(model, token_id)
+    token = tokenizer.convert_ids_to_tokens(token_id)
+    if twins > TWINS_WARNING:
+        logger.warning(f"the completion's end token {token} (id {token_id}) looks untrained in this model: {twins} "
+                       f"tokens have nearly the same input embedding (cosine > {TWIN_COSINE}); until LoRA separates "
+                       "it, generations may run on into glitch tokens (format raw ends with EOS instead)")
+    return {"id": token_id, "token": token, "embedding_twins": twins}

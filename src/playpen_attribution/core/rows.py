@@ -34,6 +34,9 @@ SPLITS: tuple[str, ...] = ("train_base", "attr_query", "eval")
 CANDIDATES = "candidates"
 """The optional fourth split (`data.candidates`): new rows never scored by gradients, which the
 predictor ranks and the predictor arms (sae_top_k, probe_top_k) are drawn from."""
+VALIDATION = "validation"
+"""The optional split held out of eval by group (`data.validation_fraction`): what `train.keep_best:
+validation` selects a checkpoint on, never reported."""
 
 
 def make_example_id(*parts: object) -> str:

@@ -45,8 +45,9 @@ def _scores(samples: list[dict], task: str, metric: str) -> dict[str, float]:
             if s["task"] == task and metric in s["scores"]}
 
 
-def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
-    """The `benchmarks` section (None when no evaluation ran benchmarks); `entries` are the report's arms."""
+def collect_benchmarks(run_dir: Path, versus: dict[tuple[str, int | None], list[str]]) -> dict | None:
+    """The `benchmarks` section (None when no evaluation ran benchmarks); `versus`: (model, seed) -> the arms it
+    is tested against, for every model of the report in its order."""
     folders = _eval_folders(Path(run_dir))
     if not folders:
         return None
@@ -56,7 +57,6 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
         for task, res in raw["tasks"].items():
             for m in res["metrics"]:
                 results.append({"name": model, "seed": seed, "task": task, "n": res["n"]} | m)
-    versus = {(e["name"], e["seed"]): e.get("versus") or [] for e in entries}
     comparisons, pairs = [], {}
     for (model, seed), (_, samples), ref in ((key, value, ref) for key, value in loaded.items()
                                               for ref in versus.get(key, [])):
@@ -82,7 +82,7 @@ def collect_benchmarks(run_dir: Path, entries: list[dict]) -> dict | None:
             "test": "t-test over seeds and items (crossed variance, Satterthwaite degrees of freedom)",
             "p_value": test["p_value"],
         })
-    order = {name: i for i, name in enumerate(dict.fromkeys(e["name"] for e in entries))}
+    order = {name: i for i, name in enumerate(dict.fromkeys(name for name, _ in versus))}
 
     def place(name: str) -> int:  # the report's model order (base, base adapter, the config's arms)
         return order.get(name, len(order))

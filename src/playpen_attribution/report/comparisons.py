@@ -19,12 +19,13 @@ Holm-adjusted among themselves and may be claimed only when the primary holds. V
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from playpen_attribution.errors import UserError
 from playpen_attribution.report import stats
+from playpen_attribution.report.records import Aggregate, Control, MultipleTesting, Primary, SeedComparison
 from playpen_attribution.run.artifacts import Prediction
 
 ALPHA = 0.05
@@ -74,10 +75,10 @@ def available(preds: dict, names: list[tuple[str, int | None]], accuracy_field: 
     return [m for m in METRICS if all(row_values(preds[key], m, accuracy_field) for key in names)]
 
 
-def per_seed(arm: str, versus: str, seed: int | None, preds: dict, accuracy_field: str) -> dict:
+def per_seed(arm: str, versus: str, seed: int | None, preds: dict, accuracy_field: str) -> SeedComparison:
     """One seed, arm against versus on the same eval rows, every metric both have (descriptive tests)."""
     a, b = preds[(arm, seed)], preds[(versus, seed)]
-    out: dict = {"arm": arm, "versus": versus, "seed": seed, "metrics": {}}
+    out = SeedComparison(arm=arm, versus=versus, seed=seed, metrics={})
     for name in available(preds, [(arm, seed), (versus, seed)], accuracy_field):
         metric = METRICS[name]
         va, vb, excluded = _paired(row_values(a, name, accuracy_field), row_values(b, name, accuracy_field), metric,
@@ -92,13 +93,13 @@ def per_seed(arm: str, versus: str, seed: int | None, preds: dict, accuracy_fiel
             diff = va - vb
             test = {"difference": float(diff.mean()), "interval": stats.bootstrap_mean(diff),
                     "p_value": stats.sign_flip_p(diff), "test": "sign-flip permutation", "rows_excluded": excluded}
-        out["metrics"][name] = test
+        out.metrics[name] = test
     return out
 
 
-def across_seeds(arm: str, versus: str, seeds: list[int], preds: dict, accuracy_field: str) -> dict:
+def across_seeds(arm: str, versus: str, seeds: list[int], preds: dict, accuracy_field: str) -> Aggregate:
     """Across seeds: per metric the mean paired difference, its across-seed test, and the seeds favouring each side."""
-    out: dict = {"arm": arm, "versus": versus, "seeds": seeds, "metrics": {}}
+    out = Aggregate(arm=arm, versus=versus, seeds=seeds, metrics={})
     keys = [(name, s) for s in seeds for name in (arm, versus)]
     for name in available(preds, keys, accuracy_field):
         metric = METRICS[name]
@@ -117,14 +118,14 @@ def across_seeds(arm: str, versus: str, seeds: list[int], preds: dict, accuracy_
         means = diffs.mean(axis=1)
         direction = 1 if metric.higher_is_better else -1
         test = stats.across_seed_test(diffs, alpha=ALPHA, bounds=metric.bounds)
-        out["metrics"][name] = test | {
+        out.metrics[name] = test | {
             "arm_mean": float(np.mean([va.mean() for va, _, _ in pairs])),
             "versus_mean": float(np.mean([vb.mean() for _, vb, _ in pairs])),
             "per_seed": [float(m) for m in means],
             "seeds_favouring_arm": int((direction * means > 0).sum()),
             "seeds_favouring_versus": int((direction * means < 0).sum()), "seeds_tied": int((means == 0).sum())}
         if metric.binary:
-            out["metrics"][name]["mcnemar"] = stats.mcnemar_pooled(
+            out.metrics[name]["mcnemar"] = stats.mcnemar_pooled(
                 [stats.mcnemar_exact(va.astype(bool), vb.astype(bool)) for va, vb, _ in pairs])
     return out
 
@@ -138,78 +139,77 @@ def _side(test: dict, metric: Metric, p: float | None) -> str:
     return "arm" if better else "versus"
 
 
-def resolve_primary(declared: dict | None, aggregate: list[dict]) -> dict | None:
+def resolve_primary(declared: dict | None, aggregate: list[Aggregate]) -> Primary | None:
     """The primary comparison {arm, versus, metric, declared}: `report.primary` as declared (a UserError when the
     run has no such comparison or metric), else top_k against its first control (else the first comparison) on
     the first metric it has of choice accuracy, word accuracy and eval loss. None without comparisons."""
     if declared is not None:
-        found = next((a for a in aggregate if (a["arm"], a["versus"]) == (declared["arm"], declared["versus"])), None)
+        found = next((a for a in aggregate if (a.arm, a.versus) == (declared["arm"], declared["versus"])), None)
         if found is None:
             raise UserError(f"report.primary: {declared['arm']} vs {declared['versus']} is not a comparison of this "
-                            f"run (have: {', '.join(a['arm'] + ' vs ' + a['versus'] for a in aggregate) or 'none'})")
-        if declared["metric"] not in found["metrics"]:
-            raise UserError(f"report.primary.metric = {declared['metric']!r}: {found['arm']} vs {found['versus']} "
-                            f"has no values of it (have: {', '.join(found['metrics']) or 'none'})")
-        return dict(declared) | {"declared": True}
+                            f"run (have: {', '.join(a.arm + ' vs ' + a.versus for a in aggregate) or 'none'})")
+        if declared["metric"] not in found.metrics:
+            raise UserError(f"report.primary.metric = {declared['metric']!r}: {found.arm} vs {found.versus} "
+                            f"has no values of it (have: {', '.join(found.metrics) or 'none'})")
+        return Primary(arm=declared["arm"], versus=declared["versus"], metric=declared["metric"], declared=True)
     if not aggregate:
         return None
-    found = next((a for a in aggregate if a["arm"] == "top_k"), aggregate[0])
-    metric = next((m for m in METRICS if m in found["metrics"]), None)
-    return None if metric is None else {"arm": found["arm"], "versus": found["versus"], "metric": metric,
-                                        "declared": False}
+    found = next((a for a in aggregate if a.arm == "top_k"), aggregate[0])
+    metric = next((m for m in METRICS if m in found.metrics), None)
+    return None if metric is None else Primary(arm=found.arm, versus=found.versus, metric=metric, declared=False)
 
 
-def decide(report: dict, declared_primary: dict | None) -> None:
-    """Verdicts by the fixed sequence (see the module doc); writes `primary`, each test's `p_holm` and `verdict`,
-    and `multiple_testing`."""
-    primary = resolve_primary(declared_primary, report["aggregate"])
+def decide(aggregate: list[Aggregate], per_seed_comparisons: list[SeedComparison], benchmarks: dict | None,
+           declared_primary: dict | None) -> tuple[Primary | None, MultipleTesting]:
+    """Verdicts by the fixed sequence (see the module doc): writes each test's `p_holm` and `verdict` (in the
+    comparisons' and the benchmarks' tests); returns the primary comparison with its verdict, and how the
+    tests were adjusted."""
+    primary = resolve_primary(declared_primary, aggregate)
     first = None
     secondary = []
-    for agg in report["aggregate"]:
-        for name, test in agg["metrics"].items():
-            if primary and (agg["arm"], agg["versus"], name) == (primary["arm"], primary["versus"], primary["metric"]):
+    for agg in aggregate:
+        for name, test in agg.metrics.items():
+            if primary and (agg.arm, agg.versus, name) == (primary.arm, primary.versus, primary.metric):
                 first = test
-            elif test.get("p_value") is not None:
+            elif test["p_value"] is not None:
                 secondary.append((test, METRICS[name]))
-    benchmarks = [(b, None) for b in report.get("benchmarks", {}).get("aggregate", []) if b.get("p_value") is not None]
-    secondary += benchmarks
+    secondary += [(b, None) for b in (benchmarks or {}).get("aggregate", []) if b["p_value"] is not None]
     gate, adjusted = stats.fixed_sequence(first["p_value"] if first else None, [t["p_value"] for t, _ in secondary], ALPHA)
     if first is not None:
-        first["verdict"] = _side(first, METRICS[primary["metric"]], first["p_value"])
-        primary |= {"verdict": first["verdict"], "test": first}
+        first["verdict"] = _side(first, METRICS[primary.metric], first["p_value"])
+        primary = replace(primary, verdict=first["verdict"], test=first)
     for (test, metric), p_holm in zip(secondary, adjusted):
         test["p_holm"] = p_holm
         if metric is not None:
             side = _side(test, metric, p_holm)
             test["verdict"] = "gated" if side in ("arm", "versus") and not gate else side
-    for agg in report["aggregate"]:
-        for name, test in agg["metrics"].items():
+    for agg in aggregate:
+        for name, test in agg.metrics.items():
             test.setdefault("verdict", _side(test, METRICS[name], None))
-    per_seed_tests = [m for c in report["comparisons"] for m in c["metrics"].values() if m.get("p_value") is not None]
-    per_seed_tests += [c for c in report.get("benchmarks", {}).get("comparisons", []) if c.get("p_value") is not None]
+    per_seed_tests = [m for c in per_seed_comparisons for m in c.metrics.values() if m["p_value"] is not None]
+    per_seed_tests += [c for c in (benchmarks or {}).get("comparisons", []) if c.get("p_value") is not None]
     for test, p_holm in zip(per_seed_tests, stats.holm([t["p_value"] for t in per_seed_tests])):
         test["p_holm"] = p_holm
-    report["primary"] = primary
-    report["multiple_testing"] = {
-        "procedure": "fixed sequence: the primary test alone at alpha, then Holm over the secondary tests, "
-                     "claimed only when the primary holds",
-        "alpha": ALPHA, "primary_holds": gate, "secondary_tests": len(secondary), "per_seed_tests": len(per_seed_tests)}
+    return primary, MultipleTesting(
+        procedure="fixed sequence: the primary test alone at alpha, then Holm over the secondary tests, "
+                  "claimed only when the primary holds",
+        alpha=ALPHA, primary_holds=gate, secondary_tests=len(secondary), per_seed_tests=len(per_seed_tests))
 
 
 EXPECTATIONS = {"arm_better": ("arm",), "versus_better": ("versus",), "no_difference": ("none",)}
 """`report.expect` -> the primary verdicts that pass the control."""
 
 
-def control(report: dict, expect: str | None) -> dict | None:
+def control(primary: Primary | None, expect: str | None) -> Control | None:
     """A control's outcome: did the primary comparison give the declared answer (`report.expect`)?"""
     if expect is None:
         return None
-    primary = report.get("primary")
-    found = primary.get("verdict") if primary else None
-    out = {"expect": expect, "found": found, "passed": found in EXPECTATIONS[expect]}
-    if primary and primary.get("test"):
-        test = primary["test"]
-        out["seeds_agree"] = (test.get("seeds_favouring_arm") == len(test.get("per_seed", []))
-                              if expect == "arm_better" else test.get("seeds_favouring_versus") == len(test.get("per_seed", []))
-                              if expect == "versus_better" else None)
-    return out
+    found = primary.verdict if primary else None
+    out = Control(expect=expect, found=found, passed=found in EXPECTATIONS[expect])
+    if primary is None or not primary.test:
+        return out
+    test = primary.test
+    seeds = len(test.get("per_seed", []))
+    agree = (test.get("seeds_favouring_arm") == seeds if expect == "arm_better"
+             else test.get("seeds_favouring_versus") == seeds if expect == "versus_better" else None)
+    return replace(out, seeds_agree=agree, tested=True)

@@ -86,9 +86,9 @@ def _gain(v: dict | None) -> str:
     return f"{v['mean']:+.3f}{interval} on {v['metric'].replace('_', ' ')}, p {_num(v.get('p_value'), '.2g')}"
 
 
-def method_lines(report: dict) -> list[str]:
-    """The `## Attribution methods` section (nothing when the run scored with one method)."""
-    table = report.get("methods")
+def method_lines(table: dict | None) -> list[str]:
+    """The `## Attribution methods` section from `method_table`'s result (nothing when the run scored with one
+    method)."""
     if not table:
         return []
     lines = ["## Attribution methods", "",

@@ -13,10 +13,13 @@ rest. Each trained model's entry carries its training summary (`report.training`
 accuracy, whether the loss had stopped falling), and `warnings` lists what makes a comparison read the
 schedule rather than the rows: an arm that did not converge, an arm with more than 10% of its
 generations without a guess.
+
+`collect` returns a `records.Report`; report.json is its `records.to_json`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,24 @@ from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.report import comparisons, stats
 from playpen_attribution.report.benchmarks import collect_benchmarks
 from playpen_attribution.report.methods import method_table
+from playpen_attribution.report.records import (
+    Aggregate,
+    ArmContents,
+    ArmEntry,
+    ArmSpec,
+    DataEfficiency,
+    DataSummary,
+    EfficiencyArm,
+    Primary,
+    RandomMultiple,
+    Report,
+    ReportWarning,
+    SeedComparison,
+    SelectedArm,
+    Setup,
+    Sweep,
+    to_json,
+)
 from playpen_attribution.report.training import training_summary
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.artifacts import ArmSelection, Prediction
@@ -38,51 +59,52 @@ VERDICT_TEXT = {"arm": "random better", "versus": "top_k better", "none": "no re
                 "one_seed": "one seed", "no_replication": "no replication", "gated": "not claimed (primary did not hold)"}
 
 
-def data_efficiency(report: dict) -> dict | None:
+def data_efficiency(arms: list[ArmEntry], aggregate: list[Aggregate], primary: Primary | None) -> DataEfficiency | None:
     """top_k at k against the random arms (kind random: `random_k`, `random_2x_k`, `random_4x_k`, at n / k
     times k): each one's mean over seeds, rows and tokens, and for the multiples tested against top_k the
     difference and verdict on the primary metric. `worth_at_least`: the largest multiple m such that random
     rows at no tested multiple up to m are reliably better than top_k ("top_k at k matches random at m x k");
     `beats_up_to`: the largest multiple at which top_k is reliably better. None when no random arm is tested
     against top_k."""
-    entries = [e for e in report["arms"] if e["seed"] is not None]
-    top = next((e for e in entries if e["name"] == "top_k"), None)
-    multiples = {e["name"]: e["n"] / e["k"] for e in entries  # random arms of top_k's k: n rows = n / k times k
-                 if top is not None and e.get("kind") == "random" and e.get("n") and e.get("k") == top.get("k")}
+    entries = [e for e in arms if e.seed is not None]
+    top = next((e for e in entries if e.name == "top_k"), None)
+    multiples = {e.name: e.spec.n / e.spec.k for e in entries  # random arms of top_k's k: n rows = n / k times k
+                 if top is not None and e.spec is not None and e.spec.kind == "random" and e.spec.n
+                 and e.spec.k == (top.spec.k if top.spec else None)}
     multiples = {name: int(m) if float(m).is_integer() else m for name, m in multiples.items()}
-    names = {e["name"] for e in entries}
-    primary = report.get("primary")
+    names = {e.name for e in entries}
     if not multiples or primary is None:
         return None
-    key = primary["metric"]
+    key = primary.metric
 
-    def summary(name: str) -> dict:
-        values = [e[key] for e in entries if e["name"] == name and e.get(key) is not None]
-        first = next(e for e in entries if e["name"] == name)
-        return {"arm": name, "rows": first.get("rows"), "tokens": first.get("tokens"),
-                "mean": float(np.mean(values)) if values else None, "seeds": len(values)}
+    def summary(name: str) -> EfficiencyArm:
+        values = [getattr(e, key) for e in entries if e.name == name and getattr(e, key) is not None]
+        first = next(e for e in entries if e.name == name)
+        return EfficiencyArm(arm=name, rows=first.spec.rows if first.spec else None,
+                             tokens=first.spec.tokens if first.spec else None,
+                             mean=float(np.mean(values)) if values else None, seeds=len(values))
 
-    tested = {a["arm"]: a["metrics"].get(key) for a in report["aggregate"] if a["versus"] == "top_k"}
-    out = {"metric": key, "top_k": summary("top_k"), "random": []}
+    tested = {a.arm: a.metrics.get(key) for a in aggregate if a.versus == "top_k"}
+    random = []
     worth, beats, blocked = None, None, False
     for name, m in sorted(multiples.items(), key=lambda item: item[1]):
         if name not in names:
             continue
-        entry = summary(name) | {"multiple": m}
+        entry = RandomMultiple(arm=summary(name), multiple=m)
         test = tested.get(name)
         if test is not None:
-            entry |= {"difference": test, "p_holm": test.get("p_holm"), "verdict": VERDICT_TEXT[test["verdict"]]}
+            entry = replace(entry, tested=True, difference=test, p_holm=test.get("p_holm"),
+                            verdict=VERDICT_TEXT[test["verdict"]])
             if test["verdict"] == "versus":
                 beats = m
             if test["verdict"] in ("arm", "one_seed", "no_replication"):
                 blocked = True
             elif not blocked:
                 worth = m
-        out["random"].append(entry)
-    if not any("verdict" in r for r in out["random"]):
+        random.append(entry)
+    if not any(r.tested for r in random):
         return None  # random_k alone is only tested against matched_random_k: no multiple of k to answer with
-    out["worth_at_least"], out["beats_up_to"] = worth, beats
-    return out
+    return DataEfficiency(metric=key, top_k=summary("top_k"), random=random, worth_at_least=worth, beats_up_to=beats)
 
 
 def stage_folders(run_dir: Path) -> dict[str, Path]:
@@ -97,7 +119,7 @@ def stage_folders(run_dir: Path) -> dict[str, Path]:
     return out
 
 
-def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None, train_folder: Path | None) -> dict:
+def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None, train_folder: Path | None) -> ArmEntry:
     """A model's report entry. `accuracy` is word accuracy against the target word when every eval row
     has one (Taboo: failed games stay in the eval set, so the transcript's guess is not the answer), else
     against the transcript's guess; `metric` names the prediction field it counts. `training`: the summary
@@ -106,25 +128,25 @@ def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None,
     by_target = metrics.target_total is not None and metrics.target_total == metrics.total
     correct, total, accuracy = ((metrics.target_correct, metrics.target_total, metrics.target_accuracy) if by_target
                                 else (metrics.correct, metrics.total, metrics.accuracy))
-    entry = {"name": name, "seed": seed, "metric": "target_correct" if by_target else "correct", "correct": correct,
-             "total": total if total is not None else metrics.loss_rows, "accuracy": accuracy}
-    if entry["accuracy"] is not None:
-        entry["ci_low"], entry["ci_high"] = stats.wilson_interval(entry["correct"], entry["total"])
-    if metrics.accuracy is not None:
-        entry |= {"transcript_correct": metrics.correct, "transcript_accuracy": metrics.accuracy}
+    total = total if total is not None else metrics.loss_rows
+    ci_low, ci_high = stats.wilson_interval(correct, total) if accuracy is not None else (None, None)
     optional = ("target_correct", "target_total", "target_accuracy", "no_guess", "eval_loss", "loss_non_finite",
                 "choice_correct", "choice_total", "choice_accuracy", "choice_mrr", "choice_skipped")
-    entry |= {k: getattr(metrics, k) for k in optional if getattr(metrics, k) is not None}
-    if train_folder is not None and artifacts.is_stage_folder(train_folder):
-        entry["training"] = training_summary(artifacts.load_train_log(train_folder))
-    return entry | ({k: getattr(spec, k) for k in SPEC_FIELDS} if spec is not None else {})
+    trained = train_folder is not None and artifacts.is_stage_folder(train_folder)
+    return ArmEntry(
+        name=name, seed=seed, metric="target_correct" if by_target else "correct", correct=correct, total=total,
+        accuracy=accuracy, ci_low=ci_low, ci_high=ci_high,
+        transcript_correct=metrics.correct if metrics.accuracy is not None else None,
+        transcript_accuracy=metrics.accuracy, **{k: getattr(metrics, k) for k in optional},
+        training=training_summary(artifacts.load_train_log(train_folder)) if trained else None,
+        spec=ArmSpec(**{k: getattr(spec, k) for k in SPEC_FIELDS}) if spec is not None else None)
 
 
 def _predictions(folder: Path) -> dict[str, Prediction]:
     return {p.example_id: p for p in artifacts.load_predictions(folder)}
 
 
-def load_evaluations(run_dir: Path) -> tuple[list[dict], dict, dict[int, dict[str, ArmSelection]]]:
+def load_evaluations(run_dir: Path) -> tuple[list[ArmEntry], dict, dict[int, dict[str, ArmSelection]]]:
     """(arm entries in report order, (name, seed) -> predictions by example_id, seed -> selections)."""
     entries, predictions = [], {}
     selections = {s: artifacts.load_selections(f / artifacts.SELECT) for s, f in seed_folders(run_dir).items()
@@ -147,7 +169,7 @@ def load_evaluations(run_dir: Path) -> tuple[list[dict], dict, dict[int, dict[st
     return entries, predictions, selections
 
 
-def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
+def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> Setup:
     def config_of(*names: str) -> dict:
         for name in names:
             found = [p for key, p in folders.items() if key == name or key.endswith("/" + name)]
@@ -161,13 +183,13 @@ def _setup(folders: dict[str, Path], selections: dict[int, dict]) -> dict:
 
     arm_train = next((artifacts.load_stage_config(p) for k, p in folders.items() if is_arm_training(k)), {})
     base = config_of(artifacts.TRAIN_BASE)
-    return {"model": base.get("model", {}).get("base"), "train": base.get("train"),
-            "arm_train": arm_train.get("train"), "tokenize": base.get("tokenize"),
-            "attribute": config_of(artifacts.ATTRIBUTE).get("attribute"),
-            "select": config_of(artifacts.SELECT).get("select"),
-            "evaluate": config_of(artifacts.eval_dir("base_adapter"), artifacts.eval_dir("base")).get("evaluate"),
-            "seeds": sorted(selections),
-            "retrain_base": any(k.startswith("seed_") and k.endswith("/" + artifacts.TRAIN_BASE) for k in folders)}
+    return Setup(model=base.get("model", {}).get("base"), train=base.get("train"),
+                 arm_train=arm_train.get("train"), tokenize=base.get("tokenize"),
+                 attribute=config_of(artifacts.ATTRIBUTE).get("attribute"),
+                 select=config_of(artifacts.SELECT).get("select"),
+                 evaluate=config_of(artifacts.eval_dir("base_adapter"), artifacts.eval_dir("base")).get("evaluate"),
+                 seeds=sorted(selections),
+                 retrain_base=any(k.startswith("seed_") and k.endswith("/" + artifacts.TRAIN_BASE) for k in folders))
 
 
 def _find(run_dir: Path, stage: str, loader):
@@ -185,104 +207,100 @@ def attribution_plots(run_dir: Path) -> list[Path]:
     return [folder / n for n in names if (folder / n).is_file()] if folder is not None else []
 
 
-def warnings(report: dict) -> list[dict]:
+def warnings(arms: list[ArmEntry], per_seed: list[SeedComparison]) -> list[ReportWarning]:
     """What makes a comparison read the schedule rather than the rows: an arm (per seed) whose loss was still
     falling when training stopped, and a compared arm with more than `NO_GUESS_WARNING` of its generations
     without a guess (word accuracy then reads whether it learned the format)."""
     out = []
-    compared = {(c["arm"], c["seed"]) for c in report["comparisons"]} | {(c["versus"], c["seed"]) for c in report["comparisons"]}
-    for e in report["arms"]:
-        training = e.get("training") or {}
-        if training.get("converged") is False:
-            out.append({"kind": "not_converged", "model": e["name"], "seed": e["seed"],
-                        "late_drop": training["late_drop"], "final_loss": training["final_loss"]})
-        if (e["name"], e["seed"]) in compared and e.get("no_guess") is not None and e.get("total"):
-            share = e["no_guess"] / e["total"]
+    compared = {(c.arm, c.seed) for c in per_seed} | {(c.versus, c.seed) for c in per_seed}
+    for e in arms:
+        if e.training is not None and e.training.converged is False:
+            out.append(ReportWarning(kind="not_converged", model=e.name, seed=e.seed,
+                                     late_drop=e.training.late_drop, final_loss=e.training.final_loss))
+        if (e.name, e.seed) in compared and e.no_guess is not None and e.total:
+            share = e.no_guess / e.total
             if share > NO_GUESS_WARNING:
-                out.append({"kind": "no_guess", "model": e["name"], "seed": e["seed"], "share": share})
+                out.append(ReportWarning(kind="no_guess", model=e.name, seed=e.seed, share=share))
     return out
 
 
-def collect(run_dir: Path, primary: dict | None = None, expect: str | None = None) -> dict:
+def collect(run_dir: Path, primary: dict | None = None, expect: str | None = None) -> Report:
     """The report's data, from the stage folders alone; `primary` and `expect` are the config's `report`
     section (the declared primary comparison and, for a control, its expected answer)."""
     run_dir = Path(run_dir)
     folders = stage_folders(run_dir)
     entries, preds, selections = load_evaluations(run_dir)
-    by_key = {(e["name"], e["seed"]): e for e in entries}
-    metric = next((e["metric"] for e in entries if e["accuracy"] is not None), "correct")
+    by_key = {(e.name, e.seed): e for e in entries}
+    metric = next((e.metric for e in entries if e.accuracy is not None), "correct")
     per_seed, pairs = [], {}
     for arm in entries:
-        for versus in arm.get("versus") or []:
-            if (versus, arm["seed"]) in by_key:
-                per_seed.append(comparisons.per_seed(arm["name"], versus, arm["seed"], preds, metric))
-                pairs.setdefault((arm["name"], versus), []).append(arm["seed"])
+        for versus in arm.versus:
+            if (versus, arm.seed) in by_key:
+                per_seed.append(comparisons.per_seed(arm.name, versus, arm.seed, preds, metric))
+                pairs.setdefault((arm.name, versus), []).append(arm.seed)
+    aggregate = [comparisons.across_seeds(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()]
     manifests = {k: artifacts.load_manifest(p) for k, p in folders.items()}
     seconds = {k: m.wall_seconds for k, m in manifests.items()}
     trainings = [t for k, t in seconds.items()
                  if k.startswith("seed_") and artifacts.stage_kind(k.rsplit("/", 1)[-1])[0] == "train"]
-    report = {
-        "run_dir": str(run_dir), "setup": _setup(folders, selections), "arms": entries,
-        "comparisons": per_seed,
-        "aggregate": [comparisons.across_seeds(a, r, seeds, preds, metric) for (a, r), seeds in pairs.items()],
-        "stage_seconds": seconds, "wall_seconds": round(sum(seconds.values()), 2),
-        "real_model": {k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
-        "stage_peak_rss_mb": {k: v for k, m in manifests.items() if (v := m.fields.get("peak_rss_mb"))},
-        "sweep": {"trainings": len(trainings), "mean_training_seconds": float(np.mean(trainings)) if trainings else None},
-    }
-    summary = _find(run_dir, artifacts.ATTRIBUTE, artifacts.load_attribution_summary)
-    if summary is not None:
-        report["attribution"] = summary
-    methods = method_table(run_dir, report["aggregate"])  # several attribution methods side by side
-    if methods is not None:
-        report["methods"] = methods
     predictor = _find(run_dir, artifacts.PREDICT, artifacts.load_predictor_metrics)
     if predictor is not None:
         ranked = _find(run_dir, artifacts.PREDICT, lambda f: artifacts.load_manifest(f).fields.get("candidates_ranked"))
-        report["predictor"] = predictor | ({"candidates_ranked": ranked} if ranked is not None else {})
-    benchmarks = collect_benchmarks(run_dir, entries)
-    if benchmarks is not None:
-        report["benchmarks"] = benchmarks
+        predictor |= {"candidates_ranked": ranked} if ranked is not None else {}
+    benchmarks = collect_benchmarks(run_dir, {(e.name, e.seed): e.versus for e in entries})
     untracked = _find(run_dir, artifacts.ATTRIBUTE, lambda f: artifacts.load_manifest(f).fields.get("untracked_modules"))
-    if untracked:
-        report["untracked_modules"] = untracked
-    planted: dict[str, list[str]] = {}
-    if artifacts.is_stage_folder(run_dir / artifacts.DATA):
-        manifest = artifacts.load_manifest(run_dir / artifacts.DATA).fields
-        source = dict(manifest.get("source") or {})
-        planted = source.pop("planted", None) or {}
-        if planted:
-            source["planted_rows"] = {kind: len(ids) for kind, ids in planted.items()}
-        report["data"] = {k: manifest.get(k) for k in ("rows", "outcomes", "dropped")} | {"source": source}
-        if manifest.get("candidates"):  # their source's planted rows count for the arms drawn from them
-            candidates = dict(manifest["candidates"])
-            cand_source = dict(candidates.get("source") or {})
-            cand_planted = cand_source.pop("planted", None) or {}
-            if cand_planted:
-                cand_source["planted_rows"] = {kind: len(ids) for kind, ids in cand_planted.items()}
-                planted = {kind: planted.get(kind, []) + cand_planted.get(kind, [])
-                           for kind in dict.fromkeys([*planted, *cand_planted])}
-            report["data"]["candidates"] = candidates | {"source": cand_source}
-    if selections:
-        report["selection"] = {s: {n: a.summary() for n, a in sel.items()} for s, sel in selections.items()}
-        if artifacts.is_stage_folder(run_dir / artifacts.DATA):
-            contents = arm_contents(selections, run_dir / artifacts.DATA, planted)
-            for s, arms in contents.items():
-                for name, fields in arms.items():
-                    report["selection"][s][name] |= fields
-    comparisons.decide(report, primary)
-    control = comparisons.control(report, expect)
-    if control is not None:
-        report["control"] = control
-    report["warnings"] = warnings(report)
-    efficiency = data_efficiency(report)
-    if efficiency is not None:
-        report["data_efficiency"] = efficiency
-    return report
+    data, planted = _data_summary(run_dir)
+    primary_test, multiple_testing = comparisons.decide(aggregate, per_seed, benchmarks, primary)
+    return Report(
+        run_dir=str(run_dir), setup=_setup(folders, selections), arms=entries, comparisons=per_seed,
+        aggregate=aggregate, stage_seconds=seconds, wall_seconds=round(sum(seconds.values()), 2),
+        real_model={k: v for k, p in folders.items() if (v := _speed(p, manifests[k]))},
+        stage_peak_rss_mb={k: v for k, m in manifests.items() if (v := m.fields.get("peak_rss_mb"))},
+        sweep=Sweep(trainings=len(trainings), mean_training_seconds=float(np.mean(trainings)) if trainings else None),
+        attribution=_find(run_dir, artifacts.ATTRIBUTE, artifacts.load_attribution_summary),
+        methods=method_table(run_dir, to_json(aggregate)), predictor=predictor,
+        benchmarks=benchmarks, untracked_modules=untracked or None, data=data,
+        selection=_selection(selections, run_dir, planted) if selections else None,
+        primary=primary_test, multiple_testing=multiple_testing, control=comparisons.control(primary_test, expect),
+        warnings=warnings(entries, per_seed), data_efficiency=data_efficiency(entries, aggregate, primary_test))
+
+
+def _planted_counts(source: dict) -> tuple[dict, dict[str, list[str]]]:
+    """A source's manifest entry with its planted row ids replaced by their counts, and those ids by kind."""
+    source = dict(source or {})
+    planted = source.pop("planted", None) or {}
+    if planted:
+        source["planted_rows"] = {kind: len(ids) for kind, ids in planted.items()}
+    return source, planted
+
+
+def _data_summary(run_dir: Path) -> tuple[DataSummary | None, dict[str, list[str]]]:
+    """The data stage's counts, and the planted row ids by kind (the pool's and the candidates')."""
+    if not artifacts.is_stage_folder(run_dir / artifacts.DATA):
+        return None, {}
+    manifest = artifacts.load_manifest(run_dir / artifacts.DATA).fields
+    source, planted = _planted_counts(manifest.get("source"))
+    candidates = None
+    if manifest.get("candidates"):  # their source's planted rows count for the arms drawn from them
+        cand_source, cand_planted = _planted_counts(manifest["candidates"].get("source"))
+        planted = {kind: planted.get(kind, []) + cand_planted.get(kind, [])
+                   for kind in dict.fromkeys([*planted, *cand_planted])}
+        candidates = dict(manifest["candidates"]) | {"source": cand_source}
+    summary = DataSummary(rows=manifest.get("rows"), outcomes=manifest.get("outcomes"), dropped=manifest.get("dropped"),
+                          source=source, candidates=candidates)
+    return summary, planted
+
+
+def _selection(selections: dict[int, dict[str, ArmSelection]], run_dir: Path,
+               planted: dict[str, list[str]]) -> dict[int, dict[str, SelectedArm]]:
+    """Per seed and arm: its selection and (when the data stage is there) what its rows hold."""
+    contents = (arm_contents(selections, run_dir / artifacts.DATA, planted)
+                if artifacts.is_stage_folder(run_dir / artifacts.DATA) else {})
+    return {s: {n: SelectedArm(a, contents.get(s, {}).get(n)) for n, a in sel.items()} for s, sel in selections.items()}
 
 
 def arm_contents(selections: dict[int, dict[str, ArmSelection]], data_dir: Path,
-                 planted: dict[str, list[str]]) -> dict[int, dict[str, dict]]:
+                 planted: dict[str, list[str]]) -> dict[int, dict[str, ArmContents]]:
     """Per seed and arm: distinct groups and target words, the share of eval target words the arm's rows
     cover, and (when the source planted harmful rows) how many planted rows of each kind it holds and the
     share of clean rows. Arms drawn from the candidates split are looked up there."""
@@ -291,20 +309,19 @@ def arm_contents(selections: dict[int, dict[str, ArmSelection]], data_dir: Path,
         pool |= {r["example_id"]: r for r in artifacts.load_split(data_dir, CANDIDATES)}
     eval_targets = {str(r["target_word"]).lower() for r in artifacts.load_split(data_dir, "eval") if r.get("target_word")}
     planted_sets = {kind: set(ids) for kind, ids in planted.items()}
-    out: dict[int, dict[str, dict]] = {}
+    out: dict[int, dict[str, ArmContents]] = {}
     for seed, arms in selections.items():
         out[seed] = {}
         for name, arm in arms.items():
             rows = [pool[e] for e in arm.example_ids if e in pool]
             targets = {str(r["target_word"]).lower() for r in rows if r.get("target_word")}
-            fields = {"groups": len({r.get("group_id") for r in rows}), "target_words": len(targets)}
-            if eval_targets:
-                fields["eval_target_coverage"] = len(targets & eval_targets) / len(eval_targets)
-            if planted_sets:
-                ids = set(arm.example_ids)
-                fields["planted"] = {kind: len(ids & s) for kind, s in planted_sets.items()}
-                fields["clean_fraction"] = 1 - len(ids & set().union(*planted_sets.values())) / max(len(ids), 1)
-            out[seed][name] = fields
+            ids = set(arm.example_ids)
+            out[seed][name] = ArmContents(
+                groups=len({r.get("group_id") for r in rows}), target_words=len(targets),
+                eval_target_coverage=len(targets & eval_targets) / len(eval_targets) if eval_targets else None,
+                planted={kind: len(ids & s) for kind, s in planted_sets.items()} if planted_sets else None,
+                clean_fraction=(1 - len(ids & set().union(*planted_sets.values())) / max(len(ids), 1)
+                                if planted_sets else None))
     return out
 
 

@@ -12,6 +12,7 @@ comparison reads how far the schedule got, not what the rows teach.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 PLATEAU_SHARE = 0.05
 """The last quarter may still lower the loss by at most this share of the whole drop."""
@@ -23,18 +24,30 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def training_summary(log: list[dict]) -> dict:
-    """{steps, final_loss, token_accuracy, late_drop, converged} of one training's logged steps."""
+@dataclass(frozen=True)
+class TrainingSummary:
+    """Where one training ended: its last step, how many losses it logged, the last quarter's mean loss and
+    token accuracy, and whether the loss had stopped falling (None with too few logged steps)."""
+
+    steps: int
+    logged: int
+    final_loss: float | None
+    token_accuracy: float | None
+    late_drop: float | None = None
+    converged: bool | None = None
+
+
+def training_summary(log: list[dict]) -> TrainingSummary:
+    """The summary of one training's logged steps."""
     losses = [float(e["loss"]) for e in log if e.get("loss") is not None and math.isfinite(float(e["loss"]))]
     accuracy = [float(e["mean_token_accuracy"]) for e in log if e.get("mean_token_accuracy") is not None]
     quarter = max(1, len(losses) // 4)
-    out = {"steps": max((int(e.get("step", 0)) for e in log), default=0), "logged": len(losses),
-           "final_loss": _mean(losses[-quarter:]), "token_accuracy": _mean(accuracy[-quarter:]) if accuracy else None,
-           "late_drop": None, "converged": None}
+    out = TrainingSummary(steps=max((int(e.get("step", 0)) for e in log), default=0), logged=len(losses),
+                          final_loss=_mean(losses[-quarter:]),
+                          token_accuracy=_mean(accuracy[-quarter:]) if accuracy else None)
     if len(losses) < MIN_LOGGED_STEPS:
         return out
-    third, last = _mean(losses[-2 * quarter:-quarter]), out["final_loss"]
+    third, last = _mean(losses[-2 * quarter:-quarter]), out.final_loss
     drop = losses[0] - last
-    out["late_drop"] = (third - last) / drop if drop > 0 else 0.0
-    out["converged"] = out["late_drop"] <= PLATEAU_SHARE
-    return out
+    late_drop = (third - last) / drop if drop > 0 else 0.0
+    return replace(out, late_drop=late_drop, converged=late_drop <= PLATEAU_SHARE)

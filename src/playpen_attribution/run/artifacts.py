@@ -117,6 +117,9 @@ PREDICTOR_FILE = "predictor.joblib"   # predict
 PREDICTED_SCORES = "predicted_scores.jsonl"
 CANDIDATE_SCORES = "candidate_scores.jsonl"  # predict, when data/ has a candidates split
 CANDIDATES_DIR = "candidates"         # sae: the candidates split's features (same files as sae/ itself)
+PROBE_RESIDUALS = "probe_residuals.npz"  # sae with sae.probe_layers: pooled residuals per layer, features' row order
+PROBE_STUDY = "probe_study.json"      # predict (from probe_residuals), report: the probe study's table rows
+PROBE_STUDY_PLOT = "probe_study.png"  # predict, report: Spearman over layers, one line per pooling
 RANKED_FILE = "ranked.jsonl"          # rank_<name>
 SELECTIONS_FILE = "selections.json"   # select
 PREDICTIONS_FILE = "predictions.jsonl"  # evaluate
@@ -590,6 +593,16 @@ def load_predictor(predict_dir: Path) -> dict:
 
 def write_predictor_metrics(predict_dir: Path, metrics: dict) -> None:
     _write_json(Path(predict_dir) / METRICS_FILE, metrics)
+
+
+def write_probe_study(predict_dir: Path, study: dict) -> None:
+    _write_json(Path(predict_dir) / PROBE_STUDY, study)
+
+
+def load_probe_study(predict_dir: Path) -> dict | None:
+    """The probe study's table (predict with sae.probe_layers); None when the predict folder has none."""
+    path = Path(predict_dir) / PROBE_STUDY
+    return _read_json(path, "probe study") if path.is_file() else None
 
 
 def load_predictor_metrics(predict_dir: Path) -> dict:

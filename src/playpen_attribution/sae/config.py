@@ -84,6 +84,13 @@ class SaeConfig(BaseModel):
         "block L comes from its hook; it is written to sae/layer_<L>/ and evaluated as predictor sae@<L>.",
     )
 
+    probe_layers: list[int] = Field(
+        default_factory=list,
+        description="Blocks whose raw residual the probe study reads (last token, mean, first response token), "
+        "hooked in the same forward pass; the predict stage fits raw and length-residualised probes on them. "
+        "Empty = no study.",
+    )
+
     def extra_saes(self) -> list[SaeConfig]:
         """One sae section per extra SAE (extra_layers or extra_sae_ids), each naming just that SAE."""
         plain = {"extra_layers": [], "extra_sae_ids": []}
@@ -95,8 +102,8 @@ class SaeConfig(BaseModel):
 
     @model_serializer(mode="wrap")
     def _without_new_defaults(self, handler):
-        """top_k_features, extra_layers and extra_sae_ids stay out of dumps at their defaults (sae folders from
-        before them match)."""
+        """top_k_features, extra_layers, extra_sae_ids and probe_layers stay out of dumps at their defaults (sae
+        folders from before them match)."""
         return _drop_defaults(handler(self), NEW_SAE_DEFAULTS)
 
     @model_validator(mode="after")
@@ -118,10 +125,12 @@ class SaeConfig(BaseModel):
         if bad or len(set(self.extra_layers)) != len(self.extra_layers) or self.layer in self.extra_layers:
             raise ValueError(f"extra_layers = {self.extra_layers}: expected distinct blocks >= 0 other than "
                              f"layer = {self.layer}")
+        if any(layer < 0 for layer in self.probe_layers) or len(set(self.probe_layers)) != len(self.probe_layers):
+            raise ValueError(f"probe_layers = {self.probe_layers}: expected distinct blocks >= 0")
         return self
 
 
-NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": [], "extra_sae_ids": []}
+NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": [], "extra_sae_ids": [], "probe_layers": []}
 
 
 class PredictConfig(BaseModel):

@@ -20,6 +20,7 @@ hook, two SAEs on one block are refused, and each layer's index records its own 
 Rows run sorted by length, `sae.batch_size` rows per batch, or with `sae.batch_tokens` as many as
 fit in that many padded tokens (`batch_sizing.length_batches`). `open_extraction` loads the model
 and the SAEs once; `extract_split` runs one row set through them (the sae stage: pool, then candidates).
+The blocks of `sae.probe_layers` are hooked in the same pass for the probe study (`sae.probe_residuals`).
 
 Per row (only the pooled positions: all tokens, prompt tokens (labels -100) or completion tokens;
 a token's feature is *active* when its SAE activation is > 0):
@@ -62,6 +63,7 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run.artifacts import RowFeatures
 from playpen_attribution.sae.config import SaeConfig
+from playpen_attribution.sae.probe_residuals import array_name, pooled_residuals
 
 STAT_NAMES = (
     "seq_len", "active_entry_frac", "active_feature_frac", "act_mean", "act_std", "act_max",
@@ -233,13 +235,16 @@ def top_k_features(feature_mean: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 
 def extract_layers(model, saes: dict, dataset, pool: str, max_tokens: int, batch_size: int, pad_token_id: int,
-                   desc: str = "sae features", batch_tokens: int | None = None, top_k: int = 256) -> dict[int, RowFeatures]:
+                   desc: str = "sae features", batch_tokens: int | None = None, top_k: int = 256,
+                   probe_layers: list[int] | tuple = (), probes: dict | None = None) -> dict[int, RowFeatures]:
     """Features of every row of a tokenized dataset (input_ids, labels), in its row order, for every
     layer -> SAE of `saes`, from one forward pass per batch that stops after the deepest layer.
 
     Rows run sorted by length, at most `batch_size` per batch and, with `batch_tokens`, at most that
     many padded tokens per batch (`batch_sizing.length_batches`; None = plain batch_size chunks).
-    `top_k`: K of the top-K feature ids and values (`top_k_features`).
+    `top_k`: K of the top-K feature ids and values (`top_k_features`). The blocks `probe_layers` are hooked
+    in the same pass; `probes` is filled with their pooled residuals (`probe_residuals.pooled_residuals`,
+    arrays named `layer_<L>_<pooling>`, rows x d_model).
     """
     import torch
 
@@ -256,7 +261,12 @@ def extract_layers(model, saes: dict, dataset, pool: str, max_tokens: int, batch
         ids, labels, mask = batch.input_ids, batch.labels, batch.attention_mask.bool()
         pool_mask = mask if pool == "all" else mask & ((labels == IGNORE_INDEX) == (pool == "prompt"))
         with torch.no_grad():
-            resids = residuals_after_blocks(model, list(saes), ids.to(dev), mask.long().to(dev))
+            resids = residuals_after_blocks(model, [*saes, *probe_layers], ids.to(dev), mask.long().to(dev))
+        for layer in probe_layers:
+            pooled = pooled_residuals(resids[layer].float(), pool_mask.to(dev), (labels != IGNORE_INDEX).to(dev))
+            for pooling, value in pooled.items():
+                value = value.cpu().numpy()
+                probes.setdefault(array_name(layer, pooling), np.zeros((n, value.shape[1]), dtype=np.float32))[idx] = value
         for layer, sae in saes.items():
             with torch.no_grad():
                 resid = resids[layer].float()
@@ -310,10 +320,11 @@ def open_extraction(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, a
     model = load_model(model_path, adapter_path, dtype=cfg.dtype)
     text_config = model.config.get_text_config()
     d_model, n_layers = text_config.hidden_size, len(decoder_layers(model))
-    bad = [layer for layer in cfg.extra_layers if not 0 <= layer < n_layers]
-    if bad:
-        raise UserError(f"sae.extra_layers = {cfg.extra_layers}: {bad} out of range, the model has {n_layers} blocks "
-                        f"(0..{n_layers - 1})")
+    for name, layers in (("extra_layers", cfg.extra_layers), ("probe_layers", cfg.probe_layers)):
+        bad = [layer for layer in layers if not 0 <= layer < n_layers]
+        if bad:
+            raise UserError(f"sae.{name} = {layers}: {bad} out of range, the model has {n_layers} blocks "
+                            f"(0..{n_layers - 1})")
     saes, named = {}, {}
     for layer_cfg in [cfg, *cfg.extra_saes()]:
         sae = load_sae(layer_cfg, d_model)
@@ -329,9 +340,11 @@ def _name(cfg: SaeConfig) -> str:
     return cfg.release if cfg.sae_id is None else f"{cfg.release} {cfg.sae_id}"
 
 
-def extract_split(extraction: Extraction, rows: list[dict], what: str) -> dict[int, tuple[RowFeatures, dict]]:
+def extract_split(extraction: Extraction, rows: list[dict], what: str,
+                  probes: dict | None = None) -> dict[int, tuple[RowFeatures, dict]]:
     """Tokenize rows with the one tokenization rule, run model + SAEs; per layer (main first) the features and
-    what was used (the index fields `artifacts.write_features` stores beside them). `what` names the rows."""
+    what was used (the index fields `artifacts.write_features` stores beside them). `what` names the rows.
+    With `probes` (a dict), the `sae.probe_layers` blocks' pooled residuals are added to it (same pass)."""
     cfg, tokenize = extraction.cfg, extraction.tokenize
     if not rows:
         raise UserError(f"no rows to extract SAE features from ({what})")
@@ -339,7 +352,8 @@ def extract_split(extraction: Extraction, rows: list[dict], what: str) -> dict[i
     max_tokens = cfg.max_tokens or tokenize.max_length
     by_layer = extract_layers(extraction.model, extraction.saes, dataset, cfg.pool, max_tokens, cfg.batch_size,
                               extraction.tokenizer.pad_token_id, desc=f"sae features ({what})",
-                              batch_tokens=cfg.batch_tokens, top_k=cfg.top_k_features)
+                              batch_tokens=cfg.batch_tokens, top_k=cfg.top_k_features,
+                              probe_layers=cfg.probe_layers if probes is not None else [], probes=probes)
     empty = int((by_layer[extraction.layer].pooled_tokens == 0).sum())
     if empty:
         logger.warning("%s: %d rows have no %s token within the first %d tokens; their SAE features (and "

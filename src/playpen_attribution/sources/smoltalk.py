@@ -5,8 +5,10 @@ A bounded number of rows (`scan_rows`) is read from each split's stream; chats a
 last assistant turn (raw prompt text plus `prompt_messages`); rows over the token cap, measured with
 `tokenization.tokenize_row` under the run's `tokenize.format`, are dropped and counted. The pool is sampled from the
 pool split stratified by category; the query and eval sets come from the query/eval split, their
-groups (category, or category::difficulty) disjoint. No quality or difficulty filtering: the
-metadata columns are kept so later stages can be validated against them. With a `query:` section
+groups (category, or category::difficulty) disjoint. `categories` keeps only rows of those categories
+(the category pools of the published SmolTalk runs) in every split, counting the rest as
+`other_category`; there is no quality or difficulty filtering: the metadata columns are kept so later
+stages can be validated against them. With a `query:` section
 (`sources.query.QueryBuilder`) attr_query is instead drawn from the pool split's stream by metadata
 filters and category quotas, and the pool is sampled from the rows left, so the two never share a
 row; eval then takes all its rows from the query/eval split; the manifest records the filters and counts.
@@ -18,7 +20,7 @@ from collections import Counter, defaultdict
 from itertools import islice
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
 from playpen_attribution.core.tokenization import tokenize_row
@@ -62,6 +64,18 @@ class SmolTalkSource(BaseModel):
         None, description="Draw attr_query from the pool split by metadata filters and quotas (disjoint from the "
         "pool by construction); null = from query_eval_split, groups disjoint from eval.",
     )
+    categories: list[str] | None = Field(
+        None, min_length=1, description="Keep only rows of these categories in every split (e.g. [reasoning, "
+        "planning]); the others are counted as dropped (other_category); null = every category.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_all_categories(self, handler):
+        """`categories: null` (the default) stays out of dumps, so data folders from before it still match."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("categories") is None:
+            data.pop("categories", None)
+        return data
 
 
 def _category(row: dict) -> str:
@@ -114,6 +128,8 @@ def _scan(stream, split: str, cfg: SmolTalkSource, tokenizer, fmt: TokenizeForma
         row = _convert(example, split, index, cfg)
         if row is None:
             dropped["empty_completion"] += 1
+        elif cfg.categories is not None and _category(row) not in cfg.categories:
+            dropped["other_category"] += 1
         else:
             rows.append(row)
     if cfg.token_cap is not None and rows:

@@ -1,7 +1,8 @@
 """Stage `data`: build the dataset manifest and the three splits.
 
 Reads: the configured source (`data.source.kind`: demo, instruct_demo, playpen_data, clembench, smoltalk, generic)
-and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering.
+and, when `data.synthetic` is set, the synth command's rows, appended to the pool after filtering (and
+after `data.pool_fraction` kept a seeded share of the source's own pool: the seed's half-train run).
 Writes `data/`: `splits/{train_base,attr_query,eval}.jsonl` (rows of `playpen_attribution.core.rows`),
 `config.yaml`, `manifest.json` with row counts per split and outcome, and the count of every row a
 filter dropped (by default: aborted games everywhere, failed games in the query set; failed games
@@ -10,6 +11,9 @@ and across splits, `sources.duplicates`, whose eval copy and then query copy are
 whatever the source records (e.g. the demo's planted row ids). Every arm's size is checked against
 the rows it is drawn from here (`arms.size_problems`), so a k larger than the pool stops the run
 before any training.
+
+With `data.validation_fraction`, also `splits/validation.jsonl`: groups of the eval split held out of it
+(`with_validation`), the split `train.keep_best: validation` selects checkpoints on.
 
 With `data.candidates`, also `splits/candidates.jsonl`: new rows never scored by gradients, from any
 source run with the candidates' own seed (its `split`) and/or the synth command's rows (`build_candidates`).
@@ -27,7 +31,7 @@ from pathlib import Path
 
 from playpen_attribution.attribution.arms import arm_split, plan_arms, size_problems
 from playpen_attribution.config import ExperimentConfig
-from playpen_attribution.core.rows import CANDIDATES, OUTCOMES, ROW_COLUMNS, SPLITS, SourceRows
+from playpen_attribution.core.rows import CANDIDATES, OUTCOMES, ROW_COLUMNS, SPLITS, VALIDATION, SourceRows
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.model_paths import TINY
@@ -38,7 +42,7 @@ from playpen_attribution.sources.generic import load_generic
 from playpen_attribution.sources.instruct_demo import generate_instruct_demo
 from playpen_attribution.sources.playpen_data import load_playpen_data
 from playpen_attribution.sources.smoltalk import load_smoltalk
-from playpen_attribution.sources.splitting import sample_rows
+from playpen_attribution.sources.splitting import sample_rows, split_by_group
 from playpen_attribution.sources.synthetic import append_synthetic
 from playpen_attribution.taboo.demo import generate_demo
 
@@ -66,6 +70,17 @@ def load_source(cfg: ExperimentConfig, source=None, seed: int | None = None) -> 
         tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.base, cfg.tokenize.chat_template)
         return load_smoltalk(source, seed, tokenizer, cfg.tokenize.format)
     raise UserError(f"data.source.kind = {source.kind!r} is not supported")
+
+
+def with_pool_fraction(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
+    """Keep a seeded `data.pool_fraction` of the source's pool (before synthetic rows join it); the rest is
+    counted as dropped (`pool_fraction`)."""
+    pool, fraction = source.splits["train_base"], cfg.data.pool_fraction
+    if fraction == 1:
+        return source
+    kept = sample_rows(pool, round(fraction * len(pool)), cfg.data.seed)
+    dropped = dict(Counter(source.dropped) + Counter({"pool_fraction": len(pool) - len(kept)}))
+    return SourceRows(splits=source.splits | {"train_base": kept}, dropped=dropped, info=source.info)
 
 
 def with_synthetic(cfg: ExperimentConfig, source: SourceRows) -> SourceRows:
@@ -129,6 +144,21 @@ def clean_splits(cfg: ExperimentConfig, source: SourceRows) -> tuple[dict[str, l
     return splits, dict(dropped)
 
 
+def with_validation(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """With `data.validation_fraction`, a share of the eval split's groups becomes the `validation` split
+    (what `train.keep_best: validation` selects a checkpoint on); eval keeps the other groups, so no row or
+    group is shared with the reported eval."""
+    if cfg.data.validation_fraction == 0:
+        return splits
+    fraction = cfg.data.validation_fraction
+    parts = split_by_group(splits["eval"], {VALIDATION: fraction, "eval": 1 - fraction}, cfg.data.seed)
+    for name, rows in parts.items():
+        if not rows:
+            raise UserError(f"data.validation_fraction = {fraction}: the {name} split would be empty "
+                            f"({len(splits['eval'])} eval rows in {len({r['group_id'] for r in splits['eval']})} groups)")
+    return splits | {"eval": parts["eval"], VALIDATION: parts[VALIDATION]}
+
+
 def without_duplicates(splits: dict[str, list[dict]], dropped: Counter) -> dict[str, list[dict]]:
     """The splits without exact duplicate rows (`sources.duplicates`: the eval copy kept first, then the
     query's), each removal added to `dropped`; a split left empty is refused."""
@@ -153,6 +183,7 @@ def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tu
         if cand.split not in loaded.splits:
             raise UserError(f"data.candidates.split = {cand.split!r}: the candidates' source gave no such split")
         rows = list(loaded.splits[cand.split])
+        dropped.update(loaded.dropped)  # what the candidates' source filtered (e.g. other_category), counted too
         info |= {"source": {"kind": cand.source.kind, **loaded.info}, "split": cand.split}
     if cand.synthetic is not None:
         rows, synth_dropped = append_synthetic(rows, cand.synthetic, splits["eval"])
@@ -197,7 +228,7 @@ def check_arm_sizes(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> Non
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     def build(out: Path) -> dict:
-        source = with_synthetic(cfg, load_source(cfg))
+        source = with_synthetic(cfg, with_pool_fraction(cfg, load_source(cfg)))
         splits, dropped = clean_splits(cfg, source)
         extra = {}
         if cfg.data.candidates is not None:
@@ -207,6 +238,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             splits = splits | {CANDIDATES: candidates}
         elif cfg.select.predictor_split == CANDIDATES:
             raise UserError("select.predictor_split = 'candidates' but the config has no data.candidates section")
+        splits = with_validation(cfg, splits)
         check_arm_sizes(cfg, splits)
         for split, rows in splits.items():
             artifacts.write_split(out, split, rows)

@@ -25,6 +25,12 @@ grouped folds, as described in `playpen_attribution.sae.predictor` and `sae.mode
   nothing needs cross-fitting; a candidate id that is also a pool row is refused), after the same spec
   check the `rank` stage makes. The manifest counts the candidates ranked.
 
+- with `sae/probe_residuals.npz` (`sae.probe_layers`): `probe_study.json` and `probe_study.png`, the probe
+  study (`sae.probe_study`): per layer x pooling (and the SAE features of the main layer, pooling `sae`)
+  a ridge probe cross-fitted on the predictor's grouped folds, raw and with length (tokens fed to the
+  model) regressed out of features and target, judged by held-out Spearman, R² and the partial Spearman
+  with the target given length; a length-only probe as the baseline.
+
 Ranking any other rows file with the saved predictor is the `rank` stage.
 """
 
@@ -32,12 +38,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.errors import UserError
+from playpen_attribution.report.probe_study import plot_probe_study
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.stage_folder import cli_command, run_stage
-from playpen_attribution.sae.models import layer_of
+from playpen_attribution.sae.models import layer_of, targets
 from playpen_attribution.sae.predictor import (
     SPEC_KEYS,
     Fit,
@@ -47,6 +56,8 @@ from playpen_attribution.sae.predictor import (
     fit_and_evaluate,
     predictor_spec,
 )
+from playpen_attribution.sae.probe_residuals import load_probe_residuals
+from playpen_attribution.sae.probe_study import study_rows
 
 
 def _load_layers(folder: Path, index: dict) -> dict[int, tuple]:
@@ -89,6 +100,24 @@ def rank_candidates(candidates: tuple, fit: Fit, bundle: dict, index: dict, pool
             for eid, p, q in zip(features.example_ids, predicted, probe)]
 
 
+def probe_study(out: Path, sae_dir: Path, features, index: dict, fit: Fit, scores: dict, cfg: ExperimentConfig) -> dict:
+    """The probe study on the `sae.probe_layers` residuals (and the main layer's SAE features, `sae`), over the
+    predictor's grouped folds and target, length = tokens fed to the model; writes its table rows and plot."""
+    ids = features.example_ids
+    layers = [int(layer) for layer in index["probe_layers"]]
+    inputs = load_probe_residuals(sae_dir, layers, ids) | {(int(index["layer"]), "sae"): features.feature_mean}
+    scored = np.array([i for i, eid in enumerate(ids) if fit.fold[eid] is not None])
+    folds = np.array([fit.fold[ids[i]] for i in scored])
+    target = targets(scores, [ids[i] for i in scored], cfg.predict.target)
+    rows = study_rows({key: x[scored] for key, x in inputs.items()}, target, features.stats[scored, 0], folds,
+                      cfg.predict.alphas)
+    artifacts.write_probe_study(out, {
+        "target": cfg.predict.target, "length": "tokens fed to the model (sae.max_tokens cap)", "rows_fitted": len(scored),
+        "folds": cfg.predict.folds, "group_key": cfg.predict.group_key, "layers": layers, "rows": rows})
+    plot_probe_study(rows, out / artifacts.PROBE_STUDY_PLOT)
+    return {"layers": layers, "rows_fitted": len(scored)}
+
+
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     if cfg.predict is None:
         raise UserError("the config has no 'predict' section; add one to run the predict stage")
@@ -103,7 +132,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         candidates = candidate_features(sae_dir, data_dir, features.example_ids)
         files = {"features": str(sae_dir / artifacts.SAE_INDEX), "scores": str(attr_dir / artifacts.SCORES_FILE),
                  "rows": str(artifacts.split_path(data_dir, index["split"]))}
-        fit = fit_and_evaluate(features, rows, artifacts.load_scores(attr_dir), cfg.predict, files,
+        scores = artifacts.load_scores(attr_dir)
+        fit = fit_and_evaluate(features, rows, scores, cfg.predict, files,
                                {layer: f for layer, (f, _) in layers.items()})
         layer = layer_of(cfg.predict.model)
         model_features, model_index = (features, index) if layer is None else layers[layer]
@@ -120,6 +150,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         manifest = {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()},
                     "rows": len(fit.predicted), "cross_fitted": True, "predicted_by": cfg.predict.model,
                     "probe": {"pooling": cfg.predict.probe_pooling, "alpha": probe["alpha"]}}
+        if index.get("probe_layers"):
+            manifest["probe_study"] = probe_study(out, sae_dir, features, index, fit, scores, cfg)
         if candidates is not None:
             ranked = rank_candidates(candidates, fit, bundle, index, cfg.predict.probe_pooling)
             artifacts.write_candidate_scores(out, ranked)

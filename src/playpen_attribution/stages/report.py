@@ -5,7 +5,8 @@ Reads the run directory alone (`report.results` says what and computes the stati
 `report.md`, `differences.png` (arm − vs per seed with the across-seed interval, when arms were compared;
 report.md shows it under the answer), `accuracy.png`, `eval_loss.png` (when losses exist), `accuracy_vs_k.png` (when an arm
 family ran at several k), `benchmarks.png` (when lm-eval benchmarks ran), `training_loss.png` (every
-training's train_log.json) and, when the attribute stage drew them, copies of `score_histogram.png`
+training's train_log.json), `probe_study.png` (when the predict stage ran the probe study; report.md shows
+its table) and, when the attribute stage drew them, copies of `score_histogram.png`
 and `score_vs_length.png`; and copies all of them into the run directory, its front page.
 
 Before reading, it checks every stage folder against what is on disk (`stage_folder.stale_stages`):
@@ -20,6 +21,7 @@ plan is the config's; without one, the run's `experiment.yaml`; without that, it
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -31,6 +33,8 @@ from playpen_attribution.log import logger
 from playpen_attribution.report import plots
 from playpen_attribution.report.config import ReportConfig
 from playpen_attribution.report.markdown import render_markdown
+from playpen_attribution.report.probe_study import plot_probe_study
+from playpen_attribution.report.records import to_json
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
 from playpen_attribution.run import artifacts
 from playpen_attribution.run.completeness import describe_units, missing_units, planned_from_folders
@@ -53,7 +57,7 @@ def training_curves(folders: dict[str, Path]) -> list[dict]:
 
 
 def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
-    """Write the plots into `out`; the file names, in reading order."""
+    """Write the plots of `report` (report.json's form) into `out`; the file names, in reading order."""
     arms = report["arms"]
     drawn = []
     if report.get("aggregate"):
@@ -146,14 +150,17 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
     def build(out: Path) -> dict:
         primary = section.primary.model_dump() if section.primary is not None else None
         report = collect(run_dir, primary, section.expect)
-        report["plots"] = draw(report, run_dir, out)
-        if stale:
-            report["stale"] = stale
-        if missing:
-            report["missing_units"] = [{"arm": arm, "seed": seed} for arm, seed in missing]
+        study = None
+        if artifacts.is_stage_folder(run_dir / artifacts.PREDICT):  # the probe study: drawn in its own section
+            study = artifacts.load_probe_study(run_dir / artifacts.PREDICT)
+        if study:
+            plot_probe_study(study["rows"], out / artifacts.PROBE_STUDY_PLOT)
+        report = replace(report, plots=draw(to_json(report), run_dir, out), probe_study=study or None,
+                         stale=stale or None,
+                         missing_units=[{"arm": arm, "seed": seed} for arm, seed in missing] or None)
         markdown = render_markdown(report, name)
-        artifacts.write_report(out, report, _stale_note(stale) + markdown if stale else markdown)
-        return {"plots": report["plots"], "stale": stale, "missing_units": report.get("missing_units", [])}
+        artifacts.write_report(out, to_json(report), _stale_note(stale) + markdown if stale else markdown)
+        return {"plots": report.plots, "stale": stale, "missing_units": report.missing_units or []}
 
     report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name, "report": section.model_dump(mode="json")}, inputs, build,
                            command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,

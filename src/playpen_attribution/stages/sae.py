@@ -14,7 +14,9 @@ d_sae, `residual_mean` and `residual_last` rows x d_model, `pooled_tokens` rows,
 `topk_values` rows x K) and `index.json` (`example_ids` in the arrays' row order, the statistic
 names, SAE release/id, hook name, layer, widths, K, the split); per extra layer the same two files in
 `sae/layer_<L>/`; with a candidates split, the candidates' features in `sae/candidates/` (and
-`sae/candidates/layer_<L>/`), index `split: candidates`. The manifest records the SAE, hook,
+`sae/candidates/layer_<L>/`), index `split: candidates`; with `sae.probe_layers`, `probe_residuals.npz`
+(the pool rows' residuals at those blocks, pooled last token / mean / first response token, from the same
+forward pass; `sae.probe_residuals`) for the predict stage's probe study. The manifest records the SAE, hook,
 layer, the extra layers, the count of rows with no pooled token (zeros, never dropped) and the
 number of candidates. Without a candidates split and extra layers, the stage config is what it was
 before them, so earlier sae folders are reused.
@@ -32,12 +34,16 @@ from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
 from playpen_attribution.run.stage_folder import cli_command, run_stage
 from playpen_attribution.sae.features import extract_split, feature_index, open_extraction
+from playpen_attribution.sae.probe_residuals import write_probe_residuals
 
 
-def _write_layers(folder: Path, by_layer: dict, main: int, split: str, extra_layers: list[int]) -> None:
-    """The main layer's features in `folder`, each extra layer's in `folder/layer_<L>/`."""
+def _write_layers(folder: Path, by_layer: dict, main: int, split: str, extra_layers: list[int],
+                  probe_layers: list[int] = ()) -> None:
+    """The main layer's features in `folder`, each extra layer's in `folder/layer_<L>/`; the main index
+    lists the extra layers and the probe study's layers (when there are any)."""
     for layer, (features, info) in by_layer.items():
         index = info | {"split": split} | ({"extra_layers": extra_layers} if layer == main and extra_layers else {})
+        index |= {"probe_layers": list(probe_layers)} if layer == main and probe_layers else {}
         target = folder if layer == main else folder / artifacts.sae_layer_dir(layer)
         artifacts.write_features(target, features, feature_index(index))
 
@@ -61,10 +67,14 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         extraction = open_extraction(cfg.sae, cfg.tokenize, model_path, adapter,
                                      tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
         extra = sorted(layer for layer in extraction.saes if layer != extraction.layer)
-        pool = extract_split(extraction, rows, f"sae.split = {cfg.sae.split!r}")
-        _write_layers(out, pool, extraction.layer, cfg.sae.split, extra)
+        probes: dict = {}
+        pool = extract_split(extraction, rows, f"sae.split = {cfg.sae.split!r}", probes)
+        _write_layers(out, pool, extraction.layer, cfg.sae.split, extra, cfg.sae.probe_layers)
         info = pool[extraction.layer][1]
         manifest = {"sae": info, "tokens_processed": int(pool[extraction.layer][0].stats[:, 0].sum())}  # seq_len
+        if cfg.sae.probe_layers:
+            write_probe_residuals(out, probes, pool[extraction.layer][0].example_ids)
+            manifest["probe_layers"] = list(cfg.sae.probe_layers)
         if extra:
             manifest["extra_layers"] = {str(layer): pool[layer][1]["hook_name"] for layer in extra}
         if has_candidates:

@@ -26,6 +26,10 @@ memory (probed with the real LoRA model, room for the optimizer state held back)
 lowered to keep the rows per optimizer step. On CPU nothing is probed or changed. The manifest
 records the `batch_size` and `grad_accum` actually used, and `train_runtime_s` and
 `train_tokens_per_s` (input_ids tokens processed per second of `trainer.train()`).
+
+`train.keep_best: validation | eval` evaluates the loss on that split of `data/` after every epoch,
+saves each epoch's checkpoint and writes the one with the lowest loss as the adapter (the manifest's
+`keep_best`: split, best step and loss, every epoch's loss).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from playpen_attribution.core.batch_sizing import (
     power_of_two_divisors,
     split_batch,
 )
-from playpen_attribution.core.modeling import TWIN_COSINE, device, embedding_twins, load_model, load_tokenizer
-from playpen_attribution.core.tokenization import tokenize_rows, turn_end_id
+from playpen_attribution.core.modeling import device, load_model, load_tokenizer, turn_end_check
+from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.run import artifacts
@@ -81,9 +85,12 @@ def sft_config(train: TrainConfig, output_dir: Path, n_rows: int, report: dict |
         use_cpu=not on_gpu,
         train_sampling_strategy="group_by_length" if train.batching == "length_grouped" else "random",
         padding_free=train.batching == "padding_free",
-        save_strategy="steps" if train.save_steps else "no",
-        save_steps=train.save_steps or 500,  # unused with save_strategy "no"
-        save_total_limit=1,
+        save_strategy="epoch" if train.keep_best else "steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,  # unused with save_strategy "no" or "epoch"
+        save_total_limit=1,  # with keep_best the best checkpoint is kept beside the newest
+        eval_strategy="epoch" if train.keep_best else "no",
+        load_best_model_at_end=train.keep_best is not None,
+        metric_for_best_model="eval_loss", greater_is_better=False,
         **(report or {"report_to": "none"}),
         disable_tqdm=False,  # its default follows the transformers log level, which importing SAELens raises:
                              # then a PrinterCallback prints every metric dict (they go to train_log.json)
@@ -172,9 +179,11 @@ def quiet_progress(trainer) -> None:
 def build_trainer(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, scratch: Path,
     init_adapter: Path | None = None, tokenizer_dir: str | None = None, report: dict | None = None,
+    best_rows: list[dict] | None = None,
 ):
     """The SFTTrainer for `rows`: a fresh adapter, or `init_adapter` continued (tokenizer: `tokenizer_dir`,
-    default the model's own, with `tokenize.chat_template`), reporting to `report` (see `sft_config`)."""
+    default the model's own, with `tokenize.chat_template`), reporting to `report` (see `sft_config`);
+    `best_rows`: the split `train.keep_best` judges each epoch's checkpoint on."""
     import torch
     from trl import SFTTrainer
 
@@ -184,8 +193,10 @@ def build_trainer(
         raise UserError("no rows to train on")
     torch.manual_seed(train.seed)
     tokenizer = load_tokenizer(tokenizer_dir or model_path, cfg.tokenize.chat_template)
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
-                            cfg.tokenize.supervise)
+    tok = cfg.tokenize
+    dataset = tokenize_rows(tokenizer, rows, tok.format, tok.max_length, tok.supervise)
+    judged = None if best_rows is None else tokenize_rows(tokenizer, best_rows, tok.format, tok.max_length,
+                                                          tok.supervise).remove_columns("example_id")
     if init_adapter is None:
         model = new_adapter(load_model(model_path, dtype=cfg.model.dtype), train)
     else:
@@ -195,7 +206,7 @@ def build_trainer(
         trainer = SFTTrainer(
             model=model,
             args=sft_config(train, scratch, len(rows), report),
-            train_dataset=dataset.remove_columns("example_id"),
+            train_dataset=dataset.remove_columns("example_id"), eval_dataset=judged,
             processing_class=tokenizer,
         )
         quiet_progress(trainer)
@@ -316,10 +327,12 @@ def _readable(state: Path) -> bool:
 def train_rows(
     rows: list[dict], model_path: str, train: TrainConfig, cfg: ExperimentConfig, out: Path,
     init_adapter: Path | None = None, tokenizer_dir: str | None = None, report: dict | None = None,
+    best_rows: list[dict] | None = None,
 ) -> dict:
-    """Train on `rows` and write the adapter (and optionally a merged model) into `out`."""
+    """Train on `rows` and write the adapter (and optionally a merged model) into `out`; with `best_rows`
+    (`train.keep_best`) the adapter is the epoch checkpoint with the lowest loss on them."""
     scratch = out / artifacts.TRAINER_SCRATCH
-    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir, report)
+    trainer = build_trainer(rows, model_path, train, cfg, scratch, init_adapter, tokenizer_dir, report, best_rows)
     turn_end = turn_end_check(trainer.model, trainer.processing_class, cfg.tokenize.format)
     resume = last_checkpoint(scratch)
     if resume is not None:
@@ -353,24 +366,11 @@ def train_rows(
         "train_tokens_per_s": round(input_tokens / runtime, 1) if runtime > 0 else None,
         "tokens_processed": int(input_tokens),
         "turn_end_token": turn_end,
+        "keep_best": None if best_rows is None else {
+            "split": train.keep_best, "rows": len(best_rows), "best_eval_loss": trainer.state.best_metric,
+            "best_step": trainer.state.best_global_step,
+            "eval_losses": {e["step"]: e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e}},
     }
-
-
-TWINS_WARNING = 10
-"""More embedding twins than this and the turn-end token is called untrained in the log."""
-
-
-def turn_end_check(model, tokenizer, fmt: str) -> dict:
-    """The supervised turn-end token and its embedding twins (`core.modeling.embedding_twins`), with a
-    warning when the base model never learned it (the chat template's end-of-turn on base weights)."""
-    token_id = turn_end_id(tokenizer, fmt)
-    twins = embedding_twins(model, token_id)
-    token = tokenizer.convert_ids_to_tokens(token_id)
-    if twins > TWINS_WARNING:
-        logger.warning(f"the completion's end token {token} (id {token_id}) looks untrained in this model: {twins} "
-                       f"tokens have nearly the same input embedding (cosine > {TWIN_COSINE}); until LoRA separates "
-                       "it, generations may run on into glitch tokens (format raw ends with EOS instead)")
-    return {"id": token_id, "token": token, "embedding_twins": twins}
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: str | None = None) -> Path:
@@ -403,8 +403,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
         seeded = arm is not None or cfg.sweep.retrain_base  # tracked as seed_<s>/<stage> of the whole run
         report = trainer_reporting(cfg.tracking, (run_dir.parent if seeded else run_dir) / artifacts.TRACKING,
                                    f"{run_dir.name}/{name}" if seeded else name, cfg.name)
+        best = artifacts.load_split(data_dir, train.keep_best) if train.keep_best else None
         return train_rows(pool, model_path, train, cfg, out, init,
-                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), report)
+                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), report, best)
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"),
