@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 MODELS = ["base", "base_adapter", "top_k", "matched_random_k"]
 SHRUNKEN = ["--set", f"data.source.path={CLEMBENCH_RECORDS / 'v1.6'}", "--set", "select.k=12",
-            "--set", "sweep.seeds=[1,2]", "--set", "arm_train.epochs=2"]
+            "--set", "sweep.seeds=[1,2]", "--set", "arm_train.epochs=2",
+            "--set", "train.epochs=3"]  # 36 pool rows: 3 epochs (14 steps; the full run: 37) to learn the format
 
 
 @pytest.mark.parametrize("config", ["taboo_clembench_gemma3.yaml", "taboo_clembench_gemma3_chat.yaml"])
