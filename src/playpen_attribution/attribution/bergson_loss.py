@@ -5,13 +5,14 @@ position, although its cross-entropy reads only the positions with a label (the 
 -100 elsewhere). On Gemma-3's 262k-token vocabulary that head is most of the work: a Taboo row of
 ~150 tokens has ~6 labelled ones, and on Gemma-3-270M the head costs 0.34 GFLOP per position forward
 (as much again backward) against ~0.4 per token for the rest of a LoRA step. `labelled_positions_only()` swaps Bergson's loss
-factory (`collector.fwd_bwd_factory`, used by Build, Score and the autocorrelation Hessian the
-attribute stage fits) for one that passes the model a boolean `logits_to_keep` mask (transformers' own
+factory (`collector.fwd_bwd_factory`, used by Build and Score) for one that passes the model a boolean `logits_to_keep` mask (transformers' own
 option: the model slices its final hidden states to the True positions before its head, soft-capping
 included, and returns `[positions, vocab]` logits), so the head runs at the labelled positions only.
 The loss is Bergson's: the same cross-entropy (label smoothing, `sum` or `mean` reduction), the same
 backward and return value; scores equal Bergson's own (tested). Its other losses (`kl`, `log_odds`,
-rows with an `advantage`) fall through to Bergson's code.
+rows with an `advantage`) fall through to Bergson's code. Bergson's Hessian fits go through another
+factory (`fwd_bwd_hessian_factory`: the query autocorrelation Hessian, the mixed Hessian, K-FAC/EK-FAC,
+TRAK's Gram), which is not swapped: they still run the head at every position.
 
 Bergson's worker processes (`nproc_per_node` > 1) are spawned fresh and would import Bergson's
 factories again, so its spawned entry point (`distributed.dist_worker`) is swapped too, for one that
