@@ -14,10 +14,15 @@ training (`row_forward.row_losses_and_embeddings`). LDS = Spearman(predicted, -a
 subsets (positive is good). A control ranker (the number of clean rows in S -- neither planted kind,
 the known truth of the demo; success rows where nothing is planted) is reported next to it.
 
+With a config that scores the pool with several methods (`attribute.methods`, configs/demo_methods.yaml),
+every method's scores predict the same trained subsets, so their LDS are measured side by side: the
+subsets (the expensive part) are trained once.
+
 This benchmark keeps its own choice on purpose: subsets continue the base adapter (`init:
 base_adapter`), where the experiment's arms start from the base model (`arm_train.init: base`).
 
     uv run python benchmarks/lds.py [--config configs/demo.yaml] [--subsets 32] [--fraction 0.5] [--epochs 1] [--threads 1]
+    uv run python benchmarks/lds.py --config configs/demo_methods.yaml --run-dir runs/demo_methods   # LDS per method
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ def main() -> None:
     pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
     query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
     scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
+    methods = {m: artifacts.load_scores(artifacts.method_dir(run_dir / artifacts.ATTRIBUTE, m))
+               for m in cfg.attribute.methods} if len(cfg.attribute.methods) > 1 else {}
     tokenizer = load_tokenizer(model_path)
     query_ds = tokenize_rows(tokenizer, query, cfg.tokenize.format, cfg.tokenize.max_length)
     base_adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
@@ -84,7 +91,8 @@ def main() -> None:
         train.train_rows(subset, model_path, arm_train, cfg, out, init_adapter=base_adapter)
         loss = query_loss(cfg, model_path, out / artifacts.ADAPTER_DIR, query_ds, tokenizer.pad_token_id)
         records.append({"subset": i, "rows": size, "predicted": sum(scores[r["example_id"]] for r in subset),
-                        "clean_rows": sum(map(is_clean, subset)), "query_loss": loss})
+                        "clean_rows": sum(map(is_clean, subset)), "query_loss": loss,
+                        "predicted_by_method": {m: sum(s[r["example_id"]] for r in subset) for m, s in methods.items()}})
         say(json.dumps(records[-1]))
 
     actual = [-r["query_loss"] for r in records]
@@ -97,9 +105,12 @@ def main() -> None:
           f"(spread {spread:.4f})")
     say(f"LDS  Spearman(sum of mean-mode scores, -query loss) = {lds:+.3f}")
     say(f"control  Spearman(clean rows in subset, -query loss) = {control:+.3f}")
+    by_method = {m: float(spearmanr([r["predicted_by_method"][m] for r in records], actual)[0]) for m in methods}
+    for method, value in by_method.items():
+        say(f"LDS of {method}: {value:+.3f}")
     say(json.dumps({"lds_spearman": lds, "control_clean_rows_spearman": control, "subsets": args.subsets,
                       "subset_rows": size, "pool_rows": len(pool), "epochs": args.epochs,
-                      "base_query_loss": base_loss, "config": args.config}))
+                      "base_query_loss": base_loss, "config": args.config, "lds_by_method": by_method}))
 
 
 if __name__ == "__main__":
