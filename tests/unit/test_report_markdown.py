@@ -16,6 +16,17 @@ def test_counts_settings_and_values_read_as_words():
     assert cells.settings({"apply_chat_template": True, "limit": None, "batch_size": "64"}) == (
         "apply_chat_template yes, limit n/a, batch_size 64")
     assert [cells.value(v) for v in (True, False, None, ["a", "b"], 0.5)] == ["yes", "no", "n/a", "a, b", "0.5"]
+    assert cells.value({"projection_dim": 16, "unit_normalize": True}) == "(projection_dim 16, unit_normalize yes)"
+
+
+def test_the_setup_line_shows_only_the_option_sections_of_methods_that_ran():
+    from playpen_attribution.report.markdown_tables import attribution_settings
+
+    attribute = {"mode": "mean", "cache_dir": "/c", "method": "trak", "methods": [],
+                 "trackstar": {"projection_dim": 16}, "trak": {"projection_dim": 512}}
+    assert attribution_settings(attribute) == {"mode": "mean", "method": "trak", "trak": {"projection_dim": 512}}
+    several = {**attribute, "methods": ["gradient_cosine", "trackstar"]}
+    assert list(attribution_settings(several)) == ["mode", "method", "methods", "trackstar"]
 
 
 def test_p_in_a_sentence_reads_p_less_than():

@@ -72,13 +72,15 @@ def p_is(value: float | None, name: str = "p") -> str:
 
 
 def value(item) -> str:
-    """A setting's value in words: yes / no, n/a, a list joined."""
+    """A setting's value in words: yes / no, n/a, a list joined, a section as `(key value, ...)`."""
     if isinstance(item, bool):
         return "yes" if item else "no"
     if item is None:
         return "n/a"
     if isinstance(item, (list, tuple)):
         return ", ".join(map(value, item))
+    if isinstance(item, dict):
+        return f"({settings(item)})"
     return str(item)
 
 

@@ -61,6 +61,15 @@ def efficiency_lines(eff: DataEfficiency | None) -> list[str]:
                                                             if not is_accuracy else "."), ""]
 
 
+def attribution_settings(attribute: dict) -> dict:
+    """The attribute section as the Setup line shows it: no cache folder, no empty `methods`, and a method's option
+    section (`trackstar: {...}`) only when that method ran."""
+    ran = set(attribute.get("methods") or [attribute.get("method")])
+    return {k: v for k, v in attribute.items()
+            if k != "cache_dir" and not (k == "methods" and not v) and not (isinstance(v, dict) and k not in ran)}
+
+
+
 def setup_lines(report: Report) -> list[str]:
     setup = report.setup
     lines = ["## Setup", ""]
@@ -86,7 +95,7 @@ def setup_lines(report: Report) -> list[str]:
                  f"arm with that seed; the base adapter is "
                  f"{'retrained per seed (attribution and selection too)' if setup.retrain_base else 'shared by all seeds'}.")
     if setup.attribute:
-        lines.append("- Attribution: " + settings({k: v for k, v in setup.attribute.items() if k != "cache_dir"}) + ".")
+        lines.append("- Attribution: " + settings(attribution_settings(setup.attribute)) + ".")
     if report.untracked_modules:
         lines.append(f"- **Attribution did not see {value(report.untracked_modules)}**: the base adapter trains them in "
                      "full (modules_to_save) and Bergson tracks only LoRA modules; allowed by "
