@@ -7,10 +7,9 @@
          -> report
 
 Which folder each stage works in (the run directory, or a seed's) is the stage table's word
-(`run.stage_table`, through `run.seeds.stage_where`): with `sweep.retrain_base` the base-adapter stages
-move into each seed's folder. Every stage folder is
-reused when its config and inputs are unchanged, so an interrupted sweep resumes with the first
-(arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
+(`run.stage_table`): with `sweep.retrain_base` the base-adapter stages move into each seed's folder.
+Every stage folder is reused when its config and inputs are unchanged, so an interrupted sweep resumes
+with the first (arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
 (`playpen-attribution train --arm A --seed S`, then `evaluate --arm A --seed S`). Stages work in
 the folder they are handed: the pipeline makes the seed folders (`run.seeds.stage_where`).
 Before any stage, `preflight` checks what would fail late (benchmark tasks and their imports, SAE ids,

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-from helpers import small_demo_dict
+from helpers import small_demo_dict, stage_row
 
 from playpen_attribution.run import stage_table
 from playpen_attribution.run.stage_table import BASE, RUN, SEED, STAGES, command_line, find, per_seed
@@ -98,15 +98,6 @@ def test_the_cli_stage_commands_their_help_and_seed_flags_come_from_the_table():
     assert not stage_table.takes_seed("data") and stage_table.takes_seed("evaluate")
 
 
-def _row_of(relative: str) -> str:
-    """The table row of a stage folder `name` or `seed_<s>/name` of the small demo."""
-    name = relative.split("/")[-1]
-    kinds = {"train_base": "train_base", "eval_base": "eval_base", "eval_base_adapter": "eval_base_adapter"}
-    if name in kinds or name in {s.name for s in STAGES}:
-        return kinds.get(name, name)
-    return {"train": "train_<arm>", "eval": "eval_<arm>"}[name.split("_")[0]]
-
-
 @pytest.mark.integration  # imports every stage (seconds)
 @pytest.mark.parametrize("retrain", [False, True])
 def test_the_pipeline_runs_every_row_where_and_in_an_order_the_table_says(tmp_path, retrain):
@@ -114,9 +105,8 @@ def test_the_pipeline_runs_every_row_where_and_in_an_order_the_table_says(tmp_pa
     from playpen_attribution.pipeline import plan_experiment
 
     cfg = parse_config(small_demo_dict(sweep={"seeds": [1, 2], "retrain_base": retrain}))
-    by_name = {stage.name: stage for stage in STAGES}
     planned = [d.folder.relative_to(tmp_path).as_posix() for d in plan_experiment(cfg, tmp_path)]
-    rows = [by_name[_row_of(relative)] for relative in planned]
+    rows = [stage_row(relative) for relative in planned]
     for index, (relative, stage) in enumerate(zip(planned, rows)):
         assert relative.startswith("seed_") == per_seed(stage, retrain), relative
         seed = relative.split("/")[0] + "/" if relative.startswith("seed_") else ""
