@@ -89,6 +89,15 @@ def small_demo_dict(**overrides) -> dict:
     return cfg
 
 
+def stage_row(folder: str):
+    """The stage table's row of a stage folder `name` or `seed_<s>/name` (`train_top_k` -> `train_<arm>`)."""
+    from playpen_attribution.run.stage_table import STAGES
+
+    name = folder.split("/")[-1]
+    exact = [stage for stage in STAGES if stage.name == name]
+    return exact[0] if exact else next(s for s in STAGES if "<" in s.name and name.startswith(s.name.split("<")[0]))
+
+
 def api_env(monkeypatch, base_url: str | None) -> None:
     """Point the synth client at a fake server (or at nothing) with a test key."""
     for name in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):

@@ -35,29 +35,11 @@ from pathlib import Path
 from playpen_attribution import __version__
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, run_log, setup_logging
+from playpen_attribution.run import stage_table
 
 DEMO_CONFIG = Path("configs") / "demo.yaml"
 RUN_LOG = "run.log"  # artifacts.RUN_LOG (not imported: `--help` imports nothing heavy)
-STAGE_HELP = {
-    "data": "build the splits. Reads: data.source (and data.synthetic, data.candidates). Writes: data/",
-    "model": "build the tiny base model (model.base: tiny; nothing for a named model). Reads: data/. "
-             "Writes: base_model/",
-    "train": "train the base adapter, or one arm (--arm) of one seed. Reads: data/ (and select/ for an arm). "
-             "Writes: train_base/ or seed_<S>/train_<arm>/ (adapter/, train_log.json)",
-    "attribute": "score every pool row with Bergson. Reads: data/, train_base/. Writes: attribute/",
-    "baselines": "loss and embedding rankings. Reads: data/, train_base/. Writes: baselines/",
-    "sae": "SAE features per row. Reads: data/ (and train_base/ with sae.model: base_adapter). Writes: sae/",
-    "predict": "fit the attribution predictor on SAE features. Reads: data/, attribute/, sae/. Writes: predict/",
-    "select": "draw every arm's rows per seed. Reads: data/ and the rankings the arms use. "
-              "Writes: seed_<S>/select/",
-    "evaluate": "eval loss and word accuracy of one model (--arm). Reads: data/ and its adapter. "
-                "Writes: eval_<arm>/ (in seed_<S>/ for an arm)",
-    "rank": "rank new rows with the saved predictor, no gradients. Reads: --rows, predict/. Writes: rank_<name>/",
-    "report": "the report of a run. Reads: every stage folder. Writes: report/, and report.md with its plots in "
-              "the run folder",
-}
-STAGES = tuple(STAGE_HELP)
-PER_SEED = ("train", "attribute", "baselines", "sae", "predict", "select", "evaluate", "rank")
+STAGES = stage_table.COMMANDS  # the stage commands, their help and which take --seed: run.stage_table
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -98,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sub.add_parser("plan", help="list every stage folder a run would build, reuse or find stale, "
                                         "running nothing"))
     for stage in STAGES:
-        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
+        p = sub.add_parser(stage, help=stage_table.HELP[stage], description=stage_table.HELP[stage])
         _common(p)
         p.add_argument("--overwrite", action="store_true", help="replace the stage folder if its config changed")
-        if stage in PER_SEED:
+        if stage_table.takes_seed(stage):
             p.add_argument("--seed", type=int,
                            help="sweep seed whose folder seed_<S>/ the stage works in (default: the config's only seed)")
         if stage == "train":
@@ -144,14 +126,12 @@ def _sweep_seed(cfg, given: int | None) -> int:
     return seeds[0] if given is None else given
 
 
-def _where(cfg, run_dir: Path, per_seed: bool, seed: int | None):
-    """(config, folder) a stage runs with: the run directory, or a seed's config and folder."""
-    from playpen_attribution.run.seeds import seed_folder
+def _where(cfg, run_dir: Path, stage: stage_table.Stage, seed: int | None):
+    """(config, folder) `stage` runs with: the run directory, or a seed's (--seed, or the config's only seed)."""
+    from playpen_attribution.run.seeds import stage_where
 
-    if not per_seed:
-        return cfg, run_dir
-    chosen = _sweep_seed(cfg, seed)
-    return cfg.for_seed(chosen), seed_folder(run_dir, chosen, cfg.sweep.retrain_base)
+    chosen = _sweep_seed(cfg, seed) if stage_table.per_seed(stage, cfg.sweep.retrain_base) else None
+    return stage_where(cfg, run_dir, stage, chosen)
 
 
 def _check_run_dir(run_dir: Path | None) -> None:
@@ -227,17 +207,16 @@ def _stage(args: argparse.Namespace, cfg, run_dir: Path) -> Path | None:
         return data.run(cfg, run_dir, overwrite=overwrite)
     if args.command == "model":
         return base_model.run(cfg, run_dir, overwrite=overwrite)
-    retrain = cfg.sweep.retrain_base
     if args.command == "train":
         arm = None if args.arm in (None, "base_adapter") else args.arm
-        return train.run(*_where(cfg, run_dir, arm is not None or retrain, args.seed), arm=arm, overwrite=overwrite)
+        return train.run(*_where(cfg, run_dir, stage_table.find("train", arm), args.seed), arm=arm, overwrite=overwrite)
     if args.command == "select":
         seeds = cfg.seeds if args.seed is None else [_sweep_seed(cfg, args.seed)]
-        return [select.run(*_where(cfg, run_dir, True, s), overwrite=overwrite) for s in seeds][-1]
+        return [select.run(*_where(cfg, run_dir, stage_table.SELECT, s), overwrite=overwrite) for s in seeds][-1]
     if args.command == "evaluate":
-        where = _where(cfg, run_dir, evaluate.per_seed(cfg, args.arm), args.seed)
+        where = _where(cfg, run_dir, stage_table.find("evaluate", args.arm), args.seed)
         return evaluate.run(*where, model=args.arm, overwrite=overwrite)
-    where = _where(cfg, run_dir, retrain, args.seed)
+    where = _where(cfg, run_dir, stage_table.find(args.command), args.seed)
     if args.command == "rank":
         return rank.run(*where, rows=args.rows, name=args.name, overwrite=overwrite)
     stage = {"attribute": attribute, "baselines": baselines, "sae": sae, "predict": predict}[args.command]

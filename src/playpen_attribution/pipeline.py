@@ -6,11 +6,12 @@
          -> for each sweep seed, in seed_<s>/: select -> for each arm: train_<arm> -> eval_<arm>
          -> report
 
-With `sweep.retrain_base` the base-adapter stages move into each seed's folder. Every stage folder is
-reused when its config and inputs are unchanged, so an interrupted sweep resumes with the first
-(arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
+Which folder each stage works in (the run directory, or a seed's) is the stage table's word
+(`run.stage_table`): with `sweep.retrain_base` the base-adapter stages move into each seed's folder.
+Every stage folder is reused when its config and inputs are unchanged, so an interrupted sweep resumes
+with the first (arm, seed) that has no finished folder, and each (arm, seed) could run as its own job
 (`playpen-attribution train --arm A --seed S`, then `evaluate --arm A --seed S`). Stages work in
-the folder they are handed: the pipeline makes the seed folders (`run.seeds.seed_folder`).
+the folder they are handed: the pipeline makes the seed folders (`run.seeds.stage_where`).
 Before any stage, `preflight` checks what would fail late (benchmark tasks and their imports, SAE ids,
 dataset config names) and refuses with one line.
 `experiment.yaml` is written once every stage has accepted the config (reused or built it): a run
@@ -34,10 +35,10 @@ from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.log import logger
 from playpen_attribution.preflight import preflight
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.launcher import Job, run_jobs
 from playpen_attribution.run.plan import Decision, planning
-from playpen_attribution.run.seeds import seed_folder
+from playpen_attribution.run.seeds import stage_where
 from playpen_attribution.stages import (
     attribute,
     base_model,
@@ -53,8 +54,8 @@ from playpen_attribution.stages import (
 
 
 def base_adapter_stages(cfg: ExperimentConfig, where: Path, overwrite: bool) -> None:
-    """Base adapter, attribution, baselines, SAE predictor and the base adapter's evaluation, in `where`:
-    the run directory, or a seed's folder with `sweep.retrain_base`."""
+    """Base adapter, attribution, baselines, SAE predictor and the base adapter's evaluation (the stage
+    table's BASE rows), in `where`: the run directory, or a seed's folder with `sweep.retrain_base`."""
     train.run(cfg, where, overwrite=overwrite)                        # LoRA on the whole pool
     attribute.run(cfg, where, overwrite=overwrite)                    # scores under the base adapter
     if baselines.needed(cfg):                                         # loss / embedding rankings
@@ -64,6 +65,11 @@ def base_adapter_stages(cfg: ExperimentConfig, where: Path, overwrite: bool) -> 
         if cfg.predict is not None:                                   # attribution forecast -> sae_top_k
             predict.run(cfg, where, overwrite=overwrite)
     evaluate.run(cfg, where, model="base_adapter", overwrite=overwrite)
+
+
+def _base_per_seed(cfg: ExperimentConfig) -> bool:
+    """Whether the base-adapter stages run in each seed's folder (else once, in the run directory)."""
+    return stage_table.per_seed(stage_table.TRAIN_BASE, cfg.sweep.retrain_base)
 
 
 def _unit_done(seed_dir: Path, arm: str) -> bool:
@@ -80,17 +86,17 @@ def _eta(durations: list[float], to_build: int) -> str:
 
 def run_unit(cfg: ExperimentConfig, run_dir: Path, seed: int, arm: str, overwrite: bool = False) -> None:
     """One (arm, seed): the arm's training and evaluation in the seed's folder (what a launcher job runs)."""
-    seed_dir = seed_folder(run_dir, seed, cfg.sweep.retrain_base)
-    train.run(cfg.for_seed(seed), seed_dir, arm=arm, overwrite=overwrite)
-    evaluate.run(cfg.for_seed(seed), seed_dir, model=arm, overwrite=overwrite)
+    seed_cfg, seed_dir = stage_where(cfg, run_dir, stage_table.TRAIN_ARM, seed)
+    train.run(seed_cfg, seed_dir, arm=arm, overwrite=overwrite)
+    evaluate.run(seed_cfg, seed_dir, model=arm, overwrite=overwrite)
 
 
 def launch_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> None:
     """Per seed the shared stages here, then every missing (arm, seed) as a job of `cfg.launcher`."""
     jobs = []
     for seed in cfg.seeds:
-        seed_cfg, seed_dir = cfg.for_seed(seed), seed_folder(run_dir, seed, cfg.sweep.retrain_base)
-        if cfg.sweep.retrain_base:
+        seed_cfg, seed_dir = stage_where(cfg, run_dir, stage_table.SELECT, seed)
+        if _base_per_seed(cfg):
             base_adapter_stages(seed_cfg, seed_dir, overwrite)
         select.run(seed_cfg, seed_dir, overwrite=overwrite)
         for arm in (planned.name for planned in plan_arms(cfg.select, cfg.attribute.methods)):
@@ -111,10 +117,9 @@ def run_sweep(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False) -> 
     units = [(seed, arm.name) for seed in cfg.seeds for arm in plan]
     durations: list[float] = []
     for index, (seed, arm) in enumerate(units):
-        seed_cfg = cfg.for_seed(seed)
-        seed_dir = seed_folder(run_dir, seed, cfg.sweep.retrain_base)
+        seed_cfg, seed_dir = stage_where(cfg, run_dir, stage_table.SELECT, seed)
         if arm == plan[0].name:
-            if cfg.sweep.retrain_base:
+            if _base_per_seed(cfg):
                 base_adapter_stages(seed_cfg, seed_dir, overwrite)
             select.run(seed_cfg, seed_dir, overwrite=overwrite)
         fresh = not _unit_done(seed_dir, arm)
@@ -138,7 +143,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: Path, overwrite: bool = False
     data.run(cfg, run_dir, overwrite=overwrite)                       # rows and splits, dropped rows counted
     base_model.run(cfg, run_dir, overwrite=overwrite)                 # tiny model for the offline demo only
     evaluate.run(cfg, run_dir, model="base", overwrite=overwrite)
-    if not cfg.sweep.retrain_base:                                    # one base adapter shared by every seed
+    if not _base_per_seed(cfg):                                       # one base adapter shared by every seed
         base_adapter_stages(cfg, run_dir, overwrite)
     run_sweep(cfg, run_dir, overwrite)                                # arms x seeds
     artifacts.write_experiment_config(run_dir, dump(cfg))            # every stage accepted this config
@@ -161,11 +166,11 @@ def plan_experiment(cfg: ExperimentConfig, run_dir: Path) -> list[Decision]:
         data.run(cfg, run_dir)
         base_model.run(cfg, run_dir)
         evaluate.run(cfg, run_dir, model="base")
-        if not cfg.sweep.retrain_base:
+        if not _base_per_seed(cfg):
             base_adapter_stages(cfg, run_dir, False)
         for seed in cfg.seeds:  # the seed folders as seed_folder names them, not made
             seed_cfg, seed_dir = cfg.for_seed(seed), run_dir / artifacts.seed_dir(seed)
-            if cfg.sweep.retrain_base:
+            if _base_per_seed(cfg):
                 base_adapter_stages(seed_cfg, seed_dir, False)
             select.run(seed_cfg, seed_dir)
             for arm in plan_arms(cfg.select, cfg.attribute.methods):

@@ -4,7 +4,7 @@ import json
 import math
 
 import pytest
-from helpers import SWEEP_PLAN, SWEEP_SEEDS
+from helpers import SWEEP_PLAN, SWEEP_SEEDS, stage_row
 
 from playpen_attribution.core.modeling import load_model
 from playpen_attribution.errors import UserError
@@ -61,6 +61,15 @@ def test_each_stage_writes_exactly_its_files(demo_run, stage):
     manifest = artifacts.load_manifest(run_dir / stage)
     assert set(manifest.fields["produced"]) == EXPECTED[stage] - {"manifest.json"} | (
         {k for k in manifest.fields["produced"] if k.startswith("bergson/")})
+
+
+def test_each_stage_reads_only_what_the_stage_table_says(demo_run):
+    _, run_dir = demo_run
+    for name in sorted(EXPECTED):
+        consumed = artifacts.load_manifest(run_dir / name).fields["consumed"]
+        read = {stage_row((run_dir / name / c["path"]).resolve().relative_to(run_dir.resolve()).as_posix()).name
+                for c in consumed.values()}
+        assert read <= set(stage_row(name).reads) and bool(read) == bool(stage_row(name).reads), (name, read)
 
 
 def test_attribute_keeps_bergsons_replayable_folders(demo_run):

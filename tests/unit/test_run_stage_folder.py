@@ -4,7 +4,6 @@ import pytest
 
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
-from playpen_attribution.run.stage_folder import cli_command
 from playpen_attribution.run.stage_folder import run_stage as _run_stage
 
 
@@ -159,19 +158,6 @@ def test_a_failed_overwrite_keeps_the_old_folder(tmp_path):
     with pytest.raises(RuntimeError):
         run_stage(tmp_path, "s", {"x": 2}, {}, boom, overwrite=True)
     assert (tmp_path / "s" / "config.yaml").read_text() == "x: 1\n" and (tmp_path / "s" / "rows.txt").exists()
-
-
-@pytest.mark.parametrize("call, expected", [
-    (("data", "run"), "data --config <config.yaml> --run-dir run"),
-    (("train", "run/seed_2", {"seed": 2}), "train --config <config.yaml> --run-dir run --seed 2"),
-    (("train", "run/seed_1", {"arm": "top_k", "seed": 1}), "train --config <config.yaml> --run-dir run --arm top_k --seed 1"),
-    (("evaluate", "run", {"arm": "base", "seed": None}), "evaluate --config <config.yaml> --run-dir run --arm base"),
-    (("rank", "run", {"rows": "new.jsonl", "name": "new"}),
-     "rank --config <config.yaml> --run-dir run --rows new.jsonl --name new"),
-])
-def test_cli_command_names_the_run_dir_and_the_seed(call, expected):
-    subcommand, folder, *options = call
-    assert cli_command(subcommand, folder, **(options[0] if options else {})) == "playpen-attribution " + expected
 
 
 PEAK_SCRIPT = """

@@ -7,17 +7,23 @@ to the run's shared folders, and the seed's own stages (`select/`, `train_<arm>/
 with a per-seed base adapter also `train_base/`, `attribute/`, ...) are ordinary stage folders. So a
 stage handed a seed folder reads its inputs exactly as in a run directory, every (arm, seed) is its
 own stage folder, and adding a seed later touches no other seed. The pipeline and the CLI make these
-folders (`seed_folder`; two processes of one run may make them at once); stages only work in the folder
-they are given.
+folders (`seed_folder`; two processes of one run may make them at once), and hand each stage the folder
+`stage_where` gives it from the stage table (`run.stage_table`); stages only work in the folder they
+are given.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
+from playpen_attribution.run.stage_table import Stage, per_seed
+
+if TYPE_CHECKING:
+    from playpen_attribution.config import ExperimentConfig
 
 BASE_DEPENDENT = (artifacts.TRAIN_BASE, artifacts.ATTRIBUTE, artifacts.BASELINES, artifacts.SAE, artifacts.PREDICT)
 """Stages that depend on the base adapter: shared across seeds, or per seed with a per-seed base adapter."""
@@ -53,6 +59,16 @@ def seed_folder(run_dir: Path, seed: int, retrain_base: bool) -> Path:
             if not (link.is_symlink() and link.resolve() == target.resolve()):
                 raise
     return folder
+
+
+def stage_where(cfg: ExperimentConfig, run_dir: Path, stage: Stage, seed: int | None) -> tuple[ExperimentConfig, Path]:
+    """(config, folder) `stage` works with: `cfg` and the run directory, or for a stage that lives in a seed's
+    folder (`stage_table.per_seed`) that seed's config (`for_seed`) and folder (made)."""
+    if not per_seed(stage, cfg.sweep.retrain_base):
+        return cfg, Path(run_dir)
+    if seed is None:
+        raise ValueError(f"{stage.name} works in a seed's folder; a seed is needed")
+    return cfg.for_seed(seed), seed_folder(run_dir, seed, cfg.sweep.retrain_base)
 
 
 def seed_folders(run_dir: Path) -> dict[int, Path]:

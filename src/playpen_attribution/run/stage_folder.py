@@ -356,18 +356,3 @@ def _after_failure(part: Path, resumable: tuple[str, ...]) -> None:
     else:
         shutil.rmtree(part, ignore_errors=True)
 
-
-def cli_command(subcommand: str, folder: Path, *, seed: int | None = None, **options) -> str:
-    """The CLI call that rebuilds one stage folder: `playpen-attribution <subcommand> --config <config.yaml>
-    --run-dir D [--seed S] [--opt value ...]`. `folder` is the folder the stage works in: the run
-    directory, or with `seed` that seed's folder (the run directory is then its parent). Options whose
-    value is None are left out, True gives a bare flag."""
-    run_dir = Path(folder).parent if seed is not None else Path(folder)
-    parts = ["playpen-attribution", subcommand, "--config", "<config.yaml>", "--run-dir", str(run_dir)]
-    for key, value in {**options, "seed": seed}.items():
-        if value is None or value is False:
-            continue
-        parts.append("--" + key.replace("_", "-"))
-        if value is not True:
-            parts.append(str(value))
-    return " ".join(parts)

@@ -75,10 +75,9 @@ from playpen_attribution.core.row_forward import row_losses_and_embeddings
 from playpen_attribution.core.tokenization import tokenize_rows, truncation_counts
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.run import artifacts, peak_memory
-from playpen_attribution.run.model_paths import TINY, tokenizer_path, with_base_model
-from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run import artifacts, peak_memory, stage_table
+from playpen_attribution.run.model_paths import TINY, base_model
+from playpen_attribution.run.stage_folder import run_stage
 
 PROCESS_FIELDS = ("nproc_per_node", "nnode")
 """How many Bergson processes score: speed only (scores agree to float tolerance), so recorded in the
@@ -170,9 +169,10 @@ def base_losses(cfg: ExperimentConfig, model_path: str, adapter: Path, pool_ds, 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
-    model_path = base_model_path(cfg.model.base, run_dir)
+    base = base_model(cfg.model, run_dir)
+    model_path = base.path
     data_dir, train_dir = run_dir / artifacts.DATA, run_dir / artifacts.TRAIN_BASE
-    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir, "train_base": train_dir})
+    inputs = base.inputs({"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
         check_processes(cfg)
@@ -184,7 +184,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         if cfg.select.k > len(pool):
             raise UserError(f"select.k = {cfg.select.k} is larger than the pool "
                             f"({len(pool)} rows in {artifacts.split_path(data_dir, 'train_base')})")
-        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
+        tokenizer = load_tokenizer(base.tokenizer, cfg.tokenize.chat_template)
         fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
         pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
         query_ds = tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)
@@ -194,8 +194,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR
         untracked = untracked_modules(cfg, adapter)
-        settings = settings_for(cfg, model_path, (pool_ds, query_ds), tokenizer_path(cfg.model.base, cfg.model.tokenizer,
-                                                                                   run_dir))
+        settings = settings_for(cfg, model_path, (pool_ds, query_ds), base.tokenizer)
         methods = list(cfg.attribute.methods) or [cfg.attribute.method]
         several = bool(cfg.attribute.methods)
         results, costs = {}, {}
@@ -255,7 +254,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         "attribute": attribute_stage_config(cfg.attribute), "k": cfg.select.k,
     }
-    command = cli_command("attribute", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    command = stage_table.command_line(stage_table.ATTRIBUTE, cfg, run_dir)
     return run_stage(run_dir, artifacts.ATTRIBUTE, stage_cfg, inputs, build, command=command, overwrite=overwrite)
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import CANDIDATES, SPLITS
 from playpen_attribution.core.tiny_model import build_tiny_model
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.model_paths import TINY
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.taboo.demo import corpus_text, description_rows
 
 
@@ -39,4 +39,4 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     stage_cfg = {"model": cfg.model.model_dump(mode="json")}
     return run_stage(run_dir, artifacts.BASE_MODEL, stage_cfg, {"data": data_dir}, build,
-                     command=cli_command("model", run_dir), overwrite=overwrite)
+                     command=stage_table.command_line(stage_table.BASE_MODEL, cfg, run_dir), overwrite=overwrite)

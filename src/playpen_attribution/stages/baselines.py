@@ -24,10 +24,9 @@ from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
 from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
-from playpen_attribution.run import artifacts
-from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run import artifacts, stage_table
+from playpen_attribution.run.model_paths import base_model
+from playpen_attribution.run.stage_folder import run_stage
 
 
 def needed(cfg: ExperimentConfig) -> bool:
@@ -45,17 +44,17 @@ def cosine_to_mean(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
     run_dir = Path(run_dir)
-    model_path = base_model_path(cfg.model.base, run_dir)
+    base = base_model(cfg.model, run_dir)
     data_dir, train_dir = run_dir / artifacts.DATA, run_dir / artifacts.TRAIN_BASE
-    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir, "train_base": train_dir})
+    inputs = base.inputs({"data": data_dir, "train_base": train_dir})
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
         query = artifacts.load_split(data_dir, "attr_query")
         if not query:
             raise UserError(f"{data_dir}: the attr_query split is empty; the embedding baseline needs query rows")
-        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
-        model = load_model(model_path, train_dir / artifacts.ADAPTER_DIR, dtype=cfg.model.dtype)
+        tokenizer = load_tokenizer(base.tokenizer, cfg.tokenize.chat_template)
+        model = load_model(base.path, train_dir / artifacts.ADAPTER_DIR, dtype=cfg.model.dtype)
         fmt, max_len, batch = cfg.tokenize.format, cfg.tokenize.max_length, cfg.evaluate.batch_size
         pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
         losses, pool_emb = row_losses_and_embeddings(
@@ -75,5 +74,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     stage_cfg = {"model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
                  "batch_size": cfg.evaluate.batch_size}
-    command = cli_command("baselines", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    command = stage_table.command_line(stage_table.BASELINES, cfg, run_dir)
     return run_stage(run_dir, artifacts.BASELINES, stage_cfg, inputs, build, command=command, overwrite=overwrite)

@@ -33,9 +33,9 @@ from playpen_attribution.attribution.arms import arm_split, plan_arms, size_prob
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import CANDIDATES, OUTCOMES, ROW_COLUMNS, SPLITS, VALIDATION, SourceRows
 from playpen_attribution.errors import UserError
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.model_paths import TINY
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.sources.clembench import load_clembench
 from playpen_attribution.sources.duplicates import drop_duplicate_rows
 from playpen_attribution.sources.generic import load_generic
@@ -251,5 +251,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         } | extra
 
     stage_cfg = {"data": cfg.data.model_dump(mode="json")}
-    return run_stage(run_dir, artifacts.DATA, stage_cfg, {}, build, command=cli_command("data", run_dir),
+    return run_stage(run_dir, artifacts.DATA, stage_cfg, {}, build, command=stage_table.command_line(stage_table.DATA, cfg, run_dir),
                      overwrite=overwrite)

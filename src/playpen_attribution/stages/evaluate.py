@@ -59,11 +59,10 @@ from playpen_attribution.core.tokenization import (
     tokenize_rows,
     truncation_counts,
 )
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.artifacts import EvalMetrics, Prediction
-from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.model_paths import base_model
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.run.tracking import benchmark_logging
 from playpen_attribution.taboo.guess import choice_words, extract_guess, gold_word, row_choices, with_guess
 
@@ -193,12 +192,6 @@ def evaluate_rows(
     return predictions, metrics | {"speed": speed}
 
 
-def per_seed(cfg: ExperimentConfig, model: str) -> bool:
-    """Whether `model`'s evaluation lives in a seed folder: every arm, and the base adapter when it is
-    retrained per seed."""
-    return model not in artifacts.SHARED_MODELS or (model == "base_adapter" and cfg.sweep.retrain_base)
-
-
 BENCHMARK_FIELDS = ("benchmarks", "benchmark_include_path", "allow_code_execution", "benchmark_batch_size",
                     "benchmark_limit")
 
@@ -220,11 +213,11 @@ def _tracked_as(folder: Path, model: str, seed: int | None) -> tuple[Path, str]:
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model: str = "base_adapter") -> Path:
     """Evaluate `model` (base, base_adapter or an arm) in the folder `run_dir`."""
     run_dir = Path(run_dir)
-    model_path = base_model_path(cfg.model.base, run_dir)
-    seed = cfg.run_seed if per_seed(cfg, model) else None
+    base, stage = base_model(cfg.model, run_dir), stage_table.find("evaluate", model)
+    model_path, seed = base.path, stage_table.seed_of(stage, cfg)
     train_stage = artifacts.training_stage(model)
     data_dir = run_dir / artifacts.DATA
-    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir})
+    inputs = base.inputs({"data": data_dir})
     if train_stage is not None:
         inputs["train"] = run_dir / train_stage
 
@@ -232,7 +225,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
 
     def build(out: Path) -> dict:
         rows = artifacts.load_split(data_dir, "eval")
-        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
+        tokenizer = load_tokenizer(base.tokenizer, cfg.tokenize.chat_template)
         adapter = run_dir / train_stage / artifacts.ADAPTER_DIR if train_stage else None
         loaded = load_model(model_path, adapter, dtype=cfg.model.dtype)
         predictions, metrics = evaluate_rows(cfg, rows, loaded, tokenizer, model, model_path, adapter)
@@ -262,4 +255,4 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         "seed": seed,
     }
     return run_stage(run_dir, artifacts.eval_dir(model), stage_cfg, inputs, build,
-                     command=cli_command("evaluate", run_dir, arm=model, seed=seed), overwrite=overwrite)
+                     command=stage_table.command_line(stage, cfg, run_dir, arm=model), overwrite=overwrite)

@@ -44,8 +44,8 @@ from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.errors import UserError
 from playpen_attribution.report.probe_study import plot_probe_study
-from playpen_attribution.run import artifacts
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run import artifacts, stage_table
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.sae.models import layer_of, targets
 from playpen_attribution.sae.predictor import (
     SPEC_KEYS,
@@ -159,5 +159,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         return manifest
 
     stage_cfg = {"predict": cfg.predict.model_dump(mode="json")}
-    command = cli_command("predict", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    command = stage_table.command_line(stage_table.PREDICT, cfg, run_dir)
     return run_stage(run_dir, artifacts.PREDICT, stage_cfg, inputs, build, command=command, overwrite=overwrite)

@@ -16,10 +16,9 @@ from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.hashing import file_sha256
 from playpen_attribution.core.jsonl import read_jsonl
 from playpen_attribution.errors import UserError
-from playpen_attribution.run import artifacts
-from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run import artifacts, stage_table
+from playpen_attribution.run.model_paths import base_model
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.sae.config import SaeConfig
 from playpen_attribution.sae.features import extract_rows, feature_index
 from playpen_attribution.sae.predictor import apply_predictor
@@ -67,9 +66,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
     run_dir, rows_path = Path(run_dir), Path(rows)
     if not rows_path.is_file():
         raise UserError(f"{rows_path}: rows file not found")
-    model_path = base_model_path(cfg.model.base, run_dir)
+    base = base_model(cfg.model, run_dir)
     predict_dir = run_dir / artifacts.PREDICT
-    inputs = with_base_model(cfg.model.base, run_dir, {"predict": predict_dir})
+    inputs = base.inputs({"predict": predict_dir})
     adapter = None
     if cfg.sae.model == "base_adapter":
         inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
@@ -79,8 +78,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
     def build(out: Path) -> dict:
         new_rows = _read_rows(rows_path)
         features, info = extract_rows(_sae_for(cfg.sae, artifacts.load_predictor(predict_dir)["spec"]), cfg.tokenize,
-                                      model_path, adapter, new_rows,
-                                      tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
+                                      base.path, adapter, new_rows, base.tokenizer)
         artifacts.write_features(out, features, feature_index(info | {"split": str(rows_path)}))
         artifacts.write_ranked(out, rank_new_rows(predict_dir, out))
         return {"sae": info, "rows": len(new_rows)}
@@ -90,6 +88,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
         "sae": cfg.sae.model_dump(mode="json"), "rows_path": str(rows_path.resolve()),
         "rows_sha256": file_sha256(rows_path),
     }
-    command = cli_command("rank", run_dir, rows=rows_path, name=name,
-                          seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    command = stage_table.command_line(stage_table.RANK, cfg, run_dir, rows=rows_path, name=name)
     return run_stage(run_dir, artifacts.rank_dir(name), stage_cfg, inputs, build, command=command, overwrite=overwrite)

@@ -36,7 +36,7 @@ from playpen_attribution.report.markdown import render_markdown
 from playpen_attribution.report.probe_study import plot_probe_study
 from playpen_attribution.report.records import to_json
 from playpen_attribution.report.results import attribution_plots, collect, stage_folders
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.completeness import describe_units, missing_units, planned_from_folders
 from playpen_attribution.run.stage_folder import run_stage, stale_stages
 
@@ -163,7 +163,7 @@ def run(cfg: ExperimentConfig | None, run_dir: Path, *, overwrite: bool = False,
         return {"plots": report.plots, "stale": stale, "missing_units": report.missing_units or []}
 
     report_dir = run_stage(run_dir, artifacts.REPORT, {"name": name, "report": section.model_dump(mode="json")}, inputs, build,
-                           command=f"playpen-attribution report --run-dir {run_dir}", overwrite=True, reuse=False,
+                           command=stage_table.command_line(stage_table.REPORT, cfg, run_dir), overwrite=True, reuse=False,
                            verify_inputs=not allow_stale)
     for path in report_dir.iterdir():  # the run's front page: report.md and its plots beside the stage folders
         if path.name not in (artifacts.CONFIG_FILE, artifacts.MANIFEST_FILE):

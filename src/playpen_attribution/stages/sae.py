@@ -29,10 +29,9 @@ from pathlib import Path
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.errors import UserError
-from playpen_attribution.run import artifacts
-from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.model_paths import tokenizer_path, with_base_model
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run import artifacts, stage_table
+from playpen_attribution.run.model_paths import base_model
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.sae.features import extract_split, feature_index, open_extraction
 from playpen_attribution.sae.probe_residuals import write_probe_residuals
 
@@ -52,9 +51,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
     if cfg.sae is None:
         raise UserError("the config has no 'sae' section; add one to run the sae stage")
     run_dir = Path(run_dir)
-    model_path = base_model_path(cfg.model.base, run_dir)
+    base = base_model(cfg.model, run_dir)
     data_dir = run_dir / artifacts.DATA
-    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir})
+    inputs = base.inputs({"data": data_dir})
     adapter = None
     if cfg.sae.model == "base_adapter":
         inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
@@ -64,8 +63,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         rows = artifacts.load_split(data_dir, cfg.sae.split)
         has_candidates = cfg.sae.split != CANDIDATES and artifacts.split_path(data_dir, CANDIDATES).is_file()
         candidates = artifacts.load_split(data_dir, CANDIDATES) if has_candidates else []
-        extraction = open_extraction(cfg.sae, cfg.tokenize, model_path, adapter,
-                                     tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
+        extraction = open_extraction(cfg.sae, cfg.tokenize, base.path, adapter, base.tokenizer)
         extra = sorted(layer for layer in extraction.saes if layer != extraction.layer)
         probes: dict = {}
         pool = extract_split(extraction, rows, f"sae.split = {cfg.sae.split!r}", probes)
@@ -90,5 +88,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
         "sae": cfg.sae.model_dump(mode="json"),
     }
-    command = cli_command("sae", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
+    command = stage_table.command_line(stage_table.SAE, cfg, run_dir)
     return run_stage(run_dir, artifacts.SAE, stage_cfg, inputs, build, command=command, overwrite=overwrite)

@@ -43,10 +43,10 @@ from playpen_attribution.core.modeling import load_tokenizer
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.core.tokenization import IGNORE_INDEX, tokenize_row
 from playpen_attribution.errors import UserError
-from playpen_attribution.run import artifacts
+from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.artifacts import ArmSelection
-from playpen_attribution.run.model_paths import tokenizer_path
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run.model_paths import base_model
+from playpen_attribution.run.stage_folder import run_stage
 
 
 def metadata_ranking(pool: list[dict], column: str) -> dict[str, float]:
@@ -167,7 +167,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
                             "(add data.candidates)")
         uses = has_candidates and any(arm_split(cfg.select, a, True) == CANDIDATES for a in plan)
         candidates = artifacts.load_split(data_dir, CANDIDATES) if uses else None
-        tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
+        tokenizer = load_tokenizer(base_model(cfg.model, run_dir).tokenizer, cfg.tokenize.chat_template)
         selections, extra = build_selections(cfg, pool, seed, run_dir, tokenizer, candidates)
         artifacts.write_selections(out, selections)
         return extra | {"arms": {name: arm.summary() for name, arm in selections.items()}}
@@ -176,5 +176,5 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
                  "seed": seed}
     if cfg.attribute.methods:  # the plan builds the attribution arms once per method
         stage_cfg["methods"] = list(cfg.attribute.methods)
-    return run_stage(run_dir, artifacts.SELECT, stage_cfg, inputs, build, command=cli_command("select", run_dir, seed=seed),
-                     overwrite=overwrite)
+    return run_stage(run_dir, artifacts.SELECT, stage_cfg, inputs, build,
+                     command=stage_table.command_line(stage_table.SELECT, cfg, run_dir), overwrite=overwrite)

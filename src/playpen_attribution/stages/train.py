@@ -51,10 +51,9 @@ from playpen_attribution.core.modeling import device, load_model, load_tokenizer
 from playpen_attribution.core.tokenization import tokenize_rows
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
-from playpen_attribution.run import artifacts
-from playpen_attribution.run.model_paths import adapter_base, tokenizer_path, with_base_model
-from playpen_attribution.run.model_paths import model_path as base_model_path
-from playpen_attribution.run.stage_folder import cli_command, run_stage
+from playpen_attribution.run import artifacts, stage_table
+from playpen_attribution.run.model_paths import adapter_base, base_model
+from playpen_attribution.run.stage_folder import run_stage
 from playpen_attribution.run.tracking import trainer_reporting
 
 
@@ -376,12 +375,12 @@ def train_rows(
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: str | None = None) -> Path:
     """Train the base adapter (`arm=None`) or one arm of the seed whose folder `run_dir` is."""
     run_dir = Path(run_dir)
-    model_path = base_model_path(cfg.model.base, run_dir)
+    base, stage = base_model(cfg.model, run_dir), stage_table.find("train", arm)
     data_dir = run_dir / artifacts.DATA
-    inputs = with_base_model(cfg.model.base, run_dir, {"data": data_dir})
+    inputs = base.inputs({"data": data_dir})
+    command = stage_table.command_line(stage, cfg, run_dir, arm=arm)
     if arm is None:
         name, train, init = artifacts.TRAIN_BASE, cfg.train, None
-        command = cli_command("train", run_dir, seed=cfg.run_seed if cfg.sweep.retrain_base else None)
     else:
         name, train = artifacts.train_arm_dir(arm), cfg.arm_train
         inputs["select"] = run_dir / artifacts.SELECT
@@ -389,7 +388,6 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
         if cfg.arm_train.init == "base_adapter":
             init = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
             inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
-        command = cli_command("train", run_dir, arm=arm, seed=cfg.run_seed)
 
     def build(out: Path) -> dict:
         pool = artifacts.load_split(data_dir, "train_base")
@@ -400,12 +398,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, arm: s
             split = selections[arm].split  # the pool, or the candidates for a predictor arm
             by_id = {r["example_id"]: r for r in (pool if split == "train_base" else artifacts.load_split(data_dir, split))}
             pool = [by_id[i] for i in selections[arm].example_ids]
-        seeded = arm is not None or cfg.sweep.retrain_base  # tracked as seed_<s>/<stage> of the whole run
+        seeded = stage_table.seed_of(stage, cfg) is not None  # tracked as seed_<s>/<stage> of the whole run
         report = trainer_reporting(cfg.tracking, (run_dir.parent if seeded else run_dir) / artifacts.TRACKING,
                                    f"{run_dir.name}/{name}" if seeded else name, cfg.name)
         best = artifacts.load_split(data_dir, train.keep_best) if train.keep_best else None
-        return train_rows(pool, model_path, train, cfg, out, init,
-                          tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), report, best)
+        return train_rows(pool, base.path, train, cfg, out, init, base.tokenizer, report, best)
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"),
