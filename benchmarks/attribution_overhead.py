@@ -83,7 +83,7 @@ def extras(cfg, run_dir: Path, model_path: str) -> dict[str, float]:
         attribute.base_losses, cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
     scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
     outcomes = {r["example_id"]: r["outcome"] for r in pool}
-    lengths = {e: len(t) for e, t in zip(pool_ds["example_id"], pool_ds["input_ids"])}
+    lengths = {e: len(t) for e, t in zip(pool_ds["example_id"], pool_ds["input_ids"], strict=True)}
     plots = Path(tempfile.mkdtemp())
     out["summary + two plots"] = timed(lambda: (
         diag.summarize(scores, outcomes, cfg.select.k, lengths=lengths, losses={e: 1.0 for e in scores}),

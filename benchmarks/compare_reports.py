@@ -30,7 +30,7 @@ def differences(a, b, path: str = "") -> list[str]:
         return out
     if isinstance(a, list) and isinstance(b, list):
         out = [f"{path}: lengths {len(a)} vs {len(b)}"] if len(a) != len(b) else []
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             out += differences(x, y, f"{path}[{i}]")
         return out
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]

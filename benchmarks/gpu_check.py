@@ -255,7 +255,7 @@ def head_cost(cfg, model_path: str, adapter: Path, rows: list[dict], batch: int)
     model = load_model(model_path, adapter, dtype=cfg.model.dtype, trainable=True)
     dev = next(model.parameters()).device
     head = model.get_output_embeddings()
-    pairs = list(zip(dataset["input_ids"], dataset["labels"]))
+    pairs = list(zip(dataset["input_ids"], dataset["labels"], strict=True))
 
     def loss_of(ids, labels, everywhere: bool):
         if everywhere:
@@ -437,7 +437,7 @@ def check_evaluate(cfg, run_dir: Path, model_path: str, sizes: Sizes) -> None:
 
 def _same_as_single(eval_folder: Path, single: list[str]) -> int:
     generated = [p.generated for p in artifacts.load_predictions(eval_folder)[: len(single)]]
-    return sum(g == text for g, text in zip(generated, single))
+    return sum(g == text for g, text in zip(generated, single, strict=True))
 
 
 def check_vllm(cfg, run_dir: Path, model_path: str, hf_name: str) -> None:
@@ -461,7 +461,7 @@ def check_vllm(cfg, run_dir: Path, model_path: str, hf_name: str) -> None:
     vl = [p.generated for p in artifacts.load_predictions(folder)]
     emit({"check": "evaluate", "path": "evaluate stage generation (vllm)", "rows": len(vl),
           "rows_per_s": artifacts.load_metrics(folder).speed.get("generation_rows_per_s"), "stage_seconds": round(wall, 3),
-          "identical_to_hf": sum(a == b for a, b in zip(hf, vl)), "of": len(vl)})
+          "identical_to_hf": sum(a == b for a, b in zip(hf, vl, strict=True)), "of": len(vl)})
 
 
 # ---------------------------------------------------------------- main

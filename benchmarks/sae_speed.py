@@ -110,7 +110,7 @@ def bench_shape(label: str, cfg, work: Path, repeats: int) -> dict:
         g, p = [t[i] for t in grad], [t[i] for t in pred]
         out[clock] = {"gradient_s": g, "predictor_s": p, "gradient_rows_per_s": rows / statistics.median(g),
                       "predictor_rows_per_s": rows / statistics.median(p),
-                      "ratio": statistics.median(a / b for a, b in zip(g, p))}
+                      "ratio": statistics.median(a / b for a, b in zip(g, p, strict=True))}
     return out
 
 

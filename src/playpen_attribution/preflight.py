@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.log import logger
+from playpen_attribution.sources.playpen_data import PlaypenDataSource
+from playpen_attribution.sources.smoltalk import SmolTalkSource
 
 
 def _datasets(cfg: ExperimentConfig) -> list[tuple[str, str | None, str]]:
@@ -22,7 +24,7 @@ def _datasets(cfg: ExperimentConfig) -> list[tuple[str, str | None, str]]:
     if cfg.data.candidates is not None and cfg.data.candidates.source is not None:
         sources.append(("data.candidates.source", cfg.data.candidates.source))
     return [(src.dataset, src.config_name, f"{where}.config_name") for where, src in sources
-            if isinstance(getattr(src, "dataset", None), str) and hasattr(src, "config_name")]
+            if isinstance(src, PlaypenDataSource | SmolTalkSource)]
 
 
 def preflight(cfg: ExperimentConfig) -> None:

@@ -35,13 +35,16 @@ def _one_by_one(model, prompt: list[int], option: list[int]) -> float:
 @pytest.mark.parametrize("build", [_llama, _gemma])
 def test_cached_scores_equal_full_sequences(tokenizer, build, monkeypatch):
     model = build(tokenizer)
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     prompts = [encode("CLUE: fruit red sweet tree orchard"), encode("CLUE: sky"), encode("CLUE: pet bark")]
     options = [encode(f"GUESS: {w}") + [tokenizer.eos_token_id] for w in ("apple", "sun", "dog", "moon star")]
     choices = [options, options[1:], [options[0], options[2]]]
     monkeypatch.setattr(choice, "CACHE_TOKEN_BUDGET", 16)  # several batches, prompts of unequal length in one
     got = choice_log_likelihoods(model, prompts, choices, tokenizer.pad_token_id)
-    for prompt, row, values in zip(prompts, choices, got):
+    for prompt, row, values in zip(prompts, choices, got, strict=True):
         assert values.shape == (len(row),)
         expected = np.array([_one_by_one(model, prompt, option) for option in row])
         shared = _one_by_one(model, prompt, encode("GUESS:"))  # every choice starts with it: read as prompt
@@ -50,7 +53,10 @@ def test_cached_scores_equal_full_sequences(tokenizer, build, monkeypatch):
 
 def test_choices_with_nothing_in_common_are_scored_whole(tokenizer):
     model = _llama(tokenizer)
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     prompt, options = encode("CLUE: sky"), [encode("sun moon"), encode("apple")]
     (values,) = choice_log_likelihoods(model, [prompt], [options], tokenizer.pad_token_id)
     assert np.allclose(values, [_one_by_one(model, prompt, o) for o in options], atol=1e-4)

@@ -20,7 +20,7 @@ def test_batched_losses_equal_one_row_at_a_time(model, tokenizer):
         ("CLUE: fruit red", "GUESS: apple"), ("CLUE: pet bark loyal puppy", "GUESS: dog"), ("CLUE: sky", "GUESS: sun")])]
     ds = tokenize_rows(tokenizer, rows, "raw", 64)
     losses, emb = row_losses_and_embeddings(model, ds, tokenizer.pad_token_id, batch_size=3, embeddings=True)
-    for i, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"])):
+    for i, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"], strict=True)):
         with torch.no_grad():
             out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]), output_hidden_states=True)
         assert losses[i] == pytest.approx(out.loss.item(), rel=1e-4)
@@ -51,7 +51,7 @@ def test_the_head_is_projected_in_chunks_and_soft_capping_is_kept(tokenizer, mon
     ds = tokenize_rows(tokenizer, rows, "raw", 64)
     monkeypatch.setattr(row_forward, "LOGIT_BUDGET", 3 * len(tokenizer))  # three positions per chunk
     losses, _ = row_losses_and_embeddings(gemma, ds, tokenizer.pad_token_id, batch_size=2)
-    for i, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"])):
+    for i, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"], strict=True)):
         with torch.no_grad():
             assert losses[i] == pytest.approx(gemma(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item(),
                                               rel=1e-5)

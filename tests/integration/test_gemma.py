@@ -126,8 +126,9 @@ def test_the_trainer_and_bergson_see_the_same_ids_ending_in_end_of_turn(gemma_ru
     trainer = build_trainer(pool, str(weights), cfg.train, cfg, run_dir.parent / "trainer",
                             tokenizer_dir=cfg.model.tokenizer)
     bergson = datasets.load_from_disk(str(run_dir / "attribute" / artifacts.BERGSON_DIR / "scores" / "data.hf"))
-    by_id = {eid: (ids, labels) for eid, ids, labels in zip(bergson["example_id"], bergson["input_ids"], bergson["labels"])}
-    for row, ids, labels in zip(pool, trainer.train_dataset["input_ids"], trainer.train_dataset["labels"]):
+    by_id = {eid: (ids, labels)
+             for eid, ids, labels in zip(bergson["example_id"], bergson["input_ids"], bergson["labels"], strict=True)}
+    for row, ids, labels in zip(pool, trainer.train_dataset["input_ids"], trainer.train_dataset["labels"], strict=True):
         assert by_id[row["example_id"]] == (list(ids), list(labels))
         assert ids[-1] == labels[-1] == END_OF_TURN
 

@@ -239,14 +239,15 @@ def test_trainer_sees_exactly_the_ids_bergson_scored(demo_run, tmp_path):
     pool = artifacts.load_split(run_dir / "data", "train_base")
     trainer = build_trainer(pool, str(run_dir / "base_model" / "model"), cfg.train, cfg, tmp_path / "t")
     bergson = datasets.load_from_disk(str(run_dir / "attribute" / artifacts.BERGSON_DIR / "scores" / "data.hf"))
-    by_id = {eid: (ids, labels) for eid, ids, labels in zip(bergson["example_id"], bergson["input_ids"], bergson["labels"])}
+    by_id = {eid: (ids, labels)
+             for eid, ids, labels in zip(bergson["example_id"], bergson["input_ids"], bergson["labels"], strict=True)}
     assert len(by_id) == len(pool) == len(trainer.train_dataset)
-    for row, ids, labels in zip(pool, trainer.train_dataset["input_ids"], trainer.train_dataset["labels"]):
+    for row, ids, labels in zip(pool, trainer.train_dataset["input_ids"], trainer.train_dataset["labels"], strict=True):
         assert by_id[row["example_id"]] == (list(ids), list(labels))
     # and the collated batches the model is fed keep those ids and labels (padding aside)
     batch = next(iter(trainer.get_train_dataloader()))
     bergson_rows = {tuple(ids): labels for ids, labels in by_id.values()}
-    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
         kept = mask.bool()
         assert bergson_rows[tuple(ids[kept].tolist())] == labels[kept].tolist()
     assert torch.equal(batch["labels"][batch["attention_mask"] == 0], torch.full_like(batch["labels"][batch["attention_mask"] == 0], -100))

@@ -256,7 +256,7 @@ def test_an_extra_layer_predictor_ranks_candidates_and_new_rows_from_its_layer(s
     assert metrics["predicted_by"] == "sae@1"
     before = read_jsonl(src / "predict" / "predicted_scores.jsonl")
     assert [r["probe"] for r in predicted] == [r["probe"] for r in before]  # the same probe on the same folds
-    assert max(abs(a["predicted"] - b["predicted"]) for a, b in zip(predicted, before)) > 1e-6
+    assert max(abs(a["predicted"] - b["predicted"]) for a, b in zip(predicted, before, strict=True)) > 1e-6
     rows_file = artifacts.split_path(run_dir / "data", "candidates")
     assert main(["rank", "--config", str(config), "--run-dir", str(run_dir), "--rows", str(rows_file)]) == 0
     ranked = {r["example_id"]: r["predicted"] for r in read_jsonl(run_dir / "rank_candidates" / "ranked.jsonl")}

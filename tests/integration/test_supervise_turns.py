@@ -44,6 +44,6 @@ def test_trainer_trains_on_every_assistant_turn_exactly_as_tokenized(setup, tmp_
         starts = sum(1 for i, t in enumerate(labels) if t != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX))
         assert starts == 3  # two earlier assistant turns and the completion
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
-    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+    for labels, mask in zip(batch["labels"], batch["attention_mask"], strict=True):
         kept = mask.bool()
         assert labels[kept].tolist() in expected["labels"]

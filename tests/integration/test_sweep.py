@@ -126,7 +126,10 @@ def test_baselines_give_the_loss_length_and_embedding_rankings(demo_run):
     assert set(baselines) == set(rows)
     assert all(math.isfinite(b["loss"]) and -1 <= b["embedding_cosine"] <= 1 and b["length"] > 0 for b in baselines.values())
     sel = artifacts.load_selections(run_dir / "seed_1" / "select")
-    by = lambda field: rank_ids({e: float(b[field]) for e, b in baselines.items()})[: cfg.select.k]
+
+    def by(field):
+        return rank_ids({e: float(b[field]) for e, b in baselines.items()})[: cfg.select.k]
+
     assert sel["highest_loss_k"].example_ids == by("loss")
     assert sel["embedding_knn_k"].example_ids == by("embedding_cosine")
     assert sel["longest_k"].example_ids == by("length")  # the same one tokenization gives the lengths

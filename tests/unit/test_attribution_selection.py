@@ -3,7 +3,9 @@ from collections import Counter
 
 import pytest
 
+from playpen_attribution.attribution.arms import SelectConfig, plan_arms
 from playpen_attribution.attribution.selection import (
+    build_arms,
     length_bins,
     matched_random,
     rank_ids,
@@ -86,9 +88,6 @@ def test_matched_random_refuses_when_rest_of_pool_is_too_small():
 
 
 # --- arms from named rankings -------------------------------------------------------------------
-
-from playpen_attribution.attribution.arms import SelectConfig, plan_arms
-from playpen_attribution.attribution.selection import build_arms
 
 
 def _plan(**select):

@@ -48,6 +48,7 @@ def test_an_extra_sae_id_and_an_unknown_release_are_checked_too():
         preflight(parse_config(_with(sae={"release": "gemma-scope-9-nonexistent", "sae_id": "layer_1"})))
 
 
+@pytest.mark.integration  # loads lm-eval's task registry: seconds
 def test_a_benchmark_task_whose_python_imports_fail_is_refused(tmp_path):
     task = tmp_path / "tasks" / "broken"
     task.mkdir(parents=True)

@@ -107,11 +107,11 @@ def test_the_pipeline_runs_every_row_where_and_in_an_order_the_table_says(tmp_pa
     cfg = parse_config(small_demo_dict(sweep={"seeds": [1, 2], "retrain_base": retrain}))
     planned = [d.folder.relative_to(tmp_path).as_posix() for d in plan_experiment(cfg, tmp_path)]
     rows = [stage_row(relative) for relative in planned]
-    for index, (relative, stage) in enumerate(zip(planned, rows)):
+    for index, (relative, stage) in enumerate(zip(planned, rows, strict=True)):
         assert relative.startswith("seed_") == per_seed(stage, retrain), relative
         seed = relative.split("/")[0] + "/" if relative.startswith("seed_") else ""
         for upstream in stage.reads:  # the folders it reads (its own seed's, or shared) are all planned before it
-            read = [j for j, (other, row) in enumerate(zip(planned, rows)) if row.name == upstream
+            read = [j for j, (other, row) in enumerate(zip(planned, rows, strict=True)) if row.name == upstream
                     and (not per_seed(row, retrain) or other.startswith(seed) or stage.name == "report")]
             if upstream == "train_<arm>" and stage.name == "eval_<arm>":  # an arm's evaluation reads its own training
                 read = [planned.index(relative.replace("/eval_", "/train_"))]

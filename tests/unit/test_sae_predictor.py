@@ -61,7 +61,7 @@ def _planted(features: RowFeatures, rng) -> dict[str, float]:
     m = features.feature_mean
     signal = m[:, 3] + 2 * m[:, 7] - m[:, 11]
     target = signal + 0.3 * signal.std() * rng.normal(size=len(signal))
-    return dict(zip(features.example_ids, target.tolist()))
+    return dict(zip(features.example_ids, target.tolist(), strict=True))
 
 
 @functools.cache
@@ -99,7 +99,7 @@ def test_planted_signal_survives_a_sparse_random_projection():
 def test_shuffled_target_scores_near_zero():
     features, rows, rng = _synthetic(seed=1)
     scores = _planted(features, rng)
-    shuffled = dict(zip(scores, rng.permutation(list(scores.values())).tolist()))
+    shuffled = dict(zip(scores, rng.permutation(list(scores.values())).tolist(), strict=True))
     fit = fit_and_evaluate(features, rows, shuffled, PredictConfig(**FAST), FILES)
     assert abs(fit.metrics["models"]["sae"]["spearman"] or 0.0) < 0.2
 
@@ -196,7 +196,7 @@ def test_extra_layer_variant_reads_its_own_layer():
 def test_probe_pooling_chooses_the_residual_it_reads():
     features, rows, rng = _synthetic()
     signal = features.residual_last[:, 1] - features.residual_last[:, 4]
-    scores = dict(zip(features.example_ids, (signal + 0.2 * rng.normal(size=N)).tolist()))
+    scores = dict(zip(features.example_ids, (signal + 0.2 * rng.normal(size=N)).tolist(), strict=True))
     last = fit_and_evaluate(features, rows, scores, PredictConfig(probe_pooling="last_token", **FAST), FILES)
     mean = fit_and_evaluate(features, rows, scores, PredictConfig(**FAST), FILES)
     assert last.metrics["models"]["residual"]["spearman"] > 0.8
@@ -300,7 +300,7 @@ def test_the_residual_probe_ranking_is_cross_fitted_too():
     features, rows, rng = _synthetic()
     scores = _planted(features, rng)
     residual_signal = features.residual_mean[:, 2] - features.residual_mean[:, 5]
-    scores = {e: s + 50 * float(r) for (e, s), r in zip(scores.items(), residual_signal)}
+    scores = {e: s + 50 * float(r) for (e, s), r in zip(scores.items(), residual_signal, strict=True)}
     before = fit_and_evaluate(features, rows, scores, PredictConfig(**FAST), FILES)
     assert set(before.probe) == set(features.example_ids) and before.probe == before.crossfitted["residual"]
     assert before.metrics["models"]["residual"]["spearman"] > 0.5  # it sees what the residual carries

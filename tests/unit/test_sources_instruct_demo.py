@@ -59,7 +59,7 @@ def _described(clues: list[str]) -> str | None:
 
 def _exchanges(row):
     messages = _messages(row)
-    return list(zip((m["content"] for m in messages[::2]), (m["content"] for m in messages[1::2])))
+    return list(zip((m["content"] for m in messages[::2]), (m["content"] for m in messages[1::2]), strict=False))
 
 
 def test_rows_are_smoltalk_shaped_multi_turn_chats_with_varied_metadata(source):

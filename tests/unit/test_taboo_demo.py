@@ -42,6 +42,7 @@ def test_rows_group_by_target_word_and_query_and_eval_cover_the_targets_evenly()
     for rows in out.splits.values():
         assert all(r["group_id"] == f"demo::{r['target_word']}" for r in rows)
     for split, n in (("attr_query", 60), ("eval", 90)):
+        assert len(out.splits[split]) == n, split
         counts = Counter(r["target_word"] for r in out.splits[split])
         assert len(counts) == 30 and max(counts.values()) - min(counts.values()) <= 1, split
         assert all(r["outcome"] == "success" for r in out.splits[split])

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
     BaseModel,
@@ -70,7 +70,10 @@ SIZE_MULTIPLIER = {"random_2x_k": 2, "random_4x_k": 4}
 CONTROL_PREFIX = "matched_random_"
 """A ranked baseline arm X gets the control `matched_random_X` (matched to X's own composition)."""
 
-StandardArm = Literal[tuple(STANDARD_ARMS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal built at run time is opaque to a type checker: to it, a standard arm is a str
+    StandardArm = str
+else:
+    StandardArm = Literal[tuple(STANDARD_ARMS)]
 
 RANKINGS = ("attribution", "length", "loss", "embedding", "sae", "probe")
 """Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too, and
@@ -142,7 +145,8 @@ class SelectConfig(_Section):
         "the report plots accuracy vs k.",
     )
     arms: list[StandardArm | ArmSpec] = Field(
-        default_factory=lambda: ["top_k", "matched_random_k", "random_k"],
+        # mypy reads the lambda's list as list[str], not list[StandardArm | ArmSpec]
+        default_factory=lambda: ["top_k", "matched_random_k", "random_k"],  # type: ignore[arg-type]
         description="Arms to build, train and evaluate: standard names (" + ", ".join(STANDARD_ARMS)
         + ") or custom arms {name, kind, ranking, n, ranks, beyond, versus}.",
     )
@@ -233,11 +237,11 @@ def plan_arms(select: SelectConfig, methods: Sequence[str] = ()) -> list[Planned
             n = arm.n if arm.n is not None or arm.kind == "full_pool" else select.k
             if arm.ranks is not None:
                 n = arm.ranks[1] - arm.ranks[0] + 1
-            versus = [arm.versus] if isinstance(arm.versus, str) else arm.versus
-            if versus is None:
-                versus = [reference] if reference is not None and arm.name != reference else []
+            against = [arm.versus] if isinstance(arm.versus, str) else arm.versus
+            if against is None:
+                against = [reference] if reference is not None and arm.name != reference else []
             ranking = arm.ranking if arm.kind != "random" else None
-            planned.append(PlannedArm(arm.name, arm.kind, ranking, n, arm.ranks, arm.beyond, tuple(versus)))
+            planned.append(PlannedArm(arm.name, arm.kind, ranking, n, arm.ranks, arm.beyond, tuple(against)))
             continue
         kind, ranking = STANDARD_ARMS[arm]
         if ranking == "metadata":
@@ -248,8 +252,8 @@ def plan_arms(select: SelectConfig, methods: Sequence[str] = ()) -> list[Planned
         for k in ks:
             same_k_reference = named("matched_random_k", k) if reference else None
             if arm in SIZE_MULTIPLIER:
-                versus = named("top_k", k) if "top_k" in select.arms else same_k_reference
-                planned.append(PlannedArm(named(arm, k), kind, None, k * SIZE_MULTIPLIER[arm], versus=_some(versus),
+                main = named("top_k", k) if "top_k" in select.arms else same_k_reference
+                planned.append(PlannedArm(named(arm, k), kind, None, k * SIZE_MULTIPLIER[arm], versus=_some(main),
                                           family=arm, k=k))
                 continue
             if kind == "top" and arm != "top_k":  # a ranked baseline: tested against its own matched control

@@ -33,8 +33,10 @@ run Bergson's own full-head loss, as the gradient-cosine query Hessian does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -89,7 +91,8 @@ def _run(method, options, model_path, adapter, pool, query, pool_dir: Path, quer
          settings: ScoringSettings) -> MethodScores:
     run = work_dir / RUN
     index_cfg = index_config(model_path, adapter, pool_dir, str(run), settings)
-    command = {"trackstar": _trackstar, "ekfac": _ekfac, "trak": _trak}[method](index_cfg, options, query_dir)
+    builders: dict[str, Callable[[Any, Any, Path], Any]] = {"trackstar": _trackstar, "ekfac": _ekfac, "trak": _trak}
+    command = builders[method](index_cfg, options, query_dir)
     run_command(command, method)
     query_ids = consumed_ids(run / QUERY)
     if query_ids != list(query["example_id"]):

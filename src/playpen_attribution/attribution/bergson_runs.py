@@ -128,11 +128,11 @@ def build_gradient_index(
 
     out_dir = Path(out_dir).resolve()
     data_dir = save_rows(rows, out_dir.with_name(out_dir.name + "_rows.hf"))
-    model_path = model_location(model_path)
+    location = model_location(model_path)
     if adapter_path is None:
-        return build(model_path, None, data_dir, out_dir, settings, PreprocessConfig())
-    with for_bergson(Path(adapter_path).resolve(), model_path) as adapter:  # Bergson loads the base the adapter names
-        return build(model_path, adapter, data_dir, out_dir, settings, PreprocessConfig())
+        return build(location, None, data_dir, out_dir, settings, PreprocessConfig())
+    with for_bergson(Path(adapter_path).resolve(), location) as adapter:  # Bergson loads the base the adapter names
+        return build(location, adapter, data_dir, out_dir, settings, PreprocessConfig())
 
 
 def build(model_path, adapter_path, data_dir: Path, out_dir: Path, settings: ScoringSettings, preprocess) -> Path:
@@ -176,7 +176,7 @@ def read_row_losses(score_dir: Path, pool: datasets.Dataset, settings: ScoringSe
     data = datasets.load_from_disk(str(Path(score_dir) / BERGSON_DATA))
     if settings.label_smoothing or "loss" not in data.column_names:
         return None
-    by_id = dict(zip(data["example_id"], np.asarray(data["loss"], dtype=np.float64)))
+    by_id = dict(zip(data["example_id"], np.asarray(data["loss"], dtype=np.float64), strict=True))
     values = np.array([by_id[eid] for eid in pool["example_id"]])
     counts = np.array([sum(1 for t in labels if t != -100) for labels in pool["labels"]], dtype=np.float64)
     if settings.loss_reduction == "sum":
@@ -233,7 +233,7 @@ def _root_handlers_to(stream) -> Iterator[None]:
     try:
         yield
     finally:
-        for handler, old in zip(moved, before):
+        for handler, old in zip(moved, before, strict=True):
             handler.setStream(old)
 
 

@@ -188,7 +188,7 @@ def query_key(model_path: Path | str, adapter_path: Path | None, query: datasets
               settings: ScoringSettings) -> tuple[str, dict]:
     """(key, what it hashes) of the query-side artifacts: what the query gradients depend on, nothing else."""
     rows = hashlib.sha256()
-    for eid, ids, labels in zip(query["example_id"], query["input_ids"], query["labels"]):
+    for eid, ids, labels in zip(query["example_id"], query["input_ids"], query["labels"], strict=True):
         rows.update(json.dumps([eid, list(ids), list(labels)]).encode())
     fields = _key_fields(model_path, adapter_path, rows.hexdigest(), settings)
     return json_sha256(fields)[:20], fields
@@ -287,7 +287,7 @@ def _check_rows(name: str, ds: datasets.Dataset) -> None:
     ids = ds["example_id"]
     if len(set(ids)) != len(ids):
         raise ScoringError(f"{name}: example_id values must be unique")
-    for eid, ids_, labels in zip(ids, ds["input_ids"], ds["labels"]):
+    for eid, ids_, labels in zip(ids, ds["input_ids"], ds["labels"], strict=True):
         if len(ids_) < 2 or len(ids_) != len(labels):
             raise ScoringError(f"{name} row {eid}: input_ids needs >= 2 tokens and labels the same length")
         if name == "query" and all(t == -100 for t in labels[1:]):

@@ -170,6 +170,7 @@ def build_arms(
         order = ranked.get(arm.ranking) if arm.ranking else None
         if arm.kind not in ("full_pool", "random") and order is None:
             raise UserError(f"arm {arm.name!r}: ranking {arm.ranking!r} was not loaded")
+        order = order or []  # only full_pool and random arms read no ranking
         draw_seed = f"{seed}:{arm.name}"
         if arm.kind == "top":
             if arm.n > len(order):

@@ -98,11 +98,13 @@ class ExperimentConfig(Section):
         if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select, self.attribute.methods)) and (self.sae is None or self.predict is None):
             raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
                              "probe_top_k); it needs the `sae` and `predict` sections")
-        layer = PREDICTOR_VARIANT.match(self.predict.model).group(2) if self.predict is not None else None
+        variant = PREDICTOR_VARIANT.match(self.predict.model) if self.predict is not None else None
+        layer = variant.group(2) if variant else None
         named_later = self.sae is not None and bool(self.sae.extra_sae_ids)  # their blocks come from their hooks
-        if layer is not None and not named_later and (self.sae is None or int(layer) not in self.sae.extra_layers):
+        if (variant and layer is not None and not named_later
+                and (self.sae is None or int(layer) not in self.sae.extra_layers)):
             extra = self.sae.extra_layers if self.sae is not None else "no sae section"
-            raise ValueError(f"predict.model = {self.predict.model!r} names layer {layer}, which is not in "
+            raise ValueError(f"predict.model = {variant.group(0)!r} names layer {layer}, which is not in "
                              f"sae.extra_layers ({extra})")
         return self
 

@@ -107,15 +107,15 @@ class DataConfig(Section):
         "group shared with the reported eval), the split `train.keep_best: validation` selects a checkpoint on; 0 = none.",
     )
     pool_outcomes: list[Outcome] = Field(
-        default_factory=lambda: ["success", "failure"],
+        default_factory=lambda: ["success", "failure"],  # type: ignore[arg-type]  # read as list[str]
         description="Outcomes kept in the training pool; other rows (aborted games) are dropped and counted.",
     )
     query_outcomes: list[Outcome] = Field(
-        default_factory=lambda: ["success"],
+        default_factory=lambda: ["success"],  # type: ignore[arg-type]  # read as list[str]
         description="Outcomes kept in the attribution query set (the behaviour attribution looks for).",
     )
     eval_outcomes: list[Outcome] = Field(
-        default_factory=lambda: ["success", "failure"],
+        default_factory=lambda: ["success", "failure"],  # type: ignore[arg-type]  # read as list[str]
         description="Outcomes kept in the eval set; failed games stay by default, as in the published eval "
         "(word accuracy is then read against the target word).",
     )

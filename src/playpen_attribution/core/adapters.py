@@ -114,9 +114,10 @@ def check_adapter_base(adapter_dir: Path, model_path: str | Path) -> AdapterInfo
     """The adapter's metadata, refusing an adapter trained on another base model."""
     info = read_adapter(adapter_dir)
     where = config_file(adapter_dir)
-    if not info.base_model:
+    base = resolved_base(info)  # None only when the adapter names no base
+    if not base:
         raise UserError(f"{where}: base_model_name_or_path is missing; set it to the base model")
-    if not same_model(resolved_base(info), str(model_path)):
+    if not same_model(base, str(model_path)):
         raise UserError(f"{where}: adapter was trained on base model '{info.base_model}' "
                         f"(base_model_name_or_path), but this run's base model is '{model_path}'")
     return info

@@ -14,9 +14,13 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from playpen_attribution.core.tokenization import IGNORE_INDEX
 from playpen_attribution.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class NoBatchFits(UserError, RuntimeError):
@@ -171,10 +175,10 @@ def length_batches(
 class PaddedBatch:
     """Padded tensors of one batch of rows (torch.long, [rows, width])."""
 
-    input_ids: object
-    attention_mask: object
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
     """1 on real tokens, 0 on padding."""
-    labels: object | None
+    labels: torch.Tensor | None
     """The rows' labels padded with -100 (None when no labels were given)."""
 
 
@@ -195,6 +199,6 @@ def pad_batch(
         span = slice(width - k, width) if left else slice(0, k)
         ids[row, span] = torch.tensor(list(seq[:k]), dtype=torch.long)
         mask[row, span] = 1
-        if lab is not None:
+        if lab is not None and labels is not None:
             lab[row, span] = torch.tensor(list(labels[row][:k]), dtype=torch.long)
     return PaddedBatch(ids, mask, lab)

@@ -30,7 +30,8 @@ CACHE_TOKEN_BUDGET = 1 << 15
 def _batches(prompts: list[list[int]], n_choices: list[int]) -> list[list[int]]:
     """Row indices in batches of similar prompt length whose cache, repeated per choice, fits the budget."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    batches, current = [], []
+    batches: list[list[int]] = []
+    current: list[int] = []
     for i in order:  # sorted by length: the row added is the longest
         if current and len(prompts[i]) * (sum(n_choices[j] for j in current) + n_choices[i]) > CACHE_TOKEN_BUDGET:
             batches.append(current)
@@ -97,12 +98,13 @@ def choice_log_likelihoods(model, prompts: list[list[int]], choices: list[list[l
     if any(not p for p in prompts) or any(not c for row in choices for c in row) or any(not row for row in choices):
         raise ValueError("choice_log_likelihoods needs non-empty prompts, choice lists and choices")
     shared = [_shared_prefix(row) for row in choices]  # common to every choice: part of the prompt, not scored
-    prompts = [p + row[0][:n] for p, row, n in zip(prompts, choices, shared)]
-    choices = [[c[n:] for c in row] for row, n in zip(choices, shared)]
+    prompts = [p + row[0][:n] for p, row, n in zip(prompts, choices, shared, strict=True)]
+    choices = [[c[n:] for c in row] for row, n in zip(choices, shared, strict=True)]
     out: list[np.ndarray | None] = [None] * len(prompts)
     model.eval()
     with torch.no_grad():
         for batch in _batches(prompts, [len(c) for c in choices]):
-            for i, values in zip(batch, _score_batch(model, [prompts[i] for i in batch], [choices[i] for i in batch], pad_id)):
+            scored = _score_batch(model, [prompts[i] for i in batch], [choices[i] for i in batch], pad_id)
+            for i, values in zip(batch, scored, strict=True):
                 out[i] = values
     return out  # type: ignore[return-value]

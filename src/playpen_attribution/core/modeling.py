@@ -65,8 +65,8 @@ def load_model(model_path: str | Path, adapter_path: Path | None = None, dtype: 
         from peft import PeftModel
 
         check_adapter_base(adapter_path, model_path)
-        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable)
-    return model.to(device())
+        return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=trainable).to(device())
+    return model.to(device())  # type: ignore[arg-type]  # transformers wraps `to` in functools.wraps: read unbound
 
 
 TWIN_COSINE = 0.99

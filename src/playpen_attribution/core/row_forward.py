@@ -67,6 +67,7 @@ def row_losses_and_embeddings(
     model.eval()
     for idx in tqdm(length_batches([len(ids) for ids in ids_list], batch_size), desc=desc, unit="batch", leave=False):
         batch = pad_batch([ids_list[i] for i in idx], pad_token_id, labels=[labels_list[i] for i in idx])
+        assert batch.labels is not None, "labels were given"
         ids, labels, mask = batch.input_ids.to(dev), batch.labels.to(dev), batch.attention_mask.to(dev)
         with torch.no_grad():
             out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True,

@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from playpen_attribution.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
 
 EXTENDS = "extends"
 """The key of a config file naming the file it starts from."""
@@ -152,7 +155,7 @@ def problems(exc: ValidationError, data: dict, hidden: tuple[str, ...] = ()) -> 
     return out
 
 
-def validate(model: type[BaseModel], data: dict, source: str, hidden: tuple[str, ...] = ()) -> BaseModel:
+def validate(model: type[M], data: dict, source: str, hidden: tuple[str, ...] = ()) -> M:
     """`model` built from `data` in strict mode (counts and flags as written, not coerced: pydantic alone
     would turn `"300"` into 300 and `1` into true; YAML's strings still fill path fields and its lists
     tuple fields), or one UserError naming the source and every bad field (`problems`)."""

@@ -22,11 +22,12 @@ from playpen_attribution.run.seeds import seed_folders
 
 def _eval_folders(run_dir: Path) -> dict[tuple[str, int | None], Path]:
     places = [(run_dir, None)] + [(f, s) for s, f in seed_folders(run_dir).items()]
-    out = {}
+    out: dict[tuple[str, int | None], Path] = {}
     for place, seed in places:
         for path in sorted(place.iterdir()):
             kind, model = artifacts.stage_kind(path.name)
-            if kind == "eval" and artifacts.is_stage_folder(path) and artifacts.has_benchmarks(path):
+            if (kind == "eval" and model is not None and artifacts.is_stage_folder(path)
+                    and artifacts.has_benchmarks(path)):
                 out[(model, seed)] = path
     return out
 
@@ -52,12 +53,13 @@ def collect_benchmarks(run_dir: Path, versus: dict[tuple[str, int | None], list[
     if not folders:
         return None
     loaded = {key: artifacts.load_benchmarks(path) for key, path in folders.items()}
-    results = []
+    results: list[dict] = []
     for (model, seed), (raw, _) in loaded.items():
         for task, res in raw["tasks"].items():
             for m in res["metrics"]:
                 results.append({"name": model, "seed": seed, "task": task, "n": res["n"]} | m)
-    comparisons, pairs = [], {}
+    comparisons: list[dict] = []
+    pairs: dict[tuple[str, str, str, str], list[tuple[int | None, np.ndarray]]] = {}
     for (model, seed), (_, samples), ref in ((key, value, ref) for key, value in loaded.items()
                                               for ref in versus.get(key, [])):
         if (ref, seed) not in loaded:

@@ -19,6 +19,7 @@ Holm-adjusted among themselves and may be claimed only when the primary holds. V
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -70,7 +71,7 @@ def _paired(a: dict[str, float], b: dict[str, float], metric: Metric, what: str)
     return np.array(va, dtype=float), np.array(vb, dtype=float), 0
 
 
-def available(preds: dict, names: list[tuple[str, int | None]], accuracy_field: str) -> list[str]:
+def available(preds: dict, names: Sequence[tuple[str, int | None]], accuracy_field: str) -> list[str]:
     """The metrics every one of these (model, seed) evaluations has values of."""
     return [m for m in METRICS if all(row_values(preds[key], m, accuracy_field) for key in names)]
 
@@ -166,7 +167,7 @@ def decide(aggregate: list[Aggregate], per_seed_comparisons: list[SeedComparison
     tests were adjusted."""
     primary = resolve_primary(declared_primary, aggregate)
     first = None
-    secondary = []
+    secondary: list[tuple[dict, Metric | None]] = []
     for agg in aggregate:
         for name, test in agg.metrics.items():
             if primary and (agg.arm, agg.versus, name) == (primary.arm, primary.versus, primary.metric):
@@ -175,10 +176,10 @@ def decide(aggregate: list[Aggregate], per_seed_comparisons: list[SeedComparison
                 secondary.append((test, METRICS[name]))
     secondary += [(b, None) for b in (benchmarks or {}).get("aggregate", []) if b["p_value"] is not None]
     gate, adjusted = stats.fixed_sequence(first["p_value"] if first else None, [t["p_value"] for t, _ in secondary], ALPHA)
-    if first is not None:
+    if first is not None and primary is not None:  # first is the primary's test
         first["verdict"] = _side(first, METRICS[primary.metric], first["p_value"])
         primary = replace(primary, verdict=first["verdict"], test=first)
-    for (test, metric), p_holm in zip(secondary, adjusted):
+    for (test, metric), p_holm in zip(secondary, adjusted, strict=True):
         test["p_holm"] = p_holm
         if metric is not None:
             side = _side(test, metric, p_holm)
@@ -188,7 +189,7 @@ def decide(aggregate: list[Aggregate], per_seed_comparisons: list[SeedComparison
             test.setdefault("verdict", _side(test, METRICS[name], None))
     per_seed_tests = [m for c in per_seed_comparisons for m in c.metrics.values() if m["p_value"] is not None]
     per_seed_tests += [c for c in (benchmarks or {}).get("comparisons", []) if c.get("p_value") is not None]
-    for test, p_holm in zip(per_seed_tests, stats.holm([t["p_value"] for t in per_seed_tests])):
+    for test, p_holm in zip(per_seed_tests, stats.holm([t["p_value"] for t in per_seed_tests]), strict=True):
         test["p_holm"] = p_holm
     return primary, MultipleTesting(
         procedure="fixed sequence: the primary test alone at alpha, then Holm over the secondary tests, "

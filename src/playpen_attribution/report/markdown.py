@@ -58,7 +58,7 @@ def _control_lines(report: Report) -> list[str]:
     names = {"arm": primary.arm, "versus": primary.versus}
     expected = CONTROL_TEXT[control.expect].format(**names)
     verdict = primary.verdict
-    found_text = FOUND_TEXT.get(verdict, f"no verdict ({verdict})").format(**names)
+    found_text = FOUND_TEXT.get(verdict or "", f"no verdict ({verdict})").format(**names)
     head = "**Control PASSED**" if control.passed else "**Control FAILED**"
     seeds = ""
     if control.seeds_agree is not None:

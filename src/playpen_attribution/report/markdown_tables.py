@@ -187,7 +187,7 @@ def _diversity_notes(arms: dict[str, SelectedArm]) -> list[str]:
     notes = []
     for name, arm in arms.items():
         main = arm.selection.versus[0] if arm.selection.versus else None
-        control = arms.get(main)
+        control = arms.get(main) if main else None
         held, theirs = arm.contents, control.contents if control else None
         if (held and theirs and held.target_words and theirs.target_words
                 and held.target_words < DIVERSITY_RATIO * theirs.target_words):

@@ -118,7 +118,8 @@ def plot_accuracy_vs_k(arms: list[dict], path: Path) -> None:
     for i, (family, per_k) in enumerate(sorted(by_family.items())):
         ks = sorted(per_k)
         means = [sum(per_k[k]) / len(per_k[k]) for k in ks]
-        err = [[m - min(per_k[k]) for k, m in zip(ks, means)], [max(per_k[k]) - m for k, m in zip(ks, means)]]
+        err = [[m - min(per_k[k]) for k, m in zip(ks, means, strict=True)],
+               [max(per_k[k]) - m for k, m in zip(ks, means, strict=True)]]
         shift = (i - (len(by_family) - 1) / 2) * nudge
         ax.errorbar([k + shift for k in ks], means, yerr=err, marker="o", capsize=3, label=family,
                     color=SEED_COLOURS[i % len(SEED_COLOURS)])
@@ -142,7 +143,7 @@ def plot_benchmarks(results: list[dict], path: Path) -> None:
         tasks.setdefault(r["task"], (r["metric"], r["filter"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=((1.1 * len(_models(results)) + 3) * len(tasks), 4.2),
                              squeeze=False)
-    for ax, (task, (metric, filt)) in zip(axes[0], tasks.items()):
+    for ax, (task, (metric, filt)) in zip(axes[0], tasks.items(), strict=True):
         points = []
         for r in results:
             if r["task"] == task and r["metric"] == metric and r["filter"] == filt and r["value"] is not None:
@@ -166,7 +167,7 @@ def plot_training_loss(curves: list[dict], path: Path) -> None:
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows + 0.6), sharey=True, squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    for ax, name in zip(axes.flat, names, strict=False):
         for c in (c for c in curves if c["name"] == name):
             colour = "#555555" if c["seed"] is None else SEED_COLOURS[seeds.index(c["seed"]) % len(SEED_COLOURS)]
             ax.plot(c["steps"], c["losses"], marker=".", color=colour,
@@ -218,7 +219,7 @@ def plot_seed_differences(report: dict, path: Path) -> None:
     seeds = sorted({s for a in report["aggregate"] for s in a["seeds"]})
     height = 0.55 * len(labels) + 1.9
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 2.2, height), sharey=True, squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes[0], panels, strict=True):
         ax.tick_params(axis="y", left=ax is axes[0][0])
         metric = METRICS[panel["metric"]]
         ax.axvline(0, color="#888888", lw=1, ls="--")
@@ -226,7 +227,7 @@ def plot_seed_differences(report: dict, path: Path) -> None:
             y = r["row"]
             if r["primary"]:
                 ax.axhspan(y - 0.45, y + 0.45, color="#f6e7b0", alpha=0.6, lw=0)
-            for j, (seed, d) in enumerate(zip(r["seeds"], r["per_seed"])):
+            for j, (seed, d) in enumerate(zip(r["seeds"], r["per_seed"], strict=True)):
                 ax.plot(d, y + 0.22 * (j / max(1, len(r["seeds"]) - 1) - 0.5), "o", ms=4.5, alpha=0.85,
                         color=SEED_COLOURS[seeds.index(seed) % len(SEED_COLOURS)])
             if r["ci_low"] is not None:

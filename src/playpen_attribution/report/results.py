@@ -69,7 +69,7 @@ def data_efficiency(arms: list[ArmEntry], aggregate: list[Aggregate], primary: P
     entries = [e for e in arms if e.seed is not None]
     top = next((e for e in entries if e.name == "top_k"), None)
     multiples = {e.name: e.spec.n / e.spec.k for e in entries  # random arms of top_k's k: n rows = n / k times k
-                 if top is not None and e.spec is not None and e.spec.kind == "random" and e.spec.n
+                 if top is not None and e.spec is not None and e.spec.kind == "random" and e.spec.n and e.spec.k
                  and e.spec.k == (top.spec.k if top.spec else None)}
     multiples = {name: int(m) if float(m).is_integer() else m for name, m in multiples.items()}
     names = {e.name for e in entries}
@@ -129,7 +129,8 @@ def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None,
     correct, total, accuracy = ((metrics.target_correct, metrics.target_total, metrics.target_accuracy) if by_target
                                 else (metrics.correct, metrics.total, metrics.accuracy))
     total = total if total is not None else metrics.loss_rows
-    ci_low, ci_high = stats.wilson_interval(correct, total) if accuracy is not None else (None, None)
+    ci_low, ci_high = (stats.wilson_interval(correct, total) if accuracy is not None and correct is not None
+                       else (None, None))
     optional = ("target_correct", "target_total", "target_accuracy", "no_guess", "eval_loss", "loss_non_finite",
                 "choice_correct", "choice_total", "choice_accuracy", "choice_mrr", "choice_skipped")
     trained = train_folder is not None and artifacts.is_stage_folder(train_folder)
@@ -138,7 +139,7 @@ def _entry(folder: Path, name: str, seed: int | None, spec: ArmSelection | None,
         accuracy=accuracy, ci_low=ci_low, ci_high=ci_high,
         transcript_correct=metrics.correct if metrics.accuracy is not None else None,
         transcript_accuracy=metrics.accuracy, **{k: getattr(metrics, k) for k in optional},
-        training=training_summary(artifacts.load_train_log(train_folder)) if trained else None,
+        training=training_summary(artifacts.load_train_log(train_folder)) if trained and train_folder else None,
         spec=ArmSpec(**{k: getattr(spec, k) for k in SPEC_FIELDS}) if spec is not None else None)
 
 
@@ -156,14 +157,15 @@ def load_evaluations(run_dir: Path) -> tuple[list[ArmEntry], dict, dict[int, dic
         evals = {}
         for path in sorted(place.iterdir()):
             kind, model = artifacts.stage_kind(path.name)
-            if kind == "eval" and artifacts.is_stage_folder(path):
+            if kind == "eval" and model is not None and artifacts.is_stage_folder(path):
                 evals[model] = path
-        plan = list(selections.get(seed, {}))
+        chosen = selections.get(seed, {}) if seed is not None else {}  # shared models (seed None) are no arm
+        plan = list(chosen)
         order = [m for m in artifacts.SHARED_MODELS if m in evals] + [m for m in plan if m in evals]
         order += sorted(m for m in evals if m not in order)
         for name in order:
             stage = artifacts.training_stage(name)
-            entries.append(_entry(evals[name], name, seed, selections.get(seed, {}).get(name),
+            entries.append(_entry(evals[name], name, seed, chosen.get(name),
                                   place / stage if stage else None))
             predictions[(name, seed)] = _predictions(evals[name])
     return entries, predictions, selections
@@ -232,8 +234,11 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
     entries, preds, selections = load_evaluations(run_dir)
     by_key = {(e.name, e.seed): e for e in entries}
     metric = next((e.metric for e in entries if e.accuracy is not None), "correct")
-    per_seed, pairs = [], {}
+    per_seed: list[SeedComparison] = []
+    pairs: dict[tuple[str, str], list[int]] = {}
     for arm in entries:
+        if arm.seed is None:  # a shared model has no selection, so no arm it is tested against
+            continue
         for versus in arm.versus:
             if (versus, arm.seed) in by_key:
                 per_seed.append(comparisons.per_seed(arm.name, versus, arm.seed, preds, metric))
@@ -265,7 +270,7 @@ def collect(run_dir: Path, primary: dict | None = None, expect: str | None = Non
         warnings=warnings(entries, per_seed), data_efficiency=data_efficiency(entries, aggregate, primary_test))
 
 
-def _planted_counts(source: dict) -> tuple[dict, dict[str, list[str]]]:
+def _planted_counts(source: dict | None) -> tuple[dict, dict[str, list[str]]]:
     """A source's manifest entry with its planted row ids replaced by their counts, and those ids by kind."""
     source = dict(source or {})
     planted = source.pop("planted", None) or {}
@@ -286,7 +291,7 @@ def _data_summary(run_dir: Path) -> tuple[DataSummary | None, dict[str, list[str
         planted = {kind: planted.get(kind, []) + cand_planted.get(kind, [])
                    for kind in dict.fromkeys([*planted, *cand_planted])}
         candidates = dict(manifest["candidates"]) | {"source": cand_source}
-    summary = DataSummary(rows=manifest.get("rows"), outcomes=manifest.get("outcomes"), dropped=manifest.get("dropped"),
+    summary = DataSummary(rows=manifest["rows"], outcomes=manifest.get("outcomes"), dropped=manifest.get("dropped"),
                           source=source, candidates=candidates)
     return summary, planted
 

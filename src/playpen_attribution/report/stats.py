@@ -25,7 +25,7 @@ Bootstrap draws use a fixed generator seed, so a report is reproducible.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -50,15 +50,15 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float, fl
     return low, high
 
 
-def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> dict:
+def mcnemar_exact(a_correct: Sequence[bool] | np.ndarray, b_correct: Sequence[bool] | np.ndarray) -> dict:
     """Exact McNemar test on paired outcomes: counts of the 2x2 table and the two-sided p-value."""
     from scipy.stats import binomtest
 
     if len(a_correct) != len(b_correct):
         raise ValueError("mcnemar_exact needs paired outcomes of equal length")
-    a_only = sum(bool(a) and not bool(b) for a, b in zip(a_correct, b_correct))
-    b_only = sum(bool(b) and not bool(a) for a, b in zip(a_correct, b_correct))
-    both = sum(bool(a) and bool(b) for a, b in zip(a_correct, b_correct))
+    a_only = sum(bool(a) and not bool(b) for a, b in zip(a_correct, b_correct, strict=True))
+    b_only = sum(bool(b) and not bool(a) for a, b in zip(a_correct, b_correct, strict=True))
+    both = sum(bool(a) and bool(b) for a, b in zip(a_correct, b_correct, strict=True))
     discordant = a_only + b_only
     p_value = 1.0 if discordant == 0 else float(binomtest(a_only, discordant, 0.5).pvalue)
     return {"both": both, "a_only": a_only, "b_only": b_only, "neither": len(a_correct) - both - discordant,
@@ -72,7 +72,8 @@ def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def bootstrap_mean(
-    differences: Sequence[float], level: float = 0.95, draws: int = BOOTSTRAP_DRAWS, seed: int = BOOTSTRAP_SEED
+    differences: Sequence[float] | np.ndarray, level: float = 0.95, draws: int = BOOTSTRAP_DRAWS,
+    seed: int = BOOTSTRAP_SEED,
 ) -> dict:
     """Mean of paired per-row differences with a percentile bootstrap interval (rows resampled)."""
     values = np.asarray(differences, dtype=float)
@@ -175,7 +176,7 @@ def fixed_sequence(primary_p: float | None, secondary_ps: Sequence[float], alpha
     return primary_p is not None and primary_p < alpha, holm(secondary_ps)
 
 
-def paired(a: dict[str, object], b: dict[str, object], what: str) -> tuple[list[str], list, list]:
+def paired(a: Mapping[str, object], b: Mapping[str, object], what: str) -> tuple[list[str], list, list]:
     """(example_ids, a's values, b's values) joined on example_id; both must cover the same rows."""
     if set(a) != set(b):
         raise UserError(f"{what}: the two evaluations do not hold the same eval rows "

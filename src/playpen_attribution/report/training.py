@@ -48,6 +48,7 @@ def training_summary(log: list[dict]) -> TrainingSummary:
     if len(losses) < MIN_LOGGED_STEPS:
         return out
     third, last = _mean(losses[-2 * quarter:-quarter]), out.final_loss
+    assert third is not None and last is not None, "both means are over at least MIN_LOGGED_STEPS // 4 losses"
     drop = losses[0] - last
     late_drop = (third - last) / drop if drop > 0 else 0.0
     return replace(out, late_drop=late_drop, converged=late_drop <= PLATEAU_SHARE)

@@ -27,12 +27,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, setup_logging
+
+if TYPE_CHECKING:
+    import submitit
 
 
 class _Section(BaseModel):
@@ -183,7 +186,7 @@ def _run_local(cfg: LauncherConfig, jobs: list[Job], folder: Path) -> list[tuple
     for slot in range(cfg.workers):
         slots.put(slot)
     lock, stop = threading.Lock(), threading.Event()
-    running: dict[str, object] = {}
+    running: dict[str, submitit.Job] = {}
     if gpus:
         logger.info("[launcher] %d job(s), %d at a time, each on one of %d GPU(s) with %d CPU thread(s); logs in %s",
                     len(jobs), cfg.workers, gpus, threads, folder)
@@ -241,7 +244,7 @@ def _run_slurm(cfg: LauncherConfig, jobs: list[Job], folder: Path) -> list[tuple
     executor = slurm_executor(cfg, folder)
     with executor.batch():
         submitted = [executor.submit(job_main, job.fn, job.args, None) for job in jobs]
-    names = {id(s): job.name for s, job in zip(submitted, jobs)}
+    names = {id(s): job.name for s, job in zip(submitted, jobs, strict=True)}
     logger.info("[launcher] submitted %d SLURM job(s) (array %s, %d at a time); logs in %s",
                 len(jobs), submitted[0].job_id.split("_")[0], cfg.workers, folder)
     failed = []

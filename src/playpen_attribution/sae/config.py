@@ -93,7 +93,7 @@ class SaeConfig(BaseModel):
 
     def extra_saes(self) -> list[SaeConfig]:
         """One sae section per extra SAE (extra_layers or extra_sae_ids), each naming just that SAE."""
-        plain = {"extra_layers": [], "extra_sae_ids": []}
+        plain: dict[str, list] = {"extra_layers": [], "extra_sae_ids": []}
         if self.release == "random":
             return [self.model_copy(update=plain | {"layer": layer}) for layer in self.extra_layers]
         if self.sae_id is not None:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -134,6 +135,7 @@ def load_sae(cfg: SaeConfig, d_model: int):
     from sae_lens.saes.sae import SAEMetadata
 
     if cfg.release == "random":
+        assert cfg.layer is not None, "SaeConfig refuses release 'random' without a layer"
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             metadata = SAEMetadata(hook_name=hook_name(cfg.layer), model_name="random")
@@ -252,17 +254,19 @@ def extract_layers(model, saes: dict, dataset, pool: str, max_tokens: int, batch
     ids_list, labels_list = columns["input_ids"], columns["labels"]
     n = len(ids_list)
     batches = length_batches([len(ids) for ids in ids_list], batch_size, batch_tokens, cap=max_tokens)
-    out = {layer: {} for layer in saes}
+    out: dict[int, dict[str, np.ndarray]] = {layer: {} for layer in saes}
     dev = next(model.parameters()).device
     model.eval()
     for idx in tqdm(batches, desc=desc, unit="batch", leave=False):
         width = min(max(len(ids_list[i]) for i in idx), max_tokens)
         batch = pad_batch([ids_list[i] for i in idx], pad_token_id, labels=[labels_list[i] for i in idx], width=width)
         ids, labels, mask = batch.input_ids, batch.labels, batch.attention_mask.bool()
+        assert labels is not None, "labels were given"
         pool_mask = mask if pool == "all" else mask & ((labels == IGNORE_INDEX) == (pool == "prompt"))
         with torch.no_grad():
             resids = residuals_after_blocks(model, [*saes, *probe_layers], ids.to(dev), mask.long().to(dev))
         for layer in probe_layers:
+            assert probes is not None, "probe_layers come with the probes dict they fill"
             pooled = pooled_residuals(resids[layer].float(), pool_mask.to(dev), (labels != IGNORE_INDEX).to(dev))
             for pooling, value in pooled.items():
                 value = value.cpu().numpy()
@@ -300,8 +304,10 @@ class Extraction:
 
     cfg: SaeConfig
     tokenize: TokenizeConfig
-    tokenizer: object
-    model: object
+    tokenizer: Any
+    """A Transformers tokenizer."""
+    model: Any
+    """A Transformers causal LM."""
     saes: dict
     """block L -> its SAE; the first key is the main layer (`sae.layer`, or the SAE's hook)."""
     d_model: int
@@ -325,7 +331,8 @@ def open_extraction(cfg: SaeConfig, tokenize: TokenizeConfig, model_path: str, a
         if bad:
             raise UserError(f"sae.{name} = {layers}: {bad} out of range, the model has {n_layers} blocks "
                             f"(0..{n_layers - 1})")
-    saes, named = {}, {}
+    saes: dict[int, Any] = {}
+    named: dict[int, SaeConfig] = {}
     for layer_cfg in [cfg, *cfg.extra_saes()]:
         sae = load_sae(layer_cfg, d_model)
         where = sae_layer(layer_cfg, sae, d_model, n_layers)
@@ -360,6 +367,7 @@ def extract_split(extraction: Extraction, rows: list[dict], what: str,
                        "residual_last) are zeros", what, empty, cfg.pool, max_tokens)
     out = {}
     for layer, features in by_layer.items():
+        assert features.topk_ids is not None, "extract_layers keeps every row's top-K features"
         sae, own = extraction.saes[layer], extraction.configs.get(layer, cfg)
         out[layer] = features, {
             "release": own.release, "sae_id": own.sae_id, "hook_name": hook_name(layer), "layer": layer,

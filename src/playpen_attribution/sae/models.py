@@ -23,6 +23,8 @@ the fit, so nothing outside the fit's rows reaches it.
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +32,8 @@ from playpen_attribution.errors import UserError
 from playpen_attribution.run.artifacts import RowFeatures
 from playpen_attribution.sae.config import PredictConfig
 from playpen_attribution.sae.features import STAT_NAMES
+
+K = TypeVar("K", bound=Hashable)
 
 TOP_DECILE = 0.1
 """Share of a fit's rows (by attribution) that the classifier's label calls top."""
@@ -70,7 +74,7 @@ def design_name(model: str, probe_pooling: str = "mean") -> str:
 
 def top_k_dense(features: RowFeatures) -> np.ndarray:
     """rows x d_sae: each row's top-K values at their feature ids, zeros elsewhere."""
-    if features.topk_ids is None:
+    if features.topk_ids is None or features.topk_values is None:
         raise UserError("these SAE features have no top-K ids (built before sae.top_k_features); rerun `sae` with "
                         "--overwrite")
     n, d = features.feature_mean.shape
@@ -121,7 +125,7 @@ def build_pipeline(model: str, cfg: PredictConfig, cv: list):
     return make_pipeline(StandardScaler(), head)
 
 
-def targets(scores: dict[str, float], ids: list[str], kind: str) -> np.ndarray:
+def targets(scores: Mapping[K, float], ids: Sequence[K], kind: str) -> np.ndarray:
     """Attribution target per id: percentile among finite scores (rank) or the score; NaN if not finite."""
     from scipy.stats import rankdata
 

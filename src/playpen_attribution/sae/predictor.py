@@ -219,13 +219,13 @@ def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[
             f"fold_{key}": [c[key] for c in per_fold] for key in final}
         out = dict.fromkeys(ids, float("nan"))
         if unscored.size:
-            for i, value in zip(unscored, score(pipelines[model], model, x[unscored])):
+            for i, value in zip(unscored, score(pipelines[model], model, x[unscored]), strict=True):
                 out[ids[i]] = float(value)
-        for i, value in zip(scored, pred):
+        for i, value in zip(scored, pred, strict=True):
             out[ids[i]] = float(value)
         crossfitted[model] = out
     fold_of: dict[str, int | None] = dict.fromkeys(ids)
-    for i, f in zip(scored, fold):
+    for i, f in zip(scored, fold, strict=True):
         fold_of[ids[i]] = int(f)
     metrics = {
         "target": cfg.target, "group_key": cfg.group_key, "rows": len(ids), "rows_without_finite_score": len(unscored),

@@ -47,7 +47,8 @@ def pooled_residuals(resid, pool_mask, response_mask) -> dict:
 
 def write_probe_residuals(folder: Path, arrays: dict[str, np.ndarray], example_ids: list[str]) -> None:
     """`probe_residuals.npz` beside the features (the same row order; the ids are stored too, to check)."""
-    np.savez_compressed(Path(folder) / PROBE_RESIDUALS, example_ids=np.asarray(example_ids), **arrays)
+    np.savez_compressed(Path(folder) / PROBE_RESIDUALS, example_ids=np.asarray(example_ids),
+                        **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
 
 
 def load_probe_residuals(folder: Path, layers: list[int], example_ids: list[str]) -> dict[tuple[int, str], np.ndarray]:

@@ -246,8 +246,9 @@ def load_generic(cfg: GenericSource, seed: int, tokenizer=None) -> SourceRows:
         splits = {}
         for name, p in paths.items():
             splits[name] = _convert(p, cfg)
-        info = {"paths": {name: str(p) for name, p in paths.items()}}
+        info: dict = {"paths": {name: str(p) for name, p in paths.items()}}
     else:
+        assert cfg.path is not None, "GenericSource refuses neither path nor splits"
         rows = _convert(cfg.path, cfg)
         fractions = {
             "train_base": 1 - cfg.query_fraction - cfg.eval_fraction,

@@ -221,7 +221,8 @@ def generate_instruct_demo(cfg: InstructDemoSource, seed: int) -> SourceRows:
     words = sorted(lexicon)
     pool_sets, held_sets = clue_sets(lexicon, reserved=False), clue_sets(lexicon, reserved=True)
     other = confusion(words)
-    pool, planted = [], {"wrong_answer": [], "off_task": []}
+    pool: list[dict] = []
+    planted: dict[str, list[str]] = {"wrong_answer": [], "off_task": []}
     for i, target in enumerate(cycle_evenly(words, cfg.n_train, rng)):
         category = rng.choices(list(CATEGORIES), weights=list(CATEGORIES.values()))[0]
         roll = rng.random()

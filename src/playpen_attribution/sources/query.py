@@ -54,7 +54,8 @@ def build_query(rows: list[dict], cfg: QueryBuilder, seed: int) -> tuple[list[di
         wanted = {c: int(x) for c, x in exact.items()}
         for c in sorted(exact, key=lambda c: (wanted[c] - exact[c], c))[: total - sum(wanted.values())]:
             wanted[c] += 1
-    query, short = [], {}
+    query: list[dict] = []
+    short: dict[str, dict[str, int]] = {}
     for category, n in sorted(wanted.items()):
         taken = sample_rows(by_category.get(category, []), min(n, cfg.size - len(query)), seed)
         query += taken

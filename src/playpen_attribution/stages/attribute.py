@@ -124,6 +124,7 @@ def token_batch_size(cfg: ExperimentConfig, model_path: str | Path | None = None
     if configured != "auto":
         return configured
     longest = max((len(ids) for ds in rows for ids in ds["input_ids"]), default=0)
+    max_pos: int | None
     if model_path is None and cfg.model.base == TINY:
         max_pos, shape = cfg.model.tiny.max_position_embeddings, None
     else:
@@ -203,22 +204,22 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             where = artifacts.method_dir(out, method) if several else out
             results[method] = score_method(cfg, method, model_path, adapter, pool_ds, query_ds,
                                            where / artifacts.BERGSON_DIR, settings)
-            if several:
+            if scope is not None:  # several methods
                 costs[method] = {"seconds": round(time.perf_counter() - started, 3), **peak_memory.peaks(scope),
                                  "query_index_reused": results[method].reused_query_index}
         result = results[methods[0]]
         ids = [r["example_id"] for r in pool]
-        lengths = {eid: len(t) for eid, t in zip(ids, pool_ds["input_ids"])}
+        lengths = {eid: len(t) for eid, t in zip(ids, pool_ds["input_ids"], strict=True)}
         row_losses = next((r.row_losses for r in results.values() if r.row_losses is not None), None)
         if row_losses is None:  # Bergson's own loss per row saves a second forward pass over the pool
             row_losses = base_losses(cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
-        losses = dict(zip(ids, map(float, row_losses)))
+        losses = dict(zip(ids, map(float, row_losses), strict=True))
         outcomes = {r["example_id"]: r["outcome"] for r in pool}
         planted = artifacts.load_planted(data_dir)
-        scores = {eid: float(v) for eid, v in zip(ids, result.scores)}
+        scores = {eid: float(v) for eid, v in zip(ids, result.scores, strict=True)}
         summary = write_scores(out, cfg, scores, result, outcomes, lengths, losses, planted)
         for method in methods if several else ():
-            method_scores = {eid: float(v) for eid, v in zip(ids, results[method].scores)}
+            method_scores = {eid: float(v) for eid, v in zip(ids, results[method].scores, strict=True)}
             write_scores(artifacts.method_dir(out, method), cfg, method_scores, results[method], outcomes, lengths,
                          losses, planted, method=method)
         artifacts.write_row_diagnostics(out, diag.row_diagnostics(pool, scores, lengths, losses))

@@ -62,10 +62,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         query_ds = tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)
         _, query_emb = row_losses_and_embeddings(model, query_ds, tokenizer.pad_token_id, batch, embeddings=True,
                                                  desc="baselines query")
+        assert pool_emb is not None and query_emb is not None, "embeddings=True returns them"
         cosines = cosine_to_mean(pool_emb, query_emb)
         artifacts.write_row_baselines(out, [
             {"example_id": r["example_id"], "length": len(ids), "loss": loss, "embedding_cosine": cos}
-            for r, ids, loss, cos in zip(pool, pool_ds["input_ids"], losses, cosines)
+            for r, ids, loss, cos in zip(pool, pool_ds["input_ids"], losses, cosines, strict=True)
         ])
         return {"rows": len(pool), "query_rows": len(query),
                 "tokens_processed": sum(len(ids) for ds in (pool_ds, query_ds) for ids in ds["input_ids"]),

@@ -175,6 +175,7 @@ def without_duplicates(splits: dict[str, list[dict]], dropped: Counter) -> dict[
 def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tuple[list[dict], dict[str, int], dict]:
     """The candidates split (`data.candidates`): (rows, dropped counts keyed `candidates:<reason>`, info)."""
     cand = cfg.data.candidates
+    assert cand is not None, "called only when data.candidates is set"
     rows: list[dict] = []
     dropped: Counter = Counter()
     info: dict = {"seed": cand.seed}
@@ -191,11 +192,11 @@ def build_candidates(cfg: ExperimentConfig, splits: dict[str, list[dict]]) -> tu
         info["synthetic_path"] = str(cand.synthetic.path)
     kept = [r for r in rows if r.get("outcome") in cfg.data.pool_outcomes]
     dropped.update(Counter(str(r.get("outcome")) for r in rows if r.get("outcome") not in cfg.data.pool_outcomes))
-    kept, removed = drop_duplicate_rows(splits | {CANDIDATES: kept})  # the other splits are duplicate-free already
+    deduped, removed = drop_duplicate_rows(splits | {CANDIDATES: kept})  # the other splits are duplicate-free already
     dropped.update({k.removeprefix(f"{CANDIDATES}:"): v for k, v in removed.items()})
     taken_ids = {r["example_id"] for split in splits.values() for r in split}
-    dropped["example_id_in_another_split"] += sum(r["example_id"] in taken_ids for r in kept[CANDIDATES])
-    kept = [r for r in kept[CANDIDATES] if r["example_id"] not in taken_ids]
+    dropped["example_id_in_another_split"] += sum(r["example_id"] in taken_ids for r in deduped[CANDIDATES])
+    kept = [r for r in deduped[CANDIDATES] if r["example_id"] not in taken_ids]
     dropped = +dropped  # counts of zero stay out
     if cand.max_rows is not None and len(kept) > cand.max_rows:
         dropped["over_max_rows"] += len(kept) - cand.max_rows

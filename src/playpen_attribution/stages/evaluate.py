@@ -100,7 +100,7 @@ def word_predictions(
     prompts = [prompt_ids(tokenizer, r, cfg.tokenize.format) for r in rows]
     texts, speed = _generate_texts(cfg, prompts, model, tokenizer, name, model_path, adapter)
     predictions = []
-    for row, text in zip(rows, texts):
+    for row, text in zip(rows, texts, strict=True):
         predicted, gold = extract_guess(text), gold_word(row["completion"])
         target = (row.get("target_word") or "").lower() or None
         predictions.append({
@@ -132,7 +132,7 @@ def choice_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer
         choices = row_choices(row, words, n)
         if choices is None or len(choices) < 2:
             continue
-        texts = [with_guess(row["completion"], word) for word in choices]
+        texts = [text for word in choices if (text := with_guess(row["completion"], word)) is not None]  # all: a guess
         prompt, ids = prompt_and_completions(tokenizer, row, texts, tok.format, tok.max_length, tok.supervise)
         scored.append(index)
         prompts.append(prompt)
@@ -141,7 +141,8 @@ def choice_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer
     if not scored:
         return predictions, {"choice_skipped": len(rows)}
     ranks = []
-    for index, values in zip(scored, choice_log_likelihoods(model, prompts, options, tokenizer.pad_token_id)):
+    likelihoods = choice_log_likelihoods(model, prompts, options, tokenizer.pad_token_id)
+    for index, values in zip(scored, likelihoods, strict=True):
         rank = 1 + int((values[1:] >= values[0]).sum())
         ranks.append(rank)
         predictions[index] = {"choice_rank": rank, "choice_correct": rank == 1, "choices": len(values)}
@@ -177,16 +178,16 @@ def evaluate_rows(
     metrics = {"eval_loss": float(losses[finite].mean()) if finite.any() else None,
                "loss_rows": int(finite.sum()), "loss_non_finite": int((~finite).sum())}
     predictions = [{"example_id": r["example_id"], "loss": float(v) if np.isfinite(v) else None}
-                   for r, v in zip(rows, losses)]
+                   for r, v in zip(rows, losses, strict=True)]
     if cfg.evaluate.choices is not None:
         t0 = time.perf_counter()
         choices, choice_metrics = choice_predictions(cfg, rows, model, tokenizer)
-        predictions = [p | c for p, c in zip(predictions, choices)]
+        predictions = [p | c for p, c in zip(predictions, choices, strict=True)]
         metrics |= choice_metrics
         speed["choice_rows_per_s"] = _rate(choice_metrics.get("choice_total", 0), time.perf_counter() - t0)
     if cfg.evaluate.generate:
         words, word_metrics = word_predictions(cfg, rows, model, tokenizer, name, model_path, adapter)
-        predictions = [p | w for p, w in zip(predictions, words)]
+        predictions = [p | w for p, w in zip(predictions, words, strict=True)]
         speed |= word_metrics.pop("speed")
         metrics |= word_metrics
     return predictions, metrics | {"speed": speed}
@@ -228,8 +229,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
         tokenizer = load_tokenizer(base.tokenizer, cfg.tokenize.chat_template)
         adapter = run_dir / train_stage / artifacts.ADAPTER_DIR if train_stage else None
         loaded = load_model(model_path, adapter, dtype=cfg.model.dtype)
-        predictions, metrics = evaluate_rows(cfg, rows, loaded, tokenizer, model, model_path, adapter)
-        metrics = EvalMetrics(model=model, seed=seed, **metrics)
+        predictions, found = evaluate_rows(cfg, rows, loaded, tokenizer, model, model_path, adapter)
+        metrics = EvalMetrics(model=model, seed=seed, **found)
         artifacts.write_predictions(out, [Prediction(**p) for p in predictions])
         artifacts.write_metrics(out, metrics)
         if cfg.evaluate.benchmarks:

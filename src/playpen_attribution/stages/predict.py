@@ -97,29 +97,32 @@ def rank_candidates(candidates: tuple, fit: Fit, bundle: dict, index: dict, pool
         predicted = apply_predictor(bundle, layer_features, layer_index, str(folder / artifacts.sae_layer_dir(layer)))
     probe = apply_probe(fit.pipelines["residual"], features, pooling)
     return [{"example_id": eid, "predicted": float(p), "probe": float(q)}
-            for eid, p, q in zip(features.example_ids, predicted, probe)]
+            for eid, p, q in zip(features.example_ids, predicted, probe, strict=True)]
 
 
 def probe_study(out: Path, sae_dir: Path, features, index: dict, fit: Fit, scores: dict, cfg: ExperimentConfig) -> dict:
     """The probe study on the `sae.probe_layers` residuals (and the main layer's SAE features, `sae`), over the
     predictor's grouped folds and target, length = tokens fed to the model; writes its table rows and plot."""
+    predict = cfg.predict
+    assert predict is not None, "called by the predict stage, which refuses a config without one"
     ids = features.example_ids
     layers = [int(layer) for layer in index["probe_layers"]]
     inputs = load_probe_residuals(sae_dir, layers, ids) | {(int(index["layer"]), "sae"): features.feature_mean}
     scored = np.array([i for i, eid in enumerate(ids) if fit.fold[eid] is not None])
     folds = np.array([fit.fold[ids[i]] for i in scored])
-    target = targets(scores, [ids[i] for i in scored], cfg.predict.target)
+    target = targets(scores, [ids[i] for i in scored], predict.target)
     rows = study_rows({key: x[scored] for key, x in inputs.items()}, target, features.stats[scored, 0], folds,
-                      cfg.predict.alphas)
+                      predict.alphas)
     artifacts.write_probe_study(out, {
-        "target": cfg.predict.target, "length": "tokens fed to the model (sae.max_tokens cap)", "rows_fitted": len(scored),
-        "folds": cfg.predict.folds, "group_key": cfg.predict.group_key, "layers": layers, "rows": rows})
+        "target": predict.target, "length": "tokens fed to the model (sae.max_tokens cap)", "rows_fitted": len(scored),
+        "folds": predict.folds, "group_key": predict.group_key, "layers": layers, "rows": rows})
     plot_probe_study(rows, out / artifacts.PROBE_STUDY_PLOT)
     return {"layers": layers, "rows_fitted": len(scored)}
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
-    if cfg.predict is None:
+    predict = cfg.predict
+    if predict is None:
         raise UserError("the config has no 'predict' section; add one to run the predict stage")
     run_dir = Path(run_dir)
     data_dir, attr_dir, sae_dir = run_dir / artifacts.DATA, run_dir / artifacts.ATTRIBUTE, run_dir / artifacts.SAE
@@ -133,11 +136,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         files = {"features": str(sae_dir / artifacts.SAE_INDEX), "scores": str(attr_dir / artifacts.SCORES_FILE),
                  "rows": str(artifacts.split_path(data_dir, index["split"]))}
         scores = artifacts.load_scores(attr_dir)
-        fit = fit_and_evaluate(features, rows, scores, cfg.predict, files,
+        fit = fit_and_evaluate(features, rows, scores, predict, files,
                                {layer: f for layer, (f, _) in layers.items()})
-        layer = layer_of(cfg.predict.model)
+        layer = layer_of(predict.model)
         model_features, model_index = (features, index) if layer is None else layers[layer]
-        spec = predictor_spec(model_index, cfg.predict)
+        spec = predictor_spec(model_index, predict)
         bundle = {"pipeline": fit.pipeline, "spec": spec}
         artifacts.write_predictor(out, fit.pipeline, spec)
         artifacts.write_predictor_metrics(out, fit.metrics)
@@ -148,16 +151,16 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         ])
         probe = fit.metrics["models"]["residual"]
         manifest = {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()},
-                    "rows": len(fit.predicted), "cross_fitted": True, "predicted_by": cfg.predict.model,
-                    "probe": {"pooling": cfg.predict.probe_pooling, "alpha": probe["alpha"]}}
+                    "rows": len(fit.predicted), "cross_fitted": True, "predicted_by": predict.model,
+                    "probe": {"pooling": predict.probe_pooling, "alpha": probe["alpha"]}}
         if index.get("probe_layers"):
             manifest["probe_study"] = probe_study(out, sae_dir, features, index, fit, scores, cfg)
         if candidates is not None:
-            ranked = rank_candidates(candidates, fit, bundle, index, cfg.predict.probe_pooling)
+            ranked = rank_candidates(candidates, fit, bundle, index, predict.probe_pooling)
             artifacts.write_candidate_scores(out, ranked)
             manifest["candidates_ranked"] = len(ranked)
         return manifest
 
-    stage_cfg = {"predict": cfg.predict.model_dump(mode="json")}
+    stage_cfg = {"predict": predict.model_dump(mode="json")}
     command = stage_table.command_line(stage_table.PREDICT, cfg, run_dir)
     return run_stage(run_dir, artifacts.PREDICT, stage_cfg, inputs, build, command=command, overwrite=overwrite)

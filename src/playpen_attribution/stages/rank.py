@@ -29,14 +29,14 @@ def rank_new_rows(predict_dir: Path, features_dir: Path) -> dict[str, float]:
     bundle = artifacts.load_predictor(predict_dir)
     features, index = artifacts.load_features(features_dir)
     predicted = apply_predictor(bundle, features, index, str(features_dir))
-    return {eid: float(p) for eid, p in zip(features.example_ids, predicted)}
+    return {eid: float(p) for eid, p in zip(features.example_ids, predicted, strict=True)}
 
 
 def _sae_for(sae: SaeConfig, spec: dict) -> SaeConfig:
     """The sae section that extracts the layer the saved predictor reads: a sae@<L> predictor reads extra layer
     L (with the random SAE `layer: L` builds, or the SAE of extra_sae_ids its spec names); every other
     predictor the main layer."""
-    plain = {"extra_layers": [], "extra_sae_ids": []}
+    plain: dict[str, list] = {"extra_layers": [], "extra_sae_ids": []}
     if sae.release == "random" and spec.get("layer") in sae.extra_layers:
         return sae.model_copy(update=plain | {"layer": spec["layer"]})
     if sae.release != "random" and (spec.get("release"), spec.get("sae_id")) != (sae.release, sae.sae_id):
@@ -61,7 +61,8 @@ def _read_rows(rows_path: Path) -> list[dict]:
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: Path, name: str | None = None) -> Path:
     """Rank the rows of the JSONL file `rows` with the run's saved predictor into `rank_<name>/`."""
-    if cfg.sae is None:
+    sae = cfg.sae
+    if sae is None:
         raise UserError("the config has no 'sae' section; ranking new rows extracts SAE features with it")
     run_dir, rows_path = Path(run_dir), Path(rows)
     if not rows_path.is_file():
@@ -70,14 +71,14 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
     predict_dir = run_dir / artifacts.PREDICT
     inputs = base.inputs({"predict": predict_dir})
     adapter = None
-    if cfg.sae.model == "base_adapter":
+    if sae.model == "base_adapter":
         inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
         adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     name = name or rows_path.stem
 
     def build(out: Path) -> dict:
         new_rows = _read_rows(rows_path)
-        features, info = extract_rows(_sae_for(cfg.sae, artifacts.load_predictor(predict_dir)["spec"]), cfg.tokenize,
+        features, info = extract_rows(_sae_for(sae, artifacts.load_predictor(predict_dir)["spec"]), cfg.tokenize,
                                       base.path, adapter, new_rows, base.tokenizer)
         artifacts.write_features(out, features, feature_index(info | {"split": str(rows_path)}))
         artifacts.write_ranked(out, rank_new_rows(predict_dir, out))
@@ -85,7 +86,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, rows: 
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        "sae": cfg.sae.model_dump(mode="json"), "rows_path": str(rows_path.resolve()),
+        "sae": sae.model_dump(mode="json"), "rows_path": str(rows_path.resolve()),
         "rows_sha256": file_sha256(rows_path),
     }
     command = stage_table.command_line(stage_table.RANK, cfg, run_dir, rows=rows_path, name=name)

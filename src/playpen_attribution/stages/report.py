@@ -69,7 +69,7 @@ def draw(report: dict, run_dir: Path, out: Path) -> list[str]:
     if any(a.get("eval_loss") is not None for a in arms):
         plots.plot_eval_loss(arms, out / artifacts.EVAL_LOSS_PLOT)
         drawn.append(artifacts.EVAL_LOSS_PLOT)
-    sizes = {}
+    sizes: dict[str, set[int]] = {}
     for a in arms:
         if a.get("family") and a.get("k") and a["accuracy"] is not None:
             sizes.setdefault(a["family"], set()).add(a["k"])

@@ -24,6 +24,7 @@ before them, so earlier sae folders are reused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from playpen_attribution.config import ExperimentConfig
@@ -37,7 +38,7 @@ from playpen_attribution.sae.probe_residuals import write_probe_residuals
 
 
 def _write_layers(folder: Path, by_layer: dict, main: int, split: str, extra_layers: list[int],
-                  probe_layers: list[int] = ()) -> None:
+                  probe_layers: Sequence[int] = ()) -> None:
     """The main layer's features in `folder`, each extra layer's in `folder/layer_<L>/`; the main index
     lists the extra layers and the probe study's layers (when there are any)."""
     for layer, (features, info) in by_layer.items():
@@ -48,31 +49,32 @@ def _write_layers(folder: Path, by_layer: dict, main: int, split: str, extra_lay
 
 
 def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Path:
-    if cfg.sae is None:
+    sae = cfg.sae
+    if sae is None:
         raise UserError("the config has no 'sae' section; add one to run the sae stage")
     run_dir = Path(run_dir)
     base = base_model(cfg.model, run_dir)
     data_dir = run_dir / artifacts.DATA
     inputs = base.inputs({"data": data_dir})
     adapter = None
-    if cfg.sae.model == "base_adapter":
+    if sae.model == "base_adapter":
         inputs["train_base"] = run_dir / artifacts.TRAIN_BASE
         adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
 
     def build(out: Path) -> dict:
-        rows = artifacts.load_split(data_dir, cfg.sae.split)
-        has_candidates = cfg.sae.split != CANDIDATES and artifacts.split_path(data_dir, CANDIDATES).is_file()
+        rows = artifacts.load_split(data_dir, sae.split)
+        has_candidates = sae.split != CANDIDATES and artifacts.split_path(data_dir, CANDIDATES).is_file()
         candidates = artifacts.load_split(data_dir, CANDIDATES) if has_candidates else []
-        extraction = open_extraction(cfg.sae, cfg.tokenize, base.path, adapter, base.tokenizer)
+        extraction = open_extraction(sae, cfg.tokenize, base.path, adapter, base.tokenizer)
         extra = sorted(layer for layer in extraction.saes if layer != extraction.layer)
         probes: dict = {}
-        pool = extract_split(extraction, rows, f"sae.split = {cfg.sae.split!r}", probes)
-        _write_layers(out, pool, extraction.layer, cfg.sae.split, extra, cfg.sae.probe_layers)
+        pool = extract_split(extraction, rows, f"sae.split = {sae.split!r}", probes)
+        _write_layers(out, pool, extraction.layer, sae.split, extra, sae.probe_layers)
         info = pool[extraction.layer][1]
-        manifest = {"sae": info, "tokens_processed": int(pool[extraction.layer][0].stats[:, 0].sum())}  # seq_len
-        if cfg.sae.probe_layers:
+        manifest: dict = {"sae": info, "tokens_processed": int(pool[extraction.layer][0].stats[:, 0].sum())}  # seq_len
+        if sae.probe_layers:
             write_probe_residuals(out, probes, pool[extraction.layer][0].example_ids)
-            manifest["probe_layers"] = list(cfg.sae.probe_layers)
+            manifest["probe_layers"] = list(sae.probe_layers)
         if extra:
             manifest["extra_layers"] = {str(layer): pool[layer][1]["hook_name"] for layer in extra}
         if has_candidates:
@@ -86,7 +88,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        "sae": cfg.sae.model_dump(mode="json"),
+        "sae": sae.model_dump(mode="json"),
     }
     command = stage_table.command_line(stage_table.SAE, cfg, run_dir)
     return run_stage(run_dir, artifacts.SAE, stage_cfg, inputs, build, command=command, overwrite=overwrite)

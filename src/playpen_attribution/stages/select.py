@@ -63,7 +63,7 @@ def metadata_ranking(pool: list[dict], column: str) -> dict[str, float]:
     return out
 
 
-def _column(row: dict, column: str, field: str):
+def _column(row: dict, column: str | None, field: str):
     if row.get(column) is None:
         raise UserError(f"{field} = {column!r}: pool row {row['example_id']} has no value in that column")
     return row[column]

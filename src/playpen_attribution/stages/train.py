@@ -287,7 +287,7 @@ def completion_only_head() -> Iterator[None]:
     if original is None or device() == "cuda":
         yield
         return
-    trl_utils._use_triton = lambda dev: True
+    trl_utils._use_triton = lambda device: True
     try:
         yield
     finally:

@@ -153,7 +153,8 @@ class ChatClient:
 
     def _call_once(self, model: str, messages: list[dict]) -> ChatReply:
         try:
-            response = self._openai.chat.completions.create(model=model, messages=messages)
+            # the messages are plain role/content dicts, not the openai package's TypedDicts
+            response = self._openai.chat.completions.create(model=model, messages=messages)  # type: ignore[arg-type]
         except ValueError as exc:  # json.JSONDecodeError: the body was cut short or is not JSON
             raise MalformedReplyError(f"a body that is not JSON ({exc})") from None
         choices = getattr(response, "choices", None)

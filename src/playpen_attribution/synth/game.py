@@ -117,7 +117,9 @@ def play_game(spec: GameSpec, chat: Chat, max_turns: int, max_repairs: int) -> d
 
     def parse_clue(reply: str):
         clue, problem = rules.parse_clue(reply)
-        return (clue, problem) if problem else (clue, rules.clue_violation(clue, target.word, target.related))
+        if problem or clue is None:  # parse_clue gives no clue only with a problem
+            return clue, problem
+        return clue, rules.clue_violation(clue, target.word, target.related)
 
     def parse_guess(reply: str):
         return rules.parse_guess(reply, max_words=max_words)

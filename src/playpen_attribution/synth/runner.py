@@ -152,7 +152,7 @@ def _play_all(todo: list[GameSpec], cfg: SynthConfig, chat: Chat, writer: _Write
     bar = tqdm(total=done_before + len(todo), initial=done_before, desc="synth games", unit="game")
     pending = iter(todo)
     running: dict[Future, GameSpec] = {}
-    failure: Exception | None = None
+    failure: BaseException | None = None
 
     def play(spec: GameSpec) -> None:
         writer.add(play_game(spec, chat, cfg.max_turns, cfg.max_repairs))

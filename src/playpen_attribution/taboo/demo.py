@@ -134,7 +134,8 @@ def generate_demo(cfg: DemoSource, seed: int) -> SourceRows:
                 return clues
         return _draw_clues(rng, lexicon[target])
 
-    pool, planted = [], {"wrong_guess": [], "mislabeled": []}
+    pool: list[dict] = []
+    planted: dict[str, list[str]] = {"wrong_guess": [], "mislabeled": []}
     for i in range(cfg.n_train):
         target = targets[i % len(targets)]
         clues = _draw_clues(rng, lexicon[target])
