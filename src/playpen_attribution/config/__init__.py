@@ -20,12 +20,12 @@ from playpen_attribution.config.sections import (
     EvaluateConfig,
     ModelConfig,
     Outcome,
-    Section,
     Source,
     SweepConfig,
 )
 from playpen_attribution.config.training import ArmTrainConfig, LoraSettings, TrainConfig
 from playpen_attribution.core import yaml_config
+from playpen_attribution.core.section import Section
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.report.config import ReportConfig

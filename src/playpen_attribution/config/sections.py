@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from playpen_attribution.attribution.methods import (
     MAGIC_REFUSAL,
@@ -17,6 +17,7 @@ from playpen_attribution.attribution.methods import (
     TrackstarOptions,
     TrakOptions,
 )
+from playpen_attribution.core.section import Section
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
@@ -25,12 +26,6 @@ from playpen_attribution.sources.playpen_data import PlaypenDataSource
 from playpen_attribution.sources.smoltalk import SmolTalkSource
 from playpen_attribution.sources.synthetic import SyntheticAppend
 from playpen_attribution.taboo.demo import DemoSource
-
-
-class Section(BaseModel):
-    """A config section: unknown keys refused, immutable, no NaN or infinity."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):

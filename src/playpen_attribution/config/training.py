@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_serializer, model_validator
 
-from playpen_attribution.config.sections import Section
+from playpen_attribution.core.section import Section
 
 
 class LoraSettings(Section):

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from playpen_attribution.core.section import Section
 
 
-class TinyModelConfig(BaseModel):
+class TinyModelConfig(Section):
     """A tiny randomly initialised Llama built in code, with a word-level tokenizer trained on the pool."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
     num_layers: int = Field(2, gt=0, description="Number of transformer blocks.")

@@ -32,17 +32,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import Field, model_serializer
 
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 
 IGNORE_INDEX = -100
 
 
-class TokenizeConfig(BaseModel):
+class TokenizeConfig(Section):
     """The one tokenization rule shared by training, attribution, evaluation and SAE extraction."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     format: Literal["raw", "chat_template"] = Field(
         "raw", description="raw: prompt text as is; chat_template: the prompt as a user turn of the tokenizer's template."

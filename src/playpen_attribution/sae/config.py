@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import Field, model_serializer, model_validator
+
+from playpen_attribution.core.section import Section
 
 PREDICTOR_VARIANT = re.compile(r"^(sae|sae_topk|sae_logistic|sae@(\d+))$")
 """The SAE predictor variants `predict.model` may name (sae@<L>: the sae design on an extra layer L)."""
@@ -25,10 +27,8 @@ def _drop_defaults(data, defaults: dict):
     return data
 
 
-class SaeConfig(BaseModel):
+class SaeConfig(Section):
     """Run the model up to block `layer`, encode the residual stream with an SAE, pool per row."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     release: str = Field(
         "random",
@@ -133,10 +133,8 @@ class SaeConfig(BaseModel):
 NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": [], "extra_sae_ids": [], "probe_layers": []}
 
 
-class PredictConfig(BaseModel):
+class PredictConfig(Section):
     """Predictors of attribution from SAE features (and baselines), cross-fitted over groups."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     target: Literal["rank", "score"] = Field(
         "rank", description="rank: attribution percentile in (0, 1], 1 = top row; score: the raw attribution score."

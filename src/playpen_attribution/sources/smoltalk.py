@@ -20,9 +20,10 @@ from collections import Counter, defaultdict
 from itertools import islice
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import Field, model_serializer
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
+from playpen_attribution.core.section import Section
 from playpen_attribution.core.tokenization import tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
@@ -37,10 +38,8 @@ METADATA_COLUMNS = ("category", "difficulty", "quality", "reward_model_score", "
 """Upstream columns kept on each row when the dataset has them."""
 
 
-class SmolTalkSource(BaseModel):
+class SmolTalkSource(Section):
     """Instruction chats from SmolTalk / smol-magpie-ultra, streamed and sampled."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["smoltalk"] = "smoltalk"
     dataset: str = Field(
