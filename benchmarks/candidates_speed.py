@@ -90,7 +90,7 @@ def gradient_side(cfg, run_dir: Path, model_path: str, rows: list[dict], work: P
     query_ds = tokenize_rows(tokenizer, query, tok.format, tok.max_length, tok.supervise)
     if cfg.attribute.mode == "group_mean_max":
         query_ds = query_ds.add_column("group_id", [r["group_id"] for r in query])
-    settings = attribute.settings_for(cfg, model_path, (pool_ds, query_ds),
+    settings = attribute.scoring_for(cfg, model_path, (pool_ds, query_ds),
                                       tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir))
     shutil.rmtree(work, ignore_errors=True)
     adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR

@@ -373,7 +373,7 @@ def check_attribute(cfg, run_dir: Path, model_path: str, work: Path) -> float:
     shutil.rmtree(rows, ignore_errors=True)
     for name in ("pool.hf", "query.hf"):
         shutil.copytree(stage_dir / artifacts.BERGSON_DIR / name, rows / name)
-    settings = attribute.settings_for(cfg, model_path)
+    settings = attribute.scoring_for(cfg, model_path)
     token_batch = manifest(stage_dir).get("token_batch_size")
     if isinstance(token_batch, int):
         settings = replace(settings, token_batch_size=token_batch)

@@ -139,16 +139,16 @@ def _rows(*lengths):
 
 def test_explicit_token_batch_is_kept(tiny_model_dir):
     cfg = _attr_cfg(32)
-    assert attribute.settings_for(cfg).token_batch_size == 32
-    assert attribute.settings_for(cfg, tiny_model_dir, _rows(60)).token_batch_size == 32  # as today: Bergson checks
+    assert attribute.scoring_for(cfg).token_batch_size == 32
+    assert attribute.scoring_for(cfg, tiny_model_dir, _rows(60)).token_batch_size == 32  # as today: Bergson checks
 
 
 def test_auto_token_batch_on_cpu(tiny_model_dir):
     cfg = _attr_cfg()
-    settings = attribute.settings_for(cfg, tiny_model_dir, _rows(10, 40))
+    settings = attribute.scoring_for(cfg, tiny_model_dir, _rows(10, 40))
     assert (settings.token_batch_size, settings.precision) == (64, "fp32")  # min(max_pos 64, 2048), fp32 on CPU
-    assert attribute.settings_for(cfg).token_batch_size == 64  # tiny without a model path: its context
-    assert attribute.settings_for(parse_config({})).token_batch_size == 256  # the old default, on the default model
+    assert attribute.scoring_for(cfg).token_batch_size == 64  # tiny without a model path: its context
+    assert attribute.scoring_for(parse_config({})).token_batch_size == 256  # the old default, on the default model
 
 
 def test_auto_token_batch_is_at_least_the_longest_row_and_at_most_the_context(tiny_model_dir, monkeypatch):

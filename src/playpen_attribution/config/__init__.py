@@ -13,8 +13,8 @@ from pathlib import Path
 from pydantic import Field, model_serializer, model_validator
 
 from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.attribution.config import AttributeConfig
 from playpen_attribution.config.sections import (
-    AttributeConfig,
     CandidatesConfig,
     DataConfig,
     EvaluateConfig,
