@@ -246,4 +246,4 @@ def test_categories_keep_only_those_rows_in_every_split_and_count_the_rest(local
     assert {r["category"] for rows in out.splits.values() for r in rows} == {"coding", "math"}
     assert out.dropped == {"other_category": 100 + 50}  # 25% of 400 train and of 200 test rows are neither
     assert out.splits["attr_query"] and out.splits["eval"]
-    assert "categories" not in SmolTalkSource().model_dump() and cfg.model_dump()["categories"] == ["coding", "math"]
+    assert SmolTalkSource().model_dump()["categories"] is None and cfg.model_dump()["categories"] == ["coding", "math"]

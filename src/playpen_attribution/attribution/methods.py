@@ -41,7 +41,6 @@ MAGIC_REFUSAL = (
 """Why `magic` is refused at config validation (one line)."""
 
 
-
 class TrackstarOptions(Section):
     """Bergson `trackstar` (Chang et al. 2024): per-module projected gradients, mixed autocorrelation Hessian."""
 
@@ -89,10 +88,3 @@ def reduce_columns(matrix: np.ndarray, mode: str, groups: list[str] | None = Non
         means = np.stack([matrix[:, labels == i].mean(axis=1) for i in range(len(names))], axis=1)
         return means.max(axis=1)
     return matrix.mean(axis=1)
-
-
-def method_options(attribute, method: str) -> dict:
-    """The options `method` runs with, from the `attribute:` section (for the stage's config and fingerprint)."""
-    if method == "gradient_cosine":
-        return {}
-    return getattr(attribute, method).model_dump(mode="json")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from playpen_attribution.core.section import Section
 from playpen_attribution.core.tiny_model import TinyModelConfig
@@ -111,18 +111,6 @@ class DataConfig(Section):
         None, description="A fourth split of new rows never scored by gradients, ranked by the predictor "
         "(stage predict) and the pool the predictor arms are drawn from; null = none.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_no_candidates(self, handler):
-        """`candidates: null`, `pool_fraction: 1` and `validation_fraction: 0` (the defaults) stay out of dumps, so data folders from
-        before them still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("candidates") is None:
-            data.pop("candidates", None)
-        for key, default in (("pool_fraction", 1), ("validation_fraction", 0)):
-            if isinstance(data, dict) and data.get(key) == default:
-                data.pop(key, None)
-        return data
 
 
 class EvaluateConfig(Section):

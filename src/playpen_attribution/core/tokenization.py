@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
@@ -59,14 +59,6 @@ class TokenizeConfig(Section):
         description="last_turn: only the completion is supervised; all_assistant_turns: every assistant turn of "
         "a multi-turn row (its prompt_messages) too.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_default_supervise(self, handler):
-        """`supervise: last_turn` (the default) stays out of dumps, so stage configs from before it still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("supervise") == "last_turn":
-            data.pop("supervise")
-        return data
 
 
 def check_tokenizer(tokenizer, where: str = "tokenizer") -> None:

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from itertools import islice
 from typing import Literal
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
 from playpen_attribution.core.section import Section
@@ -67,14 +67,6 @@ class SmolTalkSource(Section):
         None, min_length=1, description="Keep only rows of these categories in every split (e.g. [reasoning, "
         "planning]); the others are counted as dropped (other_category); null = every category.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_all_categories(self, handler):
-        """`categories: null` (the default) stays out of dumps, so data folders from before it still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("categories") is None:
-            data.pop("categories", None)
-        return data
 
 
 def _category(row: dict) -> str:

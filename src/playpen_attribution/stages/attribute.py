@@ -33,8 +33,7 @@ columns reduced under `mode` the same way; `magic` is refused by the config (`at
 `methods: [...]` the pool is scored by each, one after another in this process: each method's files go to
 `methods/<method>/` (scores.jsonl, summary.json, individual_scores.npz when kept, bergson/), the top-level files
 are the first method's, and the manifest's `methods` holds each one's seconds and peak memory (peaks reset
-before each; the stage's peak is the highest). A gradient-cosine run's stage config has no method fields, so
-its fingerprint is what it was before methods existed.
+before each; the stage's peak is the highest). The stage config holds the options of the methods that run only.
 
 Writes `attribute/`: `scores.jsonl` (example_id, score, rank; non-finite scores rank last and are
 counted, never zeroed), `row_diagnostics.jsonl` (example_id, rank, score, loss under the base
@@ -59,7 +58,7 @@ import numpy as np
 from playpen_attribution.attribution import diagnostics as diag
 from playpen_attribution.attribution.bergson_methods import score_with_method
 from playpen_attribution.attribution.bergson_runs import Scoring, model_location
-from playpen_attribution.attribution.methods import DEFAULT_METHOD, method_options, reduce_columns
+from playpen_attribution.attribution.methods import DEFAULT_METHOD, reduce_columns
 from playpen_attribution.attribution.scoring import PoolScores, score_pool, validate_inputs
 from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.config import ExperimentConfig
@@ -80,6 +79,9 @@ from playpen_attribution.run import artifacts, peak_memory
 from playpen_attribution.run.model_paths import TINY, tokenizer_path, with_base_model
 from playpen_attribution.run.model_paths import model_path as base_model_path
 from playpen_attribution.run.stage_folder import cli_command, run_stage
+
+METHOD_OPTIONS = ("trackstar", "ekfac", "trak")
+"""The `attribute:` sections of the methods' own options."""
 
 PROCESS_FIELDS = ("nproc_per_node", "nnode")
 """How many Bergson processes score: speed only (scores agree to float tolerance), so recorded in the
@@ -281,20 +283,12 @@ def _title(cfg: ExperimentConfig, method: str) -> str:
     return cfg.attribute.preconditioning if method == DEFAULT_METHOD else method
 
 
-METHOD_FIELDS = frozenset({"method", "methods", "trackstar", "ekfac", "trak"})
-"""`attribute:` fields of the method choice: in the stage's config only when a method other than the default
-runs (a gradient-cosine run's config, and so its fingerprint, is what it was before methods existed)."""
-
-
 def attribute_stage_config(a) -> dict:
-    """The `attribute:` part of the stage's config: every field but the process layout, with the method fields
-    (only the options of the methods that run) when not the default method alone."""
-    out = a.model_dump(mode="json", exclude=set(PROCESS_FIELDS) | METHOD_FIELDS)
+    """The `attribute:` part of the stage's config: every field but the process layout, with the options of only
+    the methods that run (another method's options do not change these scores)."""
     used = list(a.methods) or [a.method]
-    if used != [DEFAULT_METHOD]:
-        out |= {"method": a.method, "methods": list(a.methods)} | {m: method_options(a, m) for m in used
-                                                                    if m != DEFAULT_METHOD}
-    return out
+    unused = {m for m in METHOD_OPTIONS if m not in used}
+    return a.model_dump(mode="json", exclude=set(PROCESS_FIELDS) | unused)
 
 
 def check_processes(cfg: ExperimentConfig) -> None:

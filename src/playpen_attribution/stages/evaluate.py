@@ -29,8 +29,8 @@ lm-evaluation-harness tasks (`core.benchmarks`; the chat template when `tokenize
 code execution only with `evaluate.allow_code_execution`), and the folder also holds
 `benchmarks.json` (per task every metric with the harness's stderr, the item count, the switches
 used) and `benchmark_samples.jsonl` (per-item scores keyed by task, doc_id and filter, which the
-report pairs across models). Without benchmarks the stage config is what it was before the setting,
-so finished folders are reused.
+report pairs across models). Without benchmarks the benchmark options stay out of the stage config (they
+change nothing then).
 """
 
 from __future__ import annotations
@@ -203,11 +203,10 @@ BENCHMARK_FIELDS = ("benchmarks", "benchmark_include_path", "allow_code_executio
                     "benchmark_limit")
 
 
-def _unset_fields(cfg: ExperimentConfig) -> set[str]:
-    """Evaluate fields kept out of the stage config at their defaults (backend hf; no benchmarks), so folders
-    from before those settings are reused."""
-    out = {"backend"} if cfg.evaluate.backend == "hf" else set()
-    return out | (set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS))
+def _unused_fields(cfg: ExperimentConfig) -> set[str]:
+    """Evaluate fields kept out of the stage config: the benchmark options when no benchmark runs (they change
+    nothing then)."""
+    return set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS)
 
 
 def _tracked_as(folder: Path, model: str, seed: int | None) -> tuple[Path, str]:
@@ -256,8 +255,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        # backend hf (the default) stays out, so folders from before the backend setting are reused
-        "evaluate": cfg.evaluate.model_dump(mode="json", exclude=_unset_fields(cfg)),
+        "evaluate": cfg.evaluate.model_dump(mode="json", exclude=_unused_fields(cfg)),
         "name": model, "train_stage": train_stage,
         "seed": seed,
     }
