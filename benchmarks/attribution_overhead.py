@@ -72,10 +72,9 @@ def extras(cfg, run_dir: Path, model_path: str) -> dict[str, float]:
     pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
     query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
     tokenizer = load_tokenizer(model_path)
-    fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
-    out = {"tokenization": timed(lambda: (tokenize_rows(tokenizer, pool, fmt, max_len),
-                                          tokenize_rows(tokenizer, query, fmt, max_len)))}
-    pool_ds, query_ds = tokenize_rows(tokenizer, pool, fmt, max_len), tokenize_rows(tokenizer, query, fmt, max_len)
+    rule = cfg.tokenize
+    out = {"tokenization": timed(lambda: (tokenize_rows(tokenizer, pool, rule), tokenize_rows(tokenizer, query, rule)))}
+    pool_ds, query_ds = tokenize_rows(tokenizer, pool, rule), tokenize_rows(tokenizer, query, rule)
     adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     out["query cache key (hash model, adapter, query)"] = timed(
         bs.query_key, Path(model_path), adapter, query_ds, attribute.scoring_for(cfg, model_path))

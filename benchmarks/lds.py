@@ -64,7 +64,7 @@ def main() -> None:
     query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
     scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)
     tokenizer = load_tokenizer(model_path)
-    query_ds = tokenize_rows(tokenizer, query, cfg.tokenize.format, cfg.tokenize.max_length)
+    query_ds = tokenize_rows(tokenizer, query, cfg.tokenize)
     base_adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     arm_train = cfg.arm_train.model_copy(update={"epochs": args.epochs})
     size = int(len(pool) * args.fraction)

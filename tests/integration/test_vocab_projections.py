@@ -20,7 +20,7 @@ from playpen_attribution.config import parse_config
 from playpen_attribution.core.choice import choice_log_likelihoods
 from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_rows
 from playpen_attribution.stages import train
 
 VOCAB, HIDDEN = 262144, 64
@@ -47,7 +47,7 @@ def gemma(tmp_path_factory, gemma_270m_dir):
         "train": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "epochs": 1, "batch_size": 4, "grad_accum": 1,
                   "auto_batch": False}})
     tokenizer = load_tokenizer(model_dir)
-    dataset = tokenize_rows(tokenizer, rows, "raw", 128)
+    dataset = tokenize_rows(tokenizer, rows, TokenizeConfig(max_length=128))
     assert sum(map(len, dataset["input_ids"])) > 10 * read_positions(dataset["labels"])  # Taboo-shaped rows
     return {"dir": model_dir, "root": root, "rows": rows, "cfg": cfg, "tokenizer": tokenizer, "dataset": dataset}
 

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
 from playpen_attribution.core.section import Section
-from playpen_attribution.core.tokenization import tokenize_row
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import open_dataset
@@ -110,7 +110,8 @@ NO_TRUNCATION = 10**9
 
 def token_lengths(rows: list[dict], tokenizer, fmt: TokenizeFormat) -> list[int]:
     """Untruncated length of each row under the run's tokenization rule (`tokenize_row`, format `fmt`)."""
-    return [len(tokenize_row(tokenizer, row, fmt, max_length=NO_TRUNCATION)["input_ids"]) for row in rows]
+    rule = TokenizeConfig(format=fmt, max_length=NO_TRUNCATION)
+    return [len(tokenize_row(tokenizer, row, rule)["input_ids"]) for row in rows]
 
 
 def _scan(stream, split: str, cfg: SmolTalkSource, tokenizer, fmt: TokenizeFormat, dropped: Counter) -> list[dict]:

@@ -175,11 +175,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             raise UserError(f"select.k = {cfg.select.k} is larger than the pool "
                             f"({len(pool)} rows in {artifacts.split_path(data_dir, 'train_base')})")
         tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
-        fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
-        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
-        query_ds = tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)
-        truncated = {"train_base": truncation_counts(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise),
-                     "attr_query": truncation_counts(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)}
+        pool_ds, query_ds = tokenize_rows(tokenizer, pool, cfg.tokenize), tokenize_rows(tokenizer, query, cfg.tokenize)
+        truncated = {"train_base": truncation_counts(tokenizer, pool, cfg.tokenize),
+                     "attr_query": truncation_counts(tokenizer, query, cfg.tokenize)}
         if cfg.attribute.mode == "group_mean_max":
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR

@@ -134,7 +134,7 @@ def choice_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer
         if choices is None or len(choices) < 2:
             continue
         texts = [with_guess(row["completion"], word) for word in choices]
-        prompt, ids = prompt_and_completions(tokenizer, row, texts, tok.format, tok.max_length, tok.supervise)
+        prompt, ids = prompt_and_completions(tokenizer, row, texts, tok)
         scored.append(index)
         prompts.append(prompt)
         options.append(ids)
@@ -169,7 +169,7 @@ def evaluate_rows(
     `model_path` and `adapter` are what the vllm backend loads (the hf backend uses `model`).
     """
     _check_backend(cfg, adapter)  # fail before the loss pass, not after it
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length, cfg.tokenize.supervise)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize)
     t0 = time.perf_counter()
     losses, _ = row_losses_and_embeddings(model, dataset, tokenizer.pad_token_id, cfg.evaluate.batch_size,
                                           desc=f"eval loss {name}")
@@ -247,8 +247,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
                 wandb_init=benchmark_logging(cfg.tracking, *_tracked_as(run_dir, model, seed), cfg.name))
             artifacts.write_benchmarks(out, results, samples, switches)
         counts = {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
-                  "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
-                                                            cfg.tokenize.supervise)}}
+                  "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize)}}
         if cfg.evaluate.benchmarks:
             counts["benchmark_items"] = {task: r["n"] for task, r in results.items()}
         return counts
