@@ -33,7 +33,7 @@ the other fields                       ``IndexConfig``'s fields of the same name
 Query side: the query index (``bergson build`` of the query rows, ``aggregation="none"``, raw
 projected gradients) and the query Hessian. With ``cache_dir`` they are built once into
 ``cache_dir/query_<key>/`` (``key.json`` lists what the key hashes: model and adapter file contents,
-query ids and tokens, projection, precision, loss scoring, Bergson/torch versions, device) and
+query ids and tokens, projection, precision, loss settings, Bergson/torch versions, device) and
 reused by later calls with the same key ("reused query index"); a cached folder whose projection
 fails Bergson's ``check_saved_projection`` is rebuilt, never used. Preconditioning and normalisation
 happen at score time, so one cached index serves every mode and preconditioner.
