@@ -56,7 +56,7 @@ def run_stage(cfg, run_dir: Path, model_path: str, cache: Path) -> float:
 
 def run_direct(cfg, model_path: str, adapter: Path, rows: Path, work: Path) -> float:
     """Bergson's commands alone: query Hessian, aggregated query index, pool scores."""
-    steps = direct_steps(attribute.settings_for(cfg, model_path), model_path, adapter, rows, work)
+    steps = direct_steps(attribute.scoring_for(cfg, model_path), model_path, adapter, rows, work)
     return timed(run_in_process, steps)
 
 
@@ -72,13 +72,12 @@ def extras(cfg, run_dir: Path, model_path: str) -> dict[str, float]:
     pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
     query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
     tokenizer = load_tokenizer(model_path)
-    fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
-    out = {"tokenization": timed(lambda: (tokenize_rows(tokenizer, pool, fmt, max_len),
-                                          tokenize_rows(tokenizer, query, fmt, max_len)))}
-    pool_ds, query_ds = tokenize_rows(tokenizer, pool, fmt, max_len), tokenize_rows(tokenizer, query, fmt, max_len)
+    rule = cfg.tokenize
+    out = {"tokenization": timed(lambda: (tokenize_rows(tokenizer, pool, rule), tokenize_rows(tokenizer, query, rule)))}
+    pool_ds, query_ds = tokenize_rows(tokenizer, pool, rule), tokenize_rows(tokenizer, query, rule)
     adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     out["query cache key (hash model, adapter, query)"] = timed(
-        bs.query_key, Path(model_path), adapter, query_ds, attribute.settings_for(cfg, model_path))
+        bs.query_key, Path(model_path), adapter, query_ds, attribute.scoring_for(cfg, model_path))
     out["row-loss forward pass (only with label smoothing; otherwise Bergson's loss is read)"] = timed(
         attribute.base_losses, cfg, model_path, adapter, pool_ds, tokenizer.pad_token_id)
     scores = artifacts.load_scores(run_dir / artifacts.ATTRIBUTE)

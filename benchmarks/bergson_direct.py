@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 from playpen_attribution.attribution import bergson_runs as runs
-from playpen_attribution.attribution import scoring as bs
 
 
-def direct_steps(settings: bs.ScoringSettings, model_path: str, adapter: Path, rows: Path, work: Path):
+def direct_steps(settings: runs.Scoring, model_path: str, adapter: Path, rows: Path, work: Path):
     """[(command name, Bergson command)] for mean scoring of `work/pool.hf` against `work/query.hf`."""
     from bergson.cli.commands import Build, Hessian, Score
     from bergson.config.config import HessianConfig, PreprocessConfig, ScoreConfig
@@ -31,11 +30,11 @@ def direct_steps(settings: bs.ScoringSettings, model_path: str, adapter: Path, r
 
     steps = []
     hessian = None
-    if settings.preconditioning != "none":
+    if settings.attribute.preconditioning != "none":
         steps.append(("hessian", Hessian(hessian_cfg=HessianConfig(method="autocorrelation"),
                                          index_cfg=index_cfg("query.hf", "hessian"))))
         hessian = str(work / "hessian")
-    preprocess = PreprocessConfig(unit_normalize=settings.unit_normalize, hessian_path=hessian, aggregation="mean")
+    preprocess = PreprocessConfig(unit_normalize=settings.attribute.unit_normalize, hessian_path=hessian, aggregation="mean")
     steps.append(("build", Build(index_cfg=index_cfg("query.hf", "query_index"), preprocess_cfg=preprocess)))
     steps.append(("score", Score(score_cfg=ScoreConfig(query_path=str(work / "query_index"), score="individual"),
                                  index_cfg=index_cfg("pool.hf", "scores"), preprocess_cfg=preprocess)))

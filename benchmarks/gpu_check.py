@@ -216,7 +216,7 @@ def raw_train_loop(cfg, model_path: str, rows: list[dict], steps: int, batch: in
     import torch
 
     tokenizer = load_tokenizer(model_path)
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize)
     model = train.new_adapter(load_model(model_path, dtype=cfg.model.dtype), cfg.train)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
@@ -251,7 +251,7 @@ def head_cost(cfg, model_path: str, adapter: Path, rows: list[dict], batch: int)
     import torch
 
     tokenizer = load_tokenizer(model_path)
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize)
     model = load_model(model_path, adapter, dtype=cfg.model.dtype, trainable=True)
     dev = next(model.parameters()).device
     head = model.get_output_embeddings()
@@ -287,7 +287,7 @@ def plain_forward(cfg, model_path: str, adapter: Path, rows: list[dict], batch: 
     import torch
 
     tokenizer = load_tokenizer(model_path)
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize)
     model = load_model(model_path, adapter, dtype=cfg.sae.dtype).eval()
     dev = next(model.parameters()).device
     ids_all = sorted(dataset["input_ids"], key=len)
@@ -357,8 +357,7 @@ def pool_tokens(cfg, run_dir: Path, model_path: str) -> int:
     tokenizer = load_tokenizer(model_path)
     pool = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
     query = artifacts.load_split(run_dir / artifacts.DATA, "attr_query")
-    return sum(len(ids) for ids in tokenize_rows(tokenizer, pool + query, cfg.tokenize.format,
-                                                 cfg.tokenize.max_length)["input_ids"])
+    return sum(len(ids) for ids in tokenize_rows(tokenizer, pool + query, cfg.tokenize)["input_ids"])
 
 
 def check_attribute(cfg, run_dir: Path, model_path: str, work: Path) -> float:
@@ -373,7 +372,7 @@ def check_attribute(cfg, run_dir: Path, model_path: str, work: Path) -> float:
     shutil.rmtree(rows, ignore_errors=True)
     for name in ("pool.hf", "query.hf"):
         shutil.copytree(stage_dir / artifacts.BERGSON_DIR / name, rows / name)
-    settings = attribute.settings_for(cfg, model_path)
+    settings = attribute.scoring_for(cfg, model_path)
     token_batch = manifest(stage_dir).get("token_batch_size")
     if isinstance(token_batch, int):
         settings = replace(settings, token_batch_size=token_batch)

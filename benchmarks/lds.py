@@ -71,7 +71,7 @@ def main() -> None:
     methods = {m: artifacts.load_scores(artifacts.method_dir(run_dir / artifacts.ATTRIBUTE, m))
                for m in cfg.attribute.methods} if len(cfg.attribute.methods) > 1 else {}
     tokenizer = load_tokenizer(model_path)
-    query_ds = tokenize_rows(tokenizer, query, cfg.tokenize.format, cfg.tokenize.max_length)
+    query_ds = tokenize_rows(tokenizer, query, cfg.tokenize)
     base_adapter = run_dir / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     arm_train = cfg.arm_train.model_copy(update={"epochs": args.epochs})
     size = int(len(pool) * args.fraction)

@@ -80,7 +80,7 @@ def raw_passes(cfg, run_dir: Path) -> tuple[dict, dict]:
 
     rows = artifacts.load_split(run_dir / artifacts.DATA, "train_base")
     tokenizer = load_tokenizer(tokenizer_path(cfg.model.base, cfg.model.tokenizer, run_dir), cfg.tokenize.chat_template)
-    ds = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length, cfg.tokenize.supervise)
+    ds = tokenize_rows(tokenizer, rows, cfg.tokenize)
     ids_all, labels_all = ds["input_ids"], ds["labels"]
     batches = length_batches([len(i) for i in ids_all], cfg.train.batch_size)
     model = train.new_adapter(load_model(base_model_path(cfg.model.base, run_dir), dtype=cfg.model.dtype), cfg.train)

@@ -128,11 +128,12 @@ def test_several_methods_score_once_each_and_select_builds_an_arm_and_control_pe
         assert selections[f"matched_random_k@{method}"]["ranking"] == f"attribution@{method}"
 
 
-def test_gradient_cosine_alone_keeps_its_stage_config(small):
+def test_gradient_cosine_alone_records_its_method_and_no_other_methods_options(small):
     run_dir = _run_dir(small, "default")
     out = attribute.run(_cfg(small), run_dir)
     written = yaml.safe_load((out / artifacts.CONFIG_FILE).read_text())["attribute"]
-    assert not {"method", "methods", "trackstar", "ekfac", "trak"} & set(written)
+    assert (written["method"], written["methods"]) == ("gradient_cosine", [])
+    assert not {"trackstar", "ekfac", "trak"} & set(written)
     assert "methods" not in json.loads((out / artifacts.MANIFEST_FILE).read_text())
 
 

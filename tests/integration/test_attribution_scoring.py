@@ -17,6 +17,7 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from playpen_attribution.attribution import bergson_runs as runs
+from playpen_attribution.attribution.config import AttributeConfig
 from playpen_attribution.errors import UserError
 
 VOCAB = 200
@@ -27,10 +28,11 @@ DEFAULTS = {"mode": "mean", "projection_dim": 32, "preconditioning": "query", "m
             "nproc_per_node": 1, "nnode": 1}
 
 
-def settings_of(model, **fields) -> bs.ScoringSettings:
-    """ScoringSettings (which has no defaults of its own) from these test defaults, `model`'s tokenizer
-    and `fields`."""
-    return bs.ScoringSettings(**(DEFAULTS | {"tokenizer": str(model)} | fields))
+def settings_of(model, **fields) -> runs.Scoring:
+    """A `Scoring` from these test defaults, `model`'s tokenizer and `fields` (attribute fields or resolved ones)."""
+    merged = DEFAULTS | {"tokenizer": str(model)} | fields
+    attribute = AttributeConfig(**{k: v for k, v in merged.items() if k not in ("precision", "tokenizer")})
+    return runs.Scoring(attribute, merged["token_batch_size"], merged["precision"], merged["tokenizer"])
 
 
 def _rows(rng: np.random.Generator, n: int, prefix: str, lo: int, hi: int) -> list[dict]:

@@ -4,7 +4,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_rows
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def model(tokenizer):
 def test_batched_losses_equal_one_row_at_a_time(model, tokenizer):
     rows = [{"example_id": str(i), "prompt": p, "completion": c} for i, (p, c) in enumerate([
         ("CLUE: fruit red", "GUESS: apple"), ("CLUE: pet bark loyal puppy", "GUESS: dog"), ("CLUE: sky", "GUESS: sun")])]
-    ds = tokenize_rows(tokenizer, rows, "raw", 64)
+    ds = tokenize_rows(tokenizer, rows, TokenizeConfig(max_length=64))
     losses, emb = row_losses_and_embeddings(model, ds, tokenizer.pad_token_id, batch_size=3, embeddings=True)
     for i, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"], strict=True)):
         with torch.no_grad():
@@ -48,7 +48,7 @@ def test_the_head_is_projected_in_chunks_and_soft_capping_is_kept(tokenizer, mon
         layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=3.0)).eval()
     rows = [{"example_id": str(i), "prompt": p, "completion": c} for i, (p, c) in enumerate([
         ("CLUE: fruit red sweet tree", "GUESS: apple"), ("CLUE: sky", "GUESS: sun moon star")])]
-    ds = tokenize_rows(tokenizer, rows, "raw", 64)
+    ds = tokenize_rows(tokenizer, rows, TokenizeConfig(max_length=64))
     monkeypatch.setattr(row_forward, "LOGIT_BUDGET", 3 * len(tokenizer))  # three positions per chunk
     losses, _ = row_losses_and_embeddings(gemma, ds, tokenizer.pad_token_id, batch_size=2)
     for i, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"], strict=True)):

@@ -13,7 +13,7 @@ from helpers import build_tiny_gemma
 
 from playpen_attribution.config import parse_config
 from playpen_attribution.core.modeling import load_model, load_tokenizer
-from playpen_attribution.core.tokenization import stop_ids, tokenize_row, turn_end_id
+from playpen_attribution.core.tokenization import TokenizeConfig, stop_ids, tokenize_row, turn_end_id
 from playpen_attribution.run import artifacts
 
 END_OF_TURN, EOS = 106, 1
@@ -30,13 +30,13 @@ def test_chat_template_rows_end_with_end_of_turn_and_raw_rows_follow_the_assista
                 {"role": "user", "content": "CLUE: winter"}]
     row = {"example_id": "g", "prompt": "USER: CLUE: cold white\n\nASSISTANT: GUESS: rain\n\nUSER: CLUE: winter\n\nASSISTANT:",
            "completion": "GUESS: snow", "prompt_messages": messages}
-    chat = tokenize_row(tok, row, "chat_template", 96)
+    chat = tokenize_row(tok, row, TokenizeConfig(format="chat_template", max_length=96))
     assert chat["input_ids"][-1] == END_OF_TURN == turn_end_id(tok, "chat_template") and chat["labels"][-1] == END_OF_TURN
     assert chat["input_ids"].count(tok.bos_token_id) == 1 and chat["input_ids"][0] == tok.bos_token_id
     supervised = [t for t in chat["labels"] if t != -100]
     assert tok.decode(supervised) == "GUESS: snow<end_of_turn>"  # right after "<start_of_turn>model\n"
     assert tok.decode(chat["input_ids"]).endswith("<start_of_turn>model\nGUESS: snow<end_of_turn>")
-    raw = tokenize_row(tok, row, "raw", 96)
+    raw = tokenize_row(tok, row, TokenizeConfig(max_length=96))
     # the supervised turn is tokenized exactly like the earlier assistant turn of the same prompt
     earlier = tok("ASSISTANT: GUESS: rain", add_special_tokens=False)["input_ids"]
     ours = tok("ASSISTANT:", add_special_tokens=False)["input_ids"] + [t for t in raw["labels"] if t != -100][:-1]
@@ -52,8 +52,8 @@ def test_all_assistant_turns_masking_equals_the_gemma_template_boundaries(gemma_
              {"role": "user", "content": "And a yellow one?"}, {"role": "assistant", "content": " A banana, ripe."},
              {"role": "user", "content": "A green one?"}]
     row = {"example_id": "g3", "prompt": "unused for chat_template", "completion": "A lime.", "prompt_messages": turns}
-    out = tokenize_row(tok, row, "chat_template", 256, "all_assistant_turns")
-    assert out["input_ids"] == tokenize_row(tok, row, "chat_template", 256)["input_ids"]
+    out = tokenize_row(tok, row, TokenizeConfig(format="chat_template", max_length=256, supervise="all_assistant_turns"))
+    assert out["input_ids"] == tokenize_row(tok, row, TokenizeConfig(format="chat_template", max_length=256))["input_ids"]
     full = turns + [{"role": "assistant", "content": "A lime."}]
     expected = []
     for i, msg in enumerate(full):  # the template's own boundaries, as token positions

@@ -50,7 +50,7 @@ def loaded(tiny):
 
     path, rows = tiny
     tokenizer = load_tokenizer(path)
-    return load_model(path, dtype="float32"), tokenizer, tokenize_rows(tokenizer, rows, "raw", 64)
+    return load_model(path, dtype="float32"), tokenizer, tokenize_rows(tokenizer, rows, TokenizeConfig(max_length=64))
 
 
 def _batch(tokenizer, dataset, n=4):

@@ -152,9 +152,9 @@ def test_stage_mean_scores_are_cosines_with_the_mean_query_gradient(small):
     cfg = _config(small, mode="mean", unit_normalize=True)
     out = _run(small, "mean_none", **CASES["mean_none"])
     tokenizer = load_tokenizer(small["model"])
-    pool = tokenize_rows(tokenizer, small["pool"], cfg.tokenize.format, cfg.tokenize.max_length)
-    query = tokenize_rows(tokenizer, small["query"], cfg.tokenize.format, cfg.tokenize.max_length)
-    settings = attribute.settings_for(cfg, small["model"])
+    pool = tokenize_rows(tokenizer, small["pool"], cfg.tokenize)
+    query = tokenize_rows(tokenizer, small["query"], cfg.tokenize)
+    settings = attribute.scoring_for(cfg, small["model"])
     adapter = small["base"] / artifacts.TRAIN_BASE / artifacts.ADAPTER_DIR
     g_dir = runs.build_gradient_index(small["model"], adapter, pool, small["root"] / "grads_pool", settings)
     q_dir = runs.build_gradient_index(small["model"], adapter, query, small["root"] / "grads_query", settings)

@@ -139,16 +139,16 @@ def _rows(*lengths):
 
 def test_explicit_token_batch_is_kept(tiny_model_dir):
     cfg = _attr_cfg(32)
-    assert attribute.settings_for(cfg).token_batch_size == 32
-    assert attribute.settings_for(cfg, tiny_model_dir, _rows(60)).token_batch_size == 32  # as today: Bergson checks
+    assert attribute.scoring_for(cfg).token_batch_size == 32
+    assert attribute.scoring_for(cfg, tiny_model_dir, _rows(60)).token_batch_size == 32  # as today: Bergson checks
 
 
 def test_auto_token_batch_on_cpu(tiny_model_dir):
     cfg = _attr_cfg()
-    settings = attribute.settings_for(cfg, tiny_model_dir, _rows(10, 40))
+    settings = attribute.scoring_for(cfg, tiny_model_dir, _rows(10, 40))
     assert (settings.token_batch_size, settings.precision) == (64, "fp32")  # min(max_pos 64, 2048), fp32 on CPU
-    assert attribute.settings_for(cfg).token_batch_size == 64  # tiny without a model path: its context
-    assert attribute.settings_for(parse_config({})).token_batch_size == 256  # the old default, on the default model
+    assert attribute.scoring_for(cfg).token_batch_size == 64  # tiny without a model path: its context
+    assert attribute.scoring_for(parse_config({})).token_batch_size == 256  # the old default, on the default model
 
 
 def test_auto_token_batch_is_at_least_the_longest_row_and_at_most_the_context(tiny_model_dir, monkeypatch):
@@ -175,13 +175,13 @@ def test_auto_token_batch_on_a_gpu_comes_from_free_memory(tiny_model_dir, monkey
 
 def test_sae_batch_tokens_give_the_same_features(tiny_model_dir):
     from playpen_attribution.core.modeling import load_model, load_tokenizer
-    from playpen_attribution.core.tokenization import tokenize_rows
+    from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_rows
     from playpen_attribution.sae.config import SaeConfig
     from playpen_attribution.sae.features import extract_features, load_sae
 
     rows = generate_demo(DemoSource(n_train=40, n_query=10, n_eval=10), seed=1).splits["train_base"][:20]
     tokenizer = load_tokenizer(tiny_model_dir)
-    dataset = tokenize_rows(tokenizer, rows, "raw", 64)
+    dataset = tokenize_rows(tokenizer, rows, TokenizeConfig(max_length=64))
     model = load_model(tiny_model_dir, dtype="float32")
     sae = load_sae(SaeConfig(layer=0, d_sae=16), model.config.hidden_size)
     plain = extract_features(model, sae, 0, dataset, "all", 64, 8, tokenizer.pad_token_id)

@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from playpen_attribution.config import parse_config
 from playpen_attribution.core.generation import generate, vllm_lora_rank
-from playpen_attribution.core.tokenization import prompt_ids
+from playpen_attribution.core.tokenization import TokenizeConfig, prompt_ids
 from playpen_attribution.errors import UserError
 from playpen_attribution.stages.evaluate import evaluate_rows
 
@@ -74,7 +74,7 @@ def test_the_choice_metric_ranks_the_target_among_the_eval_words(model, tokenize
     assert "choice_rank" not in preds[-1]
     for row, pred in zip(ROWS, preds, strict=True):
         words = [row["target_word"]] + [w for w in WORDS if w != row["target_word"]]
-        prompt, options = prompt_and_completions(tokenizer, row, [f"GUESS: {w}" for w in words], "raw", 64)
+        prompt, options = prompt_and_completions(tokenizer, row, [f"GUESS: {w}" for w in words], TokenizeConfig(max_length=64))
         (scores,) = choice_log_likelihoods(model, [prompt], [options], tokenizer.pad_token_id)
         assert pred["choice_rank"] == 1 + int((scores[1:] >= scores[0]).sum()) and pred["choices"] == 3
         assert pred["choice_correct"] == (pred["choice_rank"] == 1)

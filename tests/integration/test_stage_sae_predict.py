@@ -14,7 +14,7 @@ from helpers import rerecord
 from playpen_attribution.cli import main
 from playpen_attribution.core.jsonl import read_jsonl, write_jsonl
 from playpen_attribution.core.modeling import load_tokenizer
-from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_rows
 from playpen_attribution.core.yaml_config import dump
 from playpen_attribution.errors import UserError
 from playpen_attribution.run import artifacts
@@ -92,7 +92,7 @@ def test_features_are_keyed_by_example_id_with_the_expected_shapes(sae_run):
     assert features.feature_mean.shape == features.feature_presence.shape == (n, D_SAE)
     assert features.residual_mean.shape == (n, cfg.model.tiny.hidden_size)
     tokenizer = load_tokenizer(str(run_dir / "base_model" / "model"))
-    lengths = [len(ids) for ids in tokenize_rows(tokenizer, pool, "raw", cfg.tokenize.max_length)["input_ids"]]
+    lengths = [len(ids) for ids in tokenize_rows(tokenizer, pool, TokenizeConfig(max_length=cfg.tokenize.max_length))["input_ids"]]
     np.testing.assert_array_equal(features.stats[:, 0], lengths)
     assert ((features.feature_presence >= 0) & (features.feature_presence <= 1)).all()
     manifest = artifacts.load_manifest(run_dir / "sae").fields

@@ -8,7 +8,7 @@ import pytest
 from helpers import small_training_setup
 
 from playpen_attribution.core.modeling import load_tokenizer
-from playpen_attribution.core.tokenization import IGNORE_INDEX, tokenize_rows
+from playpen_attribution.core.tokenization import IGNORE_INDEX, TokenizeConfig, tokenize_rows
 from playpen_attribution.stages.train import build_trainer
 
 
@@ -38,7 +38,7 @@ def test_trainer_trains_on_every_assistant_turn_exactly_as_tokenized(setup, tmp_
     cfg = cfg.model_copy(update={"tokenize": cfg.tokenize.model_copy(
         update={"format": fmt, "supervise": "all_assistant_turns", "max_length": 128})})
     trainer = build_trainer(rows, model_dir, cfg.train, cfg, tmp_path / fmt)
-    expected = tokenize_rows(load_tokenizer(model_dir), rows, fmt, 128, "all_assistant_turns")
+    expected = tokenize_rows(load_tokenizer(model_dir), rows, TokenizeConfig(format=fmt, max_length=128, supervise="all_assistant_turns"))
     assert trainer.train_dataset["labels"] == expected["labels"]
     for labels in expected["labels"]:
         starts = sum(1 for i, t in enumerate(labels) if t != IGNORE_INDEX and (i == 0 or labels[i - 1] == IGNORE_INDEX))

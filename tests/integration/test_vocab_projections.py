@@ -13,12 +13,14 @@ from helpers import build_tiny_gemma
 from vocab_projections import VocabProjections, read_positions
 
 from playpen_attribution.attribution import bergson_loss
+from playpen_attribution.attribution import bergson_runs as runs
 from playpen_attribution.attribution import scoring as bs
+from playpen_attribution.attribution.config import AttributeConfig
 from playpen_attribution.config import parse_config
 from playpen_attribution.core.choice import choice_log_likelihoods
 from playpen_attribution.core.modeling import load_model, load_tokenizer
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
-from playpen_attribution.core.tokenization import tokenize_rows
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_rows
 from playpen_attribution.stages import train
 
 VOCAB, HIDDEN = 262144, 64
@@ -45,7 +47,7 @@ def gemma(tmp_path_factory, gemma_270m_dir):
         "train": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "epochs": 1, "batch_size": 4, "grad_accum": 1,
                   "auto_batch": False}})
     tokenizer = load_tokenizer(model_dir)
-    dataset = tokenize_rows(tokenizer, rows, "raw", 128)
+    dataset = tokenize_rows(tokenizer, rows, TokenizeConfig(max_length=128))
     assert sum(map(len, dataset["input_ids"])) > 10 * read_positions(dataset["labels"])  # Taboo-shaped rows
     return {"dir": model_dir, "root": root, "rows": rows, "cfg": cfg, "tokenizer": tokenizer, "dataset": dataset}
 
@@ -89,10 +91,8 @@ def scoring(gemma):
     peft.get_peft_model(AutoModelForCausalLM.from_pretrained(gemma["dir"]), lora).save_pretrained(adapter)
     ds = gemma["dataset"]
     pool = datasets.Dataset.from_dict({k: ds[k] for k in ("example_id", "input_ids", "labels")})
-    settings = bs.ScoringSettings(
-        mode="mean", projection_dim=4, preconditioning="query", mixing_coefficient=0.99, unit_normalize=True,
-        loss_reduction="mean", label_smoothing=0.0, token_batch_size=256, precision="fp32",
-        tokenizer=str(gemma["dir"]), nproc_per_node=1, nnode=1)
+    settings = runs.Scoring(AttributeConfig(projection_dim=4, token_batch_size=256), token_batch_size=256,
+                            precision="fp32", tokenizer=str(gemma["dir"]))
     return {"adapter": adapter, "pool": pool, "query": pool.select(range(3)), "settings": settings}
 
 
@@ -114,7 +114,9 @@ def test_bergson_scoring_projects_only_the_labelled_positions_and_scores_as_berg
 def test_bergson_with_label_smoothing_and_summed_loss_scores_as_its_own(gemma, scoring, monkeypatch):
     from dataclasses import replace
 
-    settings = replace(scoring["settings"], label_smoothing=0.1, loss_reduction="sum", preconditioning="none")
+    attribute = scoring["settings"].attribute.model_copy(
+        update={"label_smoothing": 0.1, "loss_reduction": "sum", "preconditioning": "none"})
+    settings = replace(scoring["settings"], attribute=attribute)
     args = (gemma["dir"], scoring["adapter"], scoring["pool"], scoring["query"])
     ours = bs.score_pool(*args, gemma["root"] / "ours_smooth", settings)
     monkeypatch.setattr(bergson_loss, "_SWAPS", ())

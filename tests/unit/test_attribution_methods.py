@@ -62,9 +62,10 @@ def test_primary_may_name_a_method_arm_and_must_exist():
                                                     "metric": "choice_accuracy"}}})
 
 
-def test_stage_config_of_gradient_cosine_alone_is_what_it_was_and_others_carry_their_options():
+def test_stage_config_carries_the_method_and_only_the_options_of_the_methods_that_run():
     default = attribute_stage_config(parse_config({}).attribute)
-    assert not {"method", "methods", "trackstar", "ekfac", "trak", "nproc_per_node"} & set(default)
+    assert default["method"] == "gradient_cosine" and default["methods"] == []
+    assert not {"trackstar", "ekfac", "trak", "nproc_per_node", "nnode"} & set(default)
     trak = attribute_stage_config(parse_config({"attribute": {"method": "trak"}}).attribute)
     assert trak["method"] == "trak" and trak["trak"]["projection_dim"] == 16 and "ekfac" not in trak
     several = attribute_stage_config(parse_config({"attribute": {"methods": ["gradient_cosine", "ekfac"]}}).attribute)

@@ -193,3 +193,44 @@ def test_each_stage_records_its_own_peak_memory_and_its_tokens_per_second(tmp_pa
     assert first["peak_rss_mb"] > 300 and second["peak_rss_mb"] > 0
     if first["peak_rss_scope"] == "stage":  # Linux: the peak is reset per stage, so the later stage's is its own
         assert first["peak_rss_mb"] - second["peak_rss_mb"] > 250
+
+
+def _as_older_format(folder, version=None):
+    """Rewrite a finished folder's manifest as a folder of an earlier stage-folder format would have it."""
+    path = folder / artifacts.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest.pop("format_version")
+    if version is not None:
+        manifest["format_version"] = version
+    path.write_text(json.dumps(manifest))
+
+
+def test_manifest_records_the_stage_folder_format(tmp_path):
+    final = run_stage(tmp_path, "s", {"x": 1}, {}, _writer([]))
+    assert json.loads((final / artifacts.MANIFEST_FILE).read_text())["format_version"] == artifacts.FORMAT_VERSION
+    assert artifacts.load_manifest(final).format_version == artifacts.FORMAT_VERSION == 2
+
+
+@pytest.mark.parametrize("version", [None, 1])
+def test_folder_of_an_older_format_is_refused_in_one_line_and_rebuilt_with_overwrite(tmp_path, version):
+    calls = []
+    final = run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))
+    _as_older_format(final, version)
+    with pytest.raises(UserError) as refused:
+        run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls))  # same config: still refused, never reused
+    message = str(refused.value)
+    assert "\n" not in message and str(final) in message and "format 1" in message and "--overwrite" in message
+    assert len(calls) == 1
+    run_stage(tmp_path, "s", {"x": 1}, {}, _writer(calls), overwrite=True)
+    assert len(calls) == 2 and artifacts.load_manifest(final).format_version == artifacts.FORMAT_VERSION
+
+
+def test_input_of_an_older_format_is_refused_and_judged_stale(tmp_path):
+    from playpen_attribution.run.stage_folder import judge
+
+    up = run_stage(tmp_path, "up", {"v": 1}, {}, _writer([]))
+    _as_older_format(up)
+    with pytest.raises(UserError, match=r"up: a stage folder of format 1.*rebuild it with --overwrite"):
+        run_stage(tmp_path, "down", {}, {"up": up}, _writer([]))
+    decision, why = judge(up, {"v": 1}, {})
+    assert decision == "stale" and "format 1" in why

@@ -31,6 +31,6 @@ def test_tracking_is_in_no_training_fingerprint():
     from playpen_attribution.config import parse_config
 
     plain, tracked = parse_config({}), parse_config({"tracking": {"backend": "tensorboard"}})
-    assert "tracking" not in plain.model_dump(mode="json")  # at its default, out of experiment.yaml
+    assert plain.model_dump(mode="json")["tracking"]["backend"] == "none"  # in experiment.yaml, at its default
     assert tracked.model_dump(mode="json")["tracking"]["backend"] == "tensorboard"
     assert plain.train == tracked.train and plain.arm_train == tracked.arm_train

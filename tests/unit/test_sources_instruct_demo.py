@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from playpen_attribution.config import parse_config
 from playpen_attribution.core.rows import ROW_COLUMNS
 from playpen_attribution.core.tiny_model import train_word_tokenizer
-from playpen_attribution.core.tokenization import tokenize_row
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.sources.instruct_demo import (
     CATEGORIES,
@@ -170,7 +170,7 @@ def test_the_data_stage_reads_the_source_and_the_tiny_tokenizer_covers_every_tok
     rows = [r for split in splits.values() for r in split]
     tokenizer = train_word_tokenizer(corpus_text(rows))
     for row in rows:
-        ids = tokenize_row(tokenizer, row, "chat_template", 10**6, "all_assistant_turns")["input_ids"]
+        ids = tokenize_row(tokenizer, row, TokenizeConfig(format="chat_template", max_length=10**6, supervise="all_assistant_turns"))["input_ids"]
         assert tokenizer.unk_token_id not in ids
     for doc in instruct_guess_docs():  # the benchmark as the harness renders it: a user turn, then an answer
         text = tokenizer.apply_chat_template([{"role": "user", "content": doc["question"]}], tokenize=False,

@@ -174,7 +174,7 @@ def test_config():
 
 
 def test_token_lengths_match_tokenize_row():
-    from playpen_attribution.core.tokenization import tokenize_row
+    from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_row
     from playpen_attribution.sources.smoltalk import token_lengths
 
     rows = [{"prompt": "a b c", "completion": "d e"}, {"prompt": "a", "completion": "b c d e f"}] * 3
@@ -182,7 +182,7 @@ def test_token_lengths_match_tokenize_row():
     tok = tiny_tokenizer(chat_template=True)
     rows[0]["prompt_messages"] = [{"role": "user", "content": "a b c"}, {"role": "assistant", "content": "x"}]
     lengths = token_lengths(rows, tok, "chat_template")
-    assert lengths == [len(tokenize_row(tok, r, "chat_template", 10**9)["input_ids"]) for r in rows]
+    assert lengths == [len(tokenize_row(tok, r, TokenizeConfig(format="chat_template", max_length=10**9))["input_ids"]) for r in rows]
     # "<|user|>a", b, c, "<|assistant|>x", "<|assistant|>" + d e + EOS (the kept messages, not the prompt);
     # "<|user|>a", "<|assistant|>" + 5 completion tokens + EOS
     assert lengths[:2] == [8, 8]
@@ -246,4 +246,4 @@ def test_categories_keep_only_those_rows_in_every_split_and_count_the_rest(local
     assert {r["category"] for rows in out.splits.values() for r in rows} == {"coding", "math"}
     assert out.dropped == {"other_category": 100 + 50}  # 25% of 400 train and of 200 test rows are neither
     assert out.splits["attr_query"] and out.splits["eval"]
-    assert "categories" not in SmolTalkSource().model_dump() and cfg.model_dump()["categories"] == ["coding", "math"]
+    assert SmolTalkSource().model_dump()["categories"] is None and cfg.model_dump()["categories"] == ["coding", "math"]

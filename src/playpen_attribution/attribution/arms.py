@@ -29,18 +29,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveInt,
     field_validator,
     model_validator,
 )
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
+from playpen_attribution.core.section import Section
 
 STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "top_k": ("top", "attribution"),
@@ -83,7 +78,7 @@ METHOD_SEPARATOR = "@"
 """`top_k@trak`: the arm `top_k` of method trak; `attribution@trak`: that method's ranking."""
 
 
-class ArmSpec(_Section):
+class ArmSpec(Section):
     """A custom arm: one kind of selection from one ranking (e.g. a rank window of the attribution ranking)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
@@ -135,7 +130,7 @@ class PlannedArm:
     k: int | None = None
 
 
-class SelectConfig(_Section):
+class SelectConfig(Section):
     """The arms, all of one size k per standard arm: named rankings x arm kinds."""
 
     k: int = Field(500, gt=0, description="Rows per standard arm (attribution's top-k summary uses it too).")

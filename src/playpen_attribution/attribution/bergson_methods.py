@@ -24,7 +24,7 @@ trak            ``Trak(index_cfg(projection_dim, projection_target=global, loss_
 
 Shared with gradient cosine: the rows (the same `pool.hf` / `query.hf` columns), the model, adapter,
 precision, `token_batch_size`, `loss_reduction`, `label_smoothing` and Bergson's process layout
-(`ScoringSettings`). Every gradient Bergson takes through its `fwd_bwd_factory` with the cross-entropy
+(`bergson_runs.Scoring`). Every gradient Bergson takes through its `fwd_bwd_factory` with the cross-entropy
 loss (each method's query index and pool scores; TRAK's are log-odds and fall through to Bergson's own
 loss) has the output head applied at labelled positions only (`bergson_loss`, via `run_command`); the
 Hessian fits (`fwd_bwd_hessian_factory`: autocorrelation, K-FAC, TRAK's Gram) and TRAK's (1 - p) pass
@@ -44,7 +44,7 @@ import numpy as np
 from playpen_attribution.attribution.bergson_runs import (
     POOL_ROWS,
     QUERY_ROWS,
-    ScoringSettings,
+    Scoring,
     consumed_ids,
     index_config,
     model_location,
@@ -74,7 +74,7 @@ class MethodScores:
 
 def score_with_method(method: str, options: TrackstarOptions | EkfacOptions | TrakOptions, model_path: Path | str,
                       adapter_path: Path | None, pool: datasets.Dataset, query: datasets.Dataset, work_dir: Path,
-                      settings: ScoringSettings) -> MethodScores:
+                      scoring: Scoring) -> MethodScores:
     """Score every pool row against every query row with Bergson's `method` pipeline, in `work_dir`.
 
     The inputs are checked as `scoring.score_pool` checks them (the caller does: `scoring.validate_inputs`)."""
@@ -82,15 +82,15 @@ def score_with_method(method: str, options: TrackstarOptions | EkfacOptions | Tr
     work_dir.mkdir(parents=True, exist_ok=True)
     pool_dir, query_dir = save_rows(pool, work_dir / POOL_ROWS), save_rows(query, work_dir / QUERY_ROWS)
     if adapter_path is None:
-        return _run(method, options, model_path, None, pool, query, pool_dir, query_dir, work_dir, settings)
+        return _run(method, options, model_path, None, pool, query, pool_dir, query_dir, work_dir, scoring)
     with for_bergson(Path(adapter_path).resolve(), model_path) as adapter:  # Bergson loads the base the adapter names
-        return _run(method, options, model_path, adapter, pool, query, pool_dir, query_dir, work_dir, settings)
+        return _run(method, options, model_path, adapter, pool, query, pool_dir, query_dir, work_dir, scoring)
 
 
 def _run(method, options, model_path, adapter, pool, query, pool_dir: Path, query_dir: Path, work_dir: Path,
-         settings: ScoringSettings) -> MethodScores:
+         scoring: Scoring) -> MethodScores:
     run = work_dir / RUN
-    index_cfg = index_config(model_path, adapter, pool_dir, str(run), settings)
+    index_cfg = index_config(model_path, adapter, pool_dir, str(run), scoring)
     builders: dict[str, Callable[[Any, Any, Path], Any]] = {"trackstar": _trackstar, "ekfac": _ekfac, "trak": _trak}
     command = builders[method](index_cfg, options, query_dir)
     run_command(command, method)
@@ -98,7 +98,7 @@ def _run(method, options, model_path, adapter, pool, query, pool_dir: Path, quer
     if query_ids != list(query["example_id"]):
         raise RuntimeError(f"Bergson's {method} query index ids differ from the query rows ({run / QUERY})")
     matrix = read_scores(run / SCORES, pool["example_id"])
-    losses = None if method == "trak" else read_row_losses(run / SCORES, pool, settings)
+    losses = None if method == "trak" else read_row_losses(run / SCORES, pool, scoring)
     return MethodScores(matrix, query_ids, losses)
 
 

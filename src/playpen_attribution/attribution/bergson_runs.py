@@ -1,7 +1,8 @@
 """Bergson's commands run in this process, and reading what they write.
 
-`ScoringSettings` is what Bergson needs to know (see `attribution.scoring` for how each field maps
-onto Bergson's options). `index_config` turns it into Bergson's `IndexConfig`; `hessian`, `build`,
+`Scoring` is what Bergson needs to know: the `attribute:` section whole plus the values resolved at run
+time. `index_config` turns it into Bergson's `IndexConfig` (the one place an `attribute:` option becomes a
+Bergson option; `gradient_options` are those the query-index cache key hashes too); `hessian`, `build`,
 `mixed_hessian` and `build_query_side` run Bergson's Hessian and Build commands (and mix two
 Hessians the way Bergson's `Mix` does); `run_command` executes one command with its stdout sent to
 our logger (Bergson's log lines included); `consumed_ids`, `read_scores` and `read_row_losses` read a Bergson run folder back,
@@ -23,6 +24,7 @@ import datasets
 import numpy as np
 
 from playpen_attribution.attribution.bergson_loss import labelled_positions_only
+from playpen_attribution.attribution.config import AttributeConfig
 from playpen_attribution.core import atomic
 from playpen_attribution.core.adapters import for_bergson
 from playpen_attribution.core.jsonl import dumps
@@ -44,68 +46,56 @@ class ScoringError(UserError, ValueError):
 
 
 @dataclass(frozen=True)
-class ScoringSettings:
-    """How Bergson computes and compares gradients (see the module docstring for the mapping).
+class Scoring:
+    """What every Bergson run here reads: the `attribute:` section whole, with what is resolved at run time."""
 
-    No defaults and no range checks here: the attribute stage builds it from the validated
-    `attribute:` config section (with `token_batch_size` resolved to an int).
-    """
-
-    mode: Literal["mean", "nearest", "individual", "group_mean_max"]
-    """How a pool row's scores against the query rows become one number."""
-    projection_dim: int
-    """Random projection size per module (each module gradient becomes projection_dim**2 numbers)."""
-    preconditioning: Literal["none", "query", "mixed"]
-    """Second-moment (autocorrelation Hessian) preconditioner: none, the query's, or query mixed with pool."""
-    mixing_coefficient: float
-    """``mixed`` only: H = c*H_query + (1-c)*H_pool."""
-    unit_normalize: bool
-    """Unit-normalise each gradient before the dot product (cosine scores)."""
-    loss_reduction: Literal["mean", "sum"]
-    """Per-row loss whose gradient is taken: sum or mean over the row's completion tokens."""
-    label_smoothing: float
-    """Cross-entropy label smoothing of that loss."""
+    attribute: AttributeConfig
+    """The validated `attribute:` section (mode, projection, preconditioning, loss, processes, ...)."""
     token_batch_size: int
-    """Padded tokens per batch; at most max_position_embeddings and at least the longest row."""
-    precision: Literal["fp32", "bf16", "fp16", "auto"]
-    """Model dtype Bergson loads (fp32 on CPU); scores themselves are computed in fp32."""
+    """`attribute.token_batch_size` as an int (`auto` resolved): at most the model's context, at least the longest row."""
+    precision: Literal["fp32", "bf16"]
+    """Model dtype Bergson loads (from `model.dtype`: fp32 on CPU); scores themselves are computed in fp32."""
     tokenizer: str
     """Where Bergson loads a tokenizer from (it only reads the context length: rows arrive pre-tokenized);
     the model's folder unless the run names another (`model.tokenizer`)."""
-    nproc_per_node: int
-    """Bergson worker processes per node (its ``DistributedConfig.nproc_per_node``); 1 = in this process."""
-    nnode: int
-    """Nodes Bergson spreads over (``DistributedConfig.nnode``); the node rank comes from SLURM_NODEID,
-    GROUP_RANK or NODE_RANK and the rendezvous from MASTER_ADDR / MASTER_PORT (Bergson reads them)."""
 
 
-def build_query_side(model_path, adapter_path, query_dir: Path, out: Path, settings: ScoringSettings) -> None:
+def gradient_options(scoring: Scoring) -> dict:
+    """Bergson `IndexConfig` options a row's projected gradient depends on (beyond model, adapter and rows):
+    `index_config` passes them to Bergson and the query-index cache key hashes them (`scoring.query_key`).
+    A new `attribute:` option that changes gradients is mapped here; one that does not, in `index_config`."""
+    a = scoring.attribute
+    return {"projection_dim": a.projection_dim, "precision": scoring.precision,
+            "loss_reduction": a.loss_reduction, "label_smoothing": a.label_smoothing}
+
+
+def build_query_side(model_path, adapter_path, query_dir: Path, out: Path, scoring: Scoring) -> None:
     """Raw per-row query gradients (``query_index``) and, when preconditioning, ``query_hessian``."""
     from bergson.config.config import PreprocessConfig
 
-    if settings.preconditioning != "none":
-        hessian(model_path, adapter_path, query_dir, out / QUERY_HESSIAN, settings, "query Hessian")
-    build(model_path, adapter_path, query_dir, out / QUERY_INDEX, settings, PreprocessConfig())
+    if scoring.attribute.preconditioning != "none":
+        hessian(model_path, adapter_path, query_dir, out / QUERY_HESSIAN, scoring, "query Hessian")
+    build(model_path, adapter_path, query_dir, out / QUERY_INDEX, scoring, PreprocessConfig())
 
 
-def hessian(model_path, adapter_path, data_dir: Path, out: Path, settings: ScoringSettings, what: str) -> Path:
+def hessian(model_path, adapter_path, data_dir: Path, out: Path, scoring: Scoring, what: str) -> Path:
     from bergson.cli.commands import Hessian
     from bergson.config.config import HessianConfig
 
-    cfg = index_config(model_path, adapter_path, data_dir, str(out), settings)
+    cfg = index_config(model_path, adapter_path, data_dir, str(out), scoring)
     run_command(Hessian(hessian_cfg=HessianConfig(method="autocorrelation"), index_cfg=cfg), what)
     return out
 
 
-def mixed_hessian(model_path, adapter_path, pool_dir: Path, work_dir: Path, settings: ScoringSettings) -> Path:
+def mixed_hessian(model_path, adapter_path, pool_dir: Path, work_dir: Path, scoring: Scoring) -> Path:
     """``c*H_query + (1-c)*H_pool`` saved as a Bergson GradientProcessor (what ``Mix`` writes)."""
     from bergson.gradients import GradientProcessor
 
-    pool_hessian = hessian(model_path, adapter_path, pool_dir, work_dir / POOL_HESSIAN, settings, "pool Hessian")
+    pool_hessian = hessian(model_path, adapter_path, pool_dir, work_dir / POOL_HESSIAN, scoring, "pool Hessian")
     q_proc = GradientProcessor.load(work_dir / QUERY_HESSIAN)
     p_proc = GradientProcessor.load(pool_hessian)
     q_proc.check_projection_matches(p_proc, f"The pool Hessian at {pool_hessian}")
-    c = settings.mixing_coefficient
+    c = scoring.attribute.mixing_coefficient
     mixed = {name: c * q_proc.hessians[name] + (1 - c) * p_proc.hessians[name] for name in q_proc.hessians}
     out = work_dir / MIXED_HESSIAN
     shutil.rmtree(out, ignore_errors=True)
@@ -117,7 +107,7 @@ def mixed_hessian(model_path, adapter_path, pool_dir: Path, work_dir: Path, sett
 
 def build_gradient_index(
     model_path: Path, adapter_path: Path | None, rows: datasets.Dataset, out_dir: Path,
-    settings: ScoringSettings,
+    scoring: Scoring,
 ) -> Path:
     """Write Bergson's raw projected per-row gradients of ``rows`` to ``out_dir`` (``bergson build``).
 
@@ -130,15 +120,15 @@ def build_gradient_index(
     data_dir = save_rows(rows, out_dir.with_name(out_dir.name + "_rows.hf"))
     location = model_location(model_path)
     if adapter_path is None:
-        return build(location, None, data_dir, out_dir, settings, PreprocessConfig())
+        return build(location, None, data_dir, out_dir, scoring, PreprocessConfig())
     with for_bergson(Path(adapter_path).resolve(), location) as adapter:  # Bergson loads the base the adapter names
-        return build(location, adapter, data_dir, out_dir, settings, PreprocessConfig())
+        return build(location, adapter, data_dir, out_dir, scoring, PreprocessConfig())
 
 
-def build(model_path, adapter_path, data_dir: Path, out_dir: Path, settings: ScoringSettings, preprocess) -> Path:
+def build(model_path, adapter_path, data_dir: Path, out_dir: Path, scoring: Scoring, preprocess) -> Path:
     from bergson.cli.commands import Build
 
-    cfg = index_config(model_path, adapter_path, data_dir, str(out_dir), settings)
+    cfg = index_config(model_path, adapter_path, data_dir, str(out_dir), scoring)
     run_command(Build(index_cfg=cfg, preprocess_cfg=preprocess), f"gradient index {out_dir.name}")
     return out_dir
 
@@ -166,7 +156,7 @@ def read_scores(score_dir: Path, example_ids: list[str]) -> np.ndarray:
     return values[[position[eid] for eid in example_ids]]
 
 
-def read_row_losses(score_dir: Path, pool: datasets.Dataset, settings: ScoringSettings) -> np.ndarray | None:
+def read_row_losses(score_dir: Path, pool: datasets.Dataset, scoring: Scoring) -> np.ndarray | None:
     """Bergson's per-row loss (``data.hf``'s ``loss`` column) as a mean over completion tokens, in pool order.
 
     With ``loss_reduction="sum"`` Bergson's loss is the summed NLL over the row's completion tokens,
@@ -174,12 +164,12 @@ def read_row_losses(score_dir: Path, pool: datasets.Dataset, settings: ScoringSe
     smoothing (a different loss) or without the column (an older Bergson).
     """
     data = datasets.load_from_disk(str(Path(score_dir) / BERGSON_DATA))
-    if settings.label_smoothing or "loss" not in data.column_names:
+    if scoring.attribute.label_smoothing or "loss" not in data.column_names:
         return None
     by_id = dict(zip(data["example_id"], np.asarray(data["loss"], dtype=np.float64), strict=True))
     values = np.array([by_id[eid] for eid in pool["example_id"]])
     counts = np.array([sum(1 for t in labels if t != -100) for labels in pool["labels"]], dtype=np.float64)
-    if settings.loss_reduction == "sum":
+    if scoring.attribute.loss_reduction == "sum":
         values = np.divide(values, counts, out=np.full_like(values, np.nan), where=counts > 0)
     values[counts == 0] = np.nan
     return values
@@ -197,23 +187,21 @@ def save_rows(ds: datasets.Dataset, path: Path) -> Path:
     return path
 
 
-def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path: str, settings: ScoringSettings):
+def index_config(model_path, adapter_path: Path | None, data_dir: Path, run_path: str, scoring: Scoring):
     from bergson.config.config import DataConfig, DistributedConfig, IndexConfig
 
+    a = scoring.attribute
     return IndexConfig(
         run_path=run_path,
         overwrite=True,
         model=str(adapter_path or model_path),  # Bergson loads the base model named by the adapter
-        tokenizer=settings.tokenizer,  # only read for max length: rows arrive pre-tokenized
-        precision=settings.precision,
+        tokenizer=scoring.tokenizer,  # only read for max length: rows arrive pre-tokenized
         # 1 x 1: in this process; more: Bergson spawns its own ranks (Gloo on CPU, NCCL on GPUs)
-        distributed=DistributedConfig(nproc_per_node=settings.nproc_per_node, nnode=settings.nnode),
+        distributed=DistributedConfig(nproc_per_node=a.nproc_per_node, nnode=a.nnode),
         data=DataConfig(dataset=str(data_dir)),
         drop_columns=False,  # keep example_id in Bergson's data.hf so consumed_ids can read it back
-        projection_dim=settings.projection_dim,
-        token_batch_size=settings.token_batch_size,
-        loss_reduction=settings.loss_reduction,
-        label_smoothing=settings.label_smoothing,
+        token_batch_size=scoring.token_batch_size,
+        **gradient_options(scoring),
     )
 
 

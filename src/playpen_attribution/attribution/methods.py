@@ -24,7 +24,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from playpen_attribution.core.section import Section
 
 Method = Literal["gradient_cosine", "trackstar", "ekfac", "trak", "magic"]
 METHODS = ("gradient_cosine", "trackstar", "ekfac", "trak", "magic")
@@ -39,11 +41,7 @@ MAGIC_REFUSAL = (
 """Why `magic` is refused at config validation (one line)."""
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class TrackstarOptions(_Options):
+class TrackstarOptions(Section):
     """Bergson `trackstar` (Chang et al. 2024): per-module projected gradients, mixed autocorrelation Hessian."""
 
     projection_dim: int = Field(16, gt=0, description="Per-module random projection size (each module: this squared).")
@@ -57,7 +55,7 @@ class TrackstarOptions(_Options):
         False, description="Unit-normalise the preconditioned gradients (cosine, as in the paper); Bergson's default off.")
 
 
-class EkfacOptions(_Options):
+class EkfacOptions(Section):
     """Bergson `ekfac`: a Kronecker-factored Hessian fitted on the pool, its inverse applied to each query gradient."""
 
     hessian: Literal["kfac", "tkfac", "shampoo"] = Field(
@@ -69,7 +67,7 @@ class EkfacOptions(_Options):
         0, ge=0, description="Random projection of the preconditioned gradients before the dot product; 0 = exact.")
 
 
-class TrakOptions(_Options):
+class TrakOptions(Section):
     """Bergson `trak` (Park et al. 2023): globally projected log-odds gradients, Gram-whitened, (1 - p) weighted."""
 
     projection_dim: int = Field(16, gt=0, description="Size of the one global random projection of each gradient.")
@@ -90,10 +88,3 @@ def reduce_columns(matrix: np.ndarray, mode: str, groups: list[str] | None = Non
         means = np.stack([matrix[:, labels == i].mean(axis=1) for i in range(len(names))], axis=1)
         return means.max(axis=1)
     return matrix.mean(axis=1)
-
-
-def method_options(attribute, method: str) -> dict:
-    """The options `method` runs with, from the `attribute:` section (for the stage's config and fingerprint)."""
-    if method == "gradient_cosine":
-        return {}
-    return getattr(attribute, method).model_dump(mode="json")

@@ -4,14 +4,13 @@ How our options map onto Bergson 2.5 (``bergson.cli.commands`` dataclasses, run 
 in this process, so Python/torch/CUDA start once per call; each step reloads the small model):
 
 =====================================  ======================================================================
-``ScoringSettings`` field              Bergson option
+``attribute:`` field                   Bergson option
 =====================================  ======================================================================
-``projection_dim``                     ``IndexConfig.projection_dim`` (per-module p x p random projection)
-``token_batch_size``                   ``IndexConfig.token_batch_size`` (must be <= max_position_embeddings)
-``precision``                          ``IndexConfig.precision`` (model dtype); scores are always fp32
-``loss_reduction``                     ``IndexConfig.loss_reduction``: ``sum`` over a row's completion
-                                       tokens (Bergson's default) or ``mean`` (length-normalised gradient)
-``label_smoothing``                    ``IndexConfig.label_smoothing`` (cross-entropy label smoothing)
+the other fields                       ``IndexConfig``'s fields of the same names (``projection_dim``,
+                                       ``token_batch_size``, ``loss_reduction``, ``label_smoothing``) and
+                                       ``DistributedConfig``'s (``nproc_per_node``, ``nnode``), set in one
+                                       place: ``bergson_runs.index_config``; ``precision`` (model dtype)
+                                       follows ``model.dtype``; scores are always fp32
 ``unit_normalize``                     ``PreprocessConfig.unit_normalize`` (cosine; with a Hessian: H^-1/2
                                        on both sides, otherwise H^-1 on the query side only)
 ``preconditioning="query"``            ``Hessian(HessianConfig(method="autocorrelation"))`` fitted on the
@@ -66,10 +65,11 @@ from playpen_attribution.attribution.bergson_runs import (
     QUERY_ROWS,
     REQUIRED_COLUMNS,
     SCORES,
+    Scoring,
     ScoringError,
-    ScoringSettings,
     build_query_side,
     consumed_ids,
+    gradient_options,
     hessian,
     index_config,
     mixed_hessian,
@@ -85,6 +85,7 @@ from playpen_attribution.core.batch_sizing import check_token_batch
 from playpen_attribution.core.hashing import json_sha256, tree_sha256
 from playpen_attribution.core.jsonl import dumps
 from playpen_attribution.core.locking import lock_path, locked
+from playpen_attribution.core.modeling import model_facts
 from playpen_attribution.log import logger
 
 _CACHE_LAYOUT = 1  # bump when the cached folder's contents change meaning
@@ -95,7 +96,7 @@ class PoolScores:
     """What ``score_pool`` returns; every array is in pool row order."""
 
     scores: np.ndarray
-    """One score per pool row under ``settings.mode`` (NaN kept as NaN)."""
+    """One score per pool row under ``scoring.attribute.mode`` (NaN kept as NaN)."""
     individual: np.ndarray | None
     """[n_pool, n_query] per-query scores (None for ``nearest``, where Bergson keeps only the max)."""
     query_ids: list[str]
@@ -116,7 +117,7 @@ def score_pool(
     pool: datasets.Dataset,
     query: datasets.Dataset,
     work_dir: Path,
-    settings: ScoringSettings,
+    scoring: Scoring,
     cache_dir: Path | None = None,
 ) -> PoolScores:
     """Score every pool row against the query rows (``group_mean_max`` needs a query ``group_id``).
@@ -125,51 +126,51 @@ def score_pool(
     """
     model_path, work_dir = model_location(model_path), Path(work_dir).resolve()
     adapter_path = Path(adapter_path).resolve() if adapter_path is not None else None
-    validate_inputs(model_path, adapter_path, pool, query, settings)
-    key, fields = query_key(model_path, adapter_path, query, settings)
+    validate_inputs(model_path, adapter_path, pool, query, scoring)
+    key, fields = query_key(model_path, adapter_path, query, scoring)
     if adapter_path is None:
-        return _score(model_path, None, pool, query, work_dir, settings, cache_dir, key, fields)
+        return _score(model_path, None, pool, query, work_dir, scoring, cache_dir, key, fields)
     with for_bergson(adapter_path, model_path) as adapter:  # Bergson loads the base the adapter names
-        return _score(model_path, adapter, pool, query, work_dir, settings, cache_dir, key, fields)
+        return _score(model_path, adapter, pool, query, work_dir, scoring, cache_dir, key, fields)
 
 
 def _score(model_path, adapter_path: Path | None, pool: datasets.Dataset, query: datasets.Dataset, work_dir: Path,
-           settings: ScoringSettings, cache_dir: Path | None, key: str, fields: dict) -> PoolScores:
+           scoring: Scoring, cache_dir: Path | None, key: str, fields: dict) -> PoolScores:
     work_dir.mkdir(parents=True, exist_ok=True)
     pool_dir = save_rows(pool, work_dir / POOL_ROWS)
     query_dir = save_rows(query, work_dir / QUERY_ROWS)
     reused = False
     if cache_dir is None:
-        build_query_side(model_path, adapter_path, query_dir, work_dir, settings)
+        build_query_side(model_path, adapter_path, query_dir, work_dir, scoring)
     else:
-        cached, reused = _cached_query_side(model_path, adapter_path, query_dir, Path(cache_dir), key, fields, settings)
-        _link_tree(cached, work_dir, (QUERY_INDEX,) + ((QUERY_HESSIAN,) if settings.preconditioning != "none" else ()))
+        cached, reused = _cached_query_side(model_path, adapter_path, query_dir, Path(cache_dir), key, fields, scoring)
+        _link_tree(cached, work_dir, (QUERY_INDEX,) + ((QUERY_HESSIAN,) if scoring.attribute.preconditioning != "none" else ()))
 
     from bergson.cli.commands import Score
     from bergson.config.config import PreprocessConfig, ScoreConfig
 
     hessian = None
-    if settings.preconditioning == "query":
+    if scoring.attribute.preconditioning == "query":
         hessian = work_dir / QUERY_HESSIAN
-    elif settings.preconditioning == "mixed":
-        hessian = mixed_hessian(model_path, adapter_path, pool_dir, work_dir, settings)
+    elif scoring.attribute.preconditioning == "mixed":
+        hessian = mixed_hessian(model_path, adapter_path, pool_dir, work_dir, scoring)
     score_dir = work_dir / SCORES
     score_cfg = ScoreConfig(
         query_path=str(work_dir / QUERY_INDEX), precision="fp32",
-        score="nearest" if settings.mode == "nearest" else "individual",
+        score="nearest" if scoring.attribute.mode == "nearest" else "individual",
     )
-    preprocess = PreprocessConfig(unit_normalize=settings.unit_normalize, hessian_path=hessian and str(hessian))
-    index_cfg = index_config(model_path, adapter_path, pool_dir, str(score_dir), settings)
+    preprocess = PreprocessConfig(unit_normalize=scoring.attribute.unit_normalize, hessian_path=hessian and str(hessian))
+    index_cfg = index_config(model_path, adapter_path, pool_dir, str(score_dir), scoring)
     run_command(Score(score_cfg=score_cfg, index_cfg=index_cfg, preprocess_cfg=preprocess), "pool scores")
 
     query_ids = consumed_ids(work_dir / QUERY_INDEX)
     if query_ids != list(query["example_id"]):
         raise RuntimeError(f"Bergson's query index ids differ from the query rows ({work_dir / 'query_index'})")
     matrix = read_scores(score_dir, pool["example_id"])
-    losses = read_row_losses(score_dir, pool, settings)
-    if settings.mode == "nearest":
+    losses = read_row_losses(score_dir, pool, scoring)
+    if scoring.attribute.mode == "nearest":
         return PoolScores(matrix[:, 0], None, query_ids, key, reused, losses)
-    if settings.mode == "group_mean_max":
+    if scoring.attribute.mode == "group_mean_max":
         scores = group_mean_max(matrix, list(query["group_id"]))
     else:
         scores = matrix.mean(axis=1)
@@ -185,58 +186,57 @@ def group_mean_max(individual: np.ndarray, groups: list[str]) -> np.ndarray:
 
 
 def query_key(model_path: Path | str, adapter_path: Path | None, query: datasets.Dataset,
-              settings: ScoringSettings) -> tuple[str, dict]:
+              scoring: Scoring) -> tuple[str, dict]:
     """(key, what it hashes) of the query-side artifacts: what the query gradients depend on, nothing else."""
     rows = hashlib.sha256()
     for eid, ids, labels in zip(query["example_id"], query["input_ids"], query["labels"], strict=True):
         rows.update(json.dumps([eid, list(ids), list(labels)]).encode())
-    fields = _key_fields(model_path, adapter_path, rows.hexdigest(), settings)
+    fields = _key_fields(model_path, adapter_path, rows.hexdigest(), scoring)
     return json_sha256(fields)[:20], fields
 
 
-def _key_fields(model_path, adapter_path, rows_hash: str, settings: ScoringSettings) -> dict:
+def _key_fields(model_path, adapter_path, rows_hash: str, scoring: Scoring) -> dict:
     import torch
 
     return {
         "layout": _CACHE_LAYOUT, "model": tree_sha256(model_path), "adapter": adapter_path and tree_sha256(adapter_path),
-        "query_rows": rows_hash, "projection_dim": settings.projection_dim, "precision": settings.precision,
-        "loss_reduction": settings.loss_reduction, "label_smoothing": settings.label_smoothing,
+        "query_rows": rows_hash, **gradient_options(scoring),
         "bergson": metadata.version("bergson"), "torch": torch.__version__,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
 
 
 def _cached_query_side(model_path, adapter_path, query_dir: Path, cache_dir: Path, key: str, fields: dict,
-                       settings: ScoringSettings) -> tuple[Path, bool]:
+                       scoring: Scoring) -> tuple[Path, bool]:
     """The cache folder for ``key`` with a query index (and Hessian when needed); reused when sound. Runs in
     other run folders share the cache: one process at a time builds or checks a key (its lock in
     ``cache_dir/.locks/``), the others wait and reuse."""
     folder = cache_dir.resolve() / f"query_{key}"
     with locked(lock_path(folder), f"query index {folder}"):
-        return _query_side_in(folder, model_path, adapter_path, query_dir, key, fields, settings)
+        return _query_side_in(folder, model_path, adapter_path, query_dir, key, fields, scoring)
 
 
 def _query_side_in(folder: Path, model_path, adapter_path, query_dir: Path, key: str, fields: dict,
-                   settings: ScoringSettings) -> tuple[Path, bool]:
+                   scoring: Scoring) -> tuple[Path, bool]:
     if folder.is_dir():
-        problem = _cache_problem(folder, key, model_path, adapter_path, query_dir, settings)
-        if problem is None and (settings.preconditioning == "none" or (folder / QUERY_HESSIAN).is_dir()):
+        problem = _cache_problem(folder, key, model_path, adapter_path, query_dir, scoring)
+        if problem is None and (scoring.attribute.preconditioning == "none" or (folder / QUERY_HESSIAN).is_dir()):
             logger.info("reused query index %s", folder)
             return folder, True
         if problem is None:  # index fine, Hessian not built yet: add it
-            hessian(model_path, adapter_path, query_dir, folder / QUERY_HESSIAN, settings, "query Hessian")
+            hessian(model_path, adapter_path, query_dir, folder / QUERY_HESSIAN, scoring, "query Hessian")
             logger.info("reused query index %s (added its Hessian)", folder)
             return folder, False
         logger.warning("cached query index %s is unusable (%s); rebuilding it", folder, problem)
         shutil.rmtree(folder)
     with atomic.building(folder) as part:
-        build_query_side(model_path, adapter_path, query_dir, part, settings)
+        build_query_side(model_path, adapter_path, query_dir, part, scoring)
         (part / KEY_FILE).write_text(dumps({"key": key, **fields}, indent=1) + "\n")
     logger.info("built query index %s", folder)
     return folder, False
 
 
-def _cache_problem(folder: Path, key: str, model_path, adapter_path, query_dir, settings) -> str | None:
+def _cache_problem(folder: Path, key: str, model_path, adapter_path, query_dir, scoring) -> str | None:
     """Why a cached query folder cannot be used as is (None when it can)."""
     record = folder / KEY_FILE
     try:
@@ -245,7 +245,7 @@ def _cache_problem(folder: Path, key: str, model_path, adapter_path, query_dir, 
         recorded = {}  # damaged (a killed copy): rebuilt like any mismatch
     if not isinstance(recorded, dict) or recorded.get("key") != key:
         return "its key.json does not match"
-    cfg = index_config(model_path, adapter_path, query_dir, str(folder / QUERY_INDEX), settings)
+    cfg = index_config(model_path, adapter_path, query_dir, str(folder / QUERY_INDEX), scoring)
     from bergson.utils.worker_utils import processor_for
 
     try:
@@ -259,23 +259,23 @@ def _cache_problem(folder: Path, key: str, model_path, adapter_path, query_dir, 
 
 def validate_inputs(
     model_path: Path | str, adapter_path: Path | None, pool: datasets.Dataset, query: datasets.Dataset,
-    settings: ScoringSettings,
+    scoring: Scoring,
 ) -> None:
     """Raise a UserError naming the field for inputs Bergson would reject or mis-score."""
     for name, ds in (("pool", pool), ("query", query)):
         _check_rows(name, ds)
-    if settings.mode == "group_mean_max" and "group_id" not in query.column_names:
+    if scoring.attribute.mode == "group_mean_max" and "group_id" not in query.column_names:
         raise ScoringError("query: mode group_mean_max needs a group_id column on the query rows")
     longest = max(len(ids) for ds in (pool, query) for ids in ds["input_ids"])
     max_positions = None
     if Path(model_path).is_dir():  # a hub id: Bergson and transformers resolve and check it
-        max_positions = json.loads((Path(model_path) / "config.json").read_text()).get("max_position_embeddings")
-        tokenizer = Path(settings.tokenizer)
+        max_positions = model_facts(model_path).max_positions
+        tokenizer = Path(scoring.tokenizer)
         if tokenizer.is_dir() and not any((tokenizer / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
             raise ScoringError(f"Bergson needs a tokenizer saved in {tokenizer} (model.tokenizer names another folder)")
         if adapter_path is not None:
             check_adapter_base(adapter_path, model_path)
-    check_token_batch(settings.token_batch_size, max_positions, longest, str(model_path))
+    check_token_batch(scoring.token_batch_size, max_positions, longest, str(model_path))
 
 
 def _check_rows(name: str, ds: datasets.Dataset) -> None:

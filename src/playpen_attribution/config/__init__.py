@@ -10,22 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.attribution.config import AttributeConfig
 from playpen_attribution.config.sections import (
-    AttributeConfig,
     CandidatesConfig,
     DataConfig,
     EvaluateConfig,
     ModelConfig,
     Outcome,
-    Section,
     Source,
     SweepConfig,
 )
 from playpen_attribution.config.training import ArmTrainConfig, LoraSettings, TrainConfig
 from playpen_attribution.core import yaml_config
+from playpen_attribution.core.section import Section
 from playpen_attribution.core.tokenization import TokenizeConfig
 from playpen_attribution.errors import UserError
 from playpen_attribution.report.config import ReportConfig
@@ -69,14 +69,6 @@ class ExperimentConfig(Section):
         "in no stage's fingerprint.",
     )
     report: ReportConfig = Field(default_factory=ReportConfig, description="The primary comparison and a control's answer.")
-
-    @model_serializer(mode="wrap")
-    def _without_no_tracking(self, handler):
-        """`tracking` at its default stays out of dumps, so experiment.yaml files from before it still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("tracking") == TrackingConfig().model_dump():
-            data.pop("tracking", None)
-        return data
 
     @model_validator(mode="after")
     def _check_sweep(self) -> ExperimentConfig:

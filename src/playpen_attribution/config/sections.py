@@ -1,22 +1,16 @@
-"""The experiment config's plain sections: model, data (and candidates), attribute, evaluate, sweep.
+"""The experiment config's plain sections: model, data (and candidates), evaluate, sweep.
 
 Validated data only; building one never touches disk or network. `ExperimentConfig` (config/__init__.py)
-holds them with the sections other packages own (select, tokenize, sae, predict, report, tracking).
+holds them with the sections other packages own (attribute, select, tokenize, sae, predict, report, tracking).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import Field, model_validator
 
-from playpen_attribution.attribution.methods import (
-    MAGIC_REFUSAL,
-    EkfacOptions,
-    Method,
-    TrackstarOptions,
-    TrakOptions,
-)
+from playpen_attribution.core.section import Section
 from playpen_attribution.core.tiny_model import TinyModelConfig
 from playpen_attribution.sources.clembench import ClembenchSource
 from playpen_attribution.sources.generic import GenericSource
@@ -25,12 +19,6 @@ from playpen_attribution.sources.playpen_data import PlaypenDataSource
 from playpen_attribution.sources.smoltalk import SmolTalkSource
 from playpen_attribution.sources.synthetic import SyntheticAppend
 from playpen_attribution.taboo.demo import DemoSource
-
-
-class Section(BaseModel):
-    """A config section: unknown keys refused, immutable, no NaN or infinity."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -123,124 +111,6 @@ class DataConfig(Section):
         None, description="A fourth split of new rows never scored by gradients, ranked by the predictor "
         "(stage predict) and the pool the predictor arms are drawn from; null = none.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_no_candidates(self, handler):
-        """`candidates: null`, `pool_fraction: 1` and `validation_fraction: 0` (the defaults) stay out of dumps, so data folders from
-        before them still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("candidates") is None:
-            data.pop("candidates", None)
-        for key, default in (("pool_fraction", 1), ("validation_fraction", 0)):
-            if isinstance(data, dict) and data.get(key) == default:
-                data.pop(key, None)
-        return data
-
-
-class AttributeConfig(Section):
-    """Gradient attribution of every pool row against the query set, through Bergson. `mode`, the loss and batch
-    fields apply to every method; projection_dim, preconditioning, mixing_coefficient and unit_normalize are
-    gradient_cosine's (the other methods' are in their own sections)."""
-
-    mode: Literal["mean", "nearest", "individual", "group_mean_max"] = Field(
-        "mean",
-        description="mean: dot with the mean query gradient; nearest: max over query rows; individual: one "
-        "score per query row (kept), mean as the score; group_mean_max: mean within query group_id, max over groups.",
-    )
-    preconditioning: Literal["none", "query", "mixed"] = Field(
-        "query", description="none; query: the query gradients' second moments; mixed: query and pool second moments."
-    )
-    mixing_coefficient: float = Field(
-        0.99, ge=0, le=1, description="mixed only: H = c*H_query + (1-c)*H_pool with c = this value."
-    )
-    projection_dim: int = Field(32, gt=0, description="Random projection width of each gradient.")
-    unit_normalize: bool = Field(True, description="Unit-normalise gradients before scoring (cosine).")
-    loss_reduction: Literal["sum", "mean"] = Field(
-        "mean", description="A row's loss for its gradient: mean (as published) or sum over its completion tokens."
-    )
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing of that loss.")
-    token_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
-        "auto",
-        description="Tokens per Bergson batch (at least the longest row, at most the model's "
-        "max_position_embeddings); auto = sized from free GPU memory on a GPU, min(max_position_embeddings, "
-        "2048) on CPU, never below the longest tokenized row.",
-    )
-    cache_dir: str | None = Field(
-        None,
-        description="Folder of reusable query indexes keyed by content; None = $XDG_CACHE_HOME (or "
-        "~/.cache)/playpen-attribution/query_index.",
-    )
-    nproc_per_node: int = Field(
-        1, gt=0, description="Bergson worker processes per node (one per GPU; Gloo on CPU); 1 = in this process. "
-        "Scores equal 1 process's to float tolerance; not part of the stage's fingerprint.",
-    )
-    nnode: int = Field(
-        1, gt=0, description="Nodes Bergson spreads over; each node runs the attribute stage, its rank from "
-        "SLURM_NODEID / GROUP_RANK / NODE_RANK, the rendezvous at MASTER_ADDR:MASTER_PORT.",
-    )
-    allow_untracked_modules: bool = Field(
-        False,
-        description="Score an adapter that trains modules in full (modules_to_save) although Bergson tracks only "
-        "its LoRA modules, so the scores see part of what training changes (recorded and shown in the report).",
-    )
-
-
-    method: Method = Field(
-        "gradient_cosine", description="The estimator: gradient_cosine (the fields above), trackstar, ekfac or trak "
-        "(Bergson's pipelines, options in their sections); magic is refused (docs/attribution_methods.md).",
-    )
-    methods: list[Method] = Field(
-        default_factory=list, description="Several estimators in one run, the first the main `attribution` ranking "
-        "(and `method`); select builds top_k@<method> and its own matched_random_k@<method> for each; empty = `method`.",
-    )
-    trackstar: TrackstarOptions = Field(default_factory=TrackstarOptions, description="Options of method trackstar.")
-    ekfac: EkfacOptions = Field(default_factory=EkfacOptions, description="Options of method ekfac.")
-    trak: TrakOptions = Field(default_factory=TrakOptions, description="Options of method trak.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _method_is_the_first_of_methods(cls, data):
-        methods = data.get("methods") if isinstance(data, dict) else None
-        if methods and isinstance(methods, list) and "method" not in data and methods[0] != "magic":
-            data = {**data, "method": methods[0]}  # (a refused first method is named once, under methods)
-        return data
-
-    @field_validator("method")
-    @classmethod
-    def _no_magic(cls, method: str) -> str:
-        if method == "magic":
-            raise ValueError(MAGIC_REFUSAL)
-        return method
-
-    @field_validator("methods")
-    @classmethod
-    def _methods_once_no_magic(cls, methods: list[str]) -> list[str]:
-        if "magic" in methods:
-            raise ValueError(MAGIC_REFUSAL)
-        if len(set(methods)) != len(methods):
-            raise ValueError(f"methods = {methods} repeats a method")
-        return methods
-
-    @model_serializer(mode="wrap")
-    def _gradient_cosine_alone_as_before(self, handler):
-        """The method fields stay out of dumps while gradient cosine runs alone at its defaults, so experiment.yaml
-        files (and resolved configs) from before methods existed still match."""
-        data = handler(self)
-        if isinstance(data, dict) and all(data.get(f) == v for f, v in _METHOD_DEFAULTS.items()):
-            for name in _METHOD_DEFAULTS:
-                data.pop(name, None)
-        return data
-
-    @model_validator(mode="after")
-    def _method_heads_methods(self) -> AttributeConfig:
-        if self.methods and self.method != self.methods[0]:
-            raise ValueError(f"method = {self.method!r} with methods = {self.methods}: the main method is methods' "
-                             "first entry (leave method out)")
-        return self
-
-
-_METHOD_DEFAULTS = {"method": "gradient_cosine", "methods": [], "trackstar": TrackstarOptions().model_dump(),
-                    "ekfac": EkfacOptions().model_dump(), "trak": TrakOptions().model_dump()}
 
 
 class EvaluateConfig(Section):

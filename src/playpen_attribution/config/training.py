@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
-from playpen_attribution.config.sections import Section
+from playpen_attribution.core.section import Section
 
 
 class LoraSettings(Section):
@@ -72,14 +72,6 @@ class TrainConfig(Section):
         "reported eval, data.validation_fraction) or eval (upstream's choice: selection then leaks into the reported "
         "number); null = the last step's weights.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_no_keep_best(self, handler):
-        """`keep_best: null` (the default) stays out of dumps, so training folders from before it still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("keep_best") is None:
-            data.pop("keep_best", None)
-        return data
 
     @model_validator(mode="after")
     def _floor_needs_its_scheduler(self) -> TrainConfig:

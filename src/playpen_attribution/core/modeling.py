@@ -1,7 +1,9 @@
-"""Loading the base model, its tokenizer and a LoRA adapter: the one path every stage uses."""
+"""Loading the base model, its tokenizer and a LoRA adapter: the one path every stage uses; `model_facts` reads
+the facts about a model the stages size things by (context length, vocabulary, width, depth), in one place."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from playpen_attribution.core.adapters import check_adapter_base
@@ -22,6 +24,26 @@ def torch_dtype(name: str):
     if name == "auto":
         return torch.bfloat16 if device() == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A model's sizes, from its (text) config."""
+
+    max_positions: int | None
+    """`max_position_embeddings`: the longest sequence it accepts (None when the config has none)."""
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+
+
+def model_facts(model_path: str | Path) -> ModelFacts:
+    """The model's sizes from its config (a multimodal config's text part), the one place they are read."""
+    from transformers import AutoConfig
+
+    text = AutoConfig.from_pretrained(str(model_path)).get_text_config()
+    return ModelFacts(getattr(text, "max_position_embeddings", None), int(text.vocab_size), int(text.hidden_size),
+                      int(text.num_hidden_layers))
 
 
 CHAT_TEMPLATES = Path(__file__).with_name("chat_templates")

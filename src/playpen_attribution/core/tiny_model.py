@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from playpen_attribution.core.section import Section
 
 
-class TinyModelConfig(BaseModel):
+class TinyModelConfig(Section):
     """A tiny randomly initialised Llama built in code, with a word-level tokenizer trained on the pool."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hidden_size: int = Field(128, gt=0, description="Width of the residual stream.")
     num_layers: int = Field(2, gt=0, description="Number of transformer blocks.")
@@ -101,9 +101,10 @@ def pretrain(model, tokenizer, rows: list[dict], cfg: TinyModelConfig) -> dict:
     from tqdm import tqdm
 
     from playpen_attribution.core.batch_sizing import pad_batch
-    from playpen_attribution.core.tokenization import tokenize_row
+    from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_row
 
-    encoded = [tokenize_row(tokenizer, r, "raw", cfg.max_position_embeddings) for r in rows]
+    rule = TokenizeConfig(max_length=cfg.max_position_embeddings)
+    encoded = [tokenize_row(tokenizer, r, rule) for r in rows]
     batches_per_epoch = -(-len(encoded) // cfg.pretrain_batch_size)
     steps = cfg.pretrain_epochs * batches_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_learning_rate, weight_decay=0.0)

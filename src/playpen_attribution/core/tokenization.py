@@ -32,17 +32,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import Field
 
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 
 IGNORE_INDEX = -100
 
 
-class TokenizeConfig(BaseModel):
+class TokenizeConfig(Section):
     """The one tokenization rule shared by training, attribution, evaluation and SAE extraction."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     format: Literal["raw", "chat_template"] = Field(
         "raw", description="raw: prompt text as is; chat_template: the prompt as a user turn of the tokenizer's template."
@@ -60,14 +59,6 @@ class TokenizeConfig(BaseModel):
         description="last_turn: only the completion is supervised; all_assistant_turns: every assistant turn of "
         "a multi-turn row (its prompt_messages) too.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_default_supervise(self, handler):
-        """`supervise: last_turn` (the default) stays out of dumps, so stage configs from before it still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("supervise") == "last_turn":
-            data.pop("supervise")
-        return data
 
 
 def check_tokenizer(tokenizer, where: str = "tokenizer") -> None:
@@ -210,49 +201,48 @@ def _truncate(tokenizer, p_ids: list[int], p_labels: list[int], c_ids: list[int]
     return p_ids, p_labels, c_ids, completion_cut, prompt_cut
 
 
-def tokenize_row(
-    tokenizer, row: dict, fmt: str, max_length: int, supervise: str = "last_turn"
-) -> dict[str, list[int]]:
-    """`input_ids` and `labels` (prompt masked with -100 outside supervised assistant turns, the turn's end
-    token appended, one truncation rule: `_truncate`)."""
-    p_ids, p_labels, c_ids, _, _ = _truncate(tokenizer, *_row_parts(tokenizer, row, fmt, supervise), max_length)
+def tokenize_row(tokenizer, row: dict, rule: TokenizeConfig) -> dict[str, list[int]]:
+    """`input_ids` and `labels` under `rule` (prompt masked with -100 outside supervised assistant turns, the turn's
+    end token appended, one truncation rule: `_truncate`)."""
+    parts = _row_parts(tokenizer, row, rule.format, rule.supervise)
+    p_ids, p_labels, c_ids, _, _ = _truncate(tokenizer, *parts, rule.max_length)
     return {"input_ids": p_ids + c_ids, "labels": p_labels + c_ids}
 
 
 def prompt_and_completions(
-    tokenizer, row: dict, completions: list[str], fmt: str, max_length: int, supervise: str = "last_turn"
+    tokenizer, row: dict, completions: list[str], rule: TokenizeConfig
 ) -> tuple[list[int], list[list[int]]]:
     """One row's prompt ids and the ids of several alternative completions (each closed by the turn's end
     token), as `tokenize_row` would tokenize the row with each of them. The prompt is truncated once, by the
     one rule, for the longest alternative, so every alternative continues the same prompt."""
-    p_ids, p_labels, _ = _row_parts(tokenizer, row | {"completion": completions[0]}, fmt, supervise)
-    options = _completion_ids(tokenizer, row, completions, fmt)
-    p_ids, _, _, _, _ = _truncate(tokenizer, p_ids, p_labels, max(options, key=len), max_length)
-    room = max_length - len(p_ids)
+    p_ids, p_labels, _ = _row_parts(tokenizer, row | {"completion": completions[0]}, rule.format, rule.supervise)
+    options = _completion_ids(tokenizer, row, completions, rule.format)
+    p_ids, _, _, _, _ = _truncate(tokenizer, p_ids, p_labels, max(options, key=len), rule.max_length)
+    room = rule.max_length - len(p_ids)
     return p_ids, [c if len(c) <= room else c[: room - 1] + c[-1:] for c in options]
 
 
-def tokenize_rows(tokenizer, rows: list[dict], fmt: str, max_length: int, supervise: str = "last_turn"):
-    """A `datasets.Dataset` with example_id, input_ids, labels, in the rows' order."""
+def tokenize_rows(tokenizer, rows: list[dict], rule: TokenizeConfig):
+    """A `datasets.Dataset` with example_id, input_ids, labels (under `rule`), in the rows' order."""
     from datasets import Dataset
 
     check_tokenizer(tokenizer)
     ids, inputs, labels = [], [], []
     for row in rows:
-        tok = tokenize_row(tokenizer, row, fmt, max_length, supervise)
+        tok = tokenize_row(tokenizer, row, rule)
         ids.append(row["example_id"])
         inputs.append(tok["input_ids"])
         labels.append(tok["labels"])
     return Dataset.from_dict({"example_id": ids, "input_ids": inputs, "labels": labels})
 
 
-def truncation_counts(tokenizer, rows: list[dict], fmt: str, max_length: int,
-                      supervise: str = "last_turn") -> dict[str, int]:
+def truncation_counts(tokenizer, rows: list[dict], rule: TokenizeConfig) -> dict[str, int]:
     """How many rows the truncation rule (`_truncate`) cuts: {"completion": rows whose completion is cut,
     "prompt": rows whose prompt loses tokens}; the stages record it in their manifests."""
     cut = {"completion": 0, "prompt": 0}
     for row in rows:
-        *_, completion_cut, prompt_cut = _truncate(tokenizer, *_row_parts(tokenizer, row, fmt, supervise), max_length)
+        parts = _row_parts(tokenizer, row, rule.format, rule.supervise)
+        *_, completion_cut, prompt_cut = _truncate(tokenizer, *parts, rule.max_length)
         cut["completion"] += completion_cut
         cut["prompt"] += prompt_cut
     return cut

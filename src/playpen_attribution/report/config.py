@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from playpen_attribution.core.section import Section
 
 
-class PrimaryComparison(BaseModel):
+class PrimaryComparison(Section):
     """The one comparison a study declares in advance: it is tested alone at alpha, before every other."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     arm: str = Field(description="The arm under test (e.g. top_k).")
     versus: str = Field(description="The arm it is tested against: one of its `versus` arms (e.g. matched_random_k).")
@@ -21,10 +21,8 @@ class PrimaryComparison(BaseModel):
     )
 
 
-class ReportConfig(BaseModel):
+class ReportConfig(Section):
     """What the report tests first, and for a control experiment the answer it must give."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     primary: PrimaryComparison | None = Field(
         None, description="The pre-declared primary comparison; null = top_k against its first control on the first "

@@ -95,6 +95,10 @@ RUN_LOG = "run.log"                   # ... every command's log records at DEBUG
 TRAINING_LOSS_PLOT = "training_loss.png"  # report: loss per logged step of every training
 CONFIG_FILE = "config.yaml"           # every stage folder: the stage's resolved config
 MANIFEST_FILE = "manifest.json"       # every stage folder: inputs, outputs, hashes, versions, times
+FORMAT_VERSION = 2
+"""The stage-folder format, recorded in each manifest (`format_version`; none = 1). Bump it when what a folder
+holds or how its config is written changes meaning: a folder of another format is refused (rebuild it with
+--overwrite), so no reader keeps code for folders written before."""
 BUILDING_MARK = ".building"           # every <stage>.part while it is built: the build's fingerprint
 SPLITS_DIR = "splits"                 # data
 MODEL_DIR = "model"                   # base_model
@@ -215,6 +219,7 @@ class Manifest:
     """File (relative path) -> {bytes, sha256}."""
     wall_seconds: float
     fields: dict
+    format_version: int = FORMAT_VERSION
 
 
 def write_manifest(stage_dir: Path, manifest: dict) -> None:
@@ -222,15 +227,20 @@ def write_manifest(stage_dir: Path, manifest: dict) -> None:
 
 
 def load_manifest(stage_dir: Path) -> Manifest:
-    """A stage folder's manifest; a damaged one (cut short, not JSON, a required field missing) is a UserError."""
+    """A stage folder's manifest; a damaged one (cut short, not JSON, a required field missing) or one of another
+    stage-folder format (`FORMAT_VERSION`) is a UserError."""
     path = Path(stage_dir) / MANIFEST_FILE
     raw = _read_json(path, "stage manifest")
     missing = [k for k in ("stage", "fingerprint", "content_hash") if not isinstance(raw, dict) or k not in raw]
     if missing:
         raise UserError(f"{path}: damaged stage manifest (no {', '.join(missing)}); rebuild the stage with --overwrite")
+    version = raw.get("format_version", 1)
+    if version != FORMAT_VERSION:
+        raise UserError(f"{Path(stage_dir)}: a stage folder of format {version}, written by another version of the tool "
+                        f"(this one reads format {FORMAT_VERSION}); rebuild it with --overwrite (or remove it)")
     return Manifest(stage=raw["stage"], fingerprint=raw["fingerprint"], content_hash=raw["content_hash"],
                     consumed=raw.get("consumed") or {}, produced=raw.get("produced") or {},
-                    wall_seconds=float(raw.get("wall_seconds") or 0.0), fields=raw)
+                    wall_seconds=float(raw.get("wall_seconds") or 0.0), fields=raw, format_version=version)
 
 
 def is_stage_folder(path: Path) -> bool:

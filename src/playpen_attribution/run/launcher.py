@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger, setup_logging
 
@@ -38,11 +39,7 @@ if TYPE_CHECKING:
     import submitit
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class SlurmSettings(_Section):
+class SlurmSettings(Section):
     """How each job is submitted to SLURM (submitit's AutoExecutor parameters)."""
 
     partition: str | None = Field(None, description="SLURM partition (--partition); null = the cluster's default.")
@@ -59,7 +56,7 @@ class SlurmSettings(_Section):
     )
 
 
-class LauncherConfig(_Section):
+class LauncherConfig(Section):
     """Where the arm x seed jobs (training + evaluation) run; shared stages and the report always run in this process."""
 
     kind: Literal["inline", "local", "slurm"] = Field(

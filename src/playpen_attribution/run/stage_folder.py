@@ -19,7 +19,9 @@ Only one process builds a stage folder at a time: `run_stage` holds the folder's
 in place, so a second process (another terminal, a resubmitted job) waits, then reuses what the first
 one built, and nothing empties a `.part` that a live process is writing. A folder is whole only when
 every file its manifest lists is there with its hash, `config.yaml` included. A damaged `manifest.json`
-(cut short, not JSON) is refused in one line naming it; `--overwrite` rebuilds the folder. A stage
+(cut short, not JSON) is refused in one line naming it, and so is a folder of another stage-folder format
+(`artifacts.FORMAT_VERSION`, recorded as the manifest's `format_version`: folders written before a change
+of format are never read with compatibility code); `--overwrite` rebuilds either. A stage
 records its inputs relative to the folder it works in (`consumed.<name>.path`), so a moved or copied
 run folder is judged the same.
 """
@@ -210,7 +212,7 @@ def run_stage(
 
 def _previous_fingerprint(final: Path, overwrite: bool) -> str | None:
     """The fingerprint a finished folder was built with; None when it has no manifest, or (with `overwrite`)
-    a damaged one. A damaged manifest without `overwrite` is refused."""
+    a damaged one or one of another stage-folder format. Either is refused without `overwrite`."""
     if not artifacts.is_stage_folder(final):
         return None
     try:
@@ -265,6 +267,7 @@ def _run_locked(run_dir, final, config, inputs, build, command, overwrite, reuse
         produced = _produced(part)
         artifacts.write_manifest(part, {
             "stage": name,
+            "format_version": artifacts.FORMAT_VERSION,
             "fingerprint": fingerprint,
             "consumed": consumed,
             "produced": produced,
@@ -301,7 +304,11 @@ def judge(final: Path, config: dict, inputs: dict[str, Path]) -> tuple[str, str]
     missing = sorted(name for name, folder in inputs.items() if not artifacts.is_stage_folder(folder))
     if missing:
         return "stale", f"input {', '.join(missing)} is not a finished stage folder"
-    if artifacts.load_manifest(final).fingerprint != _fingerprint(dump(config), inputs, final.parent, verify=False)[0]:
+    try:
+        previous = artifacts.load_manifest(final).fingerprint
+    except UserError as exc:  # damaged, or of another stage-folder format
+        return "stale", str(exc)
+    if previous != _fingerprint(dump(config), inputs, final.parent, verify=False)[0]:
         return "stale", _difference(final, config)
     changed = changed_files(final)
     if changed:

@@ -17,18 +17,17 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",)}
 """Backend -> the packages (any one of them) the trainer's integration needs."""
 
 
-class TrackingConfig(BaseModel):
+class TrackingConfig(Section):
     """Where training curves go besides `train_log.json`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     backend: Literal["none", "tensorboard", "wandb", "trackio"] = Field(
         "none", description="none; tensorboard (event files in <run_dir>/tracking); wandb (offline unless WANDB_MODE "

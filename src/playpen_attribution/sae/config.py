@@ -1,9 +1,7 @@
 """Config sections of the SAE-fingerprint stages: `sae` (feature extraction) and `predict` (the predictors).
 
 Validated data only; building a config never touches disk, network or the SAE itself. What can only
-be checked against the model or the SAE (width, layer range) is checked when the stage runs. Fields
-added after the first sae/predict folders were built stay out of the dumps at their defaults
-(`NEW_SAE_DEFAULTS`, `NEW_PREDICT_DEFAULTS`), so those folders' fingerprints still match.
+be checked against the model or the SAE (width, layer range) is checked when the stage runs.
 """
 
 from __future__ import annotations
@@ -11,24 +9,16 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import Field, model_validator
+
+from playpen_attribution.core.section import Section
 
 PREDICTOR_VARIANT = re.compile(r"^(sae|sae_topk|sae_logistic|sae@(\d+))$")
 """The SAE predictor variants `predict.model` may name (sae@<L>: the sae design on an extra layer L)."""
 
 
-def _drop_defaults(data, defaults: dict):
-    if isinstance(data, dict):
-        for name, default in defaults.items():
-            if name in data and data[name] == default:
-                data.pop(name)
-    return data
-
-
-class SaeConfig(BaseModel):
+class SaeConfig(Section):
     """Run the model up to block `layer`, encode the residual stream with an SAE, pool per row."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     release: str = Field(
         "random",
@@ -100,12 +90,6 @@ class SaeConfig(BaseModel):
             return [self.model_copy(update=plain | {"sae_id": sae_id, "layer": None}) for sae_id in self.extra_sae_ids]
         return [self.model_copy(update=plain | {"release": folder, "layer": None}) for folder in self.extra_sae_ids]
 
-    @model_serializer(mode="wrap")
-    def _without_new_defaults(self, handler):
-        """top_k_features, extra_layers, extra_sae_ids and probe_layers stay out of dumps at their defaults (sae
-        folders from before them match)."""
-        return _drop_defaults(handler(self), NEW_SAE_DEFAULTS)
-
     @model_validator(mode="after")
     def _check_release(self) -> SaeConfig:
         if self.release == "random" and self.layer is None:
@@ -130,13 +114,8 @@ class SaeConfig(BaseModel):
         return self
 
 
-NEW_SAE_DEFAULTS = {"top_k_features": 256, "extra_layers": [], "extra_sae_ids": [], "probe_layers": []}
-
-
-class PredictConfig(BaseModel):
+class PredictConfig(Section):
     """Predictors of attribution from SAE features (and baselines), cross-fitted over groups."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     target: Literal["rank", "score"] = Field(
         "rank", description="rank: attribution percentile in (0, 1], 1 = top row; score: the raw attribution score."
@@ -174,11 +153,6 @@ class PredictConfig(BaseModel):
         description="Candidate inverse regularisation strengths C of the top-decile logistic classifier (sae_logistic).",
     )
 
-    @model_serializer(mode="wrap")
-    def _without_new_defaults(self, handler):
-        """model, probe_pooling and cs stay out of dumps at their defaults (predict folders from before them match)."""
-        return _drop_defaults(handler(self), NEW_PREDICT_DEFAULTS)
-
     @model_validator(mode="after")
     def _check_alphas(self) -> PredictConfig:
         bad = [a for a in self.alphas if a <= 0] + [c for c in self.cs if c <= 0]
@@ -187,6 +161,3 @@ class PredictConfig(BaseModel):
         if not PREDICTOR_VARIANT.match(self.model):
             raise ValueError(f"model = {self.model!r}: expected sae, sae_topk, sae_logistic or sae@<L>")
         return self
-
-
-NEW_PREDICT_DEFAULTS = {"model": "sae", "probe_pooling": "mean", "cs": [10.0**e for e in range(-4, 3)]}

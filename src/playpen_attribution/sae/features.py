@@ -355,7 +355,7 @@ def extract_split(extraction: Extraction, rows: list[dict], what: str,
     cfg, tokenize = extraction.cfg, extraction.tokenize
     if not rows:
         raise UserError(f"no rows to extract SAE features from ({what})")
-    dataset = tokenize_rows(extraction.tokenizer, rows, tokenize.format, tokenize.max_length, tokenize.supervise)
+    dataset = tokenize_rows(extraction.tokenizer, rows, tokenize)
     max_tokens = cfg.max_tokens or tokenize.max_length
     by_layer = extract_layers(extraction.model, extraction.saes, dataset, cfg.pool, max_tokens, cfg.batch_size,
                               extraction.tokenizer.pad_token_id, desc=f"sae features ({what})",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from playpen_attribution.core.rows import (
     OUTCOMES,
@@ -29,6 +29,7 @@ from playpen_attribution.core.rows import (
     group_id_for,
     make_example_id,
 )
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.messages import merge_consecutive, render_raw_prompt
@@ -38,10 +39,8 @@ TARGET_RE = re.compile(r"needs to guess:\s*\n(.+?)\n\s*\nRelated words are:\s*\n
 """Target word and the `- word` list of related words in the describer's initial prompt."""
 
 
-class ClembenchSource(BaseModel):
+class ClembenchSource(Section):
     """Taboo games from clembench run records (`interactions.json` files), seen from the guesser."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["clembench"] = "clembench"
     path: Path = Field(description="Root folder searched recursively for interactions.json files.")

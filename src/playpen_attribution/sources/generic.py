@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from playpen_attribution.core.jsonl import numbered_jsonl
 from playpen_attribution.core.rows import (
@@ -24,26 +24,23 @@ from playpen_attribution.core.rows import (
     group_id_for,
     make_example_id,
 )
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.sources.duplicates import content_key
 from playpen_attribution.sources.messages import render_raw_prompt, split_at_last_assistant
 from playpen_attribution.sources.splitting import split_by_group
 
 
-class GenericSplitPaths(BaseModel):
+class GenericSplitPaths(Section):
     """One file or saved dataset folder per split."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     train_base: Path = Field(description="The training pool.")
     attr_query: Path = Field(description="The attribution query set.")
     eval: Path = Field(description="The eval set.")
 
 
-class GenericSource(BaseModel):
+class GenericSource(Section):
     """Local JSONL (.jsonl), Parquet (.parquet) or saved `datasets` folders with prompt/completion or messages."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["generic"] = "generic"
     path: Path | None = Field(None, description="One file or folder split by the fractions below (or use `splits`).")

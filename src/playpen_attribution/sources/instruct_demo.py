@@ -33,18 +33,17 @@ import random
 from itertools import combinations
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.sources.messages import render_raw_prompt
 from playpen_attribution.taboo.demo import cycle_evenly, derangement, load_lexicon
 
 
-class InstructDemoSource(BaseModel):
+class InstructDemoSource(Section):
     """Offline SmolTalk-shaped instruction chats about the demo lexicon, with planted noisy rows."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["instruct_demo"] = "instruct_demo"
     n_train: int = Field(600, gt=0, description="Rows in the training pool (train_base).")

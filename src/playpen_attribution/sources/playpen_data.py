@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from playpen_attribution.core.rows import SourceRows, group_id_for, make_example_id
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import open_dataset
@@ -25,10 +26,8 @@ OUTCOME_NAMES = {"success": "success", "won": "success", "failure": "failure", "
 """Upstream outcome value -> rows.OUTCOMES."""
 
 
-class PlaypenDataSource(BaseModel):
+class PlaypenDataSource(Section):
     """Games from the playpen-data interactions dataset (hub id or a local copy)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["playpen_data"] = "playpen_data"
     dataset: str = Field(

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.sources.splitting import sample_rows
 
 
-class QueryBuilder(BaseModel):
+class QueryBuilder(Section):
     """Draw attr_query from the pool split's stream by metadata filters and category quotas."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     size: int = Field(500, gt=0, description="Rows in attr_query (a ceiling when quotas are given).")
     filters: dict[str, list[str]] = Field(

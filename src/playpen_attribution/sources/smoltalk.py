@@ -20,10 +20,11 @@ from collections import Counter, defaultdict
 from itertools import islice
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import Field
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
-from playpen_attribution.core.tokenization import tokenize_row
+from playpen_attribution.core.section import Section
+from playpen_attribution.core.tokenization import TokenizeConfig, tokenize_row
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import open_dataset
@@ -37,10 +38,8 @@ METADATA_COLUMNS = ("category", "difficulty", "quality", "reward_model_score", "
 """Upstream columns kept on each row when the dataset has them."""
 
 
-class SmolTalkSource(BaseModel):
+class SmolTalkSource(Section):
     """Instruction chats from SmolTalk / smol-magpie-ultra, streamed and sampled."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["smoltalk"] = "smoltalk"
     dataset: str = Field(
@@ -68,14 +67,6 @@ class SmolTalkSource(BaseModel):
         None, min_length=1, description="Keep only rows of these categories in every split (e.g. [reasoning, "
         "planning]); the others are counted as dropped (other_category); null = every category.",
     )
-
-    @model_serializer(mode="wrap")
-    def _without_all_categories(self, handler):
-        """`categories: null` (the default) stays out of dumps, so data folders from before it still match."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("categories") is None:
-            data.pop("categories", None)
-        return data
 
 
 def _category(row: dict) -> str:
@@ -119,7 +110,8 @@ NO_TRUNCATION = 10**9
 
 def token_lengths(rows: list[dict], tokenizer, fmt: TokenizeFormat) -> list[int]:
     """Untruncated length of each row under the run's tokenization rule (`tokenize_row`, format `fmt`)."""
-    return [len(tokenize_row(tokenizer, row, fmt, max_length=NO_TRUNCATION)["input_ids"]) for row in rows]
+    rule = TokenizeConfig(format=fmt, max_length=NO_TRUNCATION)
+    return [len(tokenize_row(tokenizer, row, rule)["input_ids"]) for row in rows]
 
 
 def _scan(stream, split: str, cfg: SmolTalkSource, tokenizer, fmt: TokenizeFormat, dropped: Counter) -> list[dict]:

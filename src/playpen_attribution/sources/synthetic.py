@@ -12,9 +12,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from playpen_attribution.core.rows import OUTCOMES, ROW_COLUMNS
+from playpen_attribution.core.section import Section
 from playpen_attribution.errors import UserError
 from playpen_attribution.log import logger
 from playpen_attribution.sources.generic import numbered_table
@@ -24,10 +25,8 @@ GUESS_RE = re.compile(r"GUESS:\s*([^\n]*)", re.IGNORECASE)
 # as `<word>` or `...` must be seen as written to be dropped and counted.
 
 
-class SyntheticAppend(BaseModel):
+class SyntheticAppend(Section):
     """Synthetic rows appended to the training pool (train_base) after the source is loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: Path = Field(description="The synth generator's output: a .jsonl file or a save_to_disk folder.")
     allow_eval_word_overlap: bool = Field(

@@ -17,8 +17,8 @@ How `attribute:` maps onto Bergson (the full table is in `playpen_attribution.at
 - `preconditioning`: `none`; `query` = Bergson `hessian --method autocorrelation` on the query rows,
   passed as `hessian_path`; `mixed` = the same Hessian on query and pool, mixed as
   `c*H_query + (1-c)*H_pool` with `mixing_coefficient` = c (Bergson's `Mix`, with c fixed).
-- `projection_dim`, `unit_normalize` (`PreprocessConfig.unit_normalize`), `loss_reduction` and
-  `label_smoothing` (`IndexConfig`'s fields of the same names), `token_batch_size`: Bergson's own;
+- `unit_normalize` (`PreprocessConfig.unit_normalize`); the other fields are Bergson's `IndexConfig`
+  fields of the same names, mapped in one place (`attribution.bergson_runs.index_config`);
   `token_batch_size: auto` is resolved to an int before Bergson runs (sized from free GPU memory on
   CUDA, min(max_position_embeddings, 2048) on CPU, never below the longest tokenized row) and
   recorded in the manifest (`token_batch_size`, with `precision`: bf16 on CUDA, fp32 on CPU by default).
@@ -33,8 +33,7 @@ columns reduced under `mode` the same way; `magic` is refused by the config (`at
 `methods: [...]` the pool is scored by each, one after another in this process: each method's files go to
 `methods/<method>/` (scores.jsonl, summary.json, individual_scores.npz when kept, bergson/), the top-level files
 are the first method's, and the manifest's `methods` holds each one's seconds and peak memory (peaks reset
-before each; the stage's peak is the highest). A gradient-cosine run's stage config has no method fields, so
-its fingerprint is what it was before methods existed.
+before each; the stage's peak is the highest). The stage config holds the options of the methods that run only.
 
 Writes `attribute/`: `scores.jsonl` (example_id, score, rank; non-finite scores rank last and are
 counted, never zeroed), `row_diagnostics.jsonl` (example_id, rank, score, loss under the base
@@ -58,9 +57,9 @@ import numpy as np
 
 from playpen_attribution.attribution import diagnostics as diag
 from playpen_attribution.attribution.bergson_methods import score_with_method
-from playpen_attribution.attribution.bergson_runs import model_location
-from playpen_attribution.attribution.methods import DEFAULT_METHOD, method_options, reduce_columns
-from playpen_attribution.attribution.scoring import PoolScores, ScoringSettings, score_pool, validate_inputs
+from playpen_attribution.attribution.bergson_runs import Scoring, model_location
+from playpen_attribution.attribution.methods import DEFAULT_METHOD, reduce_columns
+from playpen_attribution.attribution.scoring import PoolScores, score_pool, validate_inputs
 from playpen_attribution.attribution.selection import rank_ids
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.adapters import config_file, read_adapter
@@ -69,6 +68,7 @@ from playpen_attribution.core.modeling import (
     device,
     load_model,
     load_tokenizer,
+    model_facts,
     torch_dtype,
 )
 from playpen_attribution.core.row_forward import row_losses_and_embeddings
@@ -79,6 +79,9 @@ from playpen_attribution.run import artifacts, peak_memory, stage_table
 from playpen_attribution.run.model_paths import TINY, base_model
 from playpen_attribution.run.stage_folder import run_stage
 
+METHOD_OPTIONS = ("trackstar", "ekfac", "trak")
+"""The `attribute:` sections of the methods' own options."""
+
 PROCESS_FIELDS = ("nproc_per_node", "nnode")
 """How many Bergson processes score: speed only (scores agree to float tolerance), so recorded in the
 manifest but kept out of the stage's fingerprint: a finished attribute/ is reused at any width."""
@@ -87,10 +90,10 @@ CPU_TOKEN_BATCH = 2048
 """`token_batch_size: auto` on CPU: min(max_position_embeddings, this), never below the longest row."""
 
 
-def settings_for(
+def scoring_for(
     cfg: ExperimentConfig, model_path: str | Path | None = None, rows: Iterable = (), tokenizer: str | None = None,
-) -> ScoringSettings:
-    """Bergson's settings for `cfg`, with `token_batch_size` resolved to an int (see `token_batch_size`).
+) -> Scoring:
+    """What Bergson runs with: `cfg.attribute` whole, `token_batch_size` resolved to an int (see `token_batch_size`).
 
     `model_path` (default: `model.base`) and `rows` (tokenized datasets, e.g. pool and query) only
     matter for `token_batch_size: auto`. Precision follows `model.dtype`: bf16 on a CUDA GPU and fp32
@@ -98,15 +101,10 @@ def settings_for(
     """
     import torch
 
-    a = cfg.attribute
-    return ScoringSettings(
-        mode=a.mode, projection_dim=a.projection_dim, preconditioning=a.preconditioning,
-        mixing_coefficient=a.mixing_coefficient, unit_normalize=a.unit_normalize,
-        loss_reduction=a.loss_reduction, label_smoothing=a.label_smoothing,
-        token_batch_size=token_batch_size(cfg, model_path, rows),
+    return Scoring(
+        attribute=cfg.attribute, token_batch_size=token_batch_size(cfg, model_path, rows),
         precision="bf16" if torch_dtype(cfg.model.dtype) == torch.bfloat16 else "fp32",
         tokenizer=str(tokenizer or cfg.model.tokenizer or model_path or cfg.model.base),
-        nproc_per_node=a.nproc_per_node, nnode=a.nnode,
     )
 
 
@@ -126,31 +124,23 @@ def token_batch_size(cfg: ExperimentConfig, model_path: str | Path | None = None
     longest = max((len(ids) for ds in rows for ids in ds["input_ids"]), default=0)
     max_pos: int | None
     if model_path is None and cfg.model.base == TINY:
-        max_pos, shape = cfg.model.tiny.max_position_embeddings, None
+        max_pos, facts = cfg.model.tiny.max_position_embeddings, None
     else:
-        max_pos, shape = _model_shape(model_path if model_path is not None else cfg.model.base)
+        facts = model_facts(model_path if model_path is not None else cfg.model.base)
+        max_pos = facts.max_positions
     limit = max_pos if max_pos is not None else CPU_TOKEN_BATCH
-    if device() == "cuda" and shape is not None:
+    if device() == "cuda" and facts is not None:
         import torch
 
         free, _ = torch.cuda.mem_get_info()
-        vocab, hidden, layers = shape
-        resolved = bergson_token_batch(free, vocab, hidden, layers, max_pos or 1 << 30, longest)
+        resolved = bergson_token_batch(free, facts.vocab_size, facts.hidden_size, facts.num_layers,
+                                       max_pos or 1 << 30, longest)
         logger.info("[attribute] token_batch_size auto: %d tokens (%.1f GiB free on the GPU, longest row %d)",
                     resolved, free / 2**30, longest)
     else:
         resolved = max(longest, min(limit, CPU_TOKEN_BATCH))
         logger.info("[attribute] token_batch_size auto: %d tokens (longest row %d)", resolved, longest)
     return resolved
-
-
-def _model_shape(model_path: str | Path) -> tuple[int | None, tuple[int, int, int]]:
-    """(max_position_embeddings or None, (vocab_size, hidden_size, num_layers)) from the model's config."""
-    from transformers import AutoConfig
-
-    text = AutoConfig.from_pretrained(str(model_path)).get_text_config()
-    max_pos = getattr(text, "max_position_embeddings", None)
-    return max_pos, (int(text.vocab_size), int(text.hidden_size), int(text.num_hidden_layers))
 
 
 def cache_dir(cfg: ExperimentConfig) -> Path:
@@ -186,16 +176,14 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             raise UserError(f"select.k = {cfg.select.k} is larger than the pool "
                             f"({len(pool)} rows in {artifacts.split_path(data_dir, 'train_base')})")
         tokenizer = load_tokenizer(base.tokenizer, cfg.tokenize.chat_template)
-        fmt, max_len = cfg.tokenize.format, cfg.tokenize.max_length
-        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
-        query_ds = tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)
-        truncated = {"train_base": truncation_counts(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise),
-                     "attr_query": truncation_counts(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)}
+        pool_ds, query_ds = tokenize_rows(tokenizer, pool, cfg.tokenize), tokenize_rows(tokenizer, query, cfg.tokenize)
+        truncated = {"train_base": truncation_counts(tokenizer, pool, cfg.tokenize),
+                     "attr_query": truncation_counts(tokenizer, query, cfg.tokenize)}
         if cfg.attribute.mode == "group_mean_max":
             query_ds = query_ds.add_column("group_id", _group_ids(query, data_dir))
         adapter = train_dir / artifacts.ADAPTER_DIR
         untracked = untracked_modules(cfg, adapter)
-        settings = settings_for(cfg, model_path, (pool_ds, query_ds), base.tokenizer)
+        scoring = scoring_for(cfg, model_path, (pool_ds, query_ds), base.tokenizer)
         methods = list(cfg.attribute.methods) or [cfg.attribute.method]
         several = bool(cfg.attribute.methods)
         results, costs = {}, {}
@@ -203,7 +191,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             scope, started = peak_memory.reset_peaks() if several else None, time.perf_counter()
             where = artifacts.method_dir(out, method) if several else out
             results[method] = score_method(cfg, method, model_path, adapter, pool_ds, query_ds,
-                                           where / artifacts.BERGSON_DIR, settings)
+                                           where / artifacts.BERGSON_DIR, scoring)
             if scope is not None:  # several methods
                 costs[method] = {"seconds": round(time.perf_counter() - started, 3), **peak_memory.peaks(scope),
                                  "query_index_reused": results[method].reused_query_index}
@@ -234,15 +222,15 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             "scores": {k: summary[k] for k in ("rows", "finite", "non_finite")},
             "query_index": {"key": result.query_key, "reused": result.reused_query_index,
                             "cache_dir": str(cache_dir(cfg))},
-            "token_batch_size": settings.token_batch_size,  # resolved (an int, also for `auto`)
-            "precision": settings.precision,
-            "bergson_processes": {"nproc_per_node": settings.nproc_per_node, "nnode": settings.nnode},
+            "token_batch_size": scoring.token_batch_size,  # resolved (an int, also for `auto`)
+            "precision": scoring.precision,
+            "bergson_processes": {"nproc_per_node": cfg.attribute.nproc_per_node, "nnode": cfg.attribute.nnode},
             "untracked_modules": untracked,  # trained in full but not seen by Bergson (allowed explicitly)
         }
         if methods == [DEFAULT_METHOD]:  # the Bergson passes of gradient cosine, for tokens_per_s
             pool_tokens, query_tokens = (sum(map(len, ds["input_ids"])) for ds in (pool_ds, query_ds))
-            query_passes = 0 if result.reused_query_index else 1 + (settings.preconditioning != "none")
-            mixed = settings.preconditioning == "mixed"
+            query_passes = 0 if result.reused_query_index else 1 + (cfg.attribute.preconditioning != "none")
+            mixed = cfg.attribute.preconditioning == "mixed"
             extra = {"tokens_processed": pool_tokens * (1 + mixed) + query_tokens * query_passes, **extra}
         else:
             extra["method"] = methods[0]
@@ -260,15 +248,15 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
 
 
 def score_method(cfg: ExperimentConfig, method: str, model_path, adapter: Path, pool_ds, query_ds, work_dir: Path,
-                 settings: ScoringSettings) -> PoolScores:
+                 scoring: Scoring) -> PoolScores:
     """The pool scored by one method (gradient cosine: `scoring.score_pool`, with its query-index cache; the
     others: Bergson's own pipeline, `bergson_methods`), its columns reduced under `attribute.mode`."""
     if method == DEFAULT_METHOD:
-        return score_pool(Path(model_path), adapter, pool_ds, query_ds, work_dir, settings, cache_dir(cfg))
-    validate_inputs(model_location(model_path), adapter.resolve(), pool_ds, query_ds, settings)
+        return score_pool(Path(model_path), adapter, pool_ds, query_ds, work_dir, scoring, cache_dir(cfg))
+    validate_inputs(model_location(model_path), adapter.resolve(), pool_ds, query_ds, scoring)
     logger.info("[attribute] scoring with Bergson's %s pipeline", method)
     found = score_with_method(method, getattr(cfg.attribute, method), model_path, adapter, pool_ds, query_ds,
-                              work_dir, settings)
+                              work_dir, scoring)
     groups = list(query_ds["group_id"]) if cfg.attribute.mode == "group_mean_max" else None
     scores = reduce_columns(found.individual, cfg.attribute.mode, groups)
     return PoolScores(scores, found.individual, found.query_ids, "", False, found.row_losses)
@@ -293,20 +281,12 @@ def _title(cfg: ExperimentConfig, method: str) -> str:
     return cfg.attribute.preconditioning if method == DEFAULT_METHOD else method
 
 
-METHOD_FIELDS = frozenset({"method", "methods", "trackstar", "ekfac", "trak"})
-"""`attribute:` fields of the method choice: in the stage's config only when a method other than the default
-runs (a gradient-cosine run's config, and so its fingerprint, is what it was before methods existed)."""
-
-
 def attribute_stage_config(a) -> dict:
-    """The `attribute:` part of the stage's config: every field but the process layout, with the method fields
-    (only the options of the methods that run) when not the default method alone."""
-    out = a.model_dump(mode="json", exclude=set(PROCESS_FIELDS) | METHOD_FIELDS)
+    """The `attribute:` part of the stage's config: every field but the process layout, with the options of only
+    the methods that run (another method's options do not change these scores)."""
     used = list(a.methods) or [a.method]
-    if used != [DEFAULT_METHOD]:
-        out |= {"method": a.method, "methods": list(a.methods)} | {m: method_options(a, m) for m in used
-                                                                    if m != DEFAULT_METHOD}
-    return out
+    unused = {m for m in METHOD_OPTIONS if m not in used}
+    return a.model_dump(mode="json", exclude=set(PROCESS_FIELDS) | unused)
 
 
 def check_processes(cfg: ExperimentConfig) -> None:

@@ -55,11 +55,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
             raise UserError(f"{data_dir}: the attr_query split is empty; the embedding baseline needs query rows")
         tokenizer = load_tokenizer(base.tokenizer, cfg.tokenize.chat_template)
         model = load_model(base.path, train_dir / artifacts.ADAPTER_DIR, dtype=cfg.model.dtype)
-        fmt, max_len, batch = cfg.tokenize.format, cfg.tokenize.max_length, cfg.evaluate.batch_size
-        pool_ds = tokenize_rows(tokenizer, pool, fmt, max_len, cfg.tokenize.supervise)
+        batch = cfg.evaluate.batch_size
+        pool_ds = tokenize_rows(tokenizer, pool, cfg.tokenize)
         losses, pool_emb = row_losses_and_embeddings(
             model, pool_ds, tokenizer.pad_token_id, batch, embeddings=True, desc="baselines pool")
-        query_ds = tokenize_rows(tokenizer, query, fmt, max_len, cfg.tokenize.supervise)
+        query_ds = tokenize_rows(tokenizer, query, cfg.tokenize)
         _, query_emb = row_losses_and_embeddings(model, query_ds, tokenizer.pad_token_id, batch, embeddings=True,
                                                  desc="baselines query")
         assert pool_emb is not None and query_emb is not None, "embeddings=True returns them"

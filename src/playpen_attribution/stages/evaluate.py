@@ -29,8 +29,8 @@ lm-evaluation-harness tasks (`core.benchmarks`; the chat template when `tokenize
 code execution only with `evaluate.allow_code_execution`), and the folder also holds
 `benchmarks.json` (per task every metric with the harness's stderr, the item count, the switches
 used) and `benchmark_samples.jsonl` (per-item scores keyed by task, doc_id and filter, which the
-report pairs across models). Without benchmarks the stage config is what it was before the setting,
-so finished folders are reused.
+report pairs across models). Without benchmarks the benchmark options stay out of the stage config (they
+change nothing then).
 """
 
 from __future__ import annotations
@@ -132,8 +132,9 @@ def choice_predictions(cfg: ExperimentConfig, rows: list[dict], model, tokenizer
         choices = row_choices(row, words, n)
         if choices is None or len(choices) < 2:
             continue
-        texts = [text for word in choices if (text := with_guess(row["completion"], word)) is not None]  # all: a guess
-        prompt, ids = prompt_and_completions(tokenizer, row, texts, tok.format, tok.max_length, tok.supervise)
+        texts = [text for word in choices if (text := with_guess(row["completion"], word)) is not None]
+        assert len(texts) == len(choices), "row_choices keeps rows whose completion has a guess to replace"
+        prompt, ids = prompt_and_completions(tokenizer, row, texts, tok)
         scored.append(index)
         prompts.append(prompt)
         options.append(ids)
@@ -169,7 +170,7 @@ def evaluate_rows(
     `model_path` and `adapter` are what the vllm backend loads (the hf backend uses `model`).
     """
     _check_backend(cfg, adapter)  # fail before the loss pass, not after it
-    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length, cfg.tokenize.supervise)
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize)
     t0 = time.perf_counter()
     losses, _ = row_losses_and_embeddings(model, dataset, tokenizer.pad_token_id, cfg.evaluate.batch_size,
                                           desc=f"eval loss {name}")
@@ -197,11 +198,10 @@ BENCHMARK_FIELDS = ("benchmarks", "benchmark_include_path", "allow_code_executio
                     "benchmark_limit")
 
 
-def _unset_fields(cfg: ExperimentConfig) -> set[str]:
-    """Evaluate fields kept out of the stage config at their defaults (backend hf; no benchmarks), so folders
-    from before those settings are reused."""
-    out = {"backend"} if cfg.evaluate.backend == "hf" else set()
-    return out | (set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS))
+def _unused_fields(cfg: ExperimentConfig) -> set[str]:
+    """Evaluate fields kept out of the stage config: the benchmark options when no benchmark runs (they change
+    nothing then)."""
+    return set() if cfg.evaluate.benchmarks else set(BENCHMARK_FIELDS)
 
 
 def _tracked_as(folder: Path, model: str, seed: int | None) -> tuple[Path, str]:
@@ -242,16 +242,14 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False, model:
                 wandb_init=benchmark_logging(cfg.tracking, *_tracked_as(run_dir, model, seed), cfg.name))
             artifacts.write_benchmarks(out, results, samples, switches)
         counts = {"metrics": {k: v for k, v in asdict(metrics).items() if v is not None or k in ("model", "seed", "eval_loss")},
-                  "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize.format, cfg.tokenize.max_length,
-                                                            cfg.tokenize.supervise)}}
+                  "truncated": {"eval": truncation_counts(tokenizer, rows, cfg.tokenize)}}
         if cfg.evaluate.benchmarks:
             counts["benchmark_items"] = {task: r["n"] for task, r in results.items()}
         return counts
 
     stage_cfg = {
         "model": cfg.model.model_dump(mode="json"), "tokenize": cfg.tokenize.model_dump(mode="json"),
-        # backend hf (the default) stays out, so folders from before the backend setting are reused
-        "evaluate": cfg.evaluate.model_dump(mode="json", exclude=_unset_fields(cfg)),
+        "evaluate": cfg.evaluate.model_dump(mode="json", exclude=_unused_fields(cfg)),
         "name": model, "train_stage": train_stage,
         "seed": seed,
     }

@@ -18,8 +18,7 @@ names, SAE release/id, hook name, layer, widths, K, the split); per extra layer 
 (the pool rows' residuals at those blocks, pooled last token / mean / first response token, from the same
 forward pass; `sae.probe_residuals`) for the predict stage's probe study. The manifest records the SAE, hook,
 layer, the extra layers, the count of rows with no pooled token (zeros, never dropped) and the
-number of candidates. Without a candidates split and extra layers, the stage config is what it was
-before them, so earlier sae folders are reused.
+number of candidates.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, r
           split: str) -> tuple[dict[str, ArmSelection], dict[str, int]]:
     """The arms of `plan` drawn from `rows` (one split): (arm -> selection, rows each ranking could not score)."""
     tok, sel = cfg.tokenize, cfg.select
-    encoded = {eid: tokenize_row(tokenizer, row, tok.format, tok.max_length, tok.supervise) for eid, row in rows.items()}
+    encoded = {eid: tokenize_row(tokenizer, row, tok) for eid, row in rows.items()}
     lengths = {eid: len(e["input_ids"]) for eid, e in encoded.items()}
     completion = {eid: sum(t != IGNORE_INDEX for t in e["labels"]) for eid, e in encoded.items()}
     pool = list(rows.values())

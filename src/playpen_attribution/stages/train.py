@@ -192,10 +192,9 @@ def build_trainer(
         raise UserError("no rows to train on")
     torch.manual_seed(train.seed)
     tokenizer = load_tokenizer(tokenizer_dir or model_path, cfg.tokenize.chat_template)
-    tok = cfg.tokenize
-    dataset = tokenize_rows(tokenizer, rows, tok.format, tok.max_length, tok.supervise)
-    judged = None if best_rows is None else tokenize_rows(tokenizer, best_rows, tok.format, tok.max_length,
-                                                          tok.supervise).remove_columns("example_id")
+    dataset = tokenize_rows(tokenizer, rows, cfg.tokenize)
+    judged = None if best_rows is None else tokenize_rows(tokenizer, best_rows, cfg.tokenize).remove_columns(
+        "example_id")
     if init_adapter is None:
         model = new_adapter(load_model(model_path, dtype=cfg.model.dtype), train)
     else:

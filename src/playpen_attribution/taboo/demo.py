@@ -28,15 +28,14 @@ import random
 from importlib import resources
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from playpen_attribution.core.rows import SourceRows, make_example_id
+from playpen_attribution.core.section import Section
 
 
-class DemoSource(BaseModel):
+class DemoSource(Section):
     """The offline Taboo-WordGuesser-like demo task generated from the project's own lexicon."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["demo"] = "demo"
     n_train: int = Field(1500, gt=0, description="Rows in the training pool (train_base), aborted rows included.")
