@@ -2,7 +2,7 @@
 
     uv run python benchmarks/compare_reports.py A/report.json B/report.json
 
-Timing and memory fields (stage seconds, throughput, wall time, peak memory) and paths are left out;
+Timing and memory fields (stage seconds, throughput, wall time, peak memory, each method's cost) and paths are left out;
 every other field must be equal. Prints each difference (up to 80) and their count; exit status 1 when any differ. Used to
 show that a change (a refactor, a wider launcher, a resumed run) leaves the answer as it was.
 """
@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-SKIP = {"stage_seconds", "wall_seconds", "stage_speed", "stage_peak_rss_mb", "sweep", "run_dir", "plots", "speed"}
+SKIP = {"stage_seconds", "wall_seconds", "stage_speed", "stage_peak_rss_mb", "sweep", "run_dir", "plots", "speed",
+        "real_model", "seconds", "relative_seconds", "peak_rss_mb", "relative_peak_rss"}
 
 
 def differences(a, b, path: str = "") -> list[str]:
