@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, model_serializer, model_validator
 
-from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.attribution.arms import SelectConfig, is_predictor_ranking, plan_arms, probe_layer
 from playpen_attribution.config.sections import (
     AttributeConfig,
     CandidatesConfig,
@@ -95,9 +95,15 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check_sae_arm(self) -> ExperimentConfig:
-        if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select, self.attribute.methods)) and (self.sae is None or self.predict is None):
+        plan = plan_arms(self.select, self.attribute.methods)
+        if any(is_predictor_ranking(arm.ranking) for arm in plan) and (self.sae is None or self.predict is None):
             raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
                              "probe_top_k); it needs the `sae` and `predict` sections")
+        for arm in plan:  # a named probe reads a block the sae stage collects (sae.probe_layers)
+            layer = probe_layer(arm.ranking)
+            if layer is not None and layer not in self.sae.probe_layers:
+                raise ValueError(f"select.arms: {arm.name} ranks by the probe of block {layer}, which is not in "
+                                 f"sae.probe_layers ({self.sae.probe_layers}); add {layer} there")
         layer = PREDICTOR_VARIANT.match(self.predict.model).group(2) if self.predict is not None else None
         named_later = self.sae is not None and bool(self.sae.extra_sae_ids)  # their blocks come from their hooks
         if layer is not None and not named_later and (self.sae is None or int(layer) not in self.sae.extra_layers):
