@@ -57,7 +57,7 @@ def test_a_category_stratified_top_n_its_control_and_the_length_arm(tokenizer, t
     assert extra["stratify_by"] == {"column": "category", "train_base": {"advice": 66, "coding": 67, "math": 67}}
     assert all(s.split("|")[0] in quotas for s in control.strata)  # category | outcome | length bin
     good = {r["example_id"] for r in pool if r["quality"] in ("good", "excellent")}
-    assert set(longest.example_ids) <= good and extra["label_filter_passed"] == {"train_base": len(good)} == 100
+    assert set(longest.example_ids) <= good and len(good) == 100 and extra["label_filter_passed"] == {"train_base": 100}
     assert longest.matching["tokens_target"] == top.completion_tokens
     assert longest.matching["tokens"] == longest.completion_tokens and longest.matching["eligible"] == 100
     assert abs(longest.completion_tokens - top.completion_tokens) <= 0.02 * top.completion_tokens
