@@ -243,7 +243,7 @@ def test_candidates_are_ranked_by_the_final_fits_as_rank_ranks_them(sae_run):
     scores = read_jsonl(run_dir / "predict" / "candidate_scores.jsonl")
     candidates = artifacts.load_split(run_dir / "data", "candidates")
     assert [r["example_id"] for r in scores] == [r["example_id"] for r in candidates]
-    assert all(set(r) == {"example_id", "predicted", "probe"} for r in scores)
+    assert all(set(r) == {"example_id", "predicted", "probe", "probe@0", "probe@1"} for r in scores)  # + named probes
     assert artifacts.load_candidate_ranking(run_dir, "sae") == {r["example_id"]: r["predicted"] for r in scores}
     rows_file = artifacts.split_path(run_dir / "data", "candidates")
     assert main(["rank", "--config", str(config), "--run-dir", str(run_dir), "--rows", str(rows_file)]) == 0
