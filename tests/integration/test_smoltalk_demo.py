@@ -17,8 +17,9 @@ from playpen_attribution.run import artifacts
 CONFIG = REPO / "configs" / "smoltalk_demo.yaml"
 ARMS = {"top_k", "matched_random_k", "random_k", "random_2x_k", "random_4x_k", "label_k", "metadata_k",
         "matched_random_metadata_k", "probe_top_k", "matched_random_probe_top_k", "sae_top_k",
-        "matched_random_sae_top_k"}
-PREDICTOR_ARMS = {"probe_top_k", "matched_random_probe_top_k", "sae_top_k", "matched_random_sae_top_k"}
+        "matched_random_sae_top_k", "probe_top_k@0", "matched_random_probe_top_k@0"}
+PREDICTOR_ARMS = {"probe_top_k", "matched_random_probe_top_k", "sae_top_k", "matched_random_sae_top_k", "probe_top_k@0",
+                  "matched_random_probe_top_k@0"}
 
 
 def _shrunken() -> dict:

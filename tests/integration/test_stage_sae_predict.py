@@ -75,7 +75,7 @@ def test_stages_write_exactly_their_files(sae_run):
     common = {artifacts.CONFIG_FILE, artifacts.MANIFEST_FILE}
     every_layer = FEATURE_FILES | {f"layer_1/{f}" for f in FEATURE_FILES}
     assert _files(run_dir / "sae") == common | every_layer | {f"candidates/{f}" for f in every_layer} | {
-        "probe_residuals.npz"}
+        "probe_residuals.npz", "candidates/probe_residuals.npz"}
     assert _files(run_dir / "predict") == common | {"predictor.joblib", "metrics.json", "predicted_scores.jsonl",
                                                     "candidate_scores.jsonl", "probe_study.json", "probe_study.png"}
     for stage in ("sae", "predict"):
@@ -142,6 +142,24 @@ def test_the_probe_study_table_covers_every_layer_and_pooling_raw_and_residualis
                                                                                    "rows_fitted": metrics["scored_rows"]}
 
 
+def test_named_probes_rank_the_pool_cross_fitted_and_the_candidates(sae_run):
+    """One named probe per sae.probe_layers block (residual@<L>, column probe@<L>): on the SAE's own block 0 it
+    is the `probe` (the same residual, pooling and folds); block 1's differs. The candidates get both too."""
+    _, run_dir, _ = sae_run
+    predicted = read_jsonl(run_dir / "predict" / "predicted_scores.jsonl")
+    assert list(predicted[0]) == ["example_id", "predicted", "probe", "probe@0", "probe@1", "fold"]
+    np.testing.assert_allclose([r["probe@0"] for r in predicted], [r["probe"] for r in predicted], rtol=1e-6, atol=1e-9)
+    assert not np.allclose([r["probe@1"] for r in predicted], [r["probe"] for r in predicted])
+    ranked = read_jsonl(run_dir / "predict" / "candidate_scores.jsonl")
+    assert len(ranked) == N_CANDIDATES and {"probe@0", "probe@1"} <= set(ranked[0])
+    np.testing.assert_allclose([r["probe@0"] for r in ranked], [r["probe"] for r in ranked], rtol=1e-6, atol=1e-9)
+    with np.load(run_dir / "sae" / "candidates" / "probe_residuals.npz") as npz:
+        cand, _ = artifacts.load_features(run_dir / "sae" / "candidates")
+        assert npz["example_ids"].tolist() == cand.example_ids
+        np.testing.assert_allclose(npz["layer_0_mean"], cand.residual_mean, rtol=1e-5, atol=1e-6)
+    assert artifacts.load_manifest(run_dir / "predict").fields["named_probes"] == ["probe@0", "probe@1"]
+
+
 def test_candidates_get_features_in_their_own_folder(sae_run):
     _, run_dir, _ = sae_run
     candidates = artifacts.load_split(run_dir / "data", "candidates")
@@ -171,7 +189,8 @@ def test_predictions_are_cross_fitted_and_no_group_spans_two_folds(sae_run):
 def test_metrics_hold_the_predictor_and_both_baselines(sae_run):
     _, run_dir, _ = sae_run
     metrics = json.loads((run_dir / "predict" / "metrics.json").read_text())
-    assert list(metrics["models"]) == ["sae", "sae_topk", "sae_logistic", "sae@1", "length", "residual"]
+    assert list(metrics["models"]) == ["sae", "sae_topk", "sae_logistic", "sae@1", "length", "residual",
+                                       "residual@0", "residual@1"]
     for name, model in metrics["models"].items():
         regularisation = "C" if name == "sae_logistic" else "alpha"
         assert {"spearman", "pearson", "r2", "top_k", "top_k_overlap", "auroc", "auroc_top_decile",
@@ -224,7 +243,7 @@ def test_candidates_are_ranked_by_the_final_fits_as_rank_ranks_them(sae_run):
     scores = read_jsonl(run_dir / "predict" / "candidate_scores.jsonl")
     candidates = artifacts.load_split(run_dir / "data", "candidates")
     assert [r["example_id"] for r in scores] == [r["example_id"] for r in candidates]
-    assert all(set(r) == {"example_id", "predicted", "probe"} for r in scores)
+    assert all(set(r) == {"example_id", "predicted", "probe", "probe@0", "probe@1"} for r in scores)  # + named probes
     assert artifacts.load_candidate_ranking(run_dir, "sae") == {r["example_id"]: r["predicted"] for r in scores}
     rows_file = artifacts.split_path(run_dir / "data", "candidates")
     assert main(["rank", "--config", str(config), "--run-dir", str(run_dir), "--rows", str(rows_file)]) == 0

@@ -3,6 +3,8 @@ random and label arms within 2% of their target's completion tokens, token budge
 
 from __future__ import annotations
 
+from collections import Counter
+
 from helpers import small_demo_dict
 
 from playpen_attribution.config import parse_config
@@ -35,3 +37,28 @@ def test_matched_random_and_label_arms_match_category_strata_and_completion_toke
     assert selections["matched_random_k"].strata == top.strata  # category x length bin, unchanged by the swaps
     assert all(s.split("|")[0] in ("coding", "math", "advice") for s in top.strata)
     assert all(sel.completion_tokens > 0 and sel.tokens > sel.completion_tokens for sel in selections.values())
+
+
+def test_a_category_stratified_top_n_its_control_and_the_length_arm(tokenizer, tmp_path):
+    """select.stratify_by: category takes top_k per category in the pool's proportions (recorded), the control
+    matches category (beside outcome x length) and the length arm takes label-passing rows up to top_k's tokens."""
+    arms = [{"name": "top_k", "kind": "top", "ranking": "metadata:reward_model_score"},
+            {"name": "matched_random_k", "kind": "matched_random", "ranking": "metadata:reward_model_score"},
+            {"name": "longest_label_k", "kind": "longest_label", "ranking": "metadata:reward_model_score"}]
+    pool = _pool(tokenizer)[:200]  # 67 coding, 67 math, 66 advice
+    cfg = parse_config(small_demo_dict(select={"k": 30, "arms": arms, "stratify_by": "category", "match_tokens": True,
+                                               "label_column": "quality", "length_bins": 3}))
+    selections, extra = build_selections(cfg, pool, 1, tmp_path, tokenizer)
+    category = {r["example_id"]: r["category"] for r in pool}
+    top, control, longest = (selections[n] for n in ("top_k", "matched_random_k", "longest_label_k"))
+    quotas = {"advice": 10, "coding": 10, "math": 10}
+    assert top.matching == {"stratified_quotas": quotas}
+    assert Counter(category[e] for e in top.example_ids) == Counter(category[e] for e in control.example_ids) == quotas
+    assert extra["stratify_by"] == {"column": "category", "train_base": {"advice": 66, "coding": 67, "math": 67}}
+    assert all(s.split("|")[0] in quotas for s in control.strata)  # category | outcome | length bin
+    good = {r["example_id"] for r in pool if r["quality"] in ("good", "excellent")}
+    assert set(longest.example_ids) <= good and len(good) == 100 and extra["label_filter_passed"] == {"train_base": 100}
+    assert longest.matching["tokens_target"] == top.completion_tokens
+    assert longest.matching["tokens"] == longest.completion_tokens and longest.matching["eligible"] == 100
+    assert abs(longest.completion_tokens - top.completion_tokens) <= 0.02 * top.completion_tokens
+    assert longest.rows < top.rows  # the same budget in fewer, longer rows

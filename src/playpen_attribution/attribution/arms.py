@@ -20,17 +20,33 @@ attribution (`top_k`, `matched_random_k`, `matched_random_rest_k`, `label_k`) is
 `<arm>@<method>` and ranked by `attribution@<method>`, so `top_k@trak` is tested against `matched_random_k@trak`
 drawn to *its* composition. Arms that only refer to the control (`random_k`, custom arms without `versus`,
 `random_2x_k`'s top_k) refer to the first method's.
+
+Named probes (`sae.probe_layers`): `probe_top_k@<L>` is the same suffix on a ranked baseline: the top k by the
+residual probe of block L (ranking `probe@<L>`, the predict stage's cross-fitted `probe@<L>` column), tested
+against its own control `matched_random_probe_top_k@<L>`; with extra_k, `probe_top_300@<L>`. `probe_top_k` alone
+is the probe of the SAE's layer.
+
+`select.stratify_by` (e.g. category): every top-n selection (a `top` arm, and the top n a matched control, a
+label arm or the length arm is matched to) takes its rows within each value of that column, in proportion to
+the value's share of the rows drawn from (the pool, or the candidates), the best-ranked first in each; the
+matched controls then match on that column too (`selection.stratified_top`).
+
+`longest_label_k`, the authors' length arm: the longest rows passing the label filter, taken until their
+completion tokens reach top_k's (`selection.longest_to_tokens`). It asks whether top_k's gain is only "long,
+well-rated rows": at the same token budget, with the label filter a user would apply, length alone picks it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import (
     Field,
     PositiveInt,
+    StringConstraints,
     field_validator,
     model_validator,
 )
@@ -51,13 +67,16 @@ STANDARD_ARMS: dict[str, tuple[str, str | None]] = {
     "random_2x_k": ("random", None),
     "random_4x_k": ("random", None),
     "label_k": ("label", "attribution"),
+    "longest_label_k": ("longest_label", "attribution"),
     "full_pool": ("full_pool", None),
 }
 """Standard arm name -> (kind, ranking). Each `_k` arm is built at every k; `metadata` means
 `metadata:<select.metadata_column>`. A new ranking's arm is one more line here (e.g. `sae_top_k`).
 `random_2x_k` / `random_4x_k` draw 2k / 4k random rows and are tested against `top_k` (the data-efficiency
 curve: does top_k at k match random at m x k?); `label_k` draws k rows passing the label filter
-(`select.label_column` in `label_values`), token-matched to top_k, tested against matched_random_k."""
+(`select.label_column` in `label_values`), token-matched to top_k, tested against matched_random_k;
+`longest_label_k` takes the longest rows passing that filter until top_k's completion tokens (a varying row count),
+tested against matched_random_k too. `probe_top_k@<L>` (L in sae.probe_layers) is `probe_top_k` on block L."""
 
 SIZE_MULTIPLIER = {"random_2x_k": 2, "random_4x_k": 4}
 """Standard arms drawn at a multiple of k."""
@@ -69,6 +88,12 @@ if TYPE_CHECKING:  # a Literal built at run time is opaque to a type checker: to
     StandardArm = str
 else:
     StandardArm = Literal[tuple(STANDARD_ARMS)]
+
+LAYER_ARM = re.compile(r"^probe_top_k@(\d+)$")
+"""`probe_top_k@<L>`: the probe arm of block L (a named probe; L must be in sae.probe_layers)."""
+LayerArm = Annotated[str, StringConstraints(pattern=LAYER_ARM.pattern)]
+LAYER_PROBE = re.compile(r"^probe@(\d+)$")
+"""`probe@<L>`: the ranking of the residual probe on block L."""
 
 RANKINGS = ("attribution", "length", "loss", "embedding", "sae", "probe")
 """Named rankings (example_id -> score, higher first); `metadata:<column>` names a pool column too, and
@@ -83,15 +108,17 @@ class ArmSpec(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Arm name; names its train_/eval_ folders.")
     kind: Literal["top", "matched_random", "matched_random_rest", "random", "window", "random_beyond", "full_pool",
-                  "label"] = Field(
+                  "label", "longest_label"] = Field(
         description="top: the n best rows; matched_random: n random rows of the whole pool matched on outcome x "
         "length bin to the top n (overlap allowed: what a user would otherwise pick); matched_random_rest: the same "
         "from the rows outside the top n (the seed's control); random: n uniformly random rows; window: ranks a..b; "
         "random_beyond: n random "
         "rows ranked below `beyond`; full_pool: every pool row; label: n random rows passing the label filter, "
-        "token-matched to the top n."
+        "token-matched to the top n; longest_label: the longest rows passing the label filter until the top n's "
+        "completion tokens."
     )
-    ranking: str = Field("attribution", description="attribution, length, loss, embedding or metadata:<column>.")
+    ranking: str = Field("attribution", description="attribution, length, loss, embedding, sae, probe, probe@<L> or "
+                         "metadata:<column>.")
     n: int | None = Field(None, gt=0, description="Rows (top, matched_random, random, random_beyond); null = select.k.")
     ranks: tuple[int, int] | None = Field(None, description="window only: first and last rank, 1-based, both included.")
     beyond: int | None = Field(None, gt=0, description="random_beyond only: draw from ranks beyond this one.")
@@ -102,8 +129,10 @@ class ArmSpec(Section):
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> ArmSpec:
-        if self.ranking not in RANKINGS and not (self.ranking.startswith("metadata:") and len(self.ranking) > 9):
-            raise ValueError(f"ranking = {self.ranking!r}: expected one of {', '.join(RANKINGS)} or metadata:<column>")
+        if (self.ranking not in RANKINGS and not (self.ranking.startswith("metadata:") and len(self.ranking) > 9)
+                and not LAYER_PROBE.match(self.ranking)):
+            raise ValueError(f"ranking = {self.ranking!r}: expected one of {', '.join(RANKINGS)}, probe@<L> or "
+                             "metadata:<column>")
         if (self.kind == "window") != (self.ranks is not None):
             raise ValueError(f"arm {self.name!r}: `ranks` is required for kind window and only for it")
         if self.ranks is not None and not 1 <= self.ranks[0] <= self.ranks[1]:
@@ -139,11 +168,12 @@ class SelectConfig(Section):
         description="More sizes: each standard `_k` arm is also built at each (named top_300, ...); "
         "the report plots accuracy vs k.",
     )
-    arms: list[StandardArm | ArmSpec] = Field(
-        # mypy reads the lambda's list as list[str], not list[StandardArm | ArmSpec]
+    arms: list[StandardArm | LayerArm | ArmSpec] = Field(
+        # mypy reads the lambda's list as list[str], not list[StandardArm | LayerArm | ArmSpec]
         default_factory=lambda: ["top_k", "matched_random_k", "random_k"],  # type: ignore[arg-type]
         description="Arms to build, train and evaluate: standard names (" + ", ".join(STANDARD_ARMS)
-        + ") or custom arms {name, kind, ranking, n, ranks, beyond, versus}.",
+        + "), probe_top_k@<L> (the probe of block L in sae.probe_layers) or custom arms {name, kind, ranking, n, "
+        "ranks, beyond, versus}.",
     )
     metadata_column: str | None = Field(
         None, description="Numeric pool column that metadata_k ranks by, highest first (e.g. reward_model_score)."
@@ -157,9 +187,13 @@ class SelectConfig(Section):
         "(within token_tolerance), by swaps inside strata.",
     )
     token_tolerance: float = Field(0.02, gt=0, lt=1, description="Relative tolerance of token matching (0.02 = 2%).")
-    label_column: str | None = Field(None, description="Row column label_k filters on (e.g. quality).")
+    label_column: str | None = Field(None, description="Row column label_k and longest_label_k filter on (e.g. quality).")
     label_values: list[str] = Field(
         default_factory=lambda: ["good", "excellent"], description="Values of label_column a label_k row may have."
+    )
+    stratify_by: str | None = Field(
+        None, description="Row column (e.g. category): every top-n selection takes the best rows within each of its "
+        "values, in proportion to the value's share of the rows drawn from; matched controls match on it too.",
     )
     predictor_split: Literal["auto", "train_base", "candidates"] = Field(
         "auto", description="Rows the predictor arms (ranked by sae or probe, and their matched controls) are drawn "
@@ -173,9 +207,9 @@ class SelectConfig(Section):
         """Unknown standard names in one line; a custom arm's `ranks` list as the tuple it is (after this
         validator pydantic's strict mode reads the arms as Python values, where a list is not a tuple)."""
         for arm in arms if isinstance(arms, list) else []:
-            if isinstance(arm, str) and arm not in STANDARD_ARMS:
+            if isinstance(arm, str) and arm not in STANDARD_ARMS and not LAYER_ARM.match(arm):
                 raise ValueError(f"unknown arm {arm!r}: expected one of {', '.join(STANDARD_ARMS)}, "
-                                 "or a custom arm {name, kind, ...}")
+                                 "probe_top_k@<L>, or a custom arm {name, kind, ...}")
         if not isinstance(arms, list):
             return arms
         return [a | {"ranks": tuple(a["ranks"])} if isinstance(a, dict) and isinstance(a.get("ranks"), list) else a
@@ -185,8 +219,9 @@ class SelectConfig(Section):
     def _check_arms(self) -> SelectConfig:
         if "metadata_k" in self.arms and not self.metadata_column:
             raise ValueError("arm metadata_k needs select.metadata_column (the pool column it ranks by)")
-        if "label_k" in self.arms and not self.label_column:
-            raise ValueError("arm label_k needs select.label_column (the row column it filters on, e.g. quality)")
+        for arm in ("label_k", "longest_label_k"):
+            if arm in self.arms and not self.label_column:
+                raise ValueError(f"arm {arm} needs select.label_column (the row column it filters on, e.g. quality)")
         if self.k in self.extra_k or len(set(self.extra_k)) != len(self.extra_k):
             raise ValueError(f"extra_k = {self.extra_k} repeats a size (k = {self.k})")
         names = [a.name for a in plan_arms(self)]
@@ -200,13 +235,25 @@ class SelectConfig(Section):
 
 
 PREDICTOR_RANKINGS = ("sae", "probe")
-"""Rankings a predictor computes without gradients: the only ones that can rank the candidates split."""
+"""Rankings a predictor computes without gradients: the only ones that can rank the candidates split (with
+`probe@<L>`, the probe of block L)."""
+
+
+def is_predictor_ranking(ranking: str | None) -> bool:
+    """sae, probe or probe@<L>."""
+    return ranking in PREDICTOR_RANKINGS or probe_layer(ranking) is not None
+
+
+def probe_layer(ranking: str | None) -> int | None:
+    """L of the ranking `probe@<L>`, None for any other ranking."""
+    match = LAYER_PROBE.match(ranking or "")
+    return int(match.group(1)) if match else None
 
 
 def arm_split(select: SelectConfig, arm: PlannedArm, has_candidates: bool) -> str:
-    """The split an arm's rows are drawn from: `candidates` for a predictor arm (its ranking is sae or probe,
-    a matched control included) when `select.predictor_split` says so (auto: when data has candidates)."""
-    if arm.ranking not in PREDICTOR_RANKINGS or select.predictor_split == "train_base":
+    """The split an arm's rows are drawn from: `candidates` for a predictor arm (its ranking is sae, probe or
+    probe@<L>, a matched control included) when `select.predictor_split` says so (auto: when data has candidates)."""
+    if not is_predictor_ranking(arm.ranking) or select.predictor_split == "train_base":
         return "train_base"
     if select.predictor_split == "candidates" or has_candidates:
         return "candidates"
@@ -223,7 +270,9 @@ def plan_arms(select: SelectConfig, methods: Sequence[str] = ()) -> list[Planned
     several = len(ks) > 1
 
     def named(family: str, k: int) -> str:
-        return f"{family.removesuffix('_k')}_{k}" if several else family
+        """`top_k` -> `top_300` with several sizes; a layer suffix stays last (`probe_top_300@1`)."""
+        base, at, layer = family.partition(METHOD_SEPARATOR)
+        return (f"{base.removesuffix('_k')}_{k}" if several else base) + at + layer
 
     reference = named("matched_random_k", select.k) if "matched_random_k" in select.arms else None
     planned = []
@@ -238,7 +287,10 @@ def plan_arms(select: SelectConfig, methods: Sequence[str] = ()) -> list[Planned
             ranking = arm.ranking if arm.kind != "random" else None
             planned.append(PlannedArm(arm.name, arm.kind, ranking, n, arm.ranks, arm.beyond, tuple(against)))
             continue
-        kind, ranking = STANDARD_ARMS[arm]
+        base, _, layer = arm.partition(METHOD_SEPARATOR)  # probe_top_k@<L>: the probe of block L
+        kind, ranking = STANDARD_ARMS[base]
+        if layer:
+            ranking = f"{ranking}{METHOD_SEPARATOR}{layer}"
         if ranking == "metadata":
             ranking = f"metadata:{select.metadata_column}"
         if kind == "full_pool":
@@ -289,7 +341,7 @@ def _per_method(select: SelectConfig, methods: list[str]) -> list[PlannedArm]:
     return planned
 
 
-PER_METHOD_ARMS = ("top_k", "matched_random_k", "matched_random_rest_k", "label_k")
+PER_METHOD_ARMS = ("top_k", "matched_random_k", "matched_random_rest_k", "label_k", "longest_label_k")
 """Standard arms built once per method when the run scores with several (they rank or match by attribution)."""
 
 

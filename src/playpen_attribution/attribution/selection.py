@@ -17,6 +17,17 @@ for unpicked rows of the *same stratum* until the arm's total completion tokens 
 tolerance (2%) of its target's; the strata counts do not change. The `label` kind draws n random
 rows among those whose label passes the filter (e.g. quality in {good, excellent}) and token-matches
 them to the top n of its ranking the same way. Each records target, reached total and swaps.
+
+Stratified top (`stratified_top`, with `select.stratify_by`): the top n taken within each value of a column
+(e.g. category), each value's quota proportional to its share of the rows drawn from (largest remainders, ties
+by value), the best-ranked rows of each value first; the quotas are recorded. Proportional to the pool, as the
+authors' category-stratified arms, so a stratified top n has the pool's category mix and differs from the plain
+top n only in which rows of each category it takes.
+
+The length arm (`longest_to_tokens`, kind `longest_label`): among the rows passing the label filter, the longest
+(by completion tokens) first, a row taken while it keeps the total within tolerance above the target, until the
+total is within tolerance of the target (the top n's completion tokens; per stratify_by value when stratified,
+as the authors' per-category targets, then topped up from the other values' rows if a value runs short).
 """
 
 from __future__ import annotations
@@ -133,6 +144,71 @@ def match_tokens(
                  "within_tolerance": abs(total - target) <= tolerance * target, "swaps": swaps}
 
 
+def proportional_quotas(groups: dict[str, str], n: int) -> dict[str, int]:
+    """Rows per value of `groups` (example_id -> value) summing to n, proportional to each value's share of the
+    rows: floor(n x share), the rest one each to the largest remainders (ties: by value). A quota never exceeds
+    its value's rows when n <= len(groups)."""
+    counts = Counter(groups.values())
+    total = sum(counts.values())
+    split = {value: divmod(n * count, total) for value, count in counts.items()}
+    quotas = {value: whole for value, (whole, _) in split.items()}
+    for value in sorted(split, key=lambda v: (-split[v][1], v))[: n - sum(quotas.values())]:
+        quotas[value] += 1
+    return dict(sorted(quotas.items()))
+
+
+def stratified_top(order: list[str], n: int, groups: dict[str, str]) -> tuple[list[str], dict[str, int]]:
+    """The best-ranked rows of `order` within each value of `groups`, `proportional_quotas(groups, n)` of each;
+    (ids in rank order, the quotas)."""
+    quotas = proportional_quotas(groups, n)
+    left, picked = dict(quotas), []
+    for eid in order:
+        if left[groups[eid]] > 0:
+            picked.append(eid)
+            left[groups[eid]] -= 1
+            if len(picked) == n:
+                break
+    return picked, quotas
+
+
+def _take_longest(candidates: list[str], tokens: dict[str, int], total: int, target: int,
+                  tolerance: float) -> tuple[list[str], int]:
+    """Rows of `candidates` (longest first) added to a running `total` while it stays within tolerance above
+    `target`, until it is within tolerance below it."""
+    taken = []
+    for eid in candidates:
+        if total >= target * (1 - tolerance):
+            break
+        if total + tokens[eid] <= target * (1 + tolerance):
+            taken.append(eid)
+            total += tokens[eid]
+    return taken, total
+
+
+def longest_to_tokens(eligible: list[str], tokens: dict[str, int], targets: dict[str, int],
+                      groups: dict[str, str] | None, tolerance: float) -> tuple[list[str], dict]:
+    """The length arm: the longest `eligible` rows (by `tokens`, ties by id) until their total is within
+    `tolerance` of the target. `targets` holds one target per value of `groups` (example_id -> value; None =
+    one target, key ""): each value's rows first fill its own target, then, if the total is still short, the
+    remaining eligible rows top it up. Returns (ids, what was done: target, reached total, rows filled from
+    other values, eligible rows)."""
+    def value(eid: str) -> str:
+        return groups[eid] if groups is not None else ""
+
+    longest = sorted(eligible, key=lambda e: (-tokens[e], e))
+    picked: list[str] = []
+    for name, target in sorted(targets.items()):
+        taken, _ = _take_longest([e for e in longest if value(e) == name], tokens, 0, target, tolerance)
+        picked += taken
+    goal, total = sum(targets.values()), sum(tokens[e] for e in picked)
+    chosen = set(picked)
+    filled, total = _take_longest([e for e in longest if e not in chosen], tokens, total, goal, tolerance)
+    return picked + filled, {
+        "tokens_target": goal, "tokens": total, "relative_gap": (total - goal) / max(goal, 1),
+        "within_tolerance": abs(total - goal) <= tolerance * goal, "filled_from_other_values": len(filled),
+        "eligible": len(eligible)}
+
+
 def rank_window(ranked: list[str], first: int, last: int, arm: str = "window") -> list[str]:
     """Rows at ranks first..last (1-based, both included) of a ranked list."""
     if last > len(ranked):
@@ -151,13 +227,16 @@ def random_beyond(ranked: list[str], beyond: int, n: int, seed: int | str, arm: 
 def build_arms(
     plan: list, rankings: dict[str, dict[str, float]], pool_ids: list[str], stratum: dict[str, str],
     seed: int, tokens: dict[str, int] | None = None, tolerance: float = 0.02,
-    labelled: set[str] | None = None,
+    labelled: set[str] | None = None, groups: dict[str, str] | None = None,
+    completion: dict[str, int] | None = None,
 ) -> dict[str, dict]:
     """arm name -> {"example_ids": [...] in rank/draw order, plus "matching" for matched random arms}.
 
     `plan` holds `config.PlannedArm`s; `rankings` every ranking they name, over exactly `pool_ids`.
     `tokens` (completion tokens per row) turns on token matching of matched random and label arms;
-    `labelled` is the set the label arms draw from.
+    `labelled` is the set the label and length arms draw from; `groups` (example_id -> value of
+    select.stratify_by) makes every top n a `stratified_top`; `completion` (completion tokens per row) is
+    what the length arm (`longest_label`) matches.
     """
     ranked: dict[str, list[str]] = {}
     for name, scores in rankings.items():
@@ -166,6 +245,16 @@ def build_arms(
                             f"({len(scores)} scored, {len(pool_ids)} in the pool)")
         ranked[name] = rank_ids(scores)
     arms: dict[str, dict] = {}
+
+    def top(arm, order: list[str]) -> tuple[list[str], dict | None]:
+        """The top n of an arm's ranking (stratified with `groups`) and, stratified, its quotas."""
+        if arm.n > len(order):
+            raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
+        if groups is None:
+            return order[: arm.n], None
+        ids, quotas = stratified_top(order, arm.n, groups)
+        return ids, {"stratified_quotas": quotas}
+
     for arm in plan:
         order = ranked.get(arm.ranking) if arm.ranking else None
         if arm.kind not in ("full_pool", "random") and order is None:
@@ -173,22 +262,19 @@ def build_arms(
         order = order or []  # only full_pool and random arms read no ranking
         draw_seed = f"{seed}:{arm.name}"
         if arm.kind == "top":
-            if arm.n > len(order):
-                raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
-            arms[arm.name] = {"example_ids": order[: arm.n]}
+            ids, stratified = top(arm, order)
+            arms[arm.name] = {"example_ids": ids} | ({"matching": stratified} if stratified else {})
         elif arm.kind == "window":
             arms[arm.name] = {"example_ids": rank_window(order, arm.ranks[0], arm.ranks[1], arm.name)}
         elif arm.kind == "random_beyond":
             arms[arm.name] = {"example_ids": random_beyond(order, arm.beyond, arm.n, draw_seed, arm.name)}
         elif arm.kind in ("matched_random", "matched_random_rest"):
-            if arm.n > len(order):
-                raise UserError(f"arm {arm.name!r}: n = {arm.n} is larger than the pool ({len(order)} rows)")
+            target, _ = top(arm, order)
             whole_pool = arm.kind == "matched_random"
-            ids, matching = matched_random(order[: arm.n], stratum, draw_seed, whole_pool)
+            ids, matching = matched_random(target, stratum, draw_seed, whole_pool)
             if tokens is not None:
-                top = set(order[: arm.n])
-                allowed = [e for e in pool_ids if whole_pool or e not in top]
-                ids, tok = match_tokens(ids, allowed, stratum, tokens, sum(tokens[e] for e in order[: arm.n]), tolerance)
+                allowed = [e for e in pool_ids if whole_pool or e not in set(target)]
+                ids, tok = match_tokens(ids, allowed, stratum, tokens, sum(tokens[e] for e in target), tolerance)
                 matching |= tok
             arms[arm.name] = {"example_ids": ids, "matching": matching}
         elif arm.kind == "label":
@@ -199,8 +285,20 @@ def build_arms(
             ids = random.Random(draw_seed).sample(eligible, arm.n)
             matching = {"eligible": len(eligible)}
             if tokens is not None:
-                ids, tok = match_tokens(ids, eligible, stratum, tokens, sum(tokens[e] for e in order[: arm.n]), tolerance)
+                target, _ = top(arm, order)
+                ids, tok = match_tokens(ids, eligible, stratum, tokens, sum(tokens[e] for e in target), tolerance)
                 matching |= tok
+            arms[arm.name] = {"example_ids": ids, "matching": matching}
+        elif arm.kind == "longest_label":
+            eligible = sorted(labelled or ())
+            if not eligible:
+                raise UserError(f"arm {arm.name!r}: no row passes the label filter (select.label_column / label_values)")
+            assert completion is not None, "build_selections passes every row's completion tokens"
+            target, _ = top(arm, order)
+            goals: Counter = Counter()
+            for eid in target:
+                goals[groups[eid] if groups is not None else ""] += completion[eid]
+            ids, matching = longest_to_tokens(eligible, completion, dict(goals), groups, tolerance)
             arms[arm.name] = {"example_ids": ids, "matching": matching}
         elif arm.kind == "random":
             if arm.n > len(pool_ids):

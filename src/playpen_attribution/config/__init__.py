@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from playpen_attribution.attribution.arms import SelectConfig, plan_arms
+from playpen_attribution.attribution.arms import SelectConfig, is_predictor_ranking, plan_arms, probe_layer
 from playpen_attribution.attribution.config import AttributeConfig
 from playpen_attribution.config.sections import (
     CandidatesConfig,
@@ -87,9 +87,16 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _check_sae_arm(self) -> ExperimentConfig:
-        if any(arm.ranking in ("sae", "probe") for arm in plan_arms(self.select, self.attribute.methods)) and (self.sae is None or self.predict is None):
+        plan = plan_arms(self.select, self.attribute.methods)
+        if any(is_predictor_ranking(arm.ranking) for arm in plan) and (self.sae is None or self.predict is None):
             raise ValueError("select.arms names an arm ranked by the SAE predictor or the residual probe (sae_top_k, "
                              "probe_top_k); it needs the `sae` and `predict` sections")
+        for arm in plan:  # a named probe reads a block the sae stage collects (sae.probe_layers)
+            block = probe_layer(arm.ranking)
+            if block is not None and (self.sae is None or block not in self.sae.probe_layers):
+                collected = self.sae.probe_layers if self.sae is not None else "no sae section"
+                raise ValueError(f"select.arms: {arm.name} ranks by the probe of block {block}, which is not in "
+                                 f"sae.probe_layers ({collected}); add {block} there")
         variant = PREDICTOR_VARIANT.match(self.predict.model) if self.predict is not None else None
         layer = variant.group(2) if variant else None
         named_later = self.sae is not None and bool(self.sae.extra_sae_ids)  # their blocks come from their hooks

@@ -149,8 +149,11 @@ def problems(exc: ValidationError, data: dict, hidden: tuple[str, ...] = ()) -> 
         if errors[0]["type"] == "extra_forbidden":
             out.append(f"unknown field '{field}'")
             continue
-        shown = "missing" if errors[0]["type"] == "missing" else repr(errors[0].get("input"))
         messages = list(dict.fromkeys(e["msg"] for e in errors))
+        if field == "(top level)":  # a check across sections: its message names the fields, the input is the config
+            out.append(", or ".join(m.removeprefix("Value error, ") for m in messages))
+            continue
+        shown = "missing" if errors[0]["type"] == "missing" else repr(errors[0].get("input"))
         out.append(f"field '{field}' = {shown}: {', or '.join(messages)}")
     return out
 

@@ -14,7 +14,9 @@ from playpen_attribution.run.artifacts import ArmSelection
 KIND_TEXT = {"top": "top {n} by {ranking}", "matched_random": "random, matched on strata x length to the top {n} by {ranking}",
              "window": "ranks {ranks} by {ranking}", "random_beyond": "{n} random rows ranked beyond {beyond} by {ranking}",
              "random": "{n} rows drawn uniformly at random", "full_pool": "the whole pool",
-             "label": "{n} random rows passing the label filter, token-matched to the top {n} by {ranking}"}
+             "label": "{n} random rows passing the label filter, token-matched to the top {n} by {ranking}",
+             "longest_label": "the longest rows passing the label filter, up to the completion tokens of the top {n} by "
+                              "{ranking}"}
 METRIC_TEXT = {"target_correct": ("word accuracy vs target word", "vs transcript guess"),
                "correct": ("word accuracy vs transcript guess", "vs target word")}
 """The accuracy field -> (its column's name, the other accuracy's column)."""

@@ -258,14 +258,16 @@ def predictor_lines(predictor: dict | None) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for name, m in models.items():
         label = name + (" (ranks sae_top_k)" if name == fed else "") + (
-            f" ({predictor.get('probe_pooling', 'mean')} pooling; ranks probe_top_k)" if name == "residual" else "")
+            f" ({predictor.get('probe_pooling', 'mean')} pooling; ranks probe_top_k)" if name == "residual" else "") + (
+            f" (block {name[9:]}; ranks probe_top_k@{name[9:]})" if name.startswith("residual@") else "")
         lines.append(f"| {label} | {num(m.get('spearman'))} | {num(m.get('pearson'))} | {num(m.get('r2'))} | "
                      f"{num(m.get('top_k_overlap'))} | {num(m.get('auroc'))} | {num(m.get('auroc_top_decile'))} | "
                      f"{regularisation(m)} |")
     lines += ["", (f"Top-k: the top {next(iter(models.values()))['top_k']} rows of {predictor.get('scored_rows')}; "
                    "every model on the same grouped folds. sae: stats + feature means; sae_topk: stats + each row's "
                    "top-K features; sae_logistic: a classifier of the top decile (its score is P(top decile)); "
-                   "sae@L: the sae design on block L; length, residual: the baselines.")]
+                   "sae@L: the sae design on block L; length, residual: the baselines; residual@L: the residual "
+                   "probe on block L (sae.probe_layers).")]
     for name, why in (predictor.get("null_metrics") or {}).items():
         lines.append(f"{name}: {why}.")
     for name, why in (predictor.get("skipped_models") or {}).items():

@@ -13,7 +13,9 @@ Models, by the name they have in `predict/metrics.json`:
 - `sae@<L>`: the `sae` design on the features of extra layer L (`sae.extra_layers`);
 - `length`: the row's token count alone (the length baseline);
 - `residual`: the raw residual stream of the SAE's layer, mean-pooled or at the last pooled token
-  (`predict.probe_pooling`), standardised, RidgeCV (the no-SAE probe, `probe_top_k`'s ranking).
+  (`predict.probe_pooling`), standardised, RidgeCV (the no-SAE probe, `probe_top_k`'s ranking);
+- `residual@<L>`: the same probe on block L's residual (`sae.probe_layers`, pooled the same way; the
+  named probe whose cross-fitted predictions rank `probe_top_k@<L>`).
 
 Regressors fit the attribution target (`rank`: percentile among the fit's rows, 1 = top; `score`:
 the raw score); RidgeCV and LogisticRegressionCV choose their regularisation by grouped folds inside
@@ -40,6 +42,7 @@ TOP_DECILE = 0.1
 CLASSIFIERS = ("sae_logistic",)
 SAE_DESIGNS = ("sae", "sae_topk", "sae_logistic")
 _LAYER = re.compile(r"^sae@(\d+)$")
+_PROBE_LAYER = re.compile(r"^residual@(\d+)$")
 DESIGNS = {
     "sae": "stats + feature_mean", "sae_topk": "stats + top-K feature means (zeros elsewhere)",
     "sae_logistic": "stats + feature_mean -> P(top decile)", "length": "seq_len",
@@ -52,11 +55,18 @@ def layer_of(model: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def model_names(features: RowFeatures, layers: dict[int, RowFeatures]) -> list[str]:
+def probe_layer_of(model: str) -> int | None:
+    """L of a model `residual@<L>`, None for the other models."""
+    match = _PROBE_LAYER.match(model)
+    return int(match.group(1)) if match else None
+
+
+def model_names(features: RowFeatures, layers: dict[int, RowFeatures], probe_layers=()) -> list[str]:
     """The models fitted on these features: sae_topk only when the features carry top-K ids (feature files
-    from before them do not), one sae@<L> per extra layer, the two baselines last."""
+    from before them do not), one sae@<L> per extra layer, the two baselines, one residual@<L> per probe layer."""
     names = ["sae"] + (["sae_topk"] if features.topk_ids is not None else []) + ["sae_logistic"]
-    return names + [f"sae@{layer}" for layer in sorted(layers)] + ["length", "residual"]
+    return (names + [f"sae@{layer}" for layer in sorted(layers)] + ["length", "residual"]
+            + [f"residual@{layer}" for layer in sorted(probe_layers)])
 
 
 def features_for(model: str, features: RowFeatures, layers: dict[int, RowFeatures]) -> RowFeatures:

@@ -7,8 +7,8 @@ out of fitting and evaluation and counted. The scored rows are cut into `folds` 
 by a model fitted on the other folds (its target, or the classifier's top-decile label, computed
 from those rows alone, so a row's own label never reaches the model that predicts it), with the
 regularisation chosen by grouped folds inside that fit. Every model (`sae.models`: the SAE variants
-`sae`, `sae_topk`, `sae_logistic`, `sae@<L>` and the baselines `length` and `residual`) runs on the
-same folds. The saved predictor (`predict.model`, `sae` by default), for new rows, is fitted on
+`sae`, `sae_topk`, `sae_logistic`, `sae@<L>`, the baselines `length` and `residual`, and one named probe
+`residual@<L>` per `sae.probe_layers` block) runs on the same folds. The saved predictor (`predict.model`, `sae` by default), for new rows, is fitted on
 every scored row, and so is the probe that ranks the candidates. Rows without a finite score are
 predicted by those final fits too (they have no label to leak).
 
@@ -41,6 +41,7 @@ from playpen_attribution.sae.models import (
     features_for,
     fit_model,
     model_names,
+    probe_layer_of,
     score,
     targets,
 )
@@ -185,19 +186,21 @@ def model_metrics(y_true: np.ndarray, y_pred: np.ndarray, model: str, top_fracti
 
 
 def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[str, float], cfg: PredictConfig,
-                     files: dict[str, str], layers: dict[int, RowFeatures] | None = None) -> Fit:
+                     files: dict[str, str], layers: dict[int, RowFeatures] | None = None,
+                     residuals: dict[int, np.ndarray] | None = None) -> Fit:
     """Cross-fit every model over the same grouped folds; `files` names the features, scores and rows files;
-    `layers` holds the extra layers' features (same rows), for the sae@<L> models."""
-    layers = layers or {}
+    `layers` holds the extra layers' features (same rows), for the sae@<L> models; `residuals` block L -> its
+    pooled residual (rows x d_model, the features' row order), for the named probes residual@<L>."""
+    layers, residuals = layers or {}, residuals or {}
     ids = features.example_ids
     check_ids(ids, scores.keys(), files["features"], files["scores"])
     for layer, other in layers.items():
         if other.example_ids != ids:
             raise UserError(f"{files['features']}: the features of layer {layer} list other rows than the main layer's")
-    names = model_names(features, layers)
+    names = model_names(features, layers, residuals)
     if cfg.model not in names:
         raise UserError(f"predict.model = {cfg.model!r}, but {files['features']} has features for "
-                        f"{', '.join(n for n in names if n not in ('length', 'residual'))} only; rerun `sae`")
+                        f"{', '.join(n for n in names if n.startswith('sae'))} only; rerun `sae`")
     raw = np.array([scores[i] for i in ids], dtype=np.float64)
     scored = np.flatnonzero(np.isfinite(raw))
     groups = row_groups(ids, rows, cfg.group_key, files["rows"])
@@ -206,7 +209,9 @@ def fit_and_evaluate(features: RowFeatures, rows: dict[str, dict], scores: dict[
     unscored = np.setdiff1d(np.arange(len(ids)), scored)
     models, pipelines, crossfitted = {}, {}, {}
     for model in names:
-        x = design(features_for(model, features, layers), model, cfg.probe_pooling)
+        block = probe_layer_of(model)
+        x = (residuals[block].astype(np.float64) if block is not None
+             else design(features_for(model, features, layers), model, cfg.probe_pooling))
         pred, per_fold = np.empty(len(scored)), []
         for f in range(cfg.folds):
             fit_rows, held = scored[fold != f], fold == f

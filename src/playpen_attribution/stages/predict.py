@@ -19,8 +19,11 @@ grouped folds, as described in `playpen_attribution.sae.predictor` and `sae.mode
   from a model that never saw that row (`fold` says which fold's model; null = a row without a
   finite score, predicted by the final fit). `predicted` is the `predict.model` variant, `probe` the
   residual probe; higher = more helpful: the rankings the `sae_top_k` and `probe_top_k` arms read,
-  so no arm is drawn from in-sample predictions;
-- with `sae/candidates/`: `candidate_scores.jsonl` (example_id, predicted, probe) for every candidate,
+  so no arm is drawn from in-sample predictions. With `sae.probe_layers`, one more column `probe@<L>` per
+  block: the named probe `residual@<L>` (the same probe on block L's residual, `predict.probe_pooling`),
+  cross-fitted on the same folds, the ranking of `probe_top_k@<L>`;
+- with `sae/candidates/`: `candidate_scores.jsonl` (example_id, predicted, probe, and `probe@<L>` when
+  `sae/candidates/probe_residuals.npz` holds the candidates' residuals) for every candidate,
   from the predictor and the probe fitted on every scored pool row (no candidate reaches a fit, so
   nothing needs cross-fitting; a candidate id that is also a pool row is refused), after the same spec
   check the `rank` stage makes. The manifest counts the candidates ranked.
@@ -43,10 +46,11 @@ import numpy as np
 from playpen_attribution.config import ExperimentConfig
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.errors import UserError
+from playpen_attribution.log import logger
 from playpen_attribution.report.probe_study import plot_probe_study
 from playpen_attribution.run import artifacts, stage_table
 from playpen_attribution.run.stage_folder import run_stage
-from playpen_attribution.sae.models import layer_of, targets
+from playpen_attribution.sae.models import layer_of, score, targets
 from playpen_attribution.sae.predictor import (
     SPEC_KEYS,
     Fit,
@@ -83,8 +87,21 @@ def candidate_features(sae_dir: Path, data_dir: Path, pool_ids: list[str]) -> tu
     return features, index, folder
 
 
-def rank_candidates(candidates: tuple, fit: Fit, bundle: dict, index: dict, pooling: str) -> list[dict]:
-    """(example_id, predicted, probe) of every candidate, by the final fits, after the spec checks."""
+def candidate_residuals(candidates: tuple, layers: list[int], pooling: str) -> dict[int, np.ndarray] | None:
+    """Block L -> the candidates' pooled residual (`sae/candidates/probe_residuals.npz`); None when the sae folder
+    was built before the candidates had them (the `probe@<L>` columns are then left out, said so in the manifest)."""
+    if not candidates or not layers:
+        return {}
+    features, _, folder = candidates
+    if not (folder / artifacts.PROBE_RESIDUALS).is_file():
+        return None
+    loaded = load_probe_residuals(folder, layers, features.example_ids)
+    return {layer: loaded[(layer, pooling)] for layer in layers}
+
+
+def rank_candidates(candidates: tuple, fit: Fit, bundle: dict, index: dict, pooling: str,
+                    residuals: dict[int, np.ndarray] | None = None) -> list[dict]:
+    """(example_id, predicted, probe[, probe@<L>]) of every candidate, by the final fits, after the spec checks."""
     if not candidates:
         return []
     features, cand_index, folder = candidates
@@ -96,18 +113,22 @@ def rank_candidates(candidates: tuple, fit: Fit, bundle: dict, index: dict, pool
         layer_features, layer_index = _load_layers(folder, cand_index)[layer]
         predicted = apply_predictor(bundle, layer_features, layer_index, str(folder / artifacts.sae_layer_dir(layer)))
     probe = apply_probe(fit.pipelines["residual"], features, pooling)
+    named = {f"probe@{layer}": score(fit.pipelines[f"residual@{layer}"], "residual", x.astype(np.float64))
+             for layer, x in sorted((residuals or {}).items())}
     return [{"example_id": eid, "predicted": float(p), "probe": float(q)}
-            for eid, p, q in zip(features.example_ids, predicted, probe, strict=True)]
+            | {name: float(values[i]) for name, values in named.items()}
+            for i, (eid, p, q) in enumerate(zip(features.example_ids, predicted, probe, strict=True))]
 
 
-def probe_study(out: Path, sae_dir: Path, features, index: dict, fit: Fit, scores: dict, cfg: ExperimentConfig) -> dict:
-    """The probe study on the `sae.probe_layers` residuals (and the main layer's SAE features, `sae`), over the
-    predictor's grouped folds and target, length = tokens fed to the model; writes its table rows and plot."""
+def probe_study(out: Path, residuals: dict, features, index: dict, fit: Fit, scores: dict, cfg: ExperimentConfig) -> dict:
+    """The probe study on the `sae.probe_layers` residuals ((layer, pooling) -> rows x d_model; and the main
+    layer's SAE features, `sae`), over the predictor's grouped folds and target, length = tokens fed to the
+    model; writes its table rows and plot."""
     predict = cfg.predict
     assert predict is not None, "called by the predict stage, which refuses a config without one"
     ids = features.example_ids
     layers = [int(layer) for layer in index["probe_layers"]]
-    inputs = load_probe_residuals(sae_dir, layers, ids) | {(int(index["layer"]), "sae"): features.feature_mean}
+    inputs = dict(residuals) | {(int(index["layer"]), "sae"): features.feature_mean}
     scored = np.array([i for i, eid in enumerate(ids) if fit.fold[eid] is not None])
     folds = np.array([fit.fold[ids[i]] for i in scored])
     target = targets(scores, [ids[i] for i in scored], predict.target)
@@ -136,8 +157,12 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         files = {"features": str(sae_dir / artifacts.SAE_INDEX), "scores": str(attr_dir / artifacts.SCORES_FILE),
                  "rows": str(artifacts.split_path(data_dir, index["split"]))}
         scores = artifacts.load_scores(attr_dir)
+        probe_layers = [int(layer) for layer in index.get("probe_layers", [])]
+        residuals = load_probe_residuals(sae_dir, probe_layers, features.example_ids) if probe_layers else {}
+        pooling = predict.probe_pooling
         fit = fit_and_evaluate(features, rows, scores, predict, files,
-                               {layer: f for layer, (f, _) in layers.items()})
+                               {layer: f for layer, (f, _) in layers.items()},
+                               {layer: residuals[(layer, pooling)] for layer in probe_layers})
         layer = layer_of(predict.model)
         model_features, model_index = (features, index) if layer is None else layers[layer]
         spec = predictor_spec(model_index, predict)
@@ -146,17 +171,26 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         artifacts.write_predictor_metrics(out, fit.metrics)
         apply_predictor(bundle, model_features, model_index, str(sae_dir))  # the spec check
         artifacts.write_predicted_scores(out, [
-            {"example_id": eid, "predicted": fit.predicted[eid], "probe": fit.probe[eid], "fold": fit.fold[eid]}
+            {"example_id": eid, "predicted": fit.predicted[eid], "probe": fit.probe[eid]}
+            | {f"probe@{layer}": fit.crossfitted[f"residual@{layer}"][eid] for layer in probe_layers}
+            | {"fold": fit.fold[eid]}
             for eid in features.example_ids
         ])
         probe = fit.metrics["models"]["residual"]
         manifest = {"metrics": {m: v["spearman"] for m, v in fit.metrics["models"].items()},
                     "rows": len(fit.predicted), "cross_fitted": True, "predicted_by": predict.model,
                     "probe": {"pooling": predict.probe_pooling, "alpha": probe["alpha"]}}
-        if index.get("probe_layers"):
-            manifest["probe_study"] = probe_study(out, sae_dir, features, index, fit, scores, cfg)
+        if probe_layers:
+            manifest["probe_study"] = probe_study(out, residuals, features, index, fit, scores, cfg)
+            manifest["named_probes"] = [f"probe@{layer}" for layer in probe_layers]
         if candidates is not None:
-            ranked = rank_candidates(candidates, fit, bundle, index, predict.probe_pooling)
+            cand_residuals = candidate_residuals(candidates, probe_layers, pooling)
+            if cand_residuals is None:
+                logger.warning("%s has no candidates' probe residuals (built before them): candidate_scores.jsonl "
+                               "has no probe@<L> columns; rerun `sae` with --overwrite for probe_top_k@<L> arms",
+                               sae_dir / artifacts.CANDIDATES_DIR)
+                manifest["candidates_without_named_probes"] = "sae/candidates has no probe_residuals.npz"
+            ranked = rank_candidates(candidates, fit, bundle, index, pooling, cand_residuals)
             artifacts.write_candidate_scores(out, ranked)
             manifest["candidates_ranked"] = len(ranked)
         return manifest

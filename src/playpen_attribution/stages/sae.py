@@ -16,7 +16,8 @@ names, SAE release/id, hook name, layer, widths, K, the split); per extra layer 
 `sae/layer_<L>/`; with a candidates split, the candidates' features in `sae/candidates/` (and
 `sae/candidates/layer_<L>/`), index `split: candidates`; with `sae.probe_layers`, `probe_residuals.npz`
 (the pool rows' residuals at those blocks, pooled last token / mean / first response token, from the same
-forward pass; `sae.probe_residuals`) for the predict stage's probe study. The manifest records the SAE, hook,
+forward pass; `sae.probe_residuals`) for the predict stage's probe study and named probes (and the same file in
+`sae/candidates/`, so a named probe `probe@<L>` ranks the candidates). The manifest records the SAE, hook,
 layer, the extra layers, the count of rows with no pooled token (zeros, never dropped) and the
 number of candidates.
 """
@@ -79,8 +80,12 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, overwrite: bool = False) -> Pat
         if has_candidates:
             manifest["candidates"] = {"rows": len(candidates), "empty_pooled_rows": 0}
             if candidates:
-                found = extract_split(extraction, candidates, f"{CANDIDATES} split")
+                cand_probes: dict | None = {} if sae.probe_layers else None
+                found = extract_split(extraction, candidates, f"{CANDIDATES} split", cand_probes)
                 _write_layers(out / artifacts.CANDIDATES_DIR, found, extraction.layer, CANDIDATES, extra)
+                if cand_probes is not None:  # the named probes (probe@<L>) rank the candidates too
+                    write_probe_residuals(out / artifacts.CANDIDATES_DIR, cand_probes,
+                                          found[extraction.layer][0].example_ids)
                 manifest["candidates"]["empty_pooled_rows"] = found[extraction.layer][1]["empty_pooled_rows"]
                 manifest["tokens_processed"] += int(found[extraction.layer][0].stats[:, 0].sum())
         return manifest

@@ -7,7 +7,16 @@ A ranking maps example_id -> score, higher first (`ranking`):
 - `length`: token length under the one tokenization function (computed here);
 - `loss`, `embedding`: `baselines/row_baselines.jsonl` (loss under the base adapter, cosine of the
   mean-pooled final hidden state to the mean query embedding);
-- `metadata:<column>`: a numeric column of the pool rows (rows without it rank last, counted).
+- `metadata:<column>`: a numeric column of the pool rows (rows without it rank last, counted);
+- `probe@<L>`: the residual probe of block L (`sae.probe_layers`), the `probe@<L>` column of
+  `predict/predicted_scores.jsonl` (cross-fitted) or `predict/candidate_scores.jsonl` (the candidates): the
+  ranking of `probe_top_k@<L>` and its control.
+
+With `select.stratify_by`, every top n is taken per value of that column in proportion to the split's rows
+(`selection.stratified_top`; each top arm records its quotas under `matching.stratified_quotas`, the manifest
+the rows per value under `stratify_by`), and the matched controls' strata hold that column beside
+`select.match_column`. The length arm `longest_label_k` takes the longest label-passing rows up to top_k's
+completion tokens (`selection.longest_to_tokens`, recorded under `matching`).
 
 Arms are `attribution.arms.PlannedArm`s (`plan_arms(select)`): top n, matched random, rank window, random beyond a
 rank, full pool (`selection.build_arms`). Random arms are drawn with the sweep seed.
@@ -36,9 +45,10 @@ from dataclasses import asdict
 from itertools import combinations
 from pathlib import Path
 
-from playpen_attribution.attribution.arms import arm_split, plan_arms
+from playpen_attribution.attribution.arms import arm_split, plan_arms, probe_layer
 from playpen_attribution.attribution.selection import build_arms, strata
 from playpen_attribution.config import ExperimentConfig
+from playpen_attribution.core.jsonl import read_jsonl
 from playpen_attribution.core.modeling import load_tokenizer
 from playpen_attribution.core.rows import CANDIDATES
 from playpen_attribution.core.tokenization import IGNORE_INDEX, tokenize_row
@@ -79,12 +89,29 @@ def load_named_ranking(name: str, run_dir: Path, pool: list[dict], lengths: dict
         return {eid: float(n) for eid, n in lengths.items()}
     if name.startswith("metadata:"):
         return metadata_ranking(pool, name.removeprefix("metadata:"))
+    if probe_layer(name) is not None:
+        return layer_probe_ranking(run_dir, name, "train_base")
     raise UserError(f"ranking {name!r} is not known")
 
 
+def layer_probe_ranking(run_dir: Path, name: str, split: str) -> dict[str, float]:
+    """The ranking `probe@<L>` of the pool (cross-fitted) or of the candidates, from the predict folder."""
+    path = Path(run_dir) / artifacts.PREDICT / (artifacts.CANDIDATE_SCORES if split == CANDIDATES
+                                                else artifacts.PREDICTED_SCORES)
+    if not path.is_file():
+        raise UserError(f"{path}: not found; run `predict` before `select` (arm ranked by {name})")
+    first = next(iter(read_jsonl(path)), {})
+    if name not in first:
+        raise UserError(f"{path} has no column {name!r}: block {probe_layer(name)} was not in sae.probe_layers when "
+                        "`sae` and `predict` ran (or sae/candidates has no probe residuals); rerun `sae` and `predict` "
+                        "with --overwrite")
+    return artifacts.load_ranking(path, name)
+
+
 def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, run_dir: Path, tokenizer,
-          split: str) -> tuple[dict[str, ArmSelection], dict[str, int]]:
-    """The arms of `plan` drawn from `rows` (one split): (arm -> selection, rows each ranking could not score)."""
+          split: str) -> tuple[dict[str, ArmSelection], dict]:
+    """The arms of `plan` drawn from `rows` (one split): (arm -> selection, {"unscored": rows each ranking could
+    not score, "stratify_by": rows per value of select.stratify_by when set})."""
     tok, sel = cfg.tokenize, cfg.select
     encoded = {eid: tokenize_row(tokenizer, row, tok) for eid, row in rows.items()}
     lengths = {eid: len(e["input_ids"]) for eid, e in encoded.items()}
@@ -92,7 +119,10 @@ def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, r
     pool = list(rows.values())
     rankings = {}
     for name in sorted({arm.ranking for arm in plan if arm.ranking}):
-        if split == CANDIDATES:
+        if split == CANDIDATES and probe_layer(name) is not None:
+            scores = layer_probe_ranking(run_dir, name, split)
+            source = run_dir / artifacts.PREDICT / artifacts.CANDIDATE_SCORES
+        elif split == CANDIDATES:
             scores = artifacts.load_candidate_ranking(run_dir, name)
             source = run_dir / artifacts.CANDIDATE_RANKING_FILES[name][0] / artifacts.CANDIDATE_RANKING_FILES[name][1]
         else:
@@ -102,14 +132,20 @@ def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, r
             raise UserError(f"ranking {name!r} ({source}) does not score exactly the {split} split's example_ids "
                             f"({len(set(scores) - set(rows))} unknown, {len(set(rows) - set(scores))} missing); rerun it")
         rankings[name] = scores
-    stratum = strata({e: _column(r, sel.match_column, "select.match_column") for e, r in rows.items()}, lengths,
-                     sel.length_bins)
+    groups = None
+    if sel.stratify_by is not None:
+        groups = {e: str(_column(r, sel.stratify_by, "select.stratify_by")) for e, r in rows.items()}
+    matched_on = {e: _column(r, sel.match_column, "select.match_column") for e, r in rows.items()}
+    if groups is not None and sel.stratify_by != sel.match_column:  # controls match the stratified column too
+        matched_on = {e: f"{groups[e]}|{value}" for e, value in matched_on.items()}
+    stratum = strata(matched_on, lengths, sel.length_bins)
     labelled = None
-    if any(arm.kind == "label" for arm in plan):
+    if any(arm.kind in ("label", "longest_label") for arm in plan):
         labelled = {e for e, r in rows.items() if str(_column(r, sel.label_column, "select.label_column"))
                     in sel.label_values}
     arms = build_arms(plan, rankings, list(rows), stratum, seed,
-                      tokens=completion if sel.match_tokens else None, tolerance=sel.token_tolerance, labelled=labelled)
+                      tokens=completion if sel.match_tokens else None, tolerance=sel.token_tolerance, labelled=labelled,
+                      groups=groups, completion=completion)
     selections = {}
     for arm in plan:
         ids = arms[arm.name]["example_ids"]
@@ -120,8 +156,12 @@ def _draw(cfg: ExperimentConfig, plan: list, rows: dict[str, dict], seed: int, r
             outcomes=dict(Counter(rows[i]["outcome"] for i in ids)),
             strata=dict(sorted(Counter(stratum[i] for i in ids).items())),
             **spec, seed=seed, matching=arms[arm.name].get("matching"), split=split)
-    unscored = {name: sum(not math.isfinite(v) for v in s.values()) for name, s in rankings.items()}
-    return selections, unscored
+    found: dict = {"unscored": {name: sum(not math.isfinite(v) for v in s.values()) for name, s in rankings.items()}}
+    if groups is not None:
+        found["stratify_by"] = dict(sorted(Counter(groups.values()).items()))
+    if labelled is not None:
+        found["label_filter_passed"] = len(labelled)
+    return selections, found
 
 
 def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir: Path, tokenizer,
@@ -138,10 +178,14 @@ def build_selections(cfg: ExperimentConfig, pool: list[dict], seed: int, run_dir
         arms = [a for a in plan if arm_split(cfg.select, a, candidates is not None) == split]
         if not arms:
             continue
-        selections, unscored = _draw(cfg, arms, rows, seed, run_dir, tokenizer, split)
+        selections, found = _draw(cfg, arms, rows, seed, run_dir, tokenizer, split)
         drawn |= selections
         key = "unscored_rows" if split == "train_base" else "unscored_candidates"
-        extra[key] = extra.get(key, {}) | unscored
+        extra[key] = extra.get(key, {}) | found["unscored"]
+        if "stratify_by" in found:  # rows per value of the column, per split the top n were stratified over
+            extra.setdefault("stratify_by", {"column": cfg.select.stratify_by})[split] = found["stratify_by"]
+        if "label_filter_passed" in found:
+            extra.setdefault("label_filter_passed", {})[split] = found["label_filter_passed"]
     selections = {arm.name: drawn[arm.name] for arm in plan}
     sets = {name: set(s.example_ids) for name, s in selections.items()}
     extra["overlaps"] = {f"{a}&{b}": len(sets[a] & sets[b]) for a, b in combinations(sets, 2) if sets[a] & sets[b]}
