@@ -51,7 +51,7 @@ def run_stage(cfg, run_dir: Path, model_path: str, cache: Path) -> float:
     """One real run of the stage (its previous folder removed first, so nothing is reused but the cache)."""
     stage_cfg = cfg.model_copy(update={"attribute": cfg.attribute.model_copy(update={"cache_dir": str(cache)})})
     shutil.rmtree(run_dir / artifacts.ATTRIBUTE, ignore_errors=True)
-    return timed(attribute.run, stage_cfg, run_dir, model_path)
+    return timed(attribute.run, stage_cfg, run_dir)
 
 
 def run_direct(cfg, model_path: str, adapter: Path, rows: Path, work: Path) -> float:
