@@ -45,6 +45,7 @@ def _until(condition, proc: subprocess.Popen, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.integration  # starts child processes (seconds each)
 def test_a_second_process_waits_naming_the_holder_then_gets_the_lock(tmp_path):
     lock = lock_path(tmp_path / "stage")
     a, a_ready, a_release, _ = _start(tmp_path, "a", lock)
@@ -69,6 +70,7 @@ def test_a_second_process_waits_naming_the_holder_then_gets_the_lock(tmp_path):
                 proc.kill()
 
 
+@pytest.mark.integration  # starts child processes (seconds each)
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     lock = lock_path(tmp_path / "stage")
     a, a_ready, _, _ = _start(tmp_path, "a", lock)

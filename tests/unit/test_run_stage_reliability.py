@@ -61,6 +61,7 @@ def _until(condition, proc: subprocess.Popen, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.integration  # starts child processes (seconds each)
 def test_two_processes_on_one_stage_folder_build_it_once(tmp_path):
     a = _start(tmp_path, tmp_path / "a.log")
     b = None
@@ -82,6 +83,7 @@ def test_two_processes_on_one_stage_folder_build_it_once(tmp_path):
     assert changed_files(tmp_path / "stage") == [] and not (tmp_path / "stage.part").exists()
 
 
+@pytest.mark.integration  # starts child processes (seconds each)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
 def test_a_stop_signal_leaves_a_resumable_part_that_is_never_taken_for_whole(tmp_path, signum):
     proc = _start(tmp_path, tmp_path / "a.log")
