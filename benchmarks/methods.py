@@ -23,7 +23,7 @@ from pathlib import Path
 from bench_common import say  # benchmarks/ is on sys.path when run as a script
 
 from playpen_attribution.attribution.diagnostics import ranking_quality
-from playpen_attribution.report.methods import relative, spearman, top_k_verdict
+from playpen_attribution.report.methods import gain, number, relative, spearman, top_k_verdict
 from playpen_attribution.run import artifacts
 
 
@@ -61,15 +61,10 @@ def method_rows(run_dir: Path, ks: tuple[int, ...]) -> tuple[dict, dict, dict]:
     return rows, scores, manifest
 
 
-def _num(value, fmt: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, fmt)
-
-
 def _gain(v: dict | None) -> str:
     if not v or v.get("mean") is None:
         return "n/a (no report.json comparison)"
-    ci = "" if v.get("ci_low") is None else f" [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
-    return f"{v['mean']:+.3f}{ci} {v['metric']}, p {_num(v.get('p_value'), '.2g')}, {v.get('verdict')}"
+    return f"{gain(v)}, {v.get('verdict')}"
 
 
 def main() -> None:
@@ -85,14 +80,14 @@ def main() -> None:
         + " | AUROC clean vs planted | top_k − its control (across seeds) |")
     say("|---|---|---|---|---|" + "---|" * (len(ks) + 2))
     for method, r in rows.items():
-        precision = [_num(r["precision_clean_at_k"].get(str(k))) for k in ks]
+        precision = [number(r["precision_clean_at_k"].get(str(k))) for k in ks]
         reused = " (query index reused)" if r["query_index_reused"] else ""
-        say(f"| {method} | {_num(r['seconds'], '.1f')}{reused} | {_num(r['relative_seconds'], '.2f')} | "
-            f"{_num(r['peak_rss_mb'], '.0f')} | {_num(r['relative_peak_rss'], '.2f')} | " + " | ".join(precision)
-            + f" | {_num(r['auroc_clean_vs_planted'])} | {_gain(r['top_k_vs_control'])} |")
+        say(f"| {method} | {number(r['seconds'], '.1f')}{reused} | {number(r['relative_seconds'], '.2f')} | "
+            f"{number(r['peak_rss_mb'], '.0f')} | {number(r['relative_peak_rss'], '.2f')} | " + " | ".join(precision)
+            + f" | {number(r['auroc_clean_vs_planted'])} | {_gain(r['top_k_vs_control'])} |")
     say("\nSpearman between methods' scores:")
     for a, b in combinations(rows, 2):
-        say(f"- {a} vs {b}: {_num(spearman(scores[a], scores[b]))}")
+        say(f"- {a} vs {b}: {number(spearman(scores[a], scores[b]))}")
     say()
     for method, r in rows.items():
         say(json.dumps({"method": method, **r, "run_dir": str(run_dir)}))

@@ -73,3 +73,15 @@ def gemma_270m_dir():
     """The real Gemma-3-270M as an ordinary Hugging Face folder, prepared once per machine under
     `<repo>/models/` and reused."""
     return prepared_gemma_270m()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    on a shared 2-core box more threads spin against other processes. The count is restored after the module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

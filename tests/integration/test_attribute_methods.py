@@ -28,14 +28,7 @@ POOL_ROWS, QUERY_ROWS = 40, 6
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one intra-op thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -45,13 +45,7 @@ def _rows(rng: np.random.Generator, n: int, prefix: str, lo: int, hi: int) -> li
     return rows
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, more threads spin against other processes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one intra-op thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

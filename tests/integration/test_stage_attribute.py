@@ -26,14 +26,7 @@ COMMON = {"config.yaml", "manifest.json", "scores.jsonl", "summary.json", "row_d
           "score_histogram.png", "score_vs_length.png"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one intra-op thread (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

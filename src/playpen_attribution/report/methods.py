@@ -75,15 +75,17 @@ def method_table(run_dir: Path, aggregate: list[dict]) -> dict | None:
                                            for a, b in combinations(costs, 2)}}
 
 
-def _num(value, fmt: str = ".3f") -> str:
+def number(value, fmt: str = ".3f") -> str:
+    """A cost or score as the method table writes it (`n/a` for None)."""
     return "n/a" if value is None else format(value, fmt)
 
 
-def _gain(v: dict | None) -> str:
+def gain(v: dict | None) -> str:
+    """A `top_k_verdict` as `+0.090 [+0.048, +0.132] on choice accuracy, p 0.0032` (`n/a` without one)."""
     if not v or v.get("mean") is None:
         return "n/a"
     interval = "" if v.get("ci_low") is None else f" [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
-    return f"{v['mean']:+.3f}{interval} on {v['metric'].replace('_', ' ')}, p {_num(v.get('p_value'), '.2g')}"
+    return f"{v['mean']:+.3f}{interval} on {v['metric'].replace('_', ' ')}, p {number(v.get('p_value'), '.2g')}"
 
 
 def method_lines(table: dict | None) -> list[str]:
@@ -100,10 +102,10 @@ def method_lines(table: dict | None) -> list[str]:
     for method, m in table["methods"].items():
         verdict = (m["top_k"] or {}).get("verdict") or "n/a"
         reused = " (reused)" if m.get("query_index_reused") else ""
-        lines.append(f"| {method} | {_num(m['seconds'], '.1f')}{reused} | {_num(m['relative_seconds'], '.2f')} | "
-                     f"{_num(m['peak_rss_mb'], '.0f')} | {_num(m['relative_peak_rss'], '.2f')} | "
-                     f"{_num(m['auroc_planted'])} | {_gain(m['top_k'])} | {verdict} |")
+        lines.append(f"| {method} | {number(m['seconds'], '.1f')}{reused} | {number(m['relative_seconds'], '.2f')} | "
+                     f"{number(m['peak_rss_mb'], '.0f')} | {number(m['relative_peak_rss'], '.2f')} | "
+                     f"{number(m['auroc_planted'])} | {gain(m['top_k'])} | {verdict} |")
     if table["spearman"]:
         lines += ["", "Spearman between methods' scores: " + "; ".join(
-            f"{pair} {_num(rho)}" for pair, rho in table["spearman"].items()) + "."]
+            f"{pair} {number(rho)}" for pair, rho in table["spearman"].items()) + "."]
     return lines + [""]
