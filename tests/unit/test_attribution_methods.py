@@ -101,6 +101,9 @@ def test_method_table_pieces():
     verdict = top_k_verdict(aggregate, "trak")
     assert verdict["metric"] == "choice_accuracy" and verdict["verdict"] == "arm" and verdict["mean"] == 0.2
     assert top_k_verdict(aggregate, "ekfac") is None
+    sized = [{**aggregate[0], "arm": "top_300@trak"}, {**aggregate[0], "arm": "top_150@trak", "metrics": {}}]
+    assert top_k_verdict(sized, "trak")["mean"] == 0.2  # with extra_k: select.k's arm, the first of its sizes
+    assert top_k_verdict([{**aggregate[0], "arm": "probe_top_k@1"}], "1") is None
     table = {"methods": {"trak": {"seconds": 25.0, "peak_rss_mb": 750.0, "relative_seconds": 2.5,
                                   "relative_peak_rss": 1.5, "auroc_planted": 0.9, "top_k": verdict}},
              "spearman": {"gradient_cosine vs trak": 0.5}}

@@ -9,6 +9,7 @@ relative to gradient cosine in the same run when it ran (`relative_to`), else to
 
 from __future__ import annotations
 
+import re
 from itertools import combinations
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def relative(costs: dict[str, dict], key: str) -> dict[str, float | None]:
 
 
 def top_k_verdict(aggregate: list[dict], method: str) -> dict | None:
-    """`top_k@<method>` against its first control on the first metric of VERDICT_METRICS it has."""
-    found = next((a for a in aggregate if a["arm"] == f"top_k@{method}"), None)
+    """`top_k@<method>` against its first control on the first metric of VERDICT_METRICS it has. With
+    `select.extra_k` the arm is named by its size (`top_300@<method>`); the first one is select.k's."""
+    name = re.compile(rf"top_(k|\d+)@{re.escape(method)}")
+    found = next((a for a in aggregate if name.fullmatch(a["arm"])), None)
     if found is None:
         return None
     metric = next((m for m in VERDICT_METRICS if m in found["metrics"]), None)
